@@ -83,11 +83,12 @@ class Source(ABC):
 
 
 def check_tensor_set(file, cfg: ModelConfig, shapes: dict[str, tuple[int, ...]],
-                     src_names: dict[str, str] | None = None) -> None:
+                     src_names: dict[str, str] | None = None, partial: bool = False) -> None:
     """Compare the canonical tensors a source holds with what ``cfg`` needs; raise PackError.
 
     ``shapes``: canon -> shape found; ``src_names``: canon -> name in the file (for messages).
-    ``output`` may be missing only with tie_word_embeddings.
+    ``output`` may be missing only with tie_word_embeddings. ``partial=True`` checks only the
+    tensors given (names and shapes), not that every needed tensor is there.
     """
     src_names = src_names or {}
     want = expected_tensors(cfg)
@@ -102,7 +103,7 @@ def check_tensor_set(file, cfg: ModelConfig, shapes: dict[str, tuple[int, ...]],
                             f"implies {list(want[canon])}",
                             "Check that config.json matches the weights")
     for canon in want:
-        if canon in shapes:
+        if partial or canon in shapes:
             continue
         if canon == "output" and cfg.tie_word_embeddings:
             continue
