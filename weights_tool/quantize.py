@@ -13,7 +13,7 @@ every x of the group lies within the grid the stored f16 values describe. q is t
 against those rounded values, which makes |x - x'| <= d/2 hold per element for the STORED d.
 
 Output parts (see ``quantize``) are 2-D with one row per tensor row; ``part_bytes`` turns a part
-into the bytes stored in a shard (padded to 4). Work is done in row chunks of ~16 MB so that
+into the bytes stored in a shard (padded to 4). Work is done in row chunks of ~8 MB so that
 quantizing a 2 GB tensor needs only small temporaries.
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from driver.formats import FORMATS, check_shape, pad4
 
-_CHUNK_ELEMS = 4 * 1024 * 1024  # elements per row chunk: 16 MB of f32 temporaries at a time
+_CHUNK_ELEMS = 2 * 1024 * 1024  # elements per row chunk: 8 MB f32 temporaries (RSS bound)
 _F16_MAX = 65504.0
 
 

@@ -1,0 +1,375 @@
+"""pack: stream a Source into OUT = {manifest.json, shard-NNN-<sha12>.bin, tokenizer files}.
+
+Tensor by tensor: load one f32 copy (or take the source's lossless native parts), quantize it in
+row blocks of at most MAX_PART_BYTES per part, append each part to the current shard at a
+256-byte-aligned offset, and forget it. Shards are written into ``OUT.tmp-<pid>`` beside OUT,
+hashed while written, fsynced and renamed to their content address; manifest.json is written
+last and the folder renamed to OUT only when complete. Any error or Ctrl-C removes the temp
+folder and leaves OUT untouched. Peak memory: one tensor in f32 + one block's parts + small
+quantization temporaries.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from driver import formats
+from driver.formats import FORMATS, PART_ALIGN, PART_NAMES, QUANTIZED, check_shape, part_nbytes
+
+from .errors import PackError
+from .quantize import QuantError, error_stats, quantize
+from .source import Source, SourceTensor, open_source
+
+ROW_BLOCK_MULTIPLE = 64  # row blocks are multiples of 64 rows (kernel tile heights divide it)
+
+
+@dataclass
+class PackSummary:
+    out: Path
+    name: str
+    quant: str
+    group_size: int
+    total_bytes: int
+    shards: int
+    tensors: int
+    max_abs_err: float
+    mean_abs_err: float
+    worst_tensor: str
+    seconds: float
+    largest_part: int
+    manifest: dict = field(repr=False, default_factory=dict)
+
+    def line(self) -> str:
+        return (f"packed {self.name}: {self.total_bytes / 1e6:.1f} MB in {self.shards} shards, "
+                f"{self.tensors} tensors, {self.quant} (group {self.group_size}), worst error "
+                f"{self.max_abs_err:.3g} in {self.worst_tensor or '-'}, {self.seconds:.1f} s "
+                f"-> {self.out}")
+
+
+# ---- shard writer ----
+class _Shards:
+    """Appends parts to shard files in ``folder``; each part 256-aligned, inside one shard."""
+
+    def __init__(self, folder: Path, shard_bytes: int) -> None:
+        self.folder, self.limit = folder, shard_bytes
+        self.done: list[dict] = []
+        self.f = None
+        self.pos = 0
+        self.hash = None
+
+    def _open(self) -> None:
+        self.f = open(self.folder / f"shard-{len(self.done):03d}.partial", "wb")
+        self.pos, self.hash = 0, hashlib.sha256()
+
+    def _write(self, b) -> None:
+        self.f.write(b)
+        self.hash.update(b)
+        self.pos += len(b)
+
+    def add(self, a: np.ndarray) -> dict:
+        """Write part ``a`` (any dtype, little-endian) padded to 4 bytes; return its location."""
+        raw = memoryview(np.ascontiguousarray(a)).cast("B")
+        nbytes = formats.pad4(len(raw))
+        if self.f is not None and self.pos and _align(self.pos) + nbytes > self.limit:
+            self._finish()
+        if self.f is None:
+            self._open()
+        off = _align(self.pos)
+        if off > self.pos:
+            self._write(b"\0" * (off - self.pos))
+        self._write(raw)
+        if nbytes > len(raw):
+            self._write(b"\0" * (nbytes - len(raw)))
+        loc = {"shard": len(self.done), "offset": off, "nbytes": nbytes}
+        if self.pos >= self.limit:  # a part as big as a shard gets its own shard
+            self._finish()
+        return loc
+
+    def _finish(self) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        sha = self.hash.hexdigest()
+        name = f"shard-{len(self.done):03d}-{sha[:12]}.bin"
+        os.replace(self.folder / f"shard-{len(self.done):03d}.partial", self.folder / name)
+        self.done.append({"file": name, "nbytes": self.pos, "sha256": sha})
+        self.f = None
+
+    def close(self) -> list[dict]:
+        if self.f is not None:
+            self._finish()
+        return self.done
+
+    def abort(self) -> None:
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+
+def _align(n: int) -> int:
+    return (n + PART_ALIGN - 1) // PART_ALIGN * PART_ALIGN
+
+
+# ---- progress ----
+class _Progress:
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled, self.done, self.t0 = max(total, 1), enabled, 0, time.time()
+
+    def step(self, nbytes: int, label: str) -> None:
+        self.done += nbytes
+        if not self.enabled:
+            return
+        frac = min(1.0, self.done / self.total)
+        bar = "#" * int(frac * 30)
+        rate = self.done / 1e6 / max(time.time() - self.t0, 1e-6)
+        sys.stderr.write(f"\r[{bar:<30}] {frac * 100:5.1f}% {rate:7.1f} MB/s {label[:40]:<40}")
+        sys.stderr.flush()
+
+    def end(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 100 + "\r")
+            sys.stderr.flush()
+
+
+# ---- layout decisions ----
+def rows_per_block(fmt: str, rows: int, cols: int, group_size: int, max_part: int) -> int:
+    """Rows per row block so that no part exceeds ``max_part`` bytes (a multiple of 64 rows)."""
+    def biggest(r):
+        return max(part_nbytes(fmt, p, r, cols, group_size) for p in PART_NAMES[fmt])
+    if biggest(rows) <= max_part:
+        return rows
+    rb = max_part // max(1, biggest(1)) // ROW_BLOCK_MULTIPLE * ROW_BLOCK_MULTIPLE
+    while rb > 0 and biggest(rb) > max_part:
+        rb -= ROW_BLOCK_MULTIPLE
+    return rb
+
+
+def _generation(src: Source, tok: dict[str, bytes]) -> dict:
+    cfg = src.config
+    g = {}
+    if "generation_config.json" in tok:
+        try:
+            g = json.loads(tok["generation_config.json"])
+        except ValueError as e:
+            raise PackError(src.path / "generation_config.json" if src.kind == "hf" else src.path,
+                            f"invalid JSON in generation_config.json ({e})", "Fix the file") \
+                from None
+        if not isinstance(g, dict):
+            g = {}
+    eos = g.get("eos_token_id", list(cfg.eos_token_id))
+    eos = [eos] if isinstance(eos, int) else [e for e in (eos or []) if isinstance(e, int)]
+    out = {"bos_token_id": g.get("bos_token_id", cfg.bos_token_id), "eos_token_ids": eos}
+    for k in ("temperature", "top_p", "top_k", "repetition_penalty"):
+        if isinstance(g.get(k), (int, float)) and not isinstance(g.get(k), bool):
+            out[k] = g[k]
+    return out
+
+
+# ---- one tensor ----
+def _pack_tensor(t: SourceTensor, fmt: str, G: int, max_part: int, shards: _Shards,
+                 keep_native: bool) -> tuple[dict, float, float, int]:
+    """Write one tensor; return (manifest entry, max err, summed err, elements)."""
+    if len(t.shape) == 1:
+        w = t.load_f32()  # (n,) f32 norm weights, always stored f32
+        if not np.isfinite(w).all():
+            raise QuantError("holds NaN or infinite values")
+        loc = shards.add(w)
+        return ({"dtype": "f32", "shape": list(t.shape),
+                 "blocks": [{"row_start": 0, "rows": 1, "parts": {"data": loc}}]}, 0.0, 0.0, 0)
+    rows, cols = t.shape
+    if keep_native and t.src_dtype.lower() in FORMATS and G == 32:
+        fmt = t.src_dtype.lower()
+    native = t.native(fmt) if G == 32 or fmt in ("f32", "f16") else None
+    w = t.load_f32()  # (rows, cols) f32: the reference for the error stats
+    rb = rows_per_block(fmt, rows, cols, G, max_part)
+    entry = {"dtype": fmt, "shape": [rows, cols]}
+    if fmt in QUANTIZED:
+        entry["group_size"] = G
+    blocks, worst, total = [], 0.0, 0.0
+    for r0 in range(0, rows, rb):
+        r1 = min(rows, r0 + rb)
+        if native is not None:
+            parts = {k: v[r0:r1] for k, v in native.items()}  # (r1-r0, ...) per part
+        else:
+            parts = quantize(w[r0:r1], fmt, G)
+        locs = {p: shards.add(parts[p]) for p in PART_NAMES[fmt]}
+        if fmt != "f32" or native is not None:
+            m, s = error_stats(w[r0:r1], parts, fmt, G)
+            worst, total = max(worst, m), total + s
+        blocks.append({"row_start": r0, "rows": r1 - r0, "parts": locs})
+        del parts
+    entry["blocks"] = blocks
+    entry["max_abs_err"] = worst
+    entry["mean_abs_err"] = total / w.size
+    return entry, worst, total, w.size
+
+
+# ---- pack ----
+def pack(src, out, quant: str = "q4_0", group_size: int = 32, shard_mb: float = 32,
+         force: bool = False, progress: bool = True, name: str | None = None,
+         keep_native: bool = False, max_part_bytes: int | None = None) -> PackSummary:
+    """Pack ``src`` (a Source, an HF folder or a .gguf path) into the folder ``out``.
+
+    quant: q4_0 | q4_1 | q8_0 | f16 | f32 for every matrix (norms stay f32); matrices whose source
+    block type equals ``quant`` are copied losslessly. keep_native: store each matrix in its own
+    source type when that is one of ours (lossless everywhere). Raises PackError on bad input.
+    """
+    t0 = time.time()
+    if quant not in FORMATS:
+        raise PackError(str(out), f"unknown quant {quant!r}", "Choose one of " + ", ".join(FORMATS))
+    if not (isinstance(group_size, int) and group_size > 0 and group_size % 8 == 0):
+        raise PackError(str(out), f"group size must be a positive multiple of 8, got {group_size}",
+                        "Use --group-size 32")
+    if not shard_mb > 0:
+        raise PackError(str(out), f"shard size must be positive, got {shard_mb}", "Use --shard-mb 32")
+    max_part = formats.MAX_PART_BYTES if max_part_bytes is None else max_part_bytes
+    out = Path(out)
+    if out.exists() and not force:
+        raise PackError(out, "already exists", "Pass --force to replace it")
+    own = not isinstance(src, Source)
+    source = open_source(src) if own else src
+    try:
+        return _pack(source, out, quant, group_size, int(shard_mb * 1024 * 1024), force, progress,
+                     name or out.resolve().name, keep_native, max_part, t0)
+    finally:
+        if own:
+            source.close()
+
+
+def _pack(src: Source, out: Path, quant: str, G: int, shard_bytes: int, force: bool,
+          progress: bool, name: str, keep_native: bool, max_part: int, t0: float) -> PackSummary:
+    if out.resolve() == Path(src.path).resolve():
+        raise PackError(out, "OUT is the source itself", "Choose another OUT folder")
+    # Pre-flight, before anything is written: shapes that cannot be stored in ``quant``.
+    infos = src.tensor_info()
+    for canon, shape, sdt in infos:
+        if len(shape) == 2:
+            why = check_shape(quant, shape[0], shape[1], G)
+            if why:
+                raise PackError(src.path, f"tensor {canon!r} {list(shape)} cannot be stored as "
+                                f"{quant}: {why}", "Choose another --group-size or --quant f32")
+            if rows_per_block(quant, shape[0], shape[1], G, max_part) <= 0:
+                raise PackError(src.path, f"{ROW_BLOCK_MULTIPLE} rows of tensor {canon!r} exceed "
+                                f"the part limit of {max_part} bytes",
+                                "This model is too wide for WebGPU's binding limit")
+    tok = src.tokenizer_files()
+    generation = _generation(src, tok)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PackError(out.parent, f"cannot create folder ({e.strerror or e})",
+                        "Choose another OUT") from None
+    tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
+    shards = _Shards(tmp, shard_bytes)
+    bar = _Progress(sum(4 * int(np.prod(s)) for _, s, _ in infos), progress)
+    current = "?"
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        tensors: dict[str, dict] = {}
+        worst, worst_name, total_err, total_n = 0.0, "", 0.0, 0
+        quant_src: dict[str, int] = {}
+        for t in src.tensors():
+            current = t.canon
+            entry, m, s, n = _pack_tensor(t, quant, G, max_part, shards, keep_native)
+            tensors[t.canon] = entry
+            if n:
+                quant_src[t.src_dtype] = quant_src.get(t.src_dtype, 0) + 1
+            if m > worst or not worst_name and n:
+                worst, worst_name = m, t.canon
+            total_err, total_n = total_err + s, total_n + n
+            bar.step(4 * int(np.prod(t.shape)), t.canon)
+        current = "shards"
+        if "output" not in tensors and src.config.tie_word_embeddings:
+            tensors["output"] = {"alias": "tok_embeddings"}
+        shard_list = shards.close()
+        for fname, data in tok.items():
+            _write_sync(tmp / fname, data)
+        largest = max((p["nbytes"] for e in tensors.values() for b in e.get("blocks", ())
+                       for p in b["parts"].values()), default=0)
+        total_bytes = sum(s["nbytes"] for s in shard_list)
+        main_src = max(quant_src, key=quant_src.get) if quant_src else "?"
+        manifest = {
+            "format": formats.MANIFEST_FORMAT, "format_version": formats.MANIFEST_VERSION,
+            "name": name, "config": src.config.to_json(),
+            "quant": {"scheme": quant, "group_size": G, "source": f"{src.kind} {main_src}",
+                      "keep_native": keep_native},
+            "tensors": tensors, "shards": shard_list,
+            "tokenizer": {"files": sorted(tok)},
+            "generation": generation,
+            "requirements": {"max_storage_buffer_binding_size": largest,
+                             "max_buffer_size": largest, "features": []},
+            "stats": {"total_bytes": total_bytes, "max_abs_err": worst,
+                      "mean_abs_err": total_err / max(total_n, 1), "worst_tensor": worst_name},
+        }
+        current = "manifest.json"
+        _write_sync(tmp / "manifest.json", json.dumps(manifest, indent=1).encode())
+        _fsync_dir(tmp)
+        _publish(tmp, out, force)
+    except BaseException as e:
+        shards.abort()
+        bar.end()
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, QuantError):
+            raise PackError(src.path, f"tensor {current!r}: {e}",
+                            "Check the checkpoint or choose another --quant") from None
+        if isinstance(e, OSError) and not isinstance(e, PackError):
+            if e.errno == errno.ENOSPC:
+                raise PackError(out, f"disk full while writing {current!r} (nothing was kept)",
+                                "Free some space or choose another OUT") from None
+            raise PackError(out, f"write failed while writing {current!r} ({e.strerror or e})",
+                            "Check the OUT folder") from None
+        raise
+    bar.end()
+    return PackSummary(out=out, name=name, quant=quant, group_size=G, total_bytes=total_bytes,
+                       shards=len(shard_list), tensors=len(tensors), max_abs_err=worst,
+                       mean_abs_err=total_err / max(total_n, 1), worst_tensor=worst_name,
+                       seconds=time.time() - t0, largest_part=largest, manifest=manifest)
+
+
+def _write_sync(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(tmp: Path, out: Path, force: bool) -> None:
+    """Rename the complete temp folder to OUT; an old OUT (with force) goes only afterwards."""
+    old = None
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise PackError(out, "already exists", "Pass --force to replace it")
+        old = out.parent / f"{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)  # put the previous model back
+        raise
+    _fsync_dir(out.parent)
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
