@@ -1,0 +1,178 @@
+"""The native GPU backend: driver.gpu.GPU over wgpu-py (tests, CLI, bench). Native only.
+
+Only this module imports wgpu. It uses wgpu's async entry points (``request_adapter_async``,
+``request_device_async``, ``map_async``) so the engine's async code is the same one the browser
+backend runs; ``create_sync`` is the facade the native CLI uses via ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import wgpu
+
+from . import gpu as g
+
+# Features we enable when the adapter has them (WebGPU names; wgpu-py spells subgroups "subgroup").
+WANTED_FEATURES = ("shader-f16", "subgroup", "timestamp-query")
+# Limits raised to the adapter's maximum: big weight bindings, big workgroups, shared memory.
+RAISED_LIMITS = ("max-storage-buffer-binding-size", "max-buffer-size",
+                 "max-compute-workgroup-storage-size", "max-compute-invocations-per-workgroup",
+                 "max-compute-workgroup-size-x", "max-storage-buffers-per-shader-stage",
+                 "max-compute-workgroups-per-dimension")
+
+_USAGE = {
+    g.STORAGE: wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST,
+    g.UNIFORM: wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST,
+    g.READBACK: wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST,
+}
+_BINDING_TYPE = {
+    "read": {"buffer": {"type": wgpu.BufferBindingType.read_only_storage}},
+    "read_write": {"buffer": {"type": wgpu.BufferBindingType.storage}},
+    "uniform": {"buffer": {"type": wgpu.BufferBindingType.uniform}},
+}
+
+
+class WgpuBackend(g.GPU):
+    def __init__(self, adapter, device):
+        self.adapter = adapter
+        self.device = device
+        self.queue = device.queue
+        info = dict(adapter.info)
+        self.info = {"name": info.get("device", ""), "vendor": info.get("vendor", ""),
+                     "backend": info.get("backend_type", ""),
+                     "description": adapter.summary}
+        # WebGPU spells it "subgroups"; expose both so Caps and manifests match either.
+        feats = set(device.features)
+        if "subgroup" in feats:
+            feats.add("subgroups")
+        self.features = frozenset(feats)
+        self.limits = {k.replace("-", "_"): int(v) for k, v in dict(device.limits).items()
+                       if isinstance(v, int)}
+        from shaders.core import Caps
+        self.caps = Caps.from_adapter(self.features, self.limits)
+        self._staging: dict[int, object] = {}
+
+    # ---- creation ----
+    @classmethod
+    async def create(cls, power_preference: str = "high-performance") -> "WgpuBackend":
+        adapter = await wgpu.gpu.request_adapter_async(power_preference=power_preference)
+        if adapter is None:
+            raise g.WebGPUNotAvailable("no WebGPU adapter found (no Vulkan/Metal/D3D12 driver?)")
+        feats = [f for f in WANTED_FEATURES if f in adapter.features]
+        alim = dict(adapter.limits)
+        limits = {k: alim[k] for k in RAISED_LIMITS if k in alim}
+        device = await adapter.request_device_async(required_features=feats,
+                                                    required_limits=limits, label="llama3")
+        return cls(adapter, device)
+
+    @classmethod
+    def create_sync(cls, **kw) -> "WgpuBackend":
+        return asyncio.run(cls.create(**kw))
+
+    # ---- resources ----
+    def create_buffer(self, size: int, kind: str, label: str = ""):
+        g.check_kind(kind)
+        size = max(16, (int(size) + 15) // 16 * 16)  # uniform + copy alignment
+        mx = self.limits.get("max_buffer_size", 0)
+        if mx and size > mx:
+            raise g.LimitTooLow("max_buffer_size", size, mx)
+        return self.device.create_buffer(size=size, usage=_USAGE[kind], label=label)
+
+    def write_buffer(self, buf, offset: int, data) -> None:
+        self.queue.write_buffer(buf, offset, data)
+
+    def create_pipeline(self, kernel):
+        missing = [f for f in kernel.features
+                   if f not in self.features and not (f == "subgroups" and "subgroup" in
+                                                      self.features)]
+        if missing:
+            raise g.FeatureMissing(missing[0], f"kernel {kernel.slug}")
+        entries = [{"binding": i, "visibility": wgpu.ShaderStage.COMPUTE, **_BINDING_TYPE[b.kind]}
+                   for i, b in enumerate(kernel.bindings)]
+        try:
+            module = self.device.create_shader_module(code=kernel.wgsl, label=kernel.slug)
+            bgl = self.device.create_bind_group_layout(entries=entries, label=kernel.slug)
+            layout = self.device.create_pipeline_layout(bind_group_layouts=[bgl])
+            pipe = self.device.create_compute_pipeline(
+                layout=layout, compute={"module": module, "entry_point": kernel.entry},
+                label=kernel.slug)
+        except Exception as e:  # wgpu raises GPUValidationError etc. with the naga report
+            raise g.ShaderError(f"kernel {kernel.slug} failed to compile: {e}") from None
+        return _Pipeline(pipe, bgl, kernel)
+
+    def create_bind_group(self, pipeline, kernel, entries: dict):
+        names = [b.name for b in kernel.bindings]
+        missing = [n for n in names if n not in entries]
+        extra = [n for n in entries if n not in names]
+        if missing or extra:
+            raise ValueError(f"{kernel.slug}: bind group missing {missing}, unexpected {extra}")
+        res = []
+        for i, n in enumerate(names):
+            buf, off, size = entries[n]
+            res.append({"binding": i, "resource": {"buffer": buf, "offset": int(off),
+                                                   "size": int(size)}})
+        try:
+            return self.device.create_bind_group(layout=pipeline.bgl, entries=res,
+                                                 label=kernel.slug)
+        except Exception as e:
+            raise g.GPUError(f"kernel {kernel.slug}: bind group rejected: {e}") from None
+
+    # ---- work ----
+    def submit(self, program: g.Program) -> None:
+        enc = self.device.create_command_encoder()
+        cpass = None
+        for op in program.ops:
+            if isinstance(op, g.Dispatch):
+                if cpass is None:
+                    cpass = enc.begin_compute_pass()
+                cpass.set_pipeline(op.pipeline.pipe)
+                cpass.set_bind_group(0, op.bind_group)
+                cpass.dispatch_workgroups(*op.grid)
+            else:
+                if cpass is not None:
+                    cpass.end()
+                    cpass = None
+                enc.copy_buffer_to_buffer(op.src, op.src_offset, op.dst, op.dst_offset, op.size)
+        if cpass is not None:
+            cpass.end()
+        self.queue.submit([enc.finish()])
+
+    def _staging_for(self, size: int):
+        size = max(256, 1 << (size - 1).bit_length())
+        buf = self._staging.get(size)
+        if buf is None:
+            buf = self.create_buffer(size, g.READBACK, f"staging{size}")
+            self._staging[size] = buf
+        return buf
+
+    async def read(self, buf, offset: int, size: int) -> bytes:
+        padded = (size + 3) // 4 * 4
+        st = self._staging_for(padded)
+        enc = self.device.create_command_encoder()
+        enc.copy_buffer_to_buffer(buf, offset, st, 0, padded)
+        self.queue.submit([enc.finish()])
+        return (await self.map_read(st, 0, padded))[:size]
+
+    async def map_read(self, buf, offset: int, size: int) -> bytes:
+        await buf.map_async(wgpu.MapMode.READ, offset, size)
+        try:
+            return bytes(buf.read_mapped(offset, size, copy=True))
+        finally:
+            buf.unmap()
+
+    async def sync(self) -> None:
+        await self.queue.on_submitted_work_done_async()
+
+    def destroy(self) -> None:
+        for b in self._staging.values():
+            b.destroy()
+        self._staging.clear()
+        self.device.destroy()
+
+
+class _Pipeline:
+    __slots__ = ("pipe", "bgl", "kernel")
+
+    def __init__(self, pipe, bgl, kernel):
+        self.pipe, self.bgl, self.kernel = pipe, bgl, kernel

@@ -1,0 +1,140 @@
+"""A numpy forward pass of the whole model straight from a packed manifest. Native only.
+
+A second, independent check of the GPU engine (the HF goldens remain the oracle): it decodes the
+bit layouts of driver/formats.py itself (it does not share code with weights_tool's quantizer)
+and runs the plain Llama-3 math in float32 / float64 on the CPU.
+
+    ref = Reference.load("models/x");  logits = ref.logits([1, 2, 3])   # (3, vocab) float32
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .config import ModelConfig
+
+
+def _f16_halves(words: np.ndarray) -> np.ndarray:
+    """u32 words -> f32 array of the f16 numbers they hold, low half first."""
+    return np.ascontiguousarray(words).astype("<u4").view("<f2").astype(np.float32)
+
+
+def dequant_block(fmt: str, parts: dict[str, np.ndarray], rows: int, cols: int,
+                  group_size: int) -> np.ndarray:
+    """Parts as raw u32 arrays -> (rows, cols) float32."""
+    if fmt == "f32":
+        return parts["data"].view("<f4")[: rows * cols].reshape(rows, cols).astype(np.float32)
+    if fmt == "f16":
+        return _f16_halves(parts["data"])[: rows * cols].reshape(rows, cols)
+    ng = rows * cols // group_size
+    d = _f16_halves(parts["scales"])[:ng].reshape(rows, cols // group_size)
+    qs = parts["qs"]
+    if fmt == "q8_0":
+        q = qs.view(np.int8)[: rows * cols].reshape(rows, cols).astype(np.float32)
+        return (q.reshape(rows, -1, group_size) * d[:, :, None]).reshape(rows, cols)
+    # 4-bit: byte k of a row = columns 2k (low nibble) and 2k+1 (high nibble)
+    b = qs.view(np.uint8)[: rows * cols // 2].reshape(rows, cols // 2)
+    q = np.empty((rows, cols), np.float32)
+    q[:, 0::2] = b & 0x0F
+    q[:, 1::2] = b >> 4
+    q = q.reshape(rows, -1, group_size)
+    if fmt == "q4_0":
+        return ((q - 8.0) * d[:, :, None]).reshape(rows, cols)
+    if fmt == "q4_1":
+        m = _f16_halves(parts["mins"])[:ng].reshape(rows, cols // group_size)
+        return (q * d[:, :, None] + m[:, :, None]).reshape(rows, cols)
+    raise ValueError(f"unknown weight format {fmt!r}")
+
+
+class Reference:
+    def __init__(self, folder: Path, manifest: dict):
+        self.folder = Path(folder)
+        self.manifest = manifest
+        self.cfg = ModelConfig.from_json(manifest["config"])
+        self._shards = [np.memmap(self.folder / s["file"], dtype=np.uint8, mode="r")
+                        for s in manifest["shards"]]
+        self._cache: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def load(cls, folder) -> "Reference":
+        folder = Path(folder)
+        return cls(folder, json.loads((folder / "manifest.json").read_text()))
+
+    def tensor(self, name: str) -> np.ndarray:
+        """Dequantized float32 weight (rows, cols) or norm (hidden,)."""
+        if name in self._cache:
+            return self._cache[name]
+        t = self.manifest["tensors"][name]
+        if "alias" in t:
+            return self.tensor(t["alias"])
+        shape = t["shape"]
+        cols = shape[1] if len(shape) == 2 else shape[0]
+        out = []
+        for blk in t["blocks"]:
+            parts = {}
+            for pn, p in blk["parts"].items():
+                raw = self._shards[p["shard"]][p["offset"]: p["offset"] + p["nbytes"]]
+                parts[pn] = np.frombuffer(raw.tobytes(), dtype="<u4")
+            rows = blk["rows"] if len(shape) == 2 else 1
+            out.append(dequant_block(t["dtype"], parts, rows, cols, t.get("group_size", 32)))
+        a = np.concatenate(out, axis=0)
+        a = a.reshape(shape) if len(shape) == 1 else a
+        self._cache[name] = a
+        return a
+
+    # ---- the math (HF LlamaForCausalLM, eager) ----
+    def _rmsnorm(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        var = (x.astype(np.float64) ** 2).mean(-1, keepdims=True)
+        return (x / np.sqrt(var + self.cfg.rms_norm_eps)).astype(np.float32) * w
+
+    def _rope(self, x: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """x (n, heads, hd), rotate-half layout."""
+        inv = np.asarray(self.cfg.rope_inv_freq(), np.float64)
+        ang = pos[:, None].astype(np.float64) * inv[None, :]          # (n, hd/2)
+        cos = np.cos(np.concatenate([ang, ang], -1))[:, None, :]
+        sin = np.sin(np.concatenate([ang, ang], -1))[:, None, :]
+        half = x.shape[-1] // 2
+        rot = np.concatenate([-x[..., half:], x[..., :half]], -1)
+        return (x * cos + rot * sin).astype(np.float32)
+
+    def logits(self, ids) -> np.ndarray:
+        """(n, vocab) float32 logits of a fresh sequence ``ids``."""
+        c = self.cfg
+        ids = np.asarray(ids, np.int64)
+        n = len(ids)
+        hd, nh, nkv = c.head_dim, c.num_attention_heads, c.num_key_value_heads
+        x = self.tensor("tok_embeddings")[ids].astype(np.float32)     # (n, hidden)
+        pos = np.arange(n)
+        mask = np.triu(np.full((n, n), -np.inf, np.float32), 1)
+        for i in range(c.num_hidden_layers):
+            p = f"layers.{i}."
+            h = self._rmsnorm(x, self.tensor(p + "attention_norm"))
+            q = (h @ self.tensor(p + "attention.wq").T).reshape(n, nh, hd)
+            k = (h @ self.tensor(p + "attention.wk").T).reshape(n, nkv, hd)
+            v = (h @ self.tensor(p + "attention.wv").T).reshape(n, nkv, hd)
+            q, k = self._rope(q, pos), self._rope(k, pos)
+            k = np.repeat(k, c.gqa_ratio, axis=1)
+            v = np.repeat(v, c.gqa_ratio, axis=1)
+            s = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(hd) + mask   # (heads, n, n)
+            s = np.exp(s - s.max(-1, keepdims=True))
+            s /= s.sum(-1, keepdims=True)
+            o = np.einsum("hqk,khd->qhd", s, v).reshape(n, nh * hd)
+            x = x + o @ self.tensor(p + "attention.wo").T
+            h = self._rmsnorm(x, self.tensor(p + "ffn_norm"))
+            g = h @ self.tensor(p + "feed_forward.w1").T
+            u = h @ self.tensor(p + "feed_forward.w3").T
+            x = x + ((g / (1 + np.exp(-g))) * u) @ self.tensor(p + "feed_forward.w2").T
+        x = self._rmsnorm(x, self.tensor("norm"))
+        return (x @ self.tensor("output").T).astype(np.float32)
+
+    def greedy(self, ids, n_new: int) -> list[int]:
+        ids = list(ids)
+        out = []
+        for _ in range(n_new):
+            t = int(np.argmax(self.logits(ids)[-1]))
+            out.append(t)
+            ids.append(t)
+        return out
