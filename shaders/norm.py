@@ -1,0 +1,192 @@
+"""RMSNorm and residual-add + RMSNorm kernels, their numpy references and check cases.
+
+Also holds the small WGSL fragments the other op families of this helper share (enable lines,
+workgroup reductions with a subgroup variant and a shared-memory fallback), so each reduction is
+written once.
+
+  rmsnorm      x (n_tok, hidden) f32, w (hidden) f32, out (n_tok, hidden) f32, params{n_tok}
+  add_rmsnorm  x (n_tok, hidden) f32 read_write, delta (n_tok, hidden), w, out, params{n_tok}
+               x += delta; out = x / rms(x) * w
+  grid: (n_tok, 1, 1), one workgroup per token row.
+"""
+
+from __future__ import annotations
+
+from .core import Binding, Caps, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
+from .registry import Case, register, register_cases
+
+# ---- shared WGSL fragments ----
+
+def enable_lines(f16: bool, subgroups: bool) -> str:
+    out = []
+    if f16:
+        out.append("enable f16;")
+    if subgroups:  # the harness comments this line out for naga, which rejects it
+        out.append("enable subgroups;")
+    return "\n".join(out)
+
+
+def features(f16: bool, subgroups: bool) -> tuple[str, ...]:
+    """WebGPU feature names a device needs for these variants."""
+    return (("shader-f16",) if f16 else ()) + (("subgroups",) if subgroups else ())
+
+
+SG_ARGS = (", @builtin(subgroup_id) sg_id: u32, @builtin(num_subgroups) n_sg: u32"
+           ", @builtin(subgroup_invocation_id) sg_lane: u32")
+SG_CALL = ", sg_id, n_sg, sg_lane"
+
+
+def wg_reduce(name: str, op: str, wg: int, subgroups: bool) -> str:
+    """WGSL ``fn name(v: f32, lid: u32[, sg_id, n_sg, sg_lane]) -> f32``: the workgroup-wide sum or max.
+
+    Must be called from uniform control flow by every invocation. ``op`` is "sum" or "max".
+    Subgroup variant: one subgroup reduction, one slot per subgroup in shared memory, every
+    invocation then folds the (few) slots itself. Fallback: a shared-memory tree (WG is a power
+    of two)."""
+    comb = "a + b" if op == "sum" else "max(a, b)"
+    sgop = "subgroupAdd" if op == "sum" else "subgroupMax"
+    buf = f"red_{name}"
+    if subgroups:
+        return f"""
+var<workgroup> {buf}: array<f32, {max(1, wg // 4)}>;  // one slot per subgroup (size >= 4)
+fn {name}_comb(a: f32, b: f32) -> f32 {{ return {comb}; }}
+fn {name}(v: f32, lid: u32, sg_id: u32, n_sg: u32, sg_lane: u32) -> f32 {{
+    let s = {sgop}(v);
+    if (sg_lane == 0u) {{ {buf}[sg_id] = s; }}
+    workgroupBarrier();
+    var r = {buf}[0];
+    for (var i = 1u; i < n_sg; i++) {{ r = {name}_comb(r, {buf}[i]); }}
+    workgroupBarrier();  // the slots are reused by the next call
+    return r;
+}}
+"""
+    return f"""
+var<workgroup> {buf}: array<f32, {wg}>;
+fn {name}_comb(a: f32, b: f32) -> f32 {{ return {comb}; }}
+fn {name}(v: f32, lid: u32) -> f32 {{
+    {buf}[lid] = v;
+    workgroupBarrier();
+    for (var s = {wg}u / 2u; s > 0u; s >>= 1u) {{
+        if (lid < s) {{ {buf}[lid] = {name}_comb({buf}[lid], {buf}[lid + s]); }}
+        workgroupBarrier();
+    }}
+    let r = {buf}[0];
+    workgroupBarrier();  // the tree buffer is reused by the next call
+    return r;
+}}
+"""
+
+
+def pow2_at_most(n: int, cap: int) -> int:
+    p = 1
+    while p * 2 <= min(n, cap):
+        p *= 2
+    return p
+
+
+def wgsl_float(v: float) -> str:
+    s = repr(float(v))
+    return s if ("." in s or "e" in s) else s + ".0"
+
+
+# ---- kernels ----
+PARAMS = Params((("n_tok", "u32"),))
+
+
+def build(op: str, caps: Caps, hidden: int, eps: float = 1e-5) -> Kernel:
+    """``op`` in ("rmsnorm", "add_rmsnorm"); subgroup reduction when ``caps`` has subgroups."""
+    if op not in ("rmsnorm", "add_rmsnorm"):
+        raise UnsupportedKernel(f"{op}: not a norm op")
+    if hidden <= 0 or not (0 < eps < 1):
+        raise UnsupportedKernel(f"{op}: need hidden > 0 and 0 < eps < 1, got {hidden}, {eps}")
+    sg = caps.subgroups
+    vec = 4 if hidden % 4 == 0 else 1
+    hv = hidden // vec
+    wg = pow2_at_most(max(hv, 32), min(256, caps.max_workgroup_size))
+    vt = "vec4<f32>" if vec == 4 else "f32"
+    xkind = "read_write" if op == "add_rmsnorm" else "read"
+    names = (["x", "delta", "w", "out"] if op == "add_rmsnorm" else ["x", "w", "out"])
+    kinds = {"x": xkind, "delta": "read", "w": "read", "out": "read_write"}
+    shapes = {"x": "(n_tok, hidden) f32", "delta": "(n_tok, hidden) f32", "w": "(hidden) f32",
+              "out": "(n_tok, hidden) f32"}
+    decl = "\n".join(
+        f"@group(0) @binding({i}) var<storage, {kinds[n]}> {n}: array<VT>;  // {shapes[n]}"
+        for i, n in enumerate(names))
+    load = ("let v = x[base + i] + delta[base + i];\n        x[base + i] = v;"
+            if op == "add_rmsnorm" else "let v = x[base + i];")
+    key = KernelKey(op=op, wg=wg, vec=vec, subgroups=sg, dims=(("h", hidden),))
+    src = render(load_template("norm"), {
+        "ENABLES": enable_lines(False, sg) + f"\nalias VT = {vt};",
+        "HIDDEN_V": str(hv), "EPS": wgsl_float(eps), "INV_HIDDEN": wgsl_float(1.0 / hidden),
+        "WG": str(wg), "PARAMS": PARAMS.wgsl(), "BINDINGS": decl,
+        "PARAMS_BINDING": str(len(names)),
+        "SQ": "return dot(v, v);" if vec == 4 else "return v * v;",
+        "REDUCE": wg_reduce("wg_sum", "sum", wg, sg), "LOAD": load,
+        "SG_ARGS": SG_ARGS if sg else "", "SG_CALL": SG_CALL if sg else "",
+    }, key.slug())
+    binds = tuple(Binding(n, kinds[n], shapes[n]) for n in names) + (
+        Binding("params", "uniform", "Params{n_tok}"),)
+    return Kernel(key=key, wgsl=src, bindings=binds, params=PARAMS, workgroup_size=(wg, 1, 1),
+                  features=features(False, sg),
+                  meta={"grid": lambda n_tok=1, **_: (n_tok, 1, 1)})
+
+
+# ---- numpy references (float64) ----
+def ref_rmsnorm(x, w, eps):
+    """x (n_tok, hidden), w (hidden) -> (n_tok, hidden) float64."""
+    import numpy as np
+    x = np.asarray(x, np.float64)
+    r = 1.0 / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps)
+    return x * r * np.asarray(w, np.float64)
+
+
+def ref_add_rmsnorm(x, delta, w, eps):
+    """Returns (new x in f32 as the kernel stores it, out float64)."""
+    import numpy as np
+    s = (np.asarray(x, np.float32) + np.asarray(delta, np.float32)).astype(np.float32)
+    return s, ref_rmsnorm(s, w, eps)
+
+
+@register("rmsnorm")
+def build_rmsnorm(caps: Caps, hidden: int, eps: float = 1e-5) -> Kernel:
+    return build("rmsnorm", caps, hidden, eps)
+
+
+@register("add_rmsnorm")
+def build_add_rmsnorm(caps: Caps, hidden: int, eps: float = 1e-5) -> Kernel:
+    return build("add_rmsnorm", caps, hidden, eps)
+
+
+# ---- check cases ----
+def _norm_case(op: str, hidden: int, n_tok: int, eps: float) -> Case:
+    def make(rng):
+        import numpy as np
+        x = rng.standard_normal((n_tok, hidden)).astype(np.float32) * 3
+        w = rng.standard_normal(hidden).astype(np.float32)
+        bufs = {"x": x, "w": w, "out": x.nbytes}
+        if op == "add_rmsnorm":
+            bufs["delta"] = rng.standard_normal((n_tok, hidden)).astype(np.float32)
+        return {"buffers": bufs, "params": {"n_tok": n_tok}, "grid": {"n_tok": n_tok}}
+
+    def ref(inp):
+        import numpy as np
+        b = inp["buffers"]
+        # f32 expected arrays: the harness views the GPU bytes with the reference's dtype
+        if op == "rmsnorm":
+            return {"out": ref_rmsnorm(b["x"], b["w"], eps).astype(np.float32)}
+        x, out = ref_add_rmsnorm(b["x"], b["delta"], b["w"], eps)
+        return {"out": out.astype(np.float32), "x": x}
+
+    return Case(op=op, dims={"hidden": hidden, "eps": eps}, make_inputs=make, reference=ref,
+                tol="f32", label=f"hidden={hidden},n_tok={n_tok}")
+
+
+@register_cases("rmsnorm")
+def rmsnorm_cases(quick: bool) -> list[Case]:
+    return [_norm_case("rmsnorm", h, n, 1e-5) for h, n in ((1, 1), (7, 3), (576, 5), (4096, 2))]
+
+
+@register_cases("add_rmsnorm")
+def add_rmsnorm_cases(quick: bool) -> list[Case]:
+    return [_norm_case("add_rmsnorm", h, n, 1e-6) for h, n in ((1, 2), (7, 1), (576, 5),
+                                                                (4096, 2))]
