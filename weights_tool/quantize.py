@@ -2,9 +2,12 @@
 
 Schemes (G = group_size consecutive columns of one row share a scale; scales are f16):
   q8_0  d = amax / 127                q = round(x / d)          in [-127, 127]   x' = q * d
-  q4_0  d = amax / 7.5                q = round(x / d) + 8      in [0, 15]       x' = (q - 8) * d
-        (symmetric, all 16 levels: -8d..7d covers [-7.5d, 7.5d]; llama.cpp's signed-max / -8 rule
-        would put the opposite extreme a whole step away, breaking the d/2 error bound)
+  q4_0  d = amax / 7                  q = round(x / d) + 8      in [1, 15]       x' = (q - 8) * d
+        Symmetric: 15 of the 16 codes (q = 0, i.e. -8d, is never produced; GGUF Q4_0 sources
+        that use it are still copied bit-exactly). llama.cpp's signed-max / -8 rule uses all 16
+        codes but can put the opposite extreme a whole step away (error up to d, not d/2), and
+        a 7.5 divisor maps the extreme between two codes, so re-quantizing dequantized values
+        would change the grid; with amax / 7 the bound is d/2 and quantize(dequantize(.)) is exact.
   q4_1  m = min, d = (max - m) / 15   q = round((x - m) / d)    in [0, 15]       x' = q * d + m
   f16   IEEE half of x (round to nearest)
   f32   x unchanged
@@ -133,7 +136,7 @@ def quantize(w: np.ndarray, fmt: str, group_size: int = 32) -> dict[str, np.ndar
         else:
             amax = np.abs(x).max(axis=2)                               # (r, ng)
             _check_finite(amax, "the tensor")
-            qmax = 127.0 if fmt == "q8_0" else 7.5
+            qmax = 127.0 if fmt == "q8_0" else 7.0
             if amax.max(initial=0.0) / qmax > _F16_MAX:
                 raise QuantError("values too large for an f16 scale")
             d16 = _f16_up(amax / qmax)
@@ -143,7 +146,7 @@ def quantize(w: np.ndarray, fmt: str, group_size: int = 32) -> dict[str, np.ndar
             if fmt == "q8_0":
                 q = np.clip(q, -127, 127).astype(np.int8).reshape(r1 - r0, cols)
             else:
-                q = np.clip(q + 8, 0, 15).astype(np.uint8).reshape(r1 - r0, cols)
+                q = (np.clip(q, -7, 7) + 8).astype(np.uint8).reshape(r1 - r0, cols)
         scales[r0:r1] = d16.view(np.uint16)
         if fmt == "q8_0":
             qs[r0:r1] = np.ascontiguousarray(q).view("<u4")  # byte j of word w = column 4w+j

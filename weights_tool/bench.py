@@ -1,0 +1,74 @@
+"""bench: synthesize a preset-shaped checkpoint, pack it in a child process, print MB/s and peak RSS.
+
+Not a test: numbers depend on the machine. Packing runs as a subprocess so that
+``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` is the packer's own peak, not the synthesizer's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _make_source(folder: Path, preset: str) -> Path:
+    """An HF folder of ``preset`` written by weights_tool.synth."""
+    from .synth import synth
+    from .errors import PackError
+    try:
+        from .fetch import data_path
+        tok_dir = data_path("llama3-tokenizer")
+    except PackError:  # not fetched: packing speed does not depend on the tokenizer
+        tok_dir = folder.parent / "placeholder-tokenizer"
+        tok_dir.mkdir(exist_ok=True)
+        (tok_dir / "tokenizer.json").write_text("{}")
+    return synth(folder, preset, tokenizer_dir=tok_dir)
+
+
+def bench(preset: str = "llama3.2-1b-shape", quant: str = "q4_0", keep: bool = False) -> int:
+    work = Path(tempfile.mkdtemp(prefix="weights-bench-"))
+    try:
+        t0 = time.time()
+        src = _make_source(work / "src", preset)
+        src_bytes = sum(f.stat().st_size for f in src.iterdir() if f.suffix == ".safetensors")
+        print(f"bench: synthesized {preset} ({src_bytes / 1e6:.0f} MB) in {time.time() - t0:.1f} s",
+              flush=True)
+        out = work / "packed"
+        t1 = time.time()
+        r = subprocess.run([sys.executable, "-m", "weights_tool", "pack", str(src), str(out),
+                            "--quant", quant, "--no-progress"],
+                           cwd=Path(__file__).resolve().parent.parent)
+        secs = time.time() - t1
+        if r.returncode:
+            print(f"bench: pack failed with exit code {r.returncode}", file=sys.stderr)
+            return r.returncode
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
+        m = json.loads((out / "manifest.json").read_text())
+        largest_f32 = max(4 * _numel(e["shape"]) for e in m["tensors"].values() if "shape" in e)
+        print(f"bench: packed {preset} -> {quant}: {src_bytes / 1e6 / secs:.1f} MB/s of source, "
+              f"{m['stats']['total_bytes'] / 1e6:.1f} MB out, {secs:.1f} s, peak RSS "
+              f"{peak / 2**20:.0f} MiB (largest tensor in f32 {largest_f32 / 2**20:.0f} MiB, "
+              f"bound {largest_f32 / 2**20 + 512:.0f} MiB)")
+        return 0
+    finally:
+        if keep:
+            print(f"bench: kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+if __name__ == "__main__":
+    sys.exit(bench(*sys.argv[1:2]))
