@@ -1,0 +1,49 @@
+"""Generated WGSL kernels for Llama-3 inference, the same text natively (wgpu-py) and in the browser.
+
+Pure Python, no third-party import at module level (it runs in Pyodide). The entry point:
+
+    shaders.kernel(op: str, caps: shaders.Caps, **dims) -> shaders.Kernel
+
+picks and renders the variant of ``op`` for the GPU's caps and the model's dims (cached). Ops are
+registered by the op modules of this package (``@register(op)``), which are imported on first use.
+Native-only tools: ``python -m shaders check [--quick]`` (numpy check through wgpu-py, see
+``shaders.harness``) and ``python -m shaders bench``. Exact bindings of every op: shaders/OPS.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from .core import Binding, Caps, Kernel, KernelKey, Params, UnsupportedKernel, render
+from .registry import Case, all_ops as _all_ops, kernel as _kernel, register, register_cases
+
+# Modules of this package that define no op (everything else is an op module and is imported).
+_NOT_OPS = {"__init__", "__main__", "core", "registry", "harness", "cli", "bench", "tolerances"}
+_LOADED = False
+
+
+def load_ops() -> None:
+    """Import every op module of the package once, so their ``@register`` decorators have run."""
+    global _LOADED
+    if _LOADED:
+        return
+    for p in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        if p.stem not in _NOT_OPS and not p.stem.startswith("_"):
+            importlib.import_module(f"{__name__}.{p.stem}")
+    _LOADED = True
+
+
+def kernel(op: str, caps: Caps, **dims) -> Kernel:
+    """The rendered kernel of ``op`` for ``caps`` and ``dims``; raises UnsupportedKernel."""
+    load_ops()
+    return _kernel(op, caps, **dims)
+
+
+def all_ops() -> list[str]:
+    load_ops()
+    return _all_ops()
+
+
+__all__ = ["Binding", "Caps", "Case", "Kernel", "KernelKey", "Params", "UnsupportedKernel",
+           "all_ops", "kernel", "load_ops", "register", "register_cases", "render"]

@@ -1,0 +1,54 @@
+"""Command line of the shader package (native only):
+
+    python -m shaders check [--quick] [--op OP ...] [--dump DIR]   numpy check of every kernel variant
+    python -m shaders bench [--quick] [--vs-torch] [--out FILE]     bandwidth / FLOP benchmark
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m shaders", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("check", help="run every kernel variant the adapter supports against numpy")
+    c.add_argument("--quick", action="store_true", help="small shapes only (CI)")
+    c.add_argument("--op", action="append", default=None, help="only this op (repeatable)")
+    c.add_argument("--dump", metavar="DIR", help="write every rendered WGSL source to DIR/<slug>.wgsl")
+    b = sub.add_parser("bench", help="time the weight kernels against the copy / FMA rooflines")
+    b.add_argument("--quick", action="store_true", help="small shapes (CPU adapters)")
+    b.add_argument("--vs-torch", action="store_true", help="add torch's time on the same shapes")
+    b.add_argument("--out", metavar="FILE", help="also write the table to FILE")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from . import all_ops, harness, load_ops, registry
+
+    load_ops()
+    try:
+        harness.get_device()
+    except (harness.NoAdapter, AssertionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.cmd == "check":
+        if args.dump:
+            os.environ["SHADERS_DUMP"] = args.dump
+        ops = args.op
+        if ops:
+            unknown = [o for o in ops if o not in registry.case_ops()]
+            if unknown:
+                print(f"error: no check cases for op(s) {unknown}; known: "
+                      f"{', '.join(registry.case_ops())} (ops: {', '.join(all_ops())})",
+                      file=sys.stderr)
+                return 2
+        rows = harness.check(quick=args.quick, ops=ops)
+        return 0 if rows and all(r["ok"] for r in rows) else 1
+    from . import bench
+
+    return bench.main(quick=args.quick, vs_torch=args.vs_torch, out_file=args.out)

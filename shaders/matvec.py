@@ -1,0 +1,224 @@
+"""Decode matrix-vector kernels (M = 1) for every weight format, and the weight-format plumbing
+(bindings, word accessors, dequantization snippets) shared with matmul, gate_up and embed.
+
+    kernel("matvec", caps, fmt, rows, cols, group_size=32, accumulate=0)
+        bindings: x (cols) f32 | w_<parts> | y (row_offset + rows) f32 | params {row_offset}
+        y[row_offset + r] (+)= sum_c W[r, c] x[c]
+
+Pure Python (runs in Pyodide); numpy only inside the check-case functions.
+"""
+
+from __future__ import annotations
+
+from driver.formats import PART_NAMES, QUANTIZED, check_shape
+
+from .core import Binding, Caps, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
+from .registry import Case, register, register_cases
+
+EPW = {"q4_0": 8, "q4_1": 8, "q8_0": 4, "f16": 2, "f32": 1}  # columns per u32 word of qs/data
+MAX_GRID = 65535
+
+
+# ---- weight-format plumbing (shared by the weight-reading ops) ----
+def check_weight(op: str, fmt: str, rows: int, cols: int, group_size: int) -> None:
+    if fmt not in EPW:
+        raise UnsupportedKernel(f"{op}: unknown weight format {fmt!r}; known: {', '.join(EPW)}")
+    why = check_shape(fmt, rows, cols, group_size)
+    if why or rows < 1 or cols < 1:
+        raise UnsupportedKernel(f"{op}: {fmt} ({rows}, {cols}): {why or 'empty matrix'}")
+
+
+def words_per_row(fmt: str, cols: int) -> int:
+    return cols // EPW[fmt]
+
+
+def pick_vec(fmt: str, cols: int, group_size: int) -> int:
+    """4 (vec4<u32> loads) when a row's words come in whole 16-byte chunks that never straddle a
+    quantization group, else 1."""
+    wpr = words_per_row(fmt, cols)
+    ce = 4 * EPW[fmt]
+    ok_group = fmt not in QUANTIZED or group_size % ce == 0
+    return 4 if wpr % 4 == 0 and ok_group else 1
+
+
+def weight_bindings(fmt: str, prefix: str, vec: int, rows_doc: str, cols_doc: str):
+    """[(Binding, WGSL element type)] of one weight, in part order (driver/formats.py)."""
+    out = []
+    for part in PART_NAMES[fmt]:
+        main = part in ("qs", "data")
+        if main:
+            per = {"q4_0": "/8", "q4_1": "/8", "q8_0": "/4", "f16": "/2", "f32": ""}[fmt]
+            shape = f"({rows_doc}, {cols_doc}{per}) u32" + (" as vec4" if vec == 4 else "")
+        else:
+            shape = f"({rows_doc} * {cols_doc}/GS) f16, 2 per u32"
+        out.append((Binding(prefix + part, "read", shape),
+                    "vec4<u32>" if main and vec == 4 else "u32"))
+    return out
+
+
+def weight_fns(fmt: str, prefix: str, vec: int, dot: bool) -> str:
+    """WGSL: word/chunk accessors of the main part, the format's dequantization (elem4/elem1)
+    and, when ``dot``, the decode chunk dot product, all prefixed with ``prefix``."""
+    main = prefix + PART_NAMES[fmt][0]
+    if vec == 4:
+        acc = (f"fn {prefix}word(i: u32) -> u32 {{ return {main}[i >> 2u][i & 3u]; }}\n"
+               f"fn {prefix}chunk(i: u32) -> vec4<u32> {{ return {main}[i]; }}\n")
+    else:
+        acc = (f"fn {prefix}word(i: u32) -> u32 {{ return {main}[i]; }}\n"
+               f"fn {prefix}chunk(i: u32) -> vec4<u32> {{ return vec4<u32>({main}[i], 0u, 0u, 0u); }}\n")
+    src = acc + load_template(f"matvec_elem_{fmt}")
+    if dot:
+        src += load_template(f"matvec_dot_{fmt}")
+    return src.replace("{{W}}", prefix)
+
+
+def binding_decls(bindings) -> tuple[str, tuple[Binding, ...]]:
+    """[(Binding, element type)] -> (WGSL declarations with shape comments, bindings tuple)."""
+    lines = []
+    for i, (b, ty) in enumerate(bindings):
+        if b.kind == "uniform":
+            lines.append(f"@group(0) @binding({i}) var<uniform> {b.name}: {ty};")
+            continue
+        mode = "read" if b.kind == "read" else "read_write"
+        lines.append(f"@group(0) @binding({i}) var<storage, {mode}> {b.name}: array<{ty}>;"
+                     f"  // {b.shape}")
+    return "\n".join(lines) + "\n", tuple(b for b, _ in bindings)
+
+
+def x_fns(cols: int, xvec: int, name: str = "x") -> str:
+    """x4(i): x[4i .. 4i+3]; x1(c): x[c] — over an array<vec4<f32>> or array<f32> binding."""
+    if xvec == 4:
+        return (f"fn x4(i: u32) -> vec4<f32> {{ return {name}[i]; }}\n"
+                f"fn x1(c: u32) -> f32 {{ return {name}[c >> 2u][c & 3u]; }}\n")
+    return (f"fn x4(i: u32) -> vec4<f32> {{ return vec4<f32>({name}[4u * i], {name}[4u * i + 1u], "
+            f"{name}[4u * i + 2u], {name}[4u * i + 3u]); }}\n"
+            f"fn x1(c: u32) -> f32 {{ return {name}[c]; }}\n")
+
+
+def fold_grid(n: int) -> tuple[int, int]:
+    """(gx, gy) covering n workgroups within the 65535-per-dimension limit."""
+    gx = max(1, min(n, MAX_GRID))
+    return gx, -(-n // gx)
+
+
+def pow2_at_least(n: int) -> int:
+    p = 1
+    while p < n:
+        p *= 2
+    return p
+
+
+def enables(f16: bool, sg: bool) -> str:
+    return ("enable f16;\n" if f16 else "") + ("enable subgroups;\n" if sg else "")
+
+
+# ---- the decode kernel (matvec, and gate_up's M = 1 variant) ----
+def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_size: int,
+                  weights: tuple[str, ...], out_name: str, store: str, semantics: str,
+                  params: Params, extra_dims: tuple = (), wg: int = 0, r: int = 0) -> Kernel:
+    """One workgroup per R rows; ``weights`` are binding prefixes (``w_`` or ``w1_``, ``w3_``);
+    ``store`` is WGSL run by thread r < R with ``row0``, ``r`` and ``total(i)`` in scope."""
+    check_weight(op, fmt, rows, cols, group_size)
+    vec = pick_vec(fmt, cols, group_size)
+    xvec = 4 if cols % 4 == 0 else 1
+    wpr = words_per_row(fmt, cols)
+    nch = wpr // vec
+    cap = min(256, caps.max_workgroup_size)
+    wg = wg or max(32, min(cap, pow2_at_least(nch)))
+    wg = min(pow2_at_least(wg), cap)
+    r = r or min(4, rows)
+    nw = len(weights)
+    sg = caps.subgroups
+    red_floats = r * nw * (wg // 4 if sg else wg)
+    if red_floats * 4 > caps.max_workgroup_storage:
+        raise UnsupportedKernel(f"{op}: reduction needs {red_floats * 4} B of workgroup storage")
+    n_wg = -(-rows // r)
+    gx, gy = fold_grid(n_wg)
+    if gy > caps.max_workgroups_per_dim:
+        raise UnsupportedKernel(f"{op}: {rows} rows need a {gx}x{gy} grid")
+    key = KernelKey(op=op, fmt=fmt, wg=wg, tile=r, vec=vec, subgroups=sg,
+                    dims=(("r", rows), ("c", cols), ("g", group_size)) + extra_dims)
+    binds = [(Binding("x", "read", "(cols) f32" + (" as vec4" if xvec == 4 else "")),
+              "vec4<f32>" if xvec == 4 else "f32")]
+    for p in weights:
+        binds += weight_bindings(fmt, p, vec, "rows", "cols")
+    binds += [(Binding(out_name, "read_write", "(row_offset + rows) f32"), "f32"),
+              (Binding("params", "uniform", "Params"), "Params")]
+    decls, bindings = binding_decls(binds)
+    accum = "\n".join(f"            acc[r * NW + {k}u] += {p}dot(row, ch);"
+                      for k, p in enumerate(weights))
+    src = render(load_template("matvec"), {
+        "ENABLES": enables(False, sg), "OP": op, "FMT": fmt, "SEMANTICS": semantics,
+        "REDUCTION": "subgroupAdd" if sg else "shared-memory tree",
+        "PARAMS": params.wgsl(), "BINDINGS": decls,
+        "ROWS": rows, "COLS": cols, "GS": group_size if fmt in QUANTIZED else 1,
+        "GPR": cols // group_size if fmt in QUANTIZED else 1, "WPR": wpr, "VEC": vec,
+        "NCH": nch, "CE": vec * EPW[fmt], "WG": wg, "R": r, "NW": nw, "GX": gx,
+        "XFNS": x_fns(cols, xvec),
+        "WFNS": "".join(weight_fns(fmt, p, vec, dot=True) for p in weights),
+        "REDUCE": load_template("matvec_reduce_sg" if sg else "matvec_reduce_wg"),
+        "SGARGS": (",\n        @builtin(subgroup_invocation_id) sg_lane: u32,"
+                   "\n        @builtin(subgroup_size) sg_size: u32") if sg else "",
+        "SGCALL": ", sg_lane, sg_size" if sg else "",
+        "ACCUM": accum, "STORE": store}, slug=key.slug())
+    return Kernel(key=key, wgsl=src, bindings=bindings, params=params, workgroup_size=(wg, 1, 1),
+                  features=("subgroups",) if sg else (),
+                  meta={"grid": lambda **_: (gx, gy, 1), "rows_per_wg": r})
+
+
+MATVEC_PARAMS = Params((("row_offset", "u32"),))
+
+
+@register("matvec")
+def build_matvec(caps: Caps, fmt: str, rows: int, cols: int, group_size: int = 32,
+                 accumulate: int = 0, wg: int = 0, r: int = 0) -> Kernel:
+    """y[row_offset + r] (+)= W[r, :] . x. ``wg`` / ``r`` override the tuned workgroup size and
+    rows per workgroup (benchmarks only)."""
+    prev = "y[o] + " if accumulate else ""
+    store = (f"        let o = params.row_offset + row0 + r;\n"
+             f"        y[o] = {prev}total(r);")
+    sem = "y[row_offset + r] " + ("+= " if accumulate else "= ") + "sum_c W[r, c] * x[c]"
+    return decode_kernel("matvec", caps, fmt, rows, cols, group_size, ("w_",), "y", store, sem,
+                         MATVEC_PARAMS, (("acc", int(accumulate)),), wg, r)
+
+
+# ---- check cases ----
+def _matvec_case(fmt: str, rows: int, cols: int, acc: int = 0, row_offset: int = 0,
+                 group_size: int = 32) -> Case:
+    def make(rng):
+        import numpy as np
+
+        from .harness import weight_parts
+
+        bufs, w = weight_parts(rng, fmt, rows, cols, group_size)
+        x = rng.standard_normal(cols).astype(np.float32)               # (cols) f32
+        y0 = rng.standard_normal(row_offset + rows).astype(np.float32)  # (row_offset + rows) f32
+        bufs.update(x=x, y=y0)
+        return {"buffers": bufs, "params": {"row_offset": row_offset}, "w": w, "x": x, "y0": y0}
+
+    def ref(inp):
+        import numpy as np
+
+        y = inp["y0"].astype(np.float64)
+        dot = inp["w"].astype(np.float64) @ inp["x"].astype(np.float64)
+        y[row_offset:] = (y[row_offset:] if acc else 0.0) + dot
+        return {"y": y.astype(np.float32)}
+
+    return Case("matvec", dict(fmt=fmt, rows=rows, cols=cols, group_size=group_size,
+                               accumulate=acc), make, ref, "dot_f32",
+                label=f"{fmt} {rows}x{cols}" + (" acc" if acc else "") +
+                      (f" off{row_offset}" if row_offset else ""))
+
+
+@register_cases("matvec")
+def matvec_cases(quick: bool) -> list[Case]:
+    shapes = [(1, 32), (7, 96), (67, 576), (13, 1536)]
+    if not quick:
+        shapes += [(576, 576), (576, 1536), (1536, 576), (4096, 4096)]
+    out = [_matvec_case(f, r, c) for f in EPW for r, c in shapes]
+    # accumulate (residual fusion) and an LM-head row block written at an offset
+    out += [_matvec_case(f, 33, 64, acc=1) for f in EPW]
+    out += [_matvec_case("q4_0", 19, 128, row_offset=45), _matvec_case("f16", 5, 6),
+            _matvec_case("f32", 3, 5), _matvec_case("q8_0", 9, 64, group_size=64),
+            _matvec_case("q4_1", 6, 48, group_size=16)]
+    return out

@@ -1,0 +1,42 @@
+{{ENABLES}}
+// {{OP}} ({{FMT}}, decode M = 1): {{SEMANTICS}}
+// Each workgroup owns R consecutive rows; its WG threads stride along those rows one chunk
+// (VEC u32 words, coalesced) at a time, so every weight byte is read once; partial sums are
+// reduced across the workgroup ({{REDUCTION}}).
+{{PARAMS}}
+{{BINDINGS}}
+const ROWS: u32 = {{ROWS}}u;   // rows of this weight (block)
+const COLS: u32 = {{COLS}}u;   // columns = length of x
+const GS: u32 = {{GS}}u;       // quantization group size (columns)
+const GPR: u32 = {{GPR}}u;     // groups per row = COLS / GS
+const WPR: u32 = {{WPR}}u;     // u32 words per row
+const VEC: u32 = {{VEC}}u;     // words per weight load (4: vec4<u32>, 1: u32)
+const NCH: u32 = {{NCH}}u;     // chunks per row = WPR / VEC
+const CE: u32 = {{CE}}u;       // columns per chunk
+const WG: u32 = {{WG}}u;       // threads per workgroup
+const R: u32 = {{R}}u;         // rows per workgroup
+const NW: u32 = {{NW}}u;       // weights read per row (2: gate_up's W1 and W3)
+const NACC: u32 = R * NW;      // partial sums per thread
+const GX: u32 = {{GX}}u;       // workgroups along x (the grid folds into y past 65535)
+
+{{XFNS}}
+{{WFNS}}
+{{REDUCE}}
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32{{SGARGS}}) {
+    let row0 = (wid.x + wid.y * GX) * R;
+    var acc: array<f32, NACC>;
+    for (var ch = lid; ch < NCH; ch += WG) {
+        for (var r = 0u; r < R; r++) {
+            // rows past the end are clamped (read in bounds) and never stored
+            let row = min(row0 + r, ROWS - 1u);
+{{ACCUM}}
+        }
+    }
+    reduce(lid{{SGCALL}}, acc);
+    if (lid < R && row0 + lid < ROWS) {
+        let r = lid;
+{{STORE}}
+    }
+}

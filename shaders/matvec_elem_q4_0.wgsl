@@ -1,0 +1,15 @@
+// q4_0 weights "{{W}}": qs (rows, cols/8) u32, nibble j of word w = column 8w+j;
+// scales (rows * cols/GS) f16, 2 per u32, low half first. value = (q - 8) * d.
+fn {{W}}scale(g: u32) -> f32 { return unpack2x16float({{W}}scales[g >> 1u])[g & 1u]; }
+
+// 4 weights of row `row` at columns 4*c4 .. 4*c4+3 (one half of a qs word, one group)
+fn {{W}}elem4(row: u32, c4: u32) -> vec4<f32> {
+    let w = {{W}}word(row * WPR + (c4 >> 1u)) >> (16u * (c4 & 1u));
+    let q = vec4<f32>((vec4<u32>(w) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u));
+    return (q - 8.0) * {{W}}scale(row * GPR + (4u * c4) / GS);
+}
+
+fn {{W}}elem1(row: u32, c: u32) -> f32 {
+    let q = ({{W}}word(row * WPR + (c >> 3u)) >> (4u * (c & 7u))) & 15u;
+    return (f32(q) - 8.0) * {{W}}scale(row * GPR + c / GS);
+}

@@ -1,0 +1,33 @@
+"""The one tolerance table of the kernel check (``python -m shaders check`` and pytest).
+
+A case passes when  max|out - ref| <= atol + rtol * max|ref|  and  NMSE = sum((out-ref)^2) /
+sum(ref^2) <= nmse  (NMSE skipped when the reference is all zeros). References are computed in
+float64 on the SAME dequantized weights the kernel reads, so these bound kernel error only
+(rounding order, f16 arithmetic), never quantization error. Any entry looser than the f32 default
+says why.
+"""
+
+from __future__ import annotations
+
+TOL: dict[str, dict[str, float]] = {
+    # bit-exact outputs: gathers, copies, integer results (embedding rows, sampled token ids)
+    "exact": {"atol": 0.0, "rtol": 0.0, "nmse": 0.0},
+    # f32 elementwise / short reductions (norms, rope, activations)
+    "f32": {"atol": 1e-5, "rtol": 1e-5, "nmse": 1e-10},
+    # f32 dot products of length up to ~16k accumulated in f32 in a different order than the
+    # float64 reference: the error grows like sqrt(K) * eps * sum|w x|, so the bound is relative to
+    # the output scale (rtol) rather than absolute.
+    "dot_f32": {"atol": 1e-5, "rtol": 2e-5, "nmse": 1e-9},
+    # silu(a) * b on top of two f32 dot products: the product doubles the relative error.
+    "gate_up_f32": {"atol": 1e-5, "rtol": 5e-5, "nmse": 4e-9},
+    # shader-f16 arithmetic: activations and weights rounded to f16 (11-bit mantissa, eps 9.8e-4)
+    # before the multiply, partial sums of one K-tile kept in f16, tiles accumulated in f32.
+    "dot_f16": {"atol": 1e-3, "rtol": 1e-2, "nmse": 5e-6},
+    "gate_up_f16": {"atol": 1e-3, "rtol": 2e-2, "nmse": 2e-5},
+}
+
+
+def get(key: str) -> dict[str, float]:
+    if key not in TOL:
+        raise KeyError(f"no tolerance {key!r} in shaders/tolerances.py; known: {', '.join(TOL)}")
+    return TOL[key]
