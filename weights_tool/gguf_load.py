@@ -28,7 +28,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from driver.config import ConfigError, ModelConfig, RopeScaling
-from driver.formats import GGUF_TO_CANON, canon_name
+from driver.formats import GGUF_TO_CANON, canon_name, expected_tensors
 
 from . import gguf_tokenizer
 from .errors import PackError
@@ -394,6 +394,16 @@ class GGUFSource(Source):
                                 f"not split into {n_head} heads", "The GGUF is inconsistent")
             by_canon[canon] = GGUFTensor(canon, t.name, t.tensor_type, t.data, shape, n_head,
                                          self.path)
+        want = expected_tensors(self.config)
+        for canon, t in by_canon.items():  # said here in GGUF terms before the generic check
+            if canon not in want:
+                raise PackError(self.path, f"unexpected tensor {t.src_name!r} for a "
+                                f"{self.config.num_hidden_layers}-layer model (llama.block_count)",
+                                "The GGUF is inconsistent")
+            if t.shape != want[canon]:
+                raise PackError(self.path, f"tensor {t.src_name!r} has shape {list(t.shape)} but "
+                                f"the GGUF metadata implies {list(want[canon])}",
+                                "The GGUF is inconsistent")
         check_tensor_set(self.path, self.config, {k: v.shape for k, v in by_canon.items()},
                          {k: v.src_name for k, v in by_canon.items()})
         self._tensors = [by_canon[k] for k in sorted(by_canon, key=_order)]
