@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from driver.config import ConfigError, ModelConfig
-from driver.formats import HF_TO_CANON, canon_name
+from driver.formats import HF_TO_CANON, canon_name, expected_tensors
 
 from .errors import PackError
 from .source import TOKENIZER_FILES, Source, SourceTensor, check_tensor_set
@@ -178,7 +178,7 @@ def _read_json(path: Path, what: str) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise PackError(path, f"missing {what}", "An HF model folder needs config.json and "
+        raise PackError(path, "no such file", "An HF model folder needs config.json and "
                         "*.safetensors") from None
     except (OSError, UnicodeDecodeError) as e:
         raise PackError(path, f"cannot read {what} ({e})", "Check the file") from None
@@ -198,8 +198,12 @@ def load_config(folder: Path) -> ModelConfig:
     try:
         return ModelConfig.from_hf(d)
     except ConfigError as e:
-        raise PackError(path, str(e), "Only LlamaForCausalLM checkpoints (Llama-2/3/3.1/3.2, "
-                        "SmolLM2) are supported") from None
+        msg = str(e)
+        hint = ("Only LlamaForCausalLM checkpoints (Llama-2/3/3.1/3.2, SmolLM2) are supported"
+                if "support" not in msg else "This tool packs LlamaForCausalLM checkpoints only")
+        if msg.startswith(("missing field", "rope_scaling of type")) or "must be" in msg:
+            hint = "Fix config.json"
+        raise PackError(path, msg, hint) from None
     except (TypeError, ValueError) as e:
         raise PackError(path, f"invalid field value ({e})", "Fix config.json") from None
 
@@ -225,6 +229,17 @@ def _weight_files(folder: Path) -> list[Path]:
         raise PackError(folder, "no *.safetensors files",
                         "Give an HF folder with safetensors weights (or a .gguf file)")
     return files
+
+
+def _hf_name(canon: str) -> str:
+    """The HF name of a canonical tensor name (for messages)."""
+    parts = canon.split(".")
+    i = parts[1] if canon.startswith("layers.") else None
+    key = canon.replace(f"layers.{i}.", "layers.{i}.") if i else canon
+    for hf, c in HF_TO_CANON.items():
+        if c == key:
+            return hf.replace("{i}", i) if i else hf
+    return canon
 
 
 def _order(canon: str) -> tuple:
@@ -258,6 +273,11 @@ class HFSource(Source):
                 by_canon[canon] = HFTensor(canon, file, src, dtype, shape, start, end)
         if self.config.tie_word_embeddings:
             by_canon.pop("output", None)  # tied: the model reads tok_embeddings (manifest alias)
+        for canon in expected_tensors(self.config):
+            if canon not in by_canon and not (canon == "output" and self.config.tie_word_embeddings):
+                raise PackError(self.path, f"missing tensor {_hf_name(canon)!r} ({canon})",
+                                "Set tie_word_embeddings in config.json if the model ties them"
+                                if canon == "output" else "The checkpoint is incomplete")
         check_tensor_set(self.path, self.config, {k: t.shape for k, t in by_canon.items()},
                          {k: t.src_name for k, t in by_canon.items()})
         self._tensors = [by_canon[k] for k in sorted(by_canon, key=_order)]

@@ -107,7 +107,7 @@ def check_tensor_set(file, cfg: ModelConfig, shapes: dict[str, tuple[int, ...]],
             continue
         if canon == "output" and cfg.tie_word_embeddings:
             continue
-        hint = ("set tie_word_embeddings in config.json if the model ties them"
+        hint = ("Set tie_word_embeddings in config.json if the model ties them"
                 if canon == "output" else "The checkpoint is incomplete")
         raise PackError(file, f"missing tensor {canon!r}", hint)
 
