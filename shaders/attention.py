@@ -1,0 +1,282 @@
+"""Attention kernels over the KV cache: decode (split-K flash-decoding) and prefill (causal, tiled).
+
+KV cache per layer: ``k_cache``, ``v_cache`` of shape (max_ctx, n_kv_heads, head_dim), f16 packed
+two per u32 (low half first, ``kv="f16"``) or f32 (``kv="f32"``). Query heads h*G .. h*G+G-1 share
+KV head h (G = n_heads / n_kv_heads, HF's ``repeat_kv``). Softmax scale 1/sqrt(head_dim).
+
+Decode, two dispatches (the driver records both, in this order):
+  attention_decode   q (n_heads*hd) f32, k_cache, v_cache, part (scratch, ``part_bytes``),
+                     params{ctx}; grid (n_chunks(ctx), n_kv_heads, 1)
+  attention_combine  part, out (n_heads*hd) f32, params{ctx}; grid (n_heads, 1, 1)
+  The context is cut into at most MAX_CHUNKS chunks of whole tiles (TILE = workgroup size
+  positions); one workgroup per (chunk, KV head) runs an online softmax over its tiles for the G
+  query heads at once (K and V are read once per group, not once per query head), the combine
+  pass merges the chunks' (acc, max, sum) partials. At 4096 positions that is 32 chunks x n_kv
+  workgroups, each streaming 2 x 128 rows of K and V.
+Prefill (see ``attention_prefill.wgsl``):
+  attention_prefill  q (n_tok, n_heads*hd) f32, k_cache, v_cache, out (n_tok, n_heads*hd),
+                     params{n_tok, pos}; query t attends positions [0, pos + t]
+"""
+
+from __future__ import annotations
+
+import math
+
+from .core import Binding, Caps, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
+from .norm import SG_ARGS, SG_CALL, enable_lines, features, wgsl_float
+from .registry import Case, register, register_cases
+
+MAX_CHUNKS = 64         # partial slots per query head: bounds the scratch and the combine loop
+DECODE_PARAMS = Params((("ctx", "u32"),))
+
+
+def _check_dims(op, n_heads, n_kv_heads, head_dim, kv):
+    if kv not in ("f16", "f32"):
+        raise UnsupportedKernel(f"{op}: kv must be 'f16' or 'f32', got {kv!r}")
+    if n_kv_heads <= 0 or n_heads % n_kv_heads:
+        raise UnsupportedKernel(f"{op}: n_heads {n_heads} is not a multiple of n_kv_heads "
+                                f"{n_kv_heads}")
+    if head_dim % 8 or head_dim <= 0:
+        raise UnsupportedKernel(f"{op}: head_dim must be a positive multiple of 8, got {head_dim}")
+
+
+# ---- KV cache access fragments (f16 packed or f32) ----
+def kv_fragments(kv: str, writable: bool = False, first_binding: int = 1) -> tuple[str, str]:
+    """(binding declarations of k_cache, v_cache; WGSL fns ``kdot(p, h) -> array<f32, G>``
+    (scaled q rows of the group in workgroup ``qs`` dotted with K[p, h]) and ``vload(p, h, d)``)."""
+    acc = "read_write" if writable else "read"
+    b0, b1 = first_binding, first_binding + 1
+    if kv == "f16":
+        decl = (f"@group(0) @binding({b0}) var<storage, {acc}> k_cache: array<vec4<u32>>;  "
+                "// (max_ctx, N_KV, HD) f16, 8 per vec4<u32>\n"
+                f"@group(0) @binding({b1}) var<storage, {acc}> v_cache: array<u32>;        "
+                "// (max_ctx, N_KV, HD) f16, 2 per u32")
+        fns = """
+fn kdot(p: u32, h: u32) -> array<f32, G> {
+    var s: array<f32, G>;
+    let base = (p * N_KV + h) * (HD / 8u);
+    for (var j = 0u; j < HD / 8u; j++) {
+        let w = k_cache[base + j];
+        let ka = vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+        let kb = vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w));
+        for (var g = 0u; g < G; g++) {
+            let qi = (g * HD / 8u + j) * 2u;
+            s[g] += dot(qs[qi], ka) + dot(qs[qi + 1u], kb);
+        }
+    }
+    return s;
+}
+fn vload(p: u32, h: u32, d: u32) -> f32 {
+    return unpack2x16float(v_cache[((p * N_KV + h) * HD + d) / 2u])[d & 1u];
+}
+"""
+    else:
+        decl = (f"@group(0) @binding({b0}) var<storage, {acc}> k_cache: array<vec4<f32>>;  "
+                "// (max_ctx, N_KV, HD) f32\n"
+                f"@group(0) @binding({b1}) var<storage, {acc}> v_cache: array<f32>;        "
+                "// (max_ctx, N_KV, HD) f32")
+        fns = """
+fn kdot(p: u32, h: u32) -> array<f32, G> {
+    var s: array<f32, G>;
+    let base = (p * N_KV + h) * (HD / 4u);
+    for (var j = 0u; j < HD / 8u; j++) {
+        let ka = k_cache[base + 2u * j];
+        let kb = k_cache[base + 2u * j + 1u];
+        for (var g = 0u; g < G; g++) {
+            let qi = (g * HD / 8u + j) * 2u;
+            s[g] += dot(qs[qi], ka) + dot(qs[qi + 1u], kb);
+        }
+    }
+    return s;
+}
+fn vload(p: u32, h: u32, d: u32) -> f32 {
+    return v_cache[(p * N_KV + h) * HD + d];
+}
+"""
+    return decl, fns
+
+
+def _tile_max(subgroups: bool) -> str:
+    """WGSL ``tile_max(s, t[, sg...]) -> array<f32, G>``: per-head max over the TILE invocations."""
+    if subgroups:
+        return """
+fn tile_max(s: array<f32, G>, t: u32, sg_id: u32, n_sg: u32, sg_lane: u32) -> array<f32, G> {
+    for (var g = 0u; g < G; g++) {
+        let v = subgroupMax(s[g]);
+        if (sg_lane == 0u) { red[g * TILE + sg_id] = v; }
+    }
+    workgroupBarrier();
+    var r: array<f32, G>;
+    for (var g = 0u; g < G; g++) {
+        var x = red[g * TILE];
+        for (var i = 1u; i < n_sg; i++) { x = max(x, red[g * TILE + i]); }
+        r[g] = x;
+    }
+    return r;   // red is next written after the barrier that follows the pw writes
+}
+"""
+    return """
+fn tile_max(s: array<f32, G>, t: u32) -> array<f32, G> {
+    for (var g = 0u; g < G; g++) { red[g * TILE + t] = s[g]; }
+    workgroupBarrier();
+    for (var st = TILE / 2u; st > 0u; st >>= 1u) {
+        if (t < st) {
+            for (var g = 0u; g < G; g++) {
+                red[g * TILE + t] = max(red[g * TILE + t], red[g * TILE + t + st]);
+            }
+        }
+        workgroupBarrier();
+    }
+    var r: array<f32, G>;
+    for (var g = 0u; g < G; g++) { r[g] = red[g * TILE]; }
+    return r;   // red is next written after the barrier that follows the pw writes
+}
+"""
+
+
+def decode_wg(head_dim: int) -> int:
+    return max(128, head_dim)
+
+
+def n_chunks(ctx: int, tile: int, max_chunks: int = MAX_CHUNKS) -> int:
+    """Chunks of whole tiles covering ``ctx`` positions (same arithmetic as the WGSL)."""
+    n_tiles = -(-ctx // tile)
+    tpc = -(-n_tiles // max_chunks)
+    return -(-n_tiles // tpc)
+
+
+def part_bytes(n_heads: int, head_dim: int) -> int:
+    """Byte size of the ``part`` scratch buffer of attention_decode / attention_combine."""
+    return n_heads * MAX_CHUNKS * (head_dim + 2) * 4
+
+
+@register("attention_decode")
+def build_decode(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int,
+                 kv: str = "f16") -> Kernel:
+    _check_dims("attention_decode", n_heads, n_kv_heads, head_dim, kv)
+    wg = decode_wg(head_dim)
+    if wg % head_dim or wg > caps.max_workgroup_size:
+        raise UnsupportedKernel(f"attention_decode: head_dim {head_dim} needs a workgroup of {wg}"
+                                f" (adapter max {caps.max_workgroup_size})")
+    g = n_heads // n_kv_heads
+    shared = 4 * (g * head_dim + 2 * g * wg)
+    if shared > caps.max_workgroup_storage:
+        raise UnsupportedKernel(f"attention_decode: needs {shared} B of workgroup storage, "
+                                f"adapter has {caps.max_workgroup_storage}")
+    sg = caps.subgroups
+    key = KernelKey(op="attention_decode", fmt=kv, wg=wg, vec=4, subgroups=sg,
+                    dims=(("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim)))
+    decl, fns = kv_fragments(kv)
+    src = render(load_template("attention_decode"), {
+        "ENABLES": enable_lines(False, sg), "N_HEADS": str(n_heads), "N_KV": str(n_kv_heads),
+        "HEAD_DIM": str(head_dim), "WG": str(wg), "MAX_CHUNKS": str(MAX_CHUNKS),
+        "SCALE": wgsl_float(1.0 / math.sqrt(head_dim)), "PARAMS": DECODE_PARAMS.wgsl(),
+        "KV_DECL": decl, "KV_FNS": fns, "TILE_MAX": _tile_max(sg),
+        "SG_ARGS": SG_ARGS if sg else "", "SG_CALL": SG_CALL if sg else ""}, key.slug())
+    kv_shape = f"(max_ctx, n_kv_heads, head_dim) {kv}" + (" packed 2 per u32" if kv == "f16"
+                                                          else "")
+    return Kernel(key=key, wgsl=src, params=DECODE_PARAMS, workgroup_size=(wg, 1, 1),
+                  features=features(False, sg), bindings=(
+                      Binding("q", "read", "(n_heads*head_dim) f32"),
+                      Binding("k_cache", "read", kv_shape),
+                      Binding("v_cache", "read", kv_shape),
+                      Binding("part", "read_write",
+                              "(n_heads, MAX_CHUNKS, head_dim) + (n_heads, MAX_CHUNKS, 2) f32"),
+                      Binding("params", "uniform", "Params{ctx}")),
+                  meta={"grid": lambda ctx=1, **_: (n_chunks(ctx, wg), n_kv_heads, 1),
+                        "part_bytes": part_bytes(n_heads, head_dim), "tile": wg,
+                        "max_chunks": MAX_CHUNKS})
+
+
+@register("attention_combine")
+def build_combine(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int,
+                  kv: str = "f16") -> Kernel:
+    """Pass 2 of attention_decode; takes the same dims (kv/n_kv_heads only fix the tile size)."""
+    _check_dims("attention_combine", n_heads, n_kv_heads, head_dim, kv)
+    wg = min(head_dim, 128)
+    tile = decode_wg(head_dim)
+    key = KernelKey(op="attention_combine", wg=wg, dims=(("nh", n_heads), ("hd", head_dim),
+                                                         ("tile", tile)))
+    src = render(load_template("attention_combine"), {
+        "N_HEADS": str(n_heads), "HEAD_DIM": str(head_dim), "WG": str(wg), "TILE": str(tile),
+        "MAX_CHUNKS": str(MAX_CHUNKS), "PARAMS": DECODE_PARAMS.wgsl()}, key.slug())
+    return Kernel(key=key, wgsl=src, params=DECODE_PARAMS, workgroup_size=(wg, 1, 1), bindings=(
+        Binding("part", "read", "as written by attention_decode"),
+        Binding("out", "read_write", "(n_heads*head_dim) f32"),
+        Binding("params", "uniform", "Params{ctx}")),
+        meta={"grid": lambda **_: (n_heads, 1, 1)})
+
+
+# ---- numpy references (float64) ----
+def ref_attention(q, k, v, n_heads, n_kv_heads, head_dim, pos: int):
+    """q (n_tok, n_heads*hd); k, v (>= pos+n_tok, n_kv, hd) -> (n_tok, n_heads*hd) float64.
+    Query t sees positions [0, pos + t] (decode: n_tok = 1, pos = ctx - 1)."""
+    import numpy as np
+    n_tok = q.shape[0]
+    g = n_heads // n_kv_heads
+    qh = np.asarray(q, np.float64).reshape(n_tok, n_heads, head_dim)
+    out = np.zeros((n_tok, n_heads, head_dim))
+    for t in range(n_tok):
+        n = pos + t + 1
+        kk = np.asarray(k[:n], np.float64)   # (n, n_kv, hd)
+        vv = np.asarray(v[:n], np.float64)
+        for hq in range(n_heads):
+            s = kk[:, hq // g, :] @ qh[t, hq] / math.sqrt(head_dim)
+            w = np.exp(s - s.max())
+            out[t, hq] = (w / w.sum()) @ vv[:, hq // g, :]
+    return out.reshape(n_tok, n_heads * head_dim)
+
+
+def kv_arrays(rng, max_ctx, n_kv_heads, head_dim, kv, valid):
+    """Random K, V caches (max_ctx, n_kv, hd): (packed buffer bytes for k, for v, float k, v).
+    Rows >= ``valid`` hold NaN so a kernel that reads past the context fails the check."""
+    import numpy as np
+    dt = np.float16 if kv == "f16" else np.float32
+    k = rng.standard_normal((max_ctx, n_kv_heads, head_dim)).astype(dt)
+    v = rng.standard_normal((max_ctx, n_kv_heads, head_dim)).astype(dt)
+    # keys with a spread of norms so some positions dominate the softmax
+    k[:valid] *= rng.uniform(0.2, 3.0, size=(valid, 1, 1)).astype(dt)
+    k[valid:] = np.nan
+    v[valid:] = np.nan
+    return k.tobytes(), v.tobytes(), k[:valid].astype(np.float64), v[:valid].astype(np.float64)
+
+
+# ---- check cases ----
+def _decode_case(n_heads, n_kv_heads, head_dim, kv, ctx) -> Case:
+    dims = {"n_heads": n_heads, "n_kv_heads": n_kv_heads, "head_dim": head_dim, "kv": kv}
+
+    def make(rng):
+        import numpy as np
+        kb, vb, k, v = kv_arrays(rng, ctx + 3, n_kv_heads, head_dim, kv, ctx)
+        q = rng.standard_normal(n_heads * head_dim).astype(np.float32)
+        return {"buffers": {"q": q, "k_cache": kb, "v_cache": vb,
+                            "part": part_bytes(n_heads, head_dim),
+                            "out": n_heads * head_dim * 4},
+                "params": {"ctx": ctx}, "grid": {"ctx": ctx}, "k": k, "v": v}
+
+    def ref(inp):
+        import numpy as np
+        q = inp["buffers"]["q"][None, :]
+        return {"out": ref_attention(q, inp["k"], inp["v"], n_heads, n_kv_heads, head_dim,
+                                     ctx - 1)[0].astype(np.float32)}
+
+    def steps(caps, inp):
+        k1 = build_decode(caps, **dims)
+        k2 = build_combine(caps, **dims)
+        p = {"ctx": ctx}
+        return [(k1, p, k1.meta["grid"](ctx=ctx)), (k2, p, k2.meta["grid"](ctx=ctx))]
+
+    return Case(op="attention_decode", dims=dims, make_inputs=make, reference=ref, tol="f32",
+                steps=steps, label=f"nh={n_heads},nkv={n_kv_heads},hd={head_dim},{kv},ctx={ctx}")
+
+
+@register_cases("attention_decode")
+def decode_cases(quick: bool) -> list[Case]:
+    out = [_decode_case(8, 8, 64, "f16", 17), _decode_case(9, 3, 64, "f32", 1),
+           _decode_case(32, 8, 128, "f16", 17), _decode_case(16, 2, 128, "f16", 300),
+           _decode_case(4, 1, 64, "f32", 290)]
+    if not quick:
+        out += [_decode_case(32, 8, 128, "f16", 4096), _decode_case(9, 3, 64, "f16", 4096),
+                _decode_case(8, 1, 128, "f32", 4096), _decode_case(4, 4, 128, "f16", 1),
+                _decode_case(24, 8, 64, "f16", 9000)]
+    return out
