@@ -352,6 +352,10 @@ class GGUFSource(Source):
         vocab = self._kv(a + "vocab_size", int, len(tokens), positive=True)
 
         infos = self._tensor_infos()
+        layers = self._kv(a + "block_count", int, positive=True)
+        if layers > len(self._reader.tensors):  # guards the per-layer tables built below
+            raise PackError(self.path, f"llama.block_count is {layers} but the file holds only "
+                            f"{len(self._reader.tensors)} tensors", "The GGUF is inconsistent")
         if "rope_freqs" in infos:
             scaling = self._rope_scaling(infos["rope_freqs"], theta, head_dim)
         else:
@@ -365,7 +369,7 @@ class GGUFSource(Source):
                 vocab_size=vocab,
                 hidden_size=hidden,
                 intermediate_size=self._kv(a + "feed_forward_length", int, positive=True),
-                num_hidden_layers=self._kv(a + "block_count", int, positive=True),
+                num_hidden_layers=layers,
                 num_attention_heads=heads,
                 num_key_value_heads=kv_heads,
                 head_dim=head_dim,
