@@ -316,7 +316,7 @@ def run_case(case, caps: Caps, device=None, seed: int = 0) -> list[dict]:
         for name, ref in expected.items():
             ref = np.asarray(ref)
             out = got[name][: ref.nbytes].view(ref.dtype).reshape(ref.shape)
-            e, n, ok = compare(out, ref, case.tol)
+            e, n, ok = compare(out, ref, (k.key.f16 and case.tol_f16) or case.tol)
             errs.append(e), nmses.append(n), oks.append(ok)
         row.update(err=max(errs), nmse=max(nmses), ok=all(oks),
                    secs=time.perf_counter() - t0)

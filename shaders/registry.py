@@ -90,6 +90,7 @@ class Case:
     tol: str
     label: str = ""
     steps: Callable | None = None
+    tol_f16: str = ""   # tolerance key for variants using shader-f16 arithmetic (default: tol)
     extra: dict = field(default_factory=dict)
 
     def shape(self) -> str:

@@ -1,0 +1,73 @@
+"""Fused gate + up projection with SiLU-mul: act = silu(x W1^T) * (x W3^T), one dispatch, x read
+once per tile and no (n_tok, ffn) intermediate in memory.
+
+    kernel("gate_up", caps, fmt, ffn, hidden, group_size=32, decode=0)
+        bindings: x (n_tok, hidden) f32 | w1_<parts> | w3_<parts> | act (n_tok, ffn) f32 | params {n_tok}
+        decode=1: the M = 1 kernel (matvec layout, n_tok must be 1), grid() -> fixed
+        decode=0: the tiled kernel for any n_tok, grid(n_tok=...)
+
+Pure Python; numpy only inside the check cases.
+"""
+
+from __future__ import annotations
+
+from .core import Caps, Kernel, Params
+from .matmul import tiled_kernel
+from .matvec import EPW, decode_kernel
+from .registry import Case, register, register_cases
+
+GATE_UP_PARAMS = Params((("n_tok", "u32"),))
+SEM = "act[t, f] = silu(x[t] . W1[f]) * (x[t] . W3[f])"
+
+
+@register("gate_up")
+def build_gate_up(caps: Caps, fmt: str, ffn: int, hidden: int, group_size: int = 32,
+                  decode: int = 0, wg: int = 0, r: int = 0) -> Kernel:
+    """``wg`` / ``r`` override the decode kernel's workgroup size / rows per workgroup (bench)."""
+    if decode:
+        store = ("        let g = total(r * NW);\n"
+                 "        act[row0 + r] = g / (1.0 + exp(-g)) * total(r * NW + 1u);")
+        return decode_kernel("gate_up", caps, fmt, ffn, hidden, group_size, ("w1_", "w3_"),
+                             "act", store, SEM, GATE_UP_PARAMS, (("m1", 1),), wg, r)
+    store = ("                let g = acc_w1_[i][j];\n"
+             "                act[o] = g / (1.0 + exp(-g)) * acc_w3_[i][j];")
+    return tiled_kernel("gate_up", caps, fmt, ffn, hidden, group_size, ("w1_", "w3_"), "act",
+                        store, SEM, GATE_UP_PARAMS)
+
+
+def _case(fmt: str, ffn: int, hidden: int, n_tok: int, decode: int,
+          group_size: int = 32) -> Case:
+    def make(rng):
+        import numpy as np
+
+        from .harness import weight_parts
+
+        b1, w1 = weight_parts(rng, fmt, ffn, hidden, group_size, prefix="w1_")
+        b3, w3 = weight_parts(rng, fmt, ffn, hidden, group_size, prefix="w3_")
+        x = (rng.standard_normal((n_tok, hidden)) / np.sqrt(hidden)).astype(np.float32)
+        bufs = {**b1, **b3, "x": x, "act": n_tok * ffn * 4}   # act (n_tok, ffn) f32
+        return {"buffers": bufs, "params": {"n_tok": n_tok}, "grid": {"n_tok": n_tok},
+                "w1": w1, "w3": w3, "x": x}
+
+    def ref(inp):
+        import numpy as np
+
+        x = inp["x"].astype(np.float64)
+        g = x @ inp["w1"].astype(np.float64).T
+        u = x @ inp["w3"].astype(np.float64).T
+        return {"act": (g / (1.0 + np.exp(-g)) * u).astype(np.float32)}
+
+    return Case("gate_up", dict(fmt=fmt, ffn=ffn, hidden=hidden, group_size=group_size,
+                                decode=decode), make, ref, "gate_up_f32", tol_f16="gate_up_f16",
+                label=f"{fmt} {ffn}x{hidden} M={n_tok}" + (" decode" if decode else ""))
+
+
+@register_cases("gate_up")
+def gate_up_cases(quick: bool) -> list[Case]:
+    shapes = [(7, 96), (67, 64), (1, 32)]
+    if not quick:
+        shapes += [(1536, 576), (14336 // 4, 4096)]
+    out = [_case(f, ffn, h, 1, 1) for f in EPW for ffn, h in shapes]
+    out += [_case(f, ffn, h, m, 0) for f in EPW for (ffn, h), m in zip(shapes, (3, 17, 130, 64, 33))]
+    out += [_case("f16", 5, 6, 1, 1), _case("f32", 9, 7, 4, 0)]
+    return out

@@ -1,0 +1,168 @@
+"""Prefill matrix-matrix kernels (tiled, any number of tokens) for every weight format.
+
+    kernel("matmul", caps, fmt, rows, cols, group_size=32, accumulate=0)
+        bindings: x (n_tok, cols) f32 | w_<parts> | y (n_tok, rows) f32 | params {n_tok}
+        Y (+)= X W^T; grid(n_tok=...) -> (ceil(rows/64), ceil(n_tok/64), 1)
+
+f32 tiles and accumulation by default; with shader-f16 the tiles are staged as f16 and each K
+step's 32 products are summed in f16 (twice the FMA rate on GPUs with packed half math) before
+being added to f32 accumulators. Pure Python; numpy only inside the check cases.
+"""
+
+from __future__ import annotations
+
+from driver.formats import QUANTIZED
+
+from .core import Binding, Caps, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
+from .matvec import (EPW, binding_decls, check_weight, enables, weight_bindings, weight_fns,
+                     words_per_row)
+from .registry import Case, register, register_cases
+
+TM = TN = 64
+MATMUL_PARAMS = Params((("n_tok", "u32"),))
+
+
+def _wload(prefix: str, cols: int, tk: int) -> str:
+    """WGSL expression: 4 weights of ``row`` from column 4*c4 (zero past the end of the row)."""
+    if cols % 4 == 0:
+        if cols % tk == 0:
+            return f"{prefix}elem4(row, c4)"
+        return f"select(vec4<f32>(0.0), {prefix}elem4(row, min(c4, COLS / 4u - 1u)), 4u * c4 < COLS)"
+    return (f"vec4<f32>({prefix}elem1(row, min(4u * c4, COLS - 1u)), "
+            f"{prefix}elem1(row, min(4u * c4 + 1u, COLS - 1u)), "
+            f"{prefix}elem1(row, min(4u * c4 + 2u, COLS - 1u)), "
+            f"{prefix}elem1(row, min(4u * c4 + 3u, COLS - 1u))) * "
+            f"vec4<f32>(vec4<u32>(4u * c4) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(COLS))")
+
+
+def tiled_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_size: int,
+                 weights: tuple[str, ...], out_name: str, store: str, semantics: str,
+                 params: Params, extra_dims: tuple = ()) -> Kernel:
+    """64 tokens x 64 rows per workgroup of 256 threads; ``store`` is WGSL run per output element
+    with ``o`` (flat index), ``i``/``j`` (token/row in the 4x4 block) and accumulators in scope."""
+    check_weight(op, fmt, rows, cols, group_size)
+    if caps.max_workgroup_size < 256:
+        raise UnsupportedKernel(f"{op}: needs 256 invocations per workgroup")
+    f16 = caps.shader_f16
+    st = "f16" if f16 else "f32"
+    nw = len(weights)
+    esize = 2 if f16 else 4
+    tk = 32
+    while tk > 4 and (1 + nw) * tk * TM * esize > caps.max_workgroup_storage:
+        tk //= 2
+    if fmt in QUANTIZED and group_size % 4:
+        raise UnsupportedKernel(f"{op}: group size {group_size} is not a multiple of 4")
+    key = KernelKey(op=op, fmt=fmt, wg=256, tile=TM, vec=4, f16=f16,
+                    dims=(("r", rows), ("c", cols), ("g", group_size), ("k", tk)) + extra_dims)
+    xvec = cols % 4 == 0
+    binds = [(Binding("x", "read", "(n_tok, cols) f32" + (" as vec4" if xvec else "")),
+              "vec4<f32>" if xvec else "f32")]
+    for p in weights:
+        binds += weight_bindings(fmt, p, 1, "rows", "cols")
+    binds += [(Binding(out_name, "read_write", f"(n_tok, rows) f32"), "f32"),
+              (Binding("params", "uniform", "Params"), "Params")]
+    decls, bindings = binding_decls(binds)
+    tiles = f"var<workgroup> xs: array<vec4<{st}>, TK * TM / 4u>;   // (TK, TM) x tile, k-major\n"
+    for p in weights:
+        tiles += (f"var<workgroup> {p}tile: array<vec4<{st}>, TK * TN / 4u>;"
+                  f"   // (TK, TN) dequantized weight tile, k-major\n")
+    stage = ""
+    for p in weights:
+        stage += (f"            let v_{p} = vec4<{st}>(wload4_{p}(row, k0 / 4u + k4));\n"
+                  f"            for (var e = 0u; e < 4u; e++) {{ "
+                  f"{p}tile[((4u * k4 + e) * TN + n) / 4u][n % 4u] = v_{p}[e]; }}\n")
+    more = "".join(f"fn wload4_{p}(row: u32, c4: u32) -> vec4<f32> {{ return "
+                   f"{_wload(p, cols, tk)}; }}\n" for p in weights[1:])
+    acc_decl = "".join(f"    var acc_{p}: array<vec4<f32>, 4>;   // [token i][row j]\n"
+                       for p in weights)
+    if f16:
+        inner = "".join(f"        var h_{p} = array<vec4<f16>, 4>();   // this K step, summed in f16\n" for p in weights)
+        inner += "        for (var k = 0u; k < TK; k++) {\n"
+        inner += "            let a = xs[k * (TM / 4u) + ty];\n"
+        for p in weights:
+            inner += (f"            let b_{p} = {p}tile[k * (TN / 4u) + tx];\n"
+                      + "".join(f"            h_{p}[{i}] += a.{c} * b_{p};\n"
+                                for i, c in enumerate("xyzw")))
+        inner += "        }\n"
+        inner += "".join(f"        for (var i = 0u; i < 4u; i++) {{ acc_{p}[i] += "
+                         f"vec4<f32>(h_{p}[i]); }}\n" for p in weights)
+    else:
+        inner = "        for (var k = 0u; k < TK; k++) {\n"
+        inner += "            let a = xs[k * (TM / 4u) + ty];\n"
+        for p in weights:
+            inner += (f"            let b_{p} = {p}tile[k * (TN / 4u) + tx];\n"
+                      + "".join(f"            acc_{p}[{i}] += a.{c} * b_{p};\n"
+                                for i, c in enumerate("xyzw")))
+        inner += "        }\n"
+    if xvec:  # whole vec4 loads: every token row starts 16-byte aligned
+        xload = ("fn xload4(t: u32, c4: u32) -> vec4<f32> {\n"
+                 "    if (4u * c4 >= COLS) { return vec4<f32>(0.0); }\n"
+                 "    return x[(t * COLS) / 4u + c4];\n}\n")
+    else:
+        xload = ("fn xload4(t: u32, c4: u32) -> vec4<f32> {\n    var v = vec4<f32>(0.0);\n"
+                 "    for (var e = 0u; e < 4u; e++) {\n        let c = 4u * c4 + e;\n"
+                 "        if (c < COLS) { v[e] = x[t * COLS + c]; }\n    }\n    return v;\n}\n")
+    wfns = "".join(weight_fns(fmt, p, 1, dot=False) for p in weights)
+    src = render(load_template("matmul"), {
+        "ENABLES": enables(f16, False), "OP": op, "FMT": fmt, "SEMANTICS": semantics,
+        "PARAMS": params.wgsl(), "BINDINGS": decls, "ROWS": rows, "COLS": cols,
+        "GS": group_size if fmt in QUANTIZED else 1,
+        "GPR": cols // group_size if fmt in QUANTIZED else 1, "WPR": words_per_row(fmt, cols),
+        "TK": tk, "XLOAD": xload, "TILES": tiles, "WFNS": wfns, "W0": weights[0],
+        "WLOAD0": _wload(weights[0], cols, tk), "WLOAD_MORE": more, "ST": st,
+        "ACC_DECL": acc_decl, "STAGE_W": stage.rstrip("\n"), "INNER": inner.rstrip("\n"),
+        "STORE": store}, slug=key.slug())
+    return Kernel(key=key, wgsl=src, bindings=bindings, params=params,
+                  workgroup_size=(256, 1, 1), features=("shader-f16",) if f16 else (),
+                  meta={"grid": lambda n_tok=1: (-(-rows // TN), -(-int(n_tok) // TM), 1),
+                        "tile": (TM, TN, tk)})
+
+
+@register("matmul")
+def build_matmul(caps: Caps, fmt: str, rows: int, cols: int, group_size: int = 32,
+                 accumulate: int = 0) -> Kernel:
+    prev = "y[o] + " if accumulate else ""
+    store = f"                y[o] = {prev}acc_w_[i][j];"
+    sem = "Y[t, r] " + ("+= " if accumulate else "= ") + "sum_c X[t, c] * W[r, c]"
+    return tiled_kernel("matmul", caps, fmt, rows, cols, group_size, ("w_",), "y", store, sem,
+                        MATMUL_PARAMS, (("acc", int(accumulate)),))
+
+
+# ---- check cases ----
+def _case(fmt: str, rows: int, cols: int, n_tok: int, acc: int = 0, group_size: int = 32) -> Case:
+    def make(rng):
+        import numpy as np
+
+        from .harness import weight_parts
+
+        bufs, w = weight_parts(rng, fmt, rows, cols, group_size)
+        x = rng.standard_normal((n_tok, cols)).astype(np.float32)     # (n_tok, cols) f32
+        y0 = rng.standard_normal((n_tok, rows)).astype(np.float32)    # (n_tok, rows) f32
+        bufs.update(x=x, y=y0)
+        return {"buffers": bufs, "params": {"n_tok": n_tok}, "grid": {"n_tok": n_tok},
+                "w": w, "x": x, "y0": y0}
+
+    def ref(inp):
+        import numpy as np
+
+        y = inp["x"].astype(np.float64) @ inp["w"].astype(np.float64).T
+        if acc:
+            y += inp["y0"]
+        return {"y": y.astype(np.float32)}
+
+    return Case("matmul", dict(fmt=fmt, rows=rows, cols=cols, group_size=group_size,
+                               accumulate=acc), make, ref, "dot_f32",
+                label=f"{fmt} {rows}x{cols} M={n_tok}" + (" acc" if acc else ""),
+                tol_f16="dot_f16")
+
+
+@register_cases("matmul")
+def matmul_cases(quick: bool) -> list[Case]:
+    shapes = [(7, 96, 3), (67, 576, 17), (1, 32, 1), (70, 64, 130)]
+    if not quick:
+        shapes += [(576, 576, 64), (576, 1536, 130), (1536, 576, 17), (4096, 4096, 64),
+                   (67, 1536, 512)]
+    out = [_case(f, r, c, m) for f in EPW for r, c, m in shapes]
+    out += [_case("q4_0", 33, 64, 5, acc=1), _case("f16", 5, 6, 3), _case("f32", 9, 7, 66),
+            _case("f32", 6, 20, 2), _case("q4_1", 6, 48, 4, group_size=16)]
+    return out

@@ -1,0 +1,62 @@
+{{ENABLES}}
+// {{OP}} ({{FMT}}, prefill, tiled): {{SEMANTICS}}
+// A workgroup computes a TM tokens x TN rows tile of the output. Per K step it stages TK columns
+// of x (TM x TK) and of each weight (TN x TK, dequantized once) in shared memory, then every
+// thread accumulates a 4 x 4 register block: 2 vec4 shared loads per 16 FMAs.
+{{PARAMS}}
+{{BINDINGS}}
+const ROWS: u32 = {{ROWS}}u;   // rows of the weight = output features
+const COLS: u32 = {{COLS}}u;   // columns = input features (K)
+const GS: u32 = {{GS}}u;       // quantization group size
+const GPR: u32 = {{GPR}}u;     // groups per row
+const WPR: u32 = {{WPR}}u;     // u32 words per row
+const TM: u32 = 64u;           // tokens per tile
+const TN: u32 = 64u;           // rows per tile
+const TK: u32 = {{TK}}u;       // columns per K step
+const NK4: u32 = TK / 4u;      // vec4 columns per K step
+
+{{TILES}}
+{{WFNS}}
+// 4 consecutive x values of token t from column 4*c4, zero past the end
+{{XLOAD}}
+// 4 consecutive dequantized weights of row `row` from column 4*c4, zero past the end
+fn wload4_{{W0}}(row: u32, c4: u32) -> vec4<f32> { return {{WLOAD0}}; }
+{{WLOAD_MORE}}
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let n0 = wid.x * TN;            // first row of the tile
+    let t0 = wid.y * TM;            // first token of the tile
+    let tx = lid % 16u;             // this thread's rows: n0 + 4 tx .. + 3
+    let ty = lid / 16u;             // this thread's tokens: t0 + 4 ty .. + 3
+    let n_tok = params.n_tok;
+{{ACC_DECL}}
+    for (var k0 = 0u; k0 < COLS; k0 += TK) {
+        // stage: (TM + NW * TN) x NK4 vec4 loads spread over 256 threads, stored k-major
+        for (var i = lid; i < TM * NK4; i += 256u) {
+            let m = i / NK4;
+            let k4 = i % NK4;
+            var v = vec4<{{ST}}>(0.0);
+            if (t0 + m < n_tok) { v = vec4<{{ST}}>(xload4(t0 + m, k0 / 4u + k4)); }
+            for (var e = 0u; e < 4u; e++) { xs[((4u * k4 + e) * TM + m) / 4u][m % 4u] = v[e]; }
+        }
+        for (var i = lid; i < TN * NK4; i += 256u) {
+            let n = i / NK4;
+            let k4 = i % NK4;
+            let row = min(n0 + n, ROWS - 1u);   // past-the-end rows: in-bounds garbage, not stored
+{{STAGE_W}}
+        }
+        workgroupBarrier();
+{{INNER}}
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let t = t0 + 4u * ty + i;
+        for (var j = 0u; j < 4u; j++) {
+            let row = n0 + 4u * tx + j;
+            if (t < n_tok && row < ROWS) {
+                let o = t * ROWS + row;
+{{STORE}}
+            }
+        }
+    }
+}
