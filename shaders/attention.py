@@ -207,6 +207,76 @@ def build_combine(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int,
         meta={"grid": lambda **_: (n_heads, 1, 1)})
 
 
+PREFILL_PARAMS = Params((("n_tok", "u32"), ("pos", "u32")))
+
+
+def _tile_loaders(kv: str) -> str:
+    """WGSL ``load_k_tile`` / ``load_v_tile``: positions k0 .. k0+TK-1 of KV head kvh into ``kt``
+    as f32 (rows past ``last`` are zero and never read from the cache)."""
+    out = []
+    for fn, buf in (("load_k_tile", "k_cache"), ("load_v_tile", "v_cache")):
+        if kv == "f16":
+            body = f"""
+    for (var i = lid; i < TK * HD / 2u; i += WG) {{
+        let kk = i / (HD / 2u);
+        let e = i % (HD / 2u);
+        var v = vec2<f32>(0.0);
+        if (k0 + kk <= last) {{ v = unpack2x16float({buf}[((k0 + kk) * N_KV + kvh) * (HD / 2u) + e]); }}
+        kt[kk * KROW + 2u * e] = v.x;
+        kt[kk * KROW + 2u * e + 1u] = v.y;
+    }}"""
+        else:
+            body = f"""
+    for (var i = lid; i < TK * HD; i += WG) {{
+        let kk = i / HD;
+        var v = 0.0;
+        if (k0 + kk <= last) {{ v = {buf}[((k0 + kk) * N_KV + kvh) * HD + i % HD]; }}
+        kt[kk * KROW + i % HD] = v;
+    }}"""
+        out.append(f"fn {fn}(k0: u32, kvh: u32, last: u32, lid: u32) {{{body}\n}}")
+    return "\n".join(out)
+
+
+def prefill_tiles(head_dim: int) -> tuple[int, int]:
+    """(TQ query rows, TK keys) per tile: 4 KiB of queries and 8 KiB of keys in workgroup memory."""
+    tq = 16 if head_dim <= 64 else 8
+    return tq, 2 * tq
+
+
+@register("attention_prefill")
+def build_prefill(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int,
+                  kv: str = "f16") -> Kernel:
+    _check_dims("attention_prefill", n_heads, n_kv_heads, head_dim, kv)
+    wg = 128
+    tq, tk = prefill_tiles(head_dim)
+    tpr = wg // tq
+    if head_dim % tpr or tk % tpr or wg > caps.max_workgroup_size:
+        raise UnsupportedKernel(f"attention_prefill: head_dim {head_dim} does not split over "
+                                f"{tpr} invocations per row (or workgroup {wg} too large)")
+    shared = 4 * (tq * head_dim + tk * (head_dim + 1) + tq * tk)
+    if shared > caps.max_workgroup_storage:
+        raise UnsupportedKernel(f"attention_prefill: needs {shared} B of workgroup storage, "
+                                f"adapter has {caps.max_workgroup_storage}")
+    key = KernelKey(op="attention_prefill", fmt=kv, wg=wg, tile=tq,
+                    dims=(("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim)))
+    decl = (f"@group(0) @binding(1) var<storage, read> k_cache: array<{'u32' if kv == 'f16' else 'f32'}>;"
+            f"  // (max_ctx, N_KV, HD) {kv}\n"
+            f"@group(0) @binding(2) var<storage, read> v_cache: array<{'u32' if kv == 'f16' else 'f32'}>;"
+            f"  // (max_ctx, N_KV, HD) {kv}")
+    src = render(load_template("attention_prefill"), {
+        "N_HEADS": str(n_heads), "N_KV": str(n_kv_heads), "HEAD_DIM": str(head_dim),
+        "WG": str(wg), "TQ": str(tq), "TK": str(tk),
+        "SCALE": wgsl_float(1.0 / math.sqrt(head_dim)), "PARAMS": PREFILL_PARAMS.wgsl(),
+        "KV_DECL": decl, "KV_FNS": _tile_loaders(kv)}, key.slug())
+    kv_shape = f"(max_ctx, n_kv_heads, head_dim) {kv}"
+    return Kernel(key=key, wgsl=src, params=PREFILL_PARAMS, workgroup_size=(wg, 1, 1), bindings=(
+        Binding("q", "read", "(n_tok, n_heads*head_dim) f32"),
+        Binding("k_cache", "read", kv_shape), Binding("v_cache", "read", kv_shape),
+        Binding("out", "read_write", "(n_tok, n_heads*head_dim) f32"),
+        Binding("params", "uniform", "Params{n_tok, pos}")),
+        meta={"grid": lambda n_tok=1, **_: (-(-n_tok // tq), n_heads, 1)})
+
+
 # ---- numpy references (float64) ----
 def ref_attention(q, k, v, n_heads, n_kv_heads, head_dim, pos: int):
     """q (n_tok, n_heads*hd); k, v (>= pos+n_tok, n_kv, hd) -> (n_tok, n_heads*hd) float64.
@@ -279,4 +349,33 @@ def decode_cases(quick: bool) -> list[Case]:
         out += [_decode_case(32, 8, 128, "f16", 4096), _decode_case(9, 3, 64, "f16", 4096),
                 _decode_case(8, 1, 128, "f32", 4096), _decode_case(4, 4, 128, "f16", 1),
                 _decode_case(24, 8, 64, "f16", 9000)]
+    return out
+
+
+def _prefill_case(n_heads, n_kv_heads, head_dim, kv, n_tok, pos) -> Case:
+    dims = {"n_heads": n_heads, "n_kv_heads": n_kv_heads, "head_dim": head_dim, "kv": kv}
+
+    def make(rng):
+        import numpy as np
+        kb, vb, k, v = kv_arrays(rng, pos + n_tok + 2, n_kv_heads, head_dim, kv, pos + n_tok)
+        q = rng.standard_normal((n_tok, n_heads * head_dim)).astype(np.float32)
+        return {"buffers": {"q": q, "k_cache": kb, "v_cache": vb, "out": q.nbytes},
+                "params": {"n_tok": n_tok, "pos": pos}, "grid": {"n_tok": n_tok}, "k": k, "v": v}
+
+    def ref(inp):
+        import numpy as np
+        return {"out": ref_attention(inp["buffers"]["q"], inp["k"], inp["v"], n_heads, n_kv_heads,
+                                     head_dim, pos).astype(np.float32)}
+
+    return Case(op="attention_prefill", dims=dims, make_inputs=make, reference=ref, tol="f32",
+                label=f"nh={n_heads},nkv={n_kv_heads},hd={head_dim},{kv},n_tok={n_tok},pos={pos}")
+
+
+@register_cases("attention_prefill")
+def prefill_cases(quick: bool) -> list[Case]:
+    out = [_prefill_case(8, 8, 64, "f16", 1, 0), _prefill_case(9, 3, 64, "f32", 5, 12),
+           _prefill_case(8, 2, 128, "f16", 33, 0), _prefill_case(4, 1, 128, "f32", 17, 3)]
+    if not quick:
+        out += [_prefill_case(32, 8, 128, "f16", 33, 4000), _prefill_case(9, 3, 64, "f16", 33, 100),
+                _prefill_case(8, 1, 64, "f16", 5, 17), _prefill_case(4, 4, 128, "f16", 130, 0)]
     return out
