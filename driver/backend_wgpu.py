@@ -8,6 +8,7 @@ backend runs; ``create_sync`` is the facade the native CLI uses via ``asyncio.ru
 from __future__ import annotations
 
 import asyncio
+import re
 
 import wgpu
 
@@ -91,7 +92,8 @@ class WgpuBackend(g.GPU):
         entries = [{"binding": i, "visibility": wgpu.ShaderStage.COMPUTE, **_BINDING_TYPE[b.kind]}
                    for i, b in enumerate(kernel.bindings)]
         try:
-            module = self.device.create_shader_module(code=kernel.wgsl, label=kernel.slug)
+            module = self.device.create_shader_module(code=native_source(kernel.wgsl),
+                                                      label=kernel.slug)
             bgl = self.device.create_bind_group_layout(entries=entries, label=kernel.slug)
             layout = self.device.create_pipeline_layout(bind_group_layouts=[bgl])
             pipe = self.device.create_compute_pipeline(
@@ -169,6 +171,13 @@ class WgpuBackend(g.GPU):
             b.destroy()
         self._staging.clear()
         self.device.destroy()
+
+
+def native_source(wgsl: str) -> str:
+    """Naga (wgpu-py) rejects ``enable subgroups;`` (it enables subgroup builtins through the device
+    feature) while browsers require it: comment the line out, keeping line numbers."""
+    return re.sub(r"^enable subgroups;", "// enable subgroups; (naga: device feature)", wgsl,
+                  flags=re.M)
 
 
 class _Pipeline:

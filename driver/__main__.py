@@ -1,0 +1,7 @@
+"""``python -m driver``: see driver/cli.py."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,220 @@
+"""``python -m driver bench MODEL``: decode and prefill speed against rooflines measured in the same
+run. Native only.
+
+Figures: decode tokens/s at context 128, 1024 and 4096 (the KV position is set there directly; the
+cache holds whatever it holds, attention reads ``ctx`` entries either way), prefill tokens/s for a
+512-token prompt, dispatches per token, achieved weight bandwidth (weight bytes read per token x
+tokens/s) and its share of a buffer-copy roofline, the f32 FMA peak of a small WGSL kernel and
+prefill's share of it, and with ``--vs-torch`` HF transformers bf16 on the same GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import struct
+import sys
+import time
+
+from . import gpu as g
+from .sampler import Sampling
+
+# f32 FMA throughput: 8 independent vec4 chains per invocation, ITERS rounds.
+_FMA_WGSL = """
+struct Params { iters: u32, }
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;   // (n_threads,) sink
+@group(0) @binding(1) var<uniform> params: Params;
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    var a0 = vec4<f32>(f32(i) * 1e-9); var a1 = a0 + 0.1; var a2 = a0 + 0.2; var a3 = a0 + 0.3;
+    var a4 = a0 + 0.4; var a5 = a0 + 0.5; var a6 = a0 + 0.6; var a7 = a0 + 0.7;
+    let m = vec4<f32>(0.9999); let c = vec4<f32>(1e-7);
+    for (var k = 0u; k < params.iters; k++) {
+        a0 = fma(a0, m, c); a1 = fma(a1, m, c); a2 = fma(a2, m, c); a3 = fma(a3, m, c);
+        a4 = fma(a4, m, c); a5 = fma(a5, m, c); a6 = fma(a6, m, c); a7 = fma(a7, m, c);
+    }
+    let s = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7;
+    out[i] = s.x + s.y + s.z + s.w;
+}
+"""
+
+
+def _fma_kernel():
+    from shaders.core import Binding, Kernel, KernelKey, Params
+    return Kernel(key=KernelKey(op="bench_fma", wg=256), wgsl=_FMA_WGSL,
+                  bindings=(Binding("out", "read_write"), Binding("params", "uniform")),
+                  params=Params((("iters", "u32"),)), workgroup_size=(256, 1, 1))
+
+
+async def fma_peak(gpu: g.GPU, quick: bool) -> float:
+    """FLOP/s (an FMA = 2 FLOPs) of f32 vec4 FMAs on this GPU."""
+    k = _fma_kernel()
+    n_wg = 64 if quick else 4096
+    iters = 256 if quick else 4096
+    out = gpu.create_buffer(4 * 256 * n_wg, g.STORAGE, "fma_out")
+    u = gpu.create_buffer(256, g.UNIFORM, "fma_params")
+    gpu.write_buffer(u, 0, k.params.pack(iters=iters))
+    pipe = gpu.create_pipeline(k)
+    bg = gpu.create_bind_group(pipe, k, {"out": (out, 0, 4 * 256 * n_wg), "params": (u, 0, 16)})
+    prog = g.Program()
+    prog.dispatch(pipe, bg, (n_wg, 1, 1), k.slug)
+    gpu.submit(prog)
+    await gpu.sync()
+    reps = 3
+    t = time.perf_counter()
+    for _ in range(reps):
+        gpu.submit(prog)
+    await gpu.sync()
+    dt = (time.perf_counter() - t) / reps
+    return 256 * n_wg * iters * 8 * 4 * 2 / dt
+
+
+async def copy_roofline(gpu: g.GPU, quick: bool) -> float:
+    """Bytes/s (read + write) of a large buffer-to-buffer copy."""
+    size = (16 if quick else 512) << 20
+    a = gpu.create_buffer(size, g.STORAGE, "copy_a")
+    b = gpu.create_buffer(size, g.STORAGE, "copy_b")
+    prog = g.Program()
+    prog.copy(a, 0, b, 0, size)
+    gpu.submit(prog)
+    await gpu.sync()
+    reps = 3 if quick else 10
+    t = time.perf_counter()
+    for _ in range(reps):
+        gpu.submit(prog)
+    await gpu.sync()
+    return 2 * size * reps / (time.perf_counter() - t)
+
+
+async def decode_speed(eng, ctx: int, n: int, depth: int = 2) -> float:
+    """Tokens/s of ``n`` pipelined greedy decode steps starting at position ``ctx``."""
+    samp = Sampling().runtime(eng.cfg.vocab_size)
+    eng.gpu.write_buffer(eng.graph.ids, 0, struct.pack("<I", 1))
+    async for _ in eng.decode_steps(ctx, 3, samp, depth, prefilled=False):
+        pass  # warm-up: programs for this grid built, pipelines hot
+    t = time.perf_counter()
+    k = 0
+    async for _ in eng.decode_steps(ctx, n + 1, samp, depth, prefilled=False):
+        k += 1
+    return k / (time.perf_counter() - t)
+
+
+async def prefill_speed(eng, n: int) -> float:
+    rng = random.Random(0)
+    ids = [rng.randrange(eng.cfg.vocab_size) for _ in range(n)]
+    samp = Sampling().runtime(eng.cfg.vocab_size)
+    eng._submit_prefill(ids, samp, head=True)   # warm-up
+    await eng.gpu.map_read(eng.graph.rb[0], 0, 4)
+    t = time.perf_counter()
+    eng._submit_prefill(ids, samp, head=True)
+    await eng.gpu.map_read(eng.graph.rb[0], 0, 4)
+    return n / (time.perf_counter() - t)
+
+
+def prefill_flops_per_token(cfg) -> float:
+    """Matrix FLOPs per prompt token (2 per multiply-add over every weight matrix, LM head once
+    per prompt: excluded) + attention at half the prompt length on average is added by caller."""
+    h, q, kv, f = cfg.hidden_size, cfg.q_dim, cfg.kv_dim, cfg.intermediate_size
+    per_layer = h * (q + 2 * kv) + q * h + 3 * h * f
+    return 2.0 * per_layer * cfg.num_hidden_layers
+
+
+def torch_speed(model_dir, cfg, prompt_len: int, n_new: int) -> dict | None:
+    """HF transformers bf16 on CUDA with random weights of the same shapes (None when absent)."""
+    try:
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    hf = cfg.to_json()
+    hf.pop("architectures", None)
+    rs = hf.pop("rope_scaling", None)
+    conf = LlamaConfig(**{k: v for k, v in hf.items() if k != "eos_token_id"},
+                       rope_scaling=({"rope_type": "llama3", **{k: v for k, v in rs.items()
+                                                                 if k != "rope_type"}}
+                                     if rs else None))
+    torch.manual_seed(0)
+    m = LlamaForCausalLM(conf).to("cuda", torch.bfloat16).eval()
+    ids = torch.randint(0, cfg.vocab_size, (1, prompt_len), device="cuda")
+    with torch.no_grad():
+        m.generate(ids[:, :16], max_new_tokens=8, do_sample=False)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        m.generate(ids[:, :16], max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False)
+        torch.cuda.synchronize()
+        dec = n_new / (time.perf_counter() - t)
+        m(ids)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        m(ids)
+        torch.cuda.synchronize()
+        pre = prompt_len / (time.perf_counter() - t)
+    return {"decode_tok_s": dec, "prefill_tok_s": pre}
+
+
+def run_bench(model, quick: bool = False, vs_torch: bool = False, as_json: bool = False,
+              out=sys.stdout) -> dict:
+    import asyncio
+
+    from .engine import Engine
+    loop_ctxs = [16, 64] if quick else [128, 1024, 4096]
+    n_dec = 8 if quick else 128
+    n_pre = 64 if quick else 512
+    eng = Engine.load(model, max_context=max(loop_ctxs) + n_dec + 8, chunk=n_pre)
+    gpu = eng.gpu
+    res = {"model": str(model), "adapter": gpu.info.get("description", ""),
+           "date": time.strftime("%Y-%m-%d"), "quant": eng.manifest.get("quant", {}).get("scheme"),
+           "dispatches_per_token": eng.dispatches_per_token,
+           "weight_bytes_per_token": eng.weight_bytes_per_token, "decode": []}
+
+    async def go():
+        res["copy_gb_s"] = await copy_roofline(gpu, quick) / 1e9
+        res["fma_gflop_s"] = await fma_peak(gpu, quick) / 1e9
+        for c in loop_ctxs:
+            res["decode"].append({"ctx": c, "tok_s": await decode_speed(eng, c, n_dec)})
+        res["prefill_tokens"] = n_pre
+        res["prefill_tok_s"] = await prefill_speed(eng, n_pre)
+
+    eng._run(go())
+    best = res["decode"][0]["tok_s"]
+    res["weight_gb_s"] = eng.weight_bytes_per_token * best / 1e9
+    res["weight_share_of_copy"] = res["weight_gb_s"] / res["copy_gb_s"]
+    fl = prefill_flops_per_token(eng.cfg) * res["prefill_tok_s"] / 1e9
+    res["prefill_gflop_s"] = fl
+    res["prefill_share_of_fma"] = fl / res["fma_gflop_s"]
+    if vs_torch:
+        t = torch_speed(model, eng.cfg, n_pre, n_dec)
+        res["torch"] = t
+        if t:
+            res["vs_torch_decode"] = best / t["decode_tok_s"]
+            res["vs_torch_prefill"] = res["prefill_tok_s"] / t["prefill_tok_s"]
+    eng.close()
+    if as_json:
+        out.write(json.dumps(res) + "\n")
+    else:
+        out.write(format_table(res))
+    return res
+
+
+def format_table(r: dict) -> str:
+    lines = [f"# driver bench {r['model']} ({r['quant']}) on {r['adapter']}, {r['date']}",
+             f"dispatches/token {r['dispatches_per_token']}, weights/token "
+             f"{r['weight_bytes_per_token'] / 1e6:.2f} MB, copy roofline {r['copy_gb_s']:.1f} GB/s, "
+             f"f32 FMA peak {r['fma_gflop_s']:.0f} GFLOP/s"]
+    for d in r["decode"]:
+        lines.append(f"decode ctx {d['ctx']:>5}: {d['tok_s']:8.1f} tok/s")
+    lines.append(f"weight bandwidth (ctx {r['decode'][0]['ctx']}): {r['weight_gb_s']:.1f} GB/s = "
+                 f"{100 * r['weight_share_of_copy']:.1f}% of copy")
+    lines.append(f"prefill {r['prefill_tokens']}: {r['prefill_tok_s']:.1f} tok/s = "
+                 f"{r['prefill_gflop_s']:.0f} GFLOP/s = {100 * r['prefill_share_of_fma']:.1f}% of "
+                 "FMA peak")
+    if r.get("torch"):
+        lines.append(f"torch bf16: decode {r['torch']['decode_tok_s']:.1f} tok/s "
+                     f"(ratio {r['vs_torch_decode']:.2f}), prefill {r['torch']['prefill_tok_s']:.0f}"
+                     f" tok/s (ratio {r['vs_torch_prefill']:.2f})")
+    elif "torch" in r:
+        lines.append("torch: not available (needs torch + CUDA)")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,300 @@
+"""The engine: load a packed model onto the GPU once, then prefill, decode and generate.
+
+Pure Python over ``driver.gpu`` (numpy only in the native ``logits`` helper, imported lazily).
+One async core (``Engine.load_async``, ``Engine.generate_async``) is shared with the browser; the
+sync wrappers (``Engine.load``, ``generate``, ``chat``, ``complete``, ``logits``) run it on an
+event loop owned by the engine, for native use.
+
+A decode step is: one uniform write, one submit (one command encoder), and a 4-byte map of the
+sampled id. The id never leaves the GPU on the critical path: the sample kernel writes it where
+the next step's embed reads it, so steps are submitted ``depth`` ahead and ids come back
+asynchronously; the stop condition is checked when they do, and any step submitted past a stop
+is discarded (it only wrote KV entries beyond the sequence).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from collections import deque
+
+from . import gpu as g
+from .graph import RING, Graph
+from .loader import ContextOverflow, FolderSource, ModelError, ModelSource, upload_weights, \
+    validate_manifest
+from .sampler import BadOption, Sampling
+
+DEFAULT_MAX_CONTEXT = 4096
+KV_FORMATS = ("f16", "f32")
+
+__all__ = ["BadOption", "ContextOverflow", "Engine", "ModelError"]
+
+
+class Engine:
+    def __init__(self, gpu: g.GPU, source: ModelSource, cfg, graph: Graph, max_ctx: int,
+                 kv: str):
+        self.gpu, self.source, self.cfg, self.graph = gpu, source, cfg, graph
+        self.manifest = source.manifest
+        self.max_context, self.kv = max_ctx, kv
+        gen = self.manifest.get("generation") or {}
+        self.stop_ids = frozenset(list(gen.get("eos_token_ids") or [])
+                                  + list(cfg.eos_token_id or ()))
+        self.bos_id = gen.get("bos_token_id", cfg.bos_token_id)
+        self.last_stats: dict = {}
+        self._cancel = False
+        self._loop = None
+        self._tok = None
+        self._template = None
+
+    # ---- loading ----
+    @classmethod
+    async def load_async(cls, source: ModelSource, gpu: g.GPU, *, max_context: int | None = None,
+                         kv: str = "f16", chunk: int | None = None, progress=None) -> "Engine":
+        """Validate, check the GPU against the manifest's requirements (before any upload), upload
+        the shards, build every buffer / pipeline / bind group / program."""
+        m = source.manifest
+        cfg = validate_manifest(m, source.where)
+        if kv not in KV_FORMATS:
+            raise BadOption(f"kv must be one of {KV_FORMATS}, got {kv!r}")
+        gpu.check_requirements(m.get("requirements") or {})
+        limit = cfg.max_position_embeddings
+        max_ctx = min(limit, DEFAULT_MAX_CONTEXT) if max_context is None else max_context
+        if not (isinstance(max_ctx, int) and 1 <= max_ctx <= limit):
+            raise BadOption(f"max_context must be an integer in [1, {limit}] (the model's "
+                            f"max_position_embeddings), got {max_context!r}")
+        chunk = min(chunk or 512, max_ctx)
+        bufs = await upload_weights(gpu, source, progress)
+        graph = Graph(gpu, m, cfg, bufs, max_ctx=max_ctx, kv=kv, chunk=chunk)
+        return cls(gpu, source, cfg, graph, max_ctx, kv)
+
+    @classmethod
+    def load(cls, model_dir, *, backend: g.GPU | None = None, max_context: int | None = None,
+             kv: str = "f16", chunk: int | None = None, progress=None) -> "Engine":
+        """Native: load a packed model folder on the wgpu-py backend (or ``backend``)."""
+        loop = asyncio.new_event_loop()
+        source = FolderSource(model_dir)
+        if backend is None:
+            from .backend_wgpu import WgpuBackend
+            backend = loop.run_until_complete(WgpuBackend.create())
+        eng = loop.run_until_complete(cls.load_async(source, backend, max_context=max_context,
+                                                     kv=kv, chunk=chunk, progress=progress))
+        eng._loop = loop
+        return eng
+
+    # ---- facts ----
+    @property
+    def dispatches_per_token(self) -> int:
+        return self.graph.decode.n_dispatches
+
+    @property
+    def weight_bytes_per_token(self) -> int:
+        return self.graph.weight_bytes_per_token
+
+    # ---- the async core ----
+    def check_fits(self, n_prompt: int, max_tokens: int) -> None:
+        if n_prompt < 1:
+            raise BadOption("the prompt must hold at least one token")
+        if not (isinstance(max_tokens, int) and max_tokens >= 0):
+            raise BadOption(f"max_tokens must be an integer >= 0, got {max_tokens!r}")
+        if n_prompt + max_tokens > self.max_context:
+            raise ContextOverflow(
+                f"prompt ({n_prompt} tokens) + max_tokens ({max_tokens}) = "
+                f"{n_prompt + max_tokens} exceeds the context of {self.max_context} tokens the "
+                "KV cache was sized for; shorten the prompt, lower max_tokens or load with a "
+                "larger max_context")
+
+    def _rt(self, samp: dict, pos: int, n_tok: int, step: int) -> dict:
+        return {**samp, "pos": pos, "n_tok": n_tok, "ctx": pos + n_tok, "step": step,
+                "n_hist": pos + n_tok, "vocab": self.cfg.vocab_size}
+
+    def _submit_prefill(self, ids: list[int], samp: dict, head: bool) -> None:
+        """Submit the whole prompt in chunks; with ``head``, the last chunk also samples the first
+        new token into ids[0] and copies it to readback slot 0."""
+        G = self.graph
+        H = self.cfg.hidden_size
+        self.gpu.write_buffer(G.hist, 0, struct.pack(f"<{len(ids)}I", *ids))
+        for start in range(0, len(ids), G.chunk):
+            part = ids[start:start + G.chunk]
+            n = len(part)
+            self.gpu.write_buffer(G.ids, 0, struct.pack(f"<{n}I", *part))
+            rt = self._rt(samp, start, n, 0)
+            last = start + n == len(ids)
+            tail = [(G.xn, 4 * H * (n - 1), G.xlast, 0, 4 * H)] if (last and head) else None
+            G.prefill.run(rt, tail)
+            if last and head:
+                G.head.run(rt, [(G.ids, 0, G.rb[0], 0, 4)])
+
+    async def generate_async(self, prompt_ids, max_tokens: int = 128, temperature: float = 0.0,
+                             top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
+                             seed: int = 0, stop_ids=None, depth: int = 2):
+        """Async iterator of generated ids (the stop id itself is not yielded)."""
+        ids = [int(i) for i in prompt_ids]
+        self.check_fits(len(ids), max_tokens)
+        if not all(0 <= i < self.cfg.vocab_size for i in ids):
+            raise BadOption(f"prompt ids must be in [0, {self.cfg.vocab_size})")
+        if not (isinstance(depth, int) and 1 <= depth < RING):
+            raise BadOption(f"depth must be in [1, {RING - 1}], got {depth!r}")
+        samp = Sampling(temperature, top_k, top_p, repetition_penalty, seed).runtime(
+            self.cfg.vocab_size)
+        stop = self.stop_ids if stop_ids is None else frozenset(stop_ids)
+        self._cancel = False
+        n0 = len(ids)
+        stats = self.last_stats = {"prompt_tokens": n0, "generated": 0,
+                                   "dispatches_per_token": self.dispatches_per_token}
+        if max_tokens == 0:
+            return
+        t0 = time.perf_counter()
+        self._submit_prefill(ids, samp, head=True)
+        first = True
+        steps = self.decode_steps(n0, max_tokens, samp, depth, prefilled=True)
+        try:
+            async for j, tok in steps:
+                if first:
+                    first, t_first = False, time.perf_counter()
+                    stats["prefill_s"] = t_first - t0
+                if tok in stop or self._cancel:
+                    stats["stopped"] = "cancel" if self._cancel else "stop"
+                    break
+                stats["generated"] = j + 1
+                stats["decode_s"] = time.perf_counter() - t_first
+                yield tok
+        finally:
+            await steps.aclose()  # drains the steps still in flight
+
+    async def decode_steps(self, n0: int, n_steps: int, samp: dict, depth: int = 2,
+                           prefilled: bool = True):
+        """Async iterator of (j, id) for steps j = 0 .. n_steps-1, where step j samples the token
+        at position n0 + j. Step 0 is the prefill's (already submitted) when ``prefilled``; step
+        j >= 1 embeds ids[0] at pos n0 + j - 1. Keeps ``depth`` steps in flight."""
+        G = self.graph
+        pending = deque([0]) if prefilled else deque()  # without a prefill there is no step 0
+        submitted = 1
+        try:
+            while pending or submitted < n_steps:
+                while len(pending) < depth and submitted < n_steps:
+                    j = submitted
+                    G.decode.run(self._rt(samp, n0 + j - 1, 1, j),
+                                 [(G.ids, 0, G.rb[j % RING], 0, 4)])
+                    pending.append(j)
+                    submitted += 1
+                j = pending.popleft()
+                raw = await self.gpu.map_read(G.rb[j % RING], 0, 4)
+                yield j, struct.unpack("<I", raw)[0]
+        finally:
+            # drain: a readback still pending a map must not be reused by a later submit
+            while pending:
+                j = pending.popleft()
+                await self.gpu.map_read(G.rb[j % RING], 0, 4)
+
+    def cancel(self) -> None:
+        """Stop the running generation before its next token (thread-safe flag)."""
+        self._cancel = True
+
+    async def logits_async(self, ids, mode: str = "prefill"):
+        """(n, vocab) logits of a fresh sequence as a list of bytes rows (f32)."""
+        ids = [int(i) for i in ids]
+        self.check_fits(len(ids), 0)
+        G, V = self.graph, self.cfg.vocab_size
+        samp = Sampling().runtime(V)
+        rows: list[bytes] = []
+        if mode == "decode":  # teacher-forced decode steps through the decode program
+            self.gpu.write_buffer(G.hist, 0, struct.pack(f"<{len(ids)}I", *ids))
+            for pos, t in enumerate(ids):
+                self.gpu.write_buffer(G.ids, 0, struct.pack("<I", t))
+                G.decode.run(self._rt(samp, pos, 1, pos), [(G.ids, 0, G.rb[0], 0, 4)])
+                await self.gpu.map_read(G.rb[0], 0, 4)
+                rows.append(await self.gpu.read(G.logits, 0, 4 * V))
+            return rows
+        if mode != "prefill":
+            raise BadOption(f"mode must be 'prefill' or 'decode', got {mode!r}")
+        G.record_lm_all()
+        self.gpu.write_buffer(G.hist, 0, struct.pack(f"<{len(ids)}I", *ids))
+        for start in range(0, len(ids), G.chunk):
+            part = ids[start:start + G.chunk]
+            n = len(part)
+            self.gpu.write_buffer(G.ids, 0, struct.pack(f"<{n}I", *part))
+            rt = self._rt(samp, start, n, 0)
+            G.prefill.run(rt)
+            G.lm_all.run(rt)
+            blocks = [await self.gpu.read(buf, 0, 4 * n * rb) for _, rb, buf in G.lm_blocks]
+            for t in range(n):
+                rows.append(b"".join(b[4 * rb * t:4 * rb * (t + 1)]
+                                     for b, (_, rb, _) in zip(blocks, G.lm_blocks)))
+        return rows
+
+    # ---- sync wrappers (native) ----
+    def _run(self, coro):
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(coro)
+
+    def logits(self, ids, mode: str = "prefill"):
+        """float32 numpy array (len(ids), vocab) for a fresh sequence (native helper)."""
+        import numpy as np
+        rows = self._run(self.logits_async(ids, mode))
+        return np.frombuffer(b"".join(rows), "<f4").reshape(len(rows), self.cfg.vocab_size)
+
+    def generate(self, prompt_ids, max_tokens: int = 128, **kw):
+        """Sync iterator of generated ids; closing it (or ``cancel()``) stops between tokens."""
+        agen = self.generate_async(prompt_ids, max_tokens, **kw)
+        try:
+            while True:
+                try:
+                    tok = self._run(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+                yield tok
+        finally:
+            self._run(agen.aclose())
+
+    # ---- text ----
+    def tokenizer(self):
+        if self._tok is None:
+            from .tokenizer import Tokenizer
+            path = self.source.tokenizer_path("tokenizer.json")
+            if not path.is_file():
+                raise ModelError(f"{path}: the model has no tokenizer.json; re-pack it with one")
+            self._tok = Tokenizer.from_file(path)
+        return self._tok
+
+    def chat_template(self):
+        if self._template is None:
+            from .chat import ChatTemplate
+            self._template = ChatTemplate.from_tokenizer_config(
+                self.source.tokenizer_path("tokenizer_config.json"))
+        return self._template
+
+    def chat_ids(self, messages) -> list[int]:
+        from .chat import render_chat
+        tok = self.tokenizer()
+        tpl = self.chat_template()
+        text = render_chat(messages, tpl, bos_token=getattr(tpl, "bos_token", None),
+                           eos_token=getattr(tpl, "eos_token", None),
+                           add_generation_prompt=True)
+        return tok.encode(text, add_special_tokens=False)
+
+    def _stream_text(self, ids, **kw):
+        from .tokenizer import StreamDecoder
+        dec = StreamDecoder(self.tokenizer())
+        for t in self.generate(ids, **kw):
+            piece = dec.push(t)
+            if piece:
+                yield piece
+        rest = dec.flush() if hasattr(dec, "flush") else ""
+        if rest:
+            yield rest
+
+    def chat(self, messages, max_tokens: int = 256, **kw):
+        """Sync iterator of text pieces of the assistant's reply to ``messages``."""
+        return self._stream_text(self.chat_ids(messages), max_tokens=max_tokens, **kw)
+
+    def complete(self, text: str, max_tokens: int = 128, **kw):
+        """Sync iterator of text pieces continuing ``text`` (BOS added as the tokenizer does)."""
+        ids = self.tokenizer().encode(text, add_special_tokens=True)
+        return self._stream_text(ids, max_tokens=max_tokens, **kw)
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None

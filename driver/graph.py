@@ -1,0 +1,265 @@
+"""The Llama-3 forward pass as recorded GPU programs: buffers, kernels and dispatch order.
+
+Pure Python (runs in Pyodide). ``Graph`` allocates every activation, the KV cache and the small
+state buffers once, and records four programs over them (see ``driver.plan.Recorder``):
+
+  prefill   one chunk of up to ``chunk`` tokens at position ``pos``: embed, per layer
+            qkv_rope -> attention_prefill -> matmul(wo) -> add_rmsnorm -> gate_up -> matmul(w2)
+            -> add_rmsnorm; the last norm leaves the final-normed rows in ``xn``
+  head      the last row of ``xn`` -> LM head (matvec per row block) -> sample -> ``ids[0]``
+  decode    one token: the same chain with matvec / attention_decode, then head, all in ONE
+            program; the sampled id stays in ``ids[0]`` for the next step's embed
+  lm_all    (tests: logits of every position) matmul of all ``xn`` rows per LM-head row block
+
+Dims: H hidden, Q = n_heads*head_dim, KV = n_kv_heads*head_dim, F intermediate, V vocab,
+T prefill chunk rows, C max context.
+"""
+
+from __future__ import annotations
+
+from . import gpu as g
+from .loader import ModelError, resolve
+from .plan import Dyn, PipelineCache, Recorder
+
+RING = 4          # readback buffers for sampled ids (pipelined steps in flight <= RING - 1)
+SLOTS = 4096      # uniform slices available to all recorders together
+
+
+class Graph:
+    def __init__(self, gpu: g.GPU, manifest: dict, cfg, shard_bufs: list, *, max_ctx: int,
+                 kv: str, chunk: int):
+        import shaders  # pure Python; imported here so that driver.config stays light
+
+        self.shaders = shaders
+        self.gpu, self.m, self.cfg = gpu, manifest, cfg
+        self.shard_bufs, self.max_ctx, self.kv, self.chunk = shard_bufs, max_ctx, kv, chunk
+        self.caps = gpu.caps
+        self.pipes = PipelineCache(gpu)
+        self.ubuf = gpu.create_buffer(SLOTS * g.UNIFORM_STRIDE, g.UNIFORM, "params")
+        self._next_slot = 0
+        self.weight_bytes_per_token = 0
+        self._alloc()
+        self.prefill = self._recorder("prefill", 64 + 16 * cfg.num_hidden_layers)
+        self._record_body(self.prefill, decode=False)
+        self.head = self._recorder("head", 64)
+        self._record_head(self.head, src_row=None)
+        self.decode = self._recorder("decode", 128 + 16 * cfg.num_hidden_layers)
+        self._record_body(self.decode, decode=True)
+        self._record_head(self.decode, src_row=0)
+        self.lm_all = None
+
+    # ---- allocation ----
+    def _buf(self, nbytes: int, label: str, kind: str = g.STORAGE):
+        return self.gpu.create_buffer(max(16, nbytes), kind, label)
+
+    def _alloc(self) -> None:
+        c, T, C = self.cfg, self.chunk, self.max_ctx
+        H, Q, KV, F, V = c.hidden_size, c.q_dim, c.kv_dim, c.intermediate_size, c.vocab_size
+        self.dims = dict(H=H, Q=Q, KV=KV, F=F, V=V)
+        self.ids = self._buf(4 * T, "ids")            # (T,) u32: chunk ids; ids[0] = sampled id
+        self.hist = self._buf(4 * C, "hist")          # (C,) u32: every id of the sequence
+        self.x = self._buf(4 * T * H, "x")            # (T, H) f32 residual stream
+        self.xn = self._buf(4 * T * H, "xn")          # (T, H) f32 normed input of a sublayer
+        self.q = self._buf(4 * T * Q, "q")            # (T, Q) f32 roped queries
+        self.attn = self._buf(4 * T * Q, "attn")      # (T, Q) f32 attention output
+        self.delta = self._buf(4 * T * H, "delta")    # (T, H) f32 sublayer output
+        self.act = self._buf(4 * T * F, "act")        # (T, F) f32 silu(gate) * up
+        self.xlast = self._buf(4 * H, "xlast")        # (H,) f32 final-normed last row
+        self.logits = self._buf(4 * V, "logits")      # (V,) f32
+        inv = c.rope_inv_freq()
+        self.inv_freq = self._buf(4 * len(inv), "inv_freq")  # (head_dim/2,) f32
+        import struct
+        self.gpu.write_buffer(self.inv_freq, 0, struct.pack(f"<{len(inv)}f", *inv))
+        kv_bytes = C * KV * (2 if self.kv == "f16" else 4)
+        kv_bytes = (kv_bytes + 3) // 4 * 4
+        self.k_cache = [self._buf(kv_bytes, f"k{i}") for i in range(c.num_hidden_layers)]
+        self.v_cache = [self._buf(kv_bytes, f"v{i}") for i in range(c.num_hidden_layers)]
+        self.kv_bytes = kv_bytes                      # per layer and per K/V: (C, n_kv, hd)
+        self.rb = [self._buf(256, f"rb{i}", g.READBACK) for i in range(RING)]
+
+    def _recorder(self, name: str, slots: int) -> Recorder:
+        r = Recorder(self.gpu, self.pipes, self.ubuf, self._next_slot, slots, name)
+        self._next_slot += slots
+        if self._next_slot > SLOTS:
+            raise ModelError(f"model needs more than {SLOTS} uniform slices")
+        return r
+
+    # ---- helpers ----
+    def kernel(self, op: str, **dims):
+        return self.shaders.kernel(op, self.caps, **dims)
+
+    def tensor(self, name: str) -> dict:
+        return resolve(self.m, name)
+
+    def single_block(self, name: str) -> dict:
+        t = self.tensor(name)
+        if len(t["blocks"]) != 1:
+            raise ModelError(f"tensor {name!r} is split in {len(t['blocks'])} row blocks; only the "
+                             "embedding / LM head may be (re-pack with a larger part size)")
+        return t["blocks"][0]
+
+    def parts(self, block: dict, prefix: str = "w") -> dict:
+        """Binding entries ``{prefix}_{part}`` -> (shard buffer, offset, nbytes)."""
+        return {f"{prefix}_{pn}": (self.shard_bufs[p["shard"]], p["offset"], p["nbytes"])
+                for pn, p in block["parts"].items()}
+
+    def wdims(self, name: str) -> dict:
+        t = self.tensor(name)
+        return {"fmt": t["dtype"], "group_size": t.get("group_size", 32)}
+
+    def nbytes(self, name: str) -> int:
+        return sum(p["nbytes"] for b in self.tensor(name)["blocks"] for p in b["parts"].values())
+
+    def norm_buf(self, name: str):
+        b = self.single_block(name)["parts"]["data"]
+        return (self.shard_bufs[b["shard"]], b["offset"], b["nbytes"])
+
+    @staticmethod
+    def fill(kernel, **avail) -> dict | None:
+        """The kernel's params, each field taken from ``avail`` (values or Dyn)."""
+        if kernel.params is None:
+            return None
+        missing = [f for f, _ in kernel.params.fields if f not in avail]
+        if missing:
+            raise ModelError(f"kernel {kernel.slug} wants params {missing} the driver does not "
+                             "know how to set")
+        return {f: avail[f] for f, _ in kernel.params.fields}
+
+    @staticmethod
+    def whole(buf, nbytes: int):
+        return (buf, 0, nbytes)
+
+    # ---- recording ----
+    def _record_body(self, r: Recorder, decode: bool) -> None:
+        c, d = self.cfg, self.dims
+        H, Q, KV, F = d["H"], d["Q"], d["KV"], d["F"]
+        rows = 1 if decode else self.chunk
+        n_tok = 1 if decode else Dyn("n_tok")
+        pos = Dyn("pos")
+        W = self.whole
+        x, xn = W(self.x, 4 * rows * H), W(self.xn, 4 * rows * H)
+        q, attn = W(self.q, 4 * rows * Q), W(self.attn, 4 * rows * Q)
+        delta, act = W(self.delta, 4 * rows * H), W(self.act, 4 * rows * F)
+        ids = W(self.ids, 4 * rows)
+        rt_grid = {"n_tok": n_tok}
+        count = decode  # weight bytes per token are counted on the decode program
+
+        # embedding gather, one dispatch per row block of the table
+        emb = self.tensor("tok_embeddings")
+        for blk in emb["blocks"]:
+            k = self.kernel("embed", hidden=H, **self.wdims("tok_embeddings"))
+            r.dispatch(k, {"ids": ids, **self.parts(blk), "x": x},
+                       {"n_tok": n_tok, "row_start": blk["row_start"], "rows": blk["rows"]},
+                       rt_grid)
+        k = self.kernel("rmsnorm", hidden=H, eps=c.rms_norm_eps)
+        r.dispatch(k, {"x": x, "w": self.norm_buf("layers.0.attention_norm"), "out": xn},
+                   {"n_tok": n_tok}, rt_grid)
+        for i in range(c.num_hidden_layers):
+            p = f"layers.{i}."
+            kc = W(self.k_cache[i], self.kv_bytes)
+            vc = W(self.v_cache[i], self.kv_bytes)
+            # q, k, v projections + RoPE, k/v appended to the cache at pos..pos+n_tok-1
+            k = self.kernel("qkv_rope", hidden=H, n_heads=c.num_attention_heads,
+                            n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv,
+                            **self.wdims(p + "attention.wq"))
+            wp = {}
+            for nm, pre in (("wq", "wq"), ("wk", "wk"), ("wv", "wv")):
+                wp.update(self.parts(self.single_block(p + "attention." + nm), pre))
+            r.dispatch(k, {"x": xn, **wp, "inv_freq": W(self.inv_freq, 2 * c.head_dim),
+                           "q": q, "k_cache": kc, "v_cache": vc},
+                       {"n_tok": n_tok, "pos": pos}, rt_grid)
+            # attention over the cache
+            if decode:
+                self._attention_decode(r, q, kc, vc, attn)
+            else:
+                k = self.kernel("attention_prefill", n_heads=c.num_attention_heads,
+                                n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv)
+                r.dispatch(k, {"q": q, "k_cache": kc, "v_cache": vc, "out": attn},
+                           {"n_tok": n_tok, "pos": pos}, {"n_tok": n_tok, "pos": pos})
+            self._proj(r, p + "attention.wo", attn, delta, decode, n_tok, H, Q)
+            k = self.kernel("add_rmsnorm", hidden=H, eps=c.rms_norm_eps)
+            r.dispatch(k, {"x": x, "delta": delta, "w": self.norm_buf(p + "ffn_norm"),
+                           "out": xn}, {"n_tok": n_tok}, rt_grid)
+            # SwiGLU: act = silu(xn W1^T) * (xn W3^T), then delta = act W2^T
+            k = self.kernel("gate_up", ffn=F, hidden=H, decode=int(decode),
+                            **self.wdims(p + "feed_forward.w1"))
+            r.dispatch(k, {"x": xn, **self.parts(self.single_block(p + "feed_forward.w1"), "w1"),
+                           **self.parts(self.single_block(p + "feed_forward.w3"), "w3"),
+                           "act": act}, self.fill(k, n_tok=n_tok), rt_grid)
+            self._proj(r, p + "feed_forward.w2", act, delta, decode, n_tok, H, F)
+            nxt = f"layers.{i + 1}.attention_norm" if i + 1 < c.num_hidden_layers else "norm"
+            out = W(self.xlast, 4 * H) if decode and nxt == "norm" else xn
+            k = self.kernel("add_rmsnorm", hidden=H, eps=c.rms_norm_eps)
+            r.dispatch(k, {"x": x, "delta": delta, "w": self.norm_buf(nxt), "out": out},
+                       {"n_tok": n_tok}, rt_grid)
+            if count:
+                self.weight_bytes_per_token += sum(
+                    self.nbytes(p + n) for n in ("attention.wq", "attention.wk", "attention.wv",
+                                                 "attention.wo", "feed_forward.w1",
+                                                 "feed_forward.w2", "feed_forward.w3"))
+
+    def _proj(self, r, name, src, dst, decode, n_tok, rows, cols) -> None:
+        """dst (n_tok, rows) = src (n_tok, cols) W^T: matvec in decode, matmul in prefill."""
+        op = "matvec" if decode else "matmul"
+        k = self.kernel(op, rows=rows, cols=cols, accumulate=0, **self.wdims(name))
+        params = self.fill(k, n_tok=n_tok, row_offset=0)
+        r.dispatch(k, {"x": src, **self.parts(self.single_block(name)), "y": dst}, params,
+                   {"n_tok": n_tok})
+
+    def _attention_decode(self, r, q, kc, vc, out) -> None:
+        """Split-K flash-decoding: attention_decode writes per-chunk partials into ``part``,
+        attention_combine merges them into ``out``; both grids follow ``ctx``."""
+        c = self.cfg
+        dims = dict(n_heads=c.num_attention_heads, n_kv_heads=c.num_key_value_heads,
+                    head_dim=c.head_dim, kv=self.kv)
+        k1 = self.kernel("attention_decode", **dims)
+        k2 = self.kernel("attention_combine", **dims)
+        if getattr(self, "part", None) is None:
+            self.part_bytes = k1.meta["part_bytes"]
+            self.part = self._buf(self.part_bytes, "attn_part")  # split-K partials, reused
+        part = (self.part, 0, self.part_bytes)
+        ctx = Dyn("ctx")
+        r.dispatch(k1, {"q": q, "k_cache": kc, "v_cache": vc, "part": part}, {"ctx": ctx},
+                   {"ctx": ctx})
+        r.dispatch(k2, {"part": part, "out": out}, {"ctx": ctx}, {"ctx": ctx})
+
+    def _record_head(self, r: Recorder, src_row) -> None:
+        """LM head over row blocks -> logits (V,), then sample -> ids[0] and hist[pos+1].
+
+        ``src_row`` None: prefill (the engine copies the chunk's last ``xn`` row to ``xlast``
+        in the program tail first); 0: decode (the last add_rmsnorm wrote ``xlast``)."""
+        d = self.dims
+        H, V = d["H"], d["V"]
+        out = self.tensor("output")
+        for blk in out["blocks"]:
+            k = self.kernel("matvec", rows=blk["rows"], cols=H, accumulate=0,
+                            **self.wdims("output"))
+            params = self.fill(k, row_offset=blk["row_start"], n_tok=1)
+            r.dispatch(k, {"x": self.whole(self.xlast, 4 * H), **self.parts(blk),
+                           "y": self.whole(self.logits, 4 * V)}, params, {})
+        if src_row is not None:
+            self.weight_bytes_per_token += self.nbytes("output") + self.nbytes("tok_embeddings") \
+                // max(1, d["V"])
+        k = self.kernel("sample", vocab=V)
+        vals = {f: Dyn(f) for f, _ in k.params.fields}
+        r.dispatch(k, {"logits": self.whole(self.logits, 4 * V),
+                       "hist": self.whole(self.hist, 4 * self.max_ctx),
+                       "ids": self.whole(self.ids, 4)}, vals, {})
+
+    def record_lm_all(self) -> None:
+        """Logits of every row of a prefill chunk (tests / ``Engine.logits``)."""
+        if self.lm_all is not None:
+            return
+        H, T = self.dims["H"], self.chunk
+        r = self._recorder("lm_all", 64)
+        self.lm_blocks = []
+        for blk in self.tensor("output")["blocks"]:
+            buf = self._buf(4 * T * blk["rows"], "logits_all")  # (T, rows_b) f32
+            k = self.kernel("matmul", rows=blk["rows"], cols=H, accumulate=0,
+                            **self.wdims("output"))
+            params = self.fill(k, n_tok=Dyn("n_tok"), row_offset=0)
+            r.dispatch(k, {"x": self.whole(self.xn, 4 * T * H), **self.parts(blk),
+                           "y": self.whole(buf, 4 * T * blk["rows"])}, params,
+                       {"n_tok": Dyn("n_tok")})
+            self.lm_blocks.append((blk["row_start"], blk["rows"], buf))
+        self.lm_all = r

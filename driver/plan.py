@@ -1,0 +1,173 @@
+"""Program building: kernels, pipelines, bind groups and per-dispatch uniform slices, made once.
+
+Pure Python (runs in Pyodide). A ``Recorder`` collects ``Step``s (one kernel dispatch each, or a
+buffer copy); ``Recorder.program(runtime)`` gives the ``gpu.Program`` to submit and
+``Recorder.uniforms(runtime)`` the ONE byte string to write into this recorder's region of the
+shared uniform buffer. Static param values are packed once; the per-step ones (``pos``, ``ctx``,
+``n_tok``, sampling values) are patched into a template by byte offset, so a decode step costs a
+few dozen ``bytes`` slice assignments, not one ``struct.pack`` per dispatch.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from . import gpu as g
+
+_CODES = {"u32": "<I", "i32": "<i", "f32": "<f"}
+
+
+class Dyn:
+    """A param value (or grid argument) taken from the runtime dict at step time."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self):
+        return f"Dyn({self.name!r})"
+
+
+class PipelineCache:
+    """Pipelines by kernel slug: every kernel is compiled once per device."""
+
+    def __init__(self, gpu: g.GPU):
+        self.gpu = gpu
+        self._pipes: dict[str, object] = {}
+
+    def get(self, kernel):
+        p = self._pipes.get(kernel.slug)
+        if p is None:
+            p = self.gpu.create_pipeline(kernel)
+            self._pipes[kernel.slug] = p
+        return p
+
+    def __len__(self):
+        return len(self._pipes)
+
+
+class _DispatchStep:
+    __slots__ = ("kernel", "pipeline", "bind_group", "grid_args", "grid_static")
+
+    def __init__(self, kernel, pipeline, bind_group, grid_args):
+        self.kernel, self.pipeline, self.bind_group = kernel, pipeline, bind_group
+        self.grid_args = grid_args
+        dyn = any(isinstance(v, Dyn) for v in grid_args.values())
+        self.grid_static = None if dyn else kernel.meta["grid"](**grid_args)
+
+    def grid(self, rt: dict):
+        if self.grid_static is not None:
+            return self.grid_static
+        return self.kernel.meta["grid"](**{k: (rt[v.name] if isinstance(v, Dyn) else v)
+                                           for k, v in self.grid_args.items()})
+
+
+class _CopyStep:
+    __slots__ = ("src", "src_off", "dst", "dst_off", "size")
+
+    def __init__(self, src, src_off, dst, dst_off, size):
+        self.src, self.src_off, self.dst, self.dst_off, self.size = (src, src_off, dst, dst_off,
+                                                                       size)
+
+
+class Recorder:
+    """The steps of one program and its slices of the uniform buffer.
+
+    ``ubuf`` is the shared UNIFORM buffer; this recorder owns slices ``base_slot ..`` of it
+    (``gpu.UNIFORM_STRIDE`` bytes each), one per dispatch that has params.
+    """
+
+    def __init__(self, gpu: g.GPU, pipes: PipelineCache, ubuf, base_slot: int, max_slots: int,
+                 name: str):
+        self.gpu, self.pipes, self.ubuf, self.name = gpu, pipes, ubuf, name
+        self.base_slot, self.max_slots = base_slot, max_slots
+        self.steps: list = []
+        self.n_slots = 0
+        self._template = bytearray()
+        self._patches: dict[tuple[str, str], list[int]] = {}  # (runtime name, code) -> offsets
+        self._programs: dict[tuple, g.Program] = {}
+
+    # ---- recording ----
+    def dispatch(self, kernel, buffers: dict, params: dict | None = None,
+                 grid: dict | None = None) -> None:
+        """``buffers``: binding name -> (buffer, offset, size); ``params``: field -> value or
+        Dyn; ``grid``: runtime args of kernel.meta["grid"] (values or Dyn)."""
+        entries = dict(buffers)
+        if kernel.params is not None:
+            if self.n_slots >= self.max_slots:
+                raise RuntimeError(f"{self.name}: more than {self.max_slots} uniform slices")
+            slot = self.base_slot + self.n_slots
+            self.n_slots += 1
+            entries["params"] = (self.ubuf, slot * g.UNIFORM_STRIDE, kernel.params.nbytes)
+            self._add_params(kernel, params or {})
+        pipe = self.pipes.get(kernel)
+        bg = self.gpu.create_bind_group(pipe, kernel, entries)
+        self.steps.append(_DispatchStep(kernel, pipe, bg, dict(grid or {})))
+
+    def _add_params(self, kernel, params: dict) -> None:
+        fields = kernel.params.fields
+        names = [n for n, _ in fields]
+        missing = [n for n in names if n not in params]
+        extra = [n for n in params if n not in names]
+        if missing or extra:
+            raise ValueError(f"{kernel.slug}: params missing {missing}, unexpected {extra}")
+        base = len(self._template)
+        static = {n: (0 if isinstance(params[n], Dyn) else params[n]) for n in names}
+        blob = kernel.params.pack(**static)
+        self._template += blob + b"\0" * (g.UNIFORM_STRIDE - len(blob))
+        for i, (n, t) in enumerate(fields):
+            v = params[n]
+            if isinstance(v, Dyn):
+                self._patches.setdefault((v.name, _CODES[t]), []).append(base + 4 * i)
+
+    def copy(self, src, src_off: int, dst, dst_off: int, size: int) -> None:
+        self.steps.append(_CopyStep(src, src_off, dst, dst_off, size))
+
+    # ---- replay ----
+    @property
+    def n_dispatches(self) -> int:
+        return sum(1 for s in self.steps if isinstance(s, _DispatchStep))
+
+    def uniforms(self, rt: dict) -> bytes:
+        """This recorder's uniform bytes for runtime values ``rt`` (write at ``uniform_offset``)."""
+        blob = bytearray(self._template)
+        for (name, code), offs in self._patches.items():
+            word = struct.pack(code, rt[name])
+            for o in offs:
+                blob[o:o + 4] = word
+        return bytes(blob)
+
+    @property
+    def uniform_offset(self) -> int:
+        return self.base_slot * g.UNIFORM_STRIDE
+
+    def write_uniforms(self, rt: dict) -> None:
+        if self.n_slots:
+            self.gpu.write_buffer(self.ubuf, self.uniform_offset, self.uniforms(rt))
+
+    def program(self, rt: dict, tail: list | None = None) -> g.Program:
+        """The Program for runtime ``rt`` (cached by the grids that depend on it) + ``tail``
+        extra Copy tuples (src, src_off, dst, dst_off, size)."""
+        grids = tuple(s.grid(rt) for s in self.steps if isinstance(s, _DispatchStep)
+                      and s.grid_static is None)
+        key = (grids, tuple(map(id, tail or ())))
+        prog = self._programs.get(key)
+        if prog is None:
+            prog = g.Program()
+            for s in self.steps:
+                if isinstance(s, _DispatchStep):
+                    prog.dispatch(s.pipeline, s.bind_group, s.grid(rt), s.kernel.slug)
+                else:
+                    prog.copy(s.src, s.src_off, s.dst, s.dst_off, s.size)
+            for c in tail or ():
+                prog.copy(*c)
+            if len(self._programs) > 64:
+                self._programs.clear()
+            self._programs[key] = prog
+        return prog
+
+    def run(self, rt: dict, tail: list | None = None) -> None:
+        """One uniform write + one submit."""
+        self.write_uniforms(rt)
+        self.gpu.submit(self.program(rt, tail))
