@@ -1,7 +1,7 @@
 """bench: synthesize a preset-shaped checkpoint, pack it in a child process, print MB/s and peak RSS.
 
-Not a test: numbers depend on the machine. Packing runs as a subprocess so that
-``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` is the packer's own peak, not the synthesizer's.
+Not a test: numbers depend on the machine. Packing runs as a subprocess that reports its own
+peak RSS, so the synthesizer's memory is not counted.
 """
 
 from __future__ import annotations
@@ -15,6 +15,28 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+
+# The packing child reports its own peak RSS: VmHWM (peak of its address space) where /proc
+# exists, because ru_maxrss is carried across fork + exec on Linux and would include this
+# process's synthesis peak; getrusage of the children elsewhere.
+_CHILD = """
+import os, resource, sys
+from weights_tool.cli import main
+rc = main(sys.argv[1:])
+hwm = [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")] \\
+    if os.path.exists("/proc/self/status") else []
+print("PEAK_KIB", hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+sys.exit(rc)
+"""
+
+
+def _peak(stdout: str) -> int:
+    for line in stdout.splitlines():
+        if line.startswith("PEAK_KIB"):
+            return int(line.split()[1]) * 1024
+        print(line)
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
 
 def _make_source(folder: Path, preset: str) -> Path:
@@ -41,14 +63,14 @@ def bench(preset: str = "llama3.2-1b-shape", quant: str = "q4_0", keep: bool = F
               flush=True)
         out = work / "packed"
         t1 = time.time()
-        r = subprocess.run([sys.executable, "-m", "weights_tool", "pack", str(src), str(out),
-                            "--quant", quant, "--no-progress"],
+        r = subprocess.run([sys.executable, "-c", _CHILD, "pack", str(src), str(out),
+                            "--quant", quant, "--no-progress"], stdout=subprocess.PIPE, text=True,
                            cwd=Path(__file__).resolve().parent.parent)
         secs = time.time() - t1
         if r.returncode:
             print(f"bench: pack failed with exit code {r.returncode}", file=sys.stderr)
             return r.returncode
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
+        peak = _peak(r.stdout)
         m = json.loads((out / "manifest.json").read_text())
         largest_f32 = max(4 * _numel(e["shape"]) for e in m["tensors"].values() if "shape" in e)
         print(f"bench: packed {preset} -> {quant}: {src_bytes / 1e6 / secs:.1f} MB/s of source, "
