@@ -22,6 +22,7 @@ from .core import Caps, Kernel, UnsupportedKernel
 _BUILDERS: dict[str, Callable[..., Kernel]] = {}
 _CASES: dict[str, list[Callable[[bool], list]]] = {}
 _CACHE: dict[tuple, Kernel] = {}
+COVERED_BY: dict[str, str] = {}   # helper op -> the op whose cases run it
 
 
 # ---- kernel builders ----
@@ -97,9 +98,13 @@ class Case:
         return self.label or ",".join(f"{k}={v}" for k, v in self.dims.items())
 
 
-def register_cases(op: str):
-    """Decorator: ``fn(quick: bool) -> list[Case]`` declares check cases of ``op``."""
+def register_cases(op: str, covers: tuple[str, ...] = ()):
+    """Decorator: ``fn(quick: bool) -> list[Case]`` declares check cases of ``op``. ``covers``
+    names helper ops these cases also run (through ``Case.steps``, e.g. a split-K combine), which
+    then need no cases of their own."""
     def deco(fn):
+        for other in covers:
+            COVERED_BY[other] = op
         _CASES.setdefault(op, [])
         if fn not in _CASES[op]:
             _CASES[op].append(fn)

@@ -1,0 +1,140 @@
+"""The shader harness itself: adapter identity, variant coverage, compile-error reporting, the
+dump switch, the CLI's bad-input handling, and the registry's contract."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import shaders
+from shaders import Caps, UnsupportedKernel, harness, registry
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _py(*args, env=None, timeout=300):
+    e = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=e, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.gpu
+def test_expected_adapter():
+    """CI sets WGPU_EXPECT_ADAPTER=llvmpipe: the device must be that adapter."""
+    expect = os.environ.get("WGPU_EXPECT_ADAPTER")
+    if not expect:
+        pytest.skip("WGPU_EXPECT_ADAPTER is not set (CI sets it to llvmpipe)")
+    dev = harness.get_device()
+    assert expect.lower() in harness.adapter_name(dev).lower()
+
+
+def test_wrong_adapter_fails_not_skips():
+    r = _py("-c", "from shaders import harness; harness.get_device()",
+            env={"WGPU_EXPECT_ADAPTER": "no-such-gpu-xyz"})
+    assert r.returncode != 0
+    assert "AssertionError" in r.stderr and "no-such-gpu-xyz" in r.stderr
+
+
+def test_cli_wrong_adapter_is_one_line_exit_2():
+    r = _py("-m", "shaders", "check", "--quick", "--op", "embed",
+            env={"WGPU_EXPECT_ADAPTER": "no-such-gpu-xyz"})
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("error:") and "Traceback" not in r.stderr
+
+
+@pytest.mark.gpu
+def test_cli_unknown_op_exit_2():
+    harness.get_device()  # skips without an adapter
+    r = _py("-m", "shaders", "check", "--op", "no_such_op")
+    assert r.returncode == 2 and "no_such_op" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.gpu
+def test_variants_cover_fallback_and_features():
+    """On an adapter with shader-f16 and subgroups (lavapipe), the fallback AND the feature
+    variants are both run."""
+    dev = harness.get_device()
+    caps = harness.caps_of(dev)
+    case = next(c for c in registry.cases(True, ["matvec"]) if c.dims["rows"] > 1)
+    variants = {r["variant"] for r in harness.run_case(case, caps, dev)}
+    assert "fallback" in variants
+    if caps.subgroups:
+        assert "subgroups" in variants
+    mm = next(iter(registry.cases(True, ["matmul"])))
+    mm_variants = {r["variant"] for r in harness.run_case(mm, caps, dev)}
+    assert "fallback" in mm_variants
+    if caps.shader_f16:
+        assert "f16" in mm_variants
+
+
+def test_variant_caps():
+    full = Caps(shader_f16=True, subgroups=True)
+    vs = registry.variant_caps(full)
+    assert len(vs) == 4 and Caps(shader_f16=False, subgroups=False) in vs
+    assert registry.variant_caps(Caps()) == [Caps()]
+
+
+def test_fallback_needs_no_feature():
+    k = shaders.kernel("matvec", Caps(), fmt="q4_0", rows=8, cols=64)
+    assert "enable" not in k.wgsl and k.features == ()
+    k = shaders.kernel("matvec", Caps(subgroups=True), fmt="q4_0", rows=8, cols=64)
+    assert "enable subgroups;" in k.wgsl and "subgroups" in k.features
+    k = shaders.kernel("matmul", Caps(shader_f16=True), fmt="f16", rows=8, cols=64)
+    assert "enable f16;" in k.wgsl and "shader-f16" in k.features
+
+
+def test_unsupported_combinations_are_named():
+    with pytest.raises(UnsupportedKernel, match="matvec.*not a multiple of the group size"):
+        shaders.kernel("matvec", Caps(), fmt="q4_0", rows=4, cols=48)
+    with pytest.raises(UnsupportedKernel, match="unknown weight format"):
+        shaders.kernel("matmul", Caps(), fmt="q3_k", rows=4, cols=64)
+    with pytest.raises(UnsupportedKernel, match="unknown op"):
+        shaders.kernel("nope", Caps())
+
+
+def test_kernel_is_cached_and_bindings_follow_contract():
+    a = shaders.kernel("matvec", Caps(), fmt="q4_1", rows=16, cols=64, accumulate=1)
+    assert a is shaders.kernel("matvec", Caps(), fmt="q4_1", rows=16, cols=64, accumulate=1)
+    assert [b.name for b in a.bindings] == ["x", "w_qs", "w_scales", "w_mins", "y", "params"]
+    g = shaders.kernel("gate_up", Caps(), fmt="q8_0", ffn=64, hidden=32)
+    assert [b.name for b in g.bindings] == ["x", "w1_qs", "w1_scales", "w3_qs", "w3_scales",
+                                            "act", "params"]
+    e = shaders.kernel("embed", Caps(), fmt="f16", hidden=32)
+    assert [b.name for b in e.bindings] == ["ids", "w_data", "x", "params"]
+    assert e.params.pack(n_tok=1, row_start=0, rows=3)[:12] == bytes([1, 0, 0, 0, 0, 0, 0, 0,
+                                                                       3, 0, 0, 0])
+
+
+@pytest.mark.gpu
+def test_compile_error_names_slug_and_line():
+    good = shaders.kernel("matvec", Caps(), fmt="f32", rows=4, cols=8)
+    lines = good.wgsl.splitlines()
+    n = next(i for i, ln in enumerate(lines) if ln.startswith("const COLS"))
+    lines[n] = "const COLS: u32 = 8.5;  // broken on purpose"
+    from dataclasses import replace
+
+    bad = replace(good, key=replace(good.key, op="broken_matvec"), wgsl="\n".join(lines))
+    with pytest.raises(harness.ShaderCompileError) as ei:
+        harness.pipeline(bad)
+    msg = str(ei.value)
+    assert bad.slug in msg and f"line {n + 1}" in msg and "8.5" in msg
+
+
+@pytest.mark.gpu
+def test_dump_writes_every_rendered_source(tmp_path):
+    harness.get_device()
+    r = _py("-m", "shaders", "check", "--quick", "--op", "embed", "--dump", str(tmp_path))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    files = sorted(p.name for p in tmp_path.glob("*.wgsl"))
+    assert "embed_q4_0_wg64_t1_v4_h96_g32.wgsl" in files and len(files) >= 10
+    assert "{{" not in (tmp_path / files[0]).read_text()
+
+
+def test_native_source_keeps_line_numbers():
+    src = "enable f16;\nenable subgroups;\nfn f() {}\n"
+    out = harness.native_source(src)
+    assert out.count("\n") == src.count("\n") and "\nenable subgroups;" not in out
