@@ -1,0 +1,256 @@
+"""The browser GPU backend: driver.gpu.GPU over WebGPU in Pyodide, through the JS helper web/gpu-replay.js.
+
+Runs in the page's Web Worker. The worker registers gpu-replay.js as the JS module ``llgpu`` before Python starts.
+Each method is ONE Python->JS call into that helper (measured FFI cost: 1-10 us a crossing, see
+docs/ARCHITECTURE.md and the shared browser note), and the hot ones avoid per-dispatch chatter:
+
+- ``submit(program)`` converts the program's op list to a JS array ONCE (cached on ``program.cache``) and the
+  helper replays it: one encoder, one compute pass per run of dispatches, one queue.submit.
+- ``map_read``/``read`` copy the mapped bytes in JS before unmapping (an unmapped ArrayBuffer is detached).
+- weight bytes never enter the Python heap: ``BrowserSource.upload_shard`` asks the helper to copy a cached shard
+  (ArrayBuffer, verified by sha256 in JS) into the GPU buffer the plan created.
+
+Pyodide pitfalls handled here: JS ``null`` arrives as ``jsnull`` (falsy, not None); Python buffers are not
+BufferSources (``to_js(memoryview)`` makes a Uint8Array); descriptors are built in JS, not from Python dicts.
+Only the standard library and ``pyodide``/``js`` (imported lazily, inside functions) are used, so this module
+imports in CPython too (its pure helpers are tested natively).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from . import gpu as g
+from .loader import ModelSource
+
+ALIGN = 16  # buffer sizes rounded up: uniform slices and copies need multiples of 4, 16 keeps vec4 loads whole
+
+
+def snake(name: str) -> str:
+    """WebGPU limit name to the snake_case the engine and manifests use (maxBufferSize -> max_buffer_size)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def aligned(size: int) -> int:
+    return max(ALIGN, (int(size) + ALIGN - 1) // ALIGN * ALIGN)
+
+
+def program_ops(program: g.Program) -> list[list]:
+    """The program as the helper's flat op list: [0, pipe, bind_group, x, y, z] or [1, src, so, dst, do, size]."""
+    out = []
+    for op in program.ops:
+        if isinstance(op, g.Dispatch):
+            out.append([0, op.pipeline, op.bind_group, *op.grid])
+        else:
+            out.append([1, op.src, op.src_offset, op.dst, op.dst_offset, op.size])
+    return out
+
+
+def _to_js(obj):
+    from pyodide.ffi import to_js
+    import js
+    return to_js(obj, dict_converter=js.Object.fromEntries)
+
+
+def _u8(data):
+    """A JS Uint8Array copy of a bytes-like object (Python buffers are not WebGPU BufferSources)."""
+    from pyodide.ffi import to_js
+    return to_js(memoryview(data).cast("B"))
+
+
+class JsBackend(g.GPU):
+    """driver.gpu.GPU over a WebGPU device opened by the JS helper (``openDevice``)."""
+
+    def __init__(self, helper, opened):
+        self.h = helper
+        self.device = opened.device
+        self.lost = opened.lost
+        info = opened.info.to_py()
+        self.mode = info.get("mode", "")
+        self.info = {"name": info.get("device") or info.get("architecture", ""), "vendor": info.get("vendor", ""),
+                     "backend": "WebGPU " + self.mode, "description": info.get("description", ""),
+                     "fallback": bool(info.get("fallback")), "mode": self.mode}
+        self.features = frozenset(opened.features.to_py())
+        self.limits = {snake(k): int(v) for k, v in opened.limits.to_py().items()}
+        from shaders.core import Caps
+        self.caps = Caps.from_adapter(self.features, self.limits)
+
+    @classmethod
+    async def create(cls, helper=None, mode: str = "") -> "JsBackend":
+        if helper is None:
+            import llgpu as helper  # registered by the worker (web/worker.js)
+        try:
+            opened = await helper.openDevice(_to_js({"mode": mode}))
+        except Exception as e:  # JsException: the helper's message is already plain
+            raise g.WebGPUNotAvailable(str(e).split("Error: ", 1)[-1]) from None
+        return cls(helper, opened)
+
+    # ---- resources ----
+    def create_buffer(self, size: int, kind: str, label: str = ""):
+        g.check_kind(kind)
+        size = aligned(size)
+        mx = self.limits.get("max_buffer_size", 0)
+        if mx and size > mx:
+            raise g.LimitTooLow("max_buffer_size", size, mx)
+        return self.h.createBuffer(self.device, size, kind, label)
+
+    def write_buffer(self, buf, offset: int, data) -> None:
+        self.h.writeBuffer(self.device, buf, int(offset), _u8(data))
+
+    def create_pipeline(self, kernel):
+        missing = [f for f in kernel.features if f not in self.features]
+        if missing:
+            raise g.FeatureMissing(missing[0], f"kernel {kernel.slug}")
+        from pyodide.ffi import run_sync
+        kinds = _to_js([b.kind for b in kernel.bindings])
+        try:
+            # JSPI: wait for the async compile so errors surface here, naming the kernel
+            return run_sync(self.h.createPipeline(self.device, kernel.wgsl, kernel.entry, kinds, kernel.slug))
+        except Exception as e:
+            raise g.ShaderError(str(e).split("Error: ", 1)[-1]) from None
+
+    def create_bind_group(self, pipeline, kernel, entries: dict):
+        names = [b.name for b in kernel.bindings]
+        missing = [n for n in names if n not in entries]
+        extra = [n for n in entries if n not in names]
+        if missing or extra:
+            raise ValueError(f"{kernel.slug}: bind group missing {missing}, unexpected {extra}")
+        rows = [[entries[n][0], int(entries[n][1]), int(entries[n][2])] for n in names]
+        try:
+            return self.h.createBindGroup(self.device, pipeline, _to_js(rows), kernel.slug)
+        except Exception as e:
+            raise g.GPUError(f"kernel {kernel.slug}: bind group rejected: {e}") from None
+
+    # ---- work ----
+    def js_ops(self, program: g.Program):
+        ops = program.cache.get("js")
+        if ops is None:
+            ops = _to_js(program_ops(program))
+            program.cache["js"] = ops
+        return ops
+
+    def submit(self, program: g.Program) -> None:
+        self.h.submit(self.device, self.js_ops(program))
+
+    async def step(self, ubuf, uoff: int, data, program: g.Program, rbuf, roff: int, size: int) -> bytes:
+        """write_buffer + submit + map_read in ONE crossing (the decode step's whole host cost)."""
+        u8 = _u8(data) if data else None
+        out = await self.h.step(self.device, ubuf, int(uoff), u8, self.js_ops(program), rbuf, int(roff), int(size))
+        return out.to_bytes()
+
+    async def read(self, buf, offset: int, size: int) -> bytes:
+        return (await self.h.read(self.device, buf, int(offset), int(size))).to_bytes()
+
+    async def map_read(self, buf, offset: int, size: int) -> bytes:
+        return (await self.h.mapRead(buf, int(offset), int(size))).to_bytes()
+
+    async def sync(self) -> None:
+        await self.h.sync(self.device)
+
+    def destroy(self) -> None:
+        self.device.destroy()
+
+
+class BrowserSource(ModelSource):
+    """A model whose manifest came from the page and whose shards sit in the worker's verified shard cache."""
+
+    def __init__(self, manifest_json: str, where: str, files_dir: str = ""):
+        self.manifest = json.loads(manifest_json)
+        self.where = where
+        self.files_dir = files_dir  # folder in Pyodide's FS holding the tokenizer files the worker wrote
+
+    async def upload_shard(self, gpu: JsBackend, index: int, buffer) -> None:
+        await gpu.h.uploadShard(gpu.device, buffer, index)
+
+    def tokenizer_path(self, name: str):
+        from pathlib import Path
+        return Path(self.files_dir) / name
+
+
+# ---- the worker's entry points (web/worker.js calls these) ----
+
+class Session:
+    """One loaded model in the worker: an Engine on a JsBackend, plus request handling for the page."""
+
+    def __init__(self, engine, gpu: JsBackend):
+        self.engine, self.gpu = engine, gpu
+
+    def info_json(self) -> str:
+        e = self.engine
+        cfg = e.cfg
+        return json.dumps({
+            "adapter": {**self.gpu.info, "vendor": self.gpu.info.get("vendor", "")},
+            "mode": self.gpu.mode, "features": sorted(self.gpu.features),
+            "kernels": len(e.graph.pipes) if hasattr(e.graph, "pipes") else None,
+            "dispatches_per_token": e.dispatches_per_token, "max_context": e.max_context,
+            "layers": cfg.num_hidden_layers, "hidden_size": cfg.hidden_size, "vocab_size": cfg.vocab_size,
+        })
+
+    def lost_promise(self):
+        return self.gpu.lost
+
+    async def generate(self, request_json: str, on_token, control) -> str:
+        """Run one request: {messages | prompt_ids, options}. Calls ``on_token(id, text)`` per token (id -1 for
+        trailing text flushed at the end); stops between tokens once ``control.stop`` is true. Returns stats JSON."""
+        import time
+        req = json.loads(request_json)
+        e = self.engine
+        gen = e.manifest.get("generation") or {}
+        o = {k: v for k, v in (req.get("options") or {}).items() if v is not None}
+        kw = {"temperature": float(o.get("temperature", gen.get("temperature", 0.0))),
+              "top_p": float(o.get("top_p", gen.get("top_p", 1.0))),
+              "top_k": int(o.get("top_k", gen.get("top_k", 0))),
+              "repetition_penalty": float(o.get("repetition_penalty", 1.0)),
+              "seed": int(o.get("seed", 0))}
+        max_tokens = int(o.get("max_tokens", 256))
+        dec = None
+        if req.get("prompt_ids") is not None:
+            ids = [int(i) for i in req["prompt_ids"]]
+        else:
+            from .tokenizer import StreamDecoder
+            ids = e.chat_ids(req["messages"])
+            dec = StreamDecoder(e.tokenizer(), skip_special_tokens=True)
+        max_tokens = max(0, min(max_tokens, e.max_context - len(ids)))
+        t0 = time.perf_counter()
+        t_first = None
+        n = 0
+        agen = e.generate_async(ids, max_tokens, **kw)
+        try:
+            async for tok in agen:
+                if t_first is None:
+                    t_first = time.perf_counter()
+                n += 1
+                on_token(tok, dec.push(tok) if dec else "")
+                if control.stop:
+                    e.cancel()
+        finally:
+            await agen.aclose()
+        if dec is not None:
+            rest = dec.flush()
+            if rest:
+                on_token(-1, rest)
+        st = e.last_stats
+        stopped = st.get("stopped")
+        finish = "abort" if (stopped == "cancel" or control.stop) else "stop" if stopped == "stop" else "length"
+        prefill_s = st.get("prefill_s") or ((t_first - t0) if t_first else 0.0)
+        decode_s = st.get("decode_s") or 0.0
+        return json.dumps({
+            "prompt_tokens": len(ids), "completion_tokens": n, "finish_reason": finish,
+            "ttft_s": (t_first - t0) if t_first else 0.0,
+            "prefill_tokens_per_s": len(ids) / prefill_s if prefill_s else 0.0,
+            "decode_tokens_per_s": (st.get("generated", n) - 1) / decode_s if decode_s else 0.0,
+            "dispatches_per_token": e.dispatches_per_token,
+        })
+
+    def close(self) -> None:
+        self.gpu.destroy()
+
+
+async def open_session(manifest_json: str, where: str, files_dir: str, progress=None) -> Session:
+    """Open the device (adapter choice in the helper), then load the model: plan, shaders, weight upload."""
+    from .engine import Engine
+    gpu = await JsBackend.create()
+    src = BrowserSource(manifest_json, where, files_dir)
+    engine = await Engine.load_async(src, gpu)
+    return Session(engine, gpu)

@@ -1,0 +1,189 @@
+// worker.js: the engine's Web Worker (module worker). Hosts Pyodide (loaded from ./vendor/pyodide/, never a CDN)
+// and the Python driver (wheel `llama3-webgpu-browser`, loaded by name from the local pyodide-lock.json with its
+// sha256 checked). The UI thread talks to it with small typed messages (see engine.mjs):
+//
+//   in:  probe | load {model, base} | generate {id, messages|prompt_ids, options} | stop {id} | delete {model} | unload
+//   out: probe {adapter} | progress {phase, ...} | loaded {info} | token {id, token, text} | done {id, stats}
+//        | error {id?, kind, message} | deleted {model, n} | lost {message}
+
+import * as gpu from './gpu-replay.js';
+import * as cache from './cache.js';
+
+const ROOT = new URL('./', import.meta.url);
+const PYODIDE_URL = new URL('./vendor/pyodide/', ROOT).href;
+const WHEEL = 'llama3-webgpu-browser';
+
+let pyodide = null;        // Promise<PyodideAPI>
+let session = null;        // Python driver.backend_js.Session
+let control = { stop: false, id: null };
+let busy = Promise.resolve();
+
+const post = (m) => self.postMessage(m);
+
+function errorKind(e) {
+  const s = `${e && e.name} ${e && e.message}`;
+  if (/WebGPUNotAvailable|no WebGPU|no GPU adapter/i.test(s)) return 'no-webgpu';
+  if (/IntegrityError|sha256/i.test(s)) return 'integrity';
+  if (/QuotaError|quota/i.test(s)) return 'quota';
+  if (/out of memory|OutOfMemory|allocation failed/i.test(s)) return 'oom';
+  if (/device (was )?lost|DeviceLost/i.test(s)) return 'device-lost';
+  if (/LimitTooLow|FeatureMissing|cannot run/i.test(s)) return 'capability';
+  return 'error';
+}
+
+function report(e, id) {
+  let msg = String((e && e.message) || e);
+  // Python exceptions arrive as "PythonError: Traceback ...\nKind: message": keep the last line only
+  if (e && e.type && msg.includes('Traceback')) msg = msg.trim().split('\n').pop();
+  post({ type: 'error', id, kind: errorKind({ name: e && (e.type || e.name), message: msg }), message: msg });
+}
+
+// ---- capability check (before any download) ----
+
+async function probe(mode) {
+  const { adapter, mode: m } = await gpu.pickAdapter({ mode });
+  return gpu.describeAdapter(adapter, m);
+}
+
+// ---- Pyodide ----
+
+function startPyodide() {
+  if (pyodide) return pyodide;
+  pyodide = (async () => {
+    const t0 = performance.now();
+    const { loadPyodide } = await import(`${PYODIDE_URL}pyodide.mjs`);
+    const py = await loadPyodide({ indexURL: PYODIDE_URL });
+    py.registerJsModule('llgpu', gpu);
+    const errors = [];
+    // loadPackage reports failures (e.g. an integrity mismatch) through errorCallback, it does not throw
+    await py.loadPackage([WHEEL], { messageCallback: () => {}, errorCallback: (m) => errors.push(m) });
+    try {
+      py.runPython('import driver.backend_js, shaders, jinja2');
+    } catch (e) {
+      throw new Error(`the driver wheel did not load (${errors.join('; ') || e.message}); rebuild with python -m pybuild`);
+    }
+    post({ type: 'progress', phase: 'runtime', done: true, ms: performance.now() - t0 });
+    return py;
+  })();
+  return pyodide;
+}
+
+// ---- load ----
+
+const verified = new Map(); // shard index -> ArrayBuffer kept only when the cache refused it (quota)
+
+async function load(model, base) {
+  control.stop = false;
+  const modelBase = new URL(`./models/${encodeURIComponent(model)}/`, base || ROOT).href;
+  const manifest = await cache.fetchFile(new URL('manifest.json', modelBase).href, 'json');
+  // capability check before any byte of the weights is downloaded
+  const opened = await gpu.openDevice();
+  const problems = gpu.checkRequirements(manifest.requirements || {}, opened.limits, opened.features);
+  opened.device.destroy();
+  if (problems.length) {
+    throw Object.assign(new Error(`This model cannot run on this GPU: ${problems.join('; ')}.`), { name: 'LimitTooLow' });
+  }
+  const py = startPyodide(); // in parallel with the download
+
+  // download phase: shard by shard; verified shards already in the cache are not fetched again
+  const total = manifest.shards.reduce((a, s) => a + s.nbytes, 0);
+  let bytes = 0, fromCache = 0, fromNet = 0, warned = false;
+  const t0 = performance.now();
+  let lastPost = 0;
+  const tick = (force) => {
+    const now = performance.now();
+    if (!force && now - lastPost < 100) return;
+    lastPost = now;
+    post({ type: 'progress', phase: 'download', bytes, total, shards: fromCache + fromNet,
+      nshards: manifest.shards.length, fromCache, speed: bytes / Math.max(1e-3, (now - t0) / 1000) });
+  };
+  verified.clear();
+  for (let i = 0; i < manifest.shards.length; i++) {
+    const r = await cache.ensureShard(modelBase, manifest.shards[i], (n) => { bytes += n; tick(false); });
+    if (r.source === 'cache') fromCache++; else fromNet++;
+    if (r.quotaError) {
+      verified.set(i, r.buf);
+      if (!warned) { post({ type: 'warning', kind: 'quota', message: r.quotaError.message }); warned = true; }
+    }
+    tick(true);
+  }
+  // tokenizer files into Pyodide's file system (small: they are needed in Python anyway)
+  const pyo = await py;
+  const dir = `/model/${model}`;
+  pyo.FS.mkdirTree(dir);
+  for (const f of (manifest.tokenizer && manifest.tokenizer.files) || []) {
+    const buf = await cache.fetchFile(new URL(f, modelBase).href, 'bytes');
+    pyo.FS.writeFile(`${dir}/${f}`, new Uint8Array(buf));
+  }
+  // preparation phase: Python builds the plan; JS streams each verified shard into its GPU buffer
+  let uploaded = 0;
+  gpu.setShardProvider(async (i) => {
+    if (verified.has(i)) return verified.get(i);
+    const buf = await cache.cachedShard(manifest.shards[i]);
+    if (!buf) throw new cache.IntegrityError(`shard ${manifest.shards[i].file} vanished from the cache; reload`);
+    return buf;
+  }, (i, n) => {
+    uploaded += n;
+    post({ type: 'progress', phase: 'upload', bytes: uploaded, total });
+  });
+  if (session) { try { session.close(); } catch (e) { /* old device */ } session = null; }
+  gpu.setCompileListener((n) => post({ type: 'progress', phase: 'compile', done: n }));
+  const backend = pyo.pyimport('driver.backend_js');
+  const tPrep = performance.now();
+  session = await backend.open_session(JSON.stringify(manifest), modelBase, dir, (phase, done, total2) => {
+    post({ type: 'progress', phase, done, total: total2 });
+  });
+  verified.clear();
+  const info = JSON.parse(session.info_json());
+  session.lost_promise().then((li) => {
+    post({ type: 'lost', message: `The GPU device was lost (${li.reason || 'unknown'}: ${li.message || ''}). Reload the page.` });
+  });
+  info.download = { bytes: total, fromCache, fromNet, ms: performance.now() - t0 };
+  info.prepareMs = performance.now() - tPrep;
+  return info;
+}
+
+// ---- generate ----
+
+async function generate(m) {
+  if (!session) throw new Error('no model loaded');
+  control.stop = false;
+  control.id = m.id;
+  const onToken = (token, text) => post({ type: 'token', id: m.id, token, text });
+  const stats = await session.generate(JSON.stringify({
+    messages: m.messages || null, prompt_ids: m.prompt_ids || null, options: m.options || {},
+  }), onToken, control);
+  return JSON.parse(stats);
+}
+
+self.onmessage = (ev) => {
+  const m = ev.data;
+  if (m.type === 'stop') { // handled at once, even while generating: checked between tokens
+    if (control.id === m.id || m.id == null) control.stop = true;
+    return;
+  }
+  busy = busy.then(async () => {
+    try {
+      if (m.type === 'probe') post({ type: 'probe', adapter: await probe(m.mode) });
+      else if (m.type === 'load') post({ type: 'loaded', info: await load(m.model, m.base) });
+      else if (m.type === 'generate') post({ type: 'done', id: m.id, stats: await generate(m) });
+      else if (m.type === 'delete') {
+        const base = new URL(`./models/${encodeURIComponent(m.model)}/`, m.base || ROOT).href;
+        const manifest = await cache.fetchFile(new URL('manifest.json', base).href, 'json');
+        post({ type: 'deleted', model: m.model, n: await cache.deleteModel(manifest, base) });
+      } else if (m.type === 'cached') {
+        const base = new URL(`./models/${encodeURIComponent(m.model)}/`, m.base || ROOT).href;
+        const manifest = await cache.fetchFile(new URL('manifest.json', base).href, 'json');
+        post({ type: 'cached', model: m.model, n: await cache.hasShards(manifest), of: manifest.shards.length });
+      } else if (m.type === 'unload') {
+        if (session) session.close();
+        session = null;
+        post({ type: 'unloaded' });
+      }
+    } catch (e) {
+      report(e, m.id);
+    }
+  });
+};
+
+post({ type: 'ready' });
