@@ -52,6 +52,8 @@ def _module_level_imports(tree: ast.Module) -> list[tuple[str, int]]:
                     out.extend((m, node.level) for m in mods)
                 else:
                     out.append((node.module or "", 0))
+                    if node.module in PACKAGES:  # `from driver import engine` imports driver/engine.py
+                        out.extend((f"{node.module}.{a.name}", 0) for a in node.names)
             elif isinstance(node, ast.If) and _is_type_checking(node.test):
                 visit(node.orelse)
                 continue
