@@ -38,11 +38,11 @@ def load_manifest(out) -> tuple[dict | None, str | None]:
     try:
         m = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return None, f"{p}: missing (not a packed model, or packing did not finish)"
+        return None, "manifest.json: missing (not a packed model, or packing did not finish)"
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        return None, f"{p}: unreadable or invalid JSON ({e})"
+        return None, f"manifest.json: unreadable or invalid JSON ({e})"
     if not isinstance(m, dict):
-        return None, f"{p}: not a JSON object"
+        return None, "manifest.json: not a JSON object"
     return m, None
 
 
