@@ -17,6 +17,7 @@ byte-level mapping (bytes -> printable chars, GPT-2's ``bytes_to_unicode``) is a
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 
@@ -55,7 +56,8 @@ class _Bodies(dict):
 
     def __missing__(self, key: str) -> str:
         from . import unicode_tables as ut
-        self.update(L=_class_body(ut.LETTER), N=_class_body(ut.NUMBER), s=_class_body(ut.WHITE_SPACE))
+        self.update(L=_class_body(ut.LETTER), N=_class_body(ut.NUMBER), s=_class_body(ut.WHITE_SPACE),
+                    rust_numeric=_class_body(ut.NUMERIC_RUST))
         return self[key]
 
 
@@ -261,8 +263,8 @@ def build_pre_tokenizer(spec: dict | None) -> tuple[PreTok, bool]:
             fn = prefixed
         return fn, True
     if kind == "Digits":
-        num = re.compile(f"[{_BODY['N']}]" + ("" if spec.get("individual_digits") else "+"))
-        # Rust's char::is_numeric is the N* general categories, the same table as \p{N}.
+        # HF splits on Rust's char::is_numeric (N* categories of the Rust std's Unicode version, not the regex's).
+        num = re.compile(f"[{_BODY['rust_numeric']}]" + ("" if spec.get("individual_digits") else "+"))
         return _splitter(num, "Isolated"), False
     raise PreTokenizeError(f"unsupported pre-tokenizer type {kind!r}")
 
@@ -289,29 +291,49 @@ CHAR_TO_BYTE: dict[str, int] = {c: b for b, c in enumerate(BYTE_TO_CHAR)}
 
 # ---- table generator ----
 
-def tables_source(module: str = "unicodedata") -> str:
-    """Source of ``driver/unicode_tables.py`` from ``module`` (``unicodedata`` or its backport ``unicodedata2``).
+_DB_SCRIPT = """
+import json, sys, importlib
+u = importlib.import_module(sys.argv[1])
+def ranges(pred):
+    out, start = [], None
+    for cp in range(0x110000):
+        if pred(cp):
+            if start is None:
+                start = cp
+        elif start is not None:
+            out += [start, cp - 1]
+            start = None
+    return out + ([start, 0x10FFFF] if start is not None else [])
+cat = u.category
+print(json.dumps({"version": u.unidata_version, "L": ranges(lambda c: cat(chr(c))[0] == "L"),
+                  "N": ranges(lambda c: cat(chr(c))[0] == "N")}))
+"""
 
-    The committed table is Unicode 16.0 (``unicodedata2==16.0.0``): HF tokenizers 0.23 (the oracle) classifies
-    exactly like it, and so does Pyodide's Python 3.14; CPython 3.12 ships 15.0 (5,004 fewer L/N code points).
+
+def _read_db(folder: str | None) -> dict:
+    """L/N ranges of the ``unicodedata2`` installed in ``folder`` (or the stdlib ``unicodedata``), in a child
+    process: two versions of the same extension module cannot share one interpreter."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=folder) if folder else None
+    mod = "unicodedata2" if folder else "unicodedata"
+    out = subprocess.run([sys.executable, "-c", _DB_SCRIPT, mod], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise ImportError(f"cannot read {mod} from {folder or 'the stdlib'}: {out.stderr.strip()[-200:]}")
+    return json.loads(out.stdout)
+
+
+def tables_source(regex_db: str | None, rust_db: str | None) -> str:
+    """Source of ``driver/unicode_tables.py``.
+
+    ``regex_db``: folder holding the ``unicodedata2`` whose L*/N* categories match the oracle's regex engine's
+    ``\\p{L}``/``\\p{N}`` (HF tokenizers 0.23: Unicode 16.0, which Pyodide's Python 3.14 also ships; CPython 3.12
+    ships 15.0, 5,004 fewer L/N code points). ``rust_db``: the one matching Rust's ``char::is_numeric``, which
+    the Digits pre-tokenizer uses (tokenizers 0.23: Unicode 17.0, 13 more numeric code points than 16.0).
     """
-    import importlib
-
-    unicodedata = importlib.import_module(module)
-
-    def ranges(pred) -> list[int]:
-        out: list[int] = []
-        start = None
-        for cp in range(0x110000):
-            if pred(cp):
-                if start is None:
-                    start = cp
-            elif start is not None:
-                out += [start, cp - 1]
-                start = None
-        if start is not None:
-            out += [start, 0x10FFFF]
-        return out
+    regex, rust = _read_db(regex_db), _read_db(rust_db)
 
     def fmt(name: str, values: list[int]) -> str:
         items = [f"0x{v:X}," for v in values]
@@ -324,19 +346,19 @@ def tables_source(module: str = "unicodedata") -> str:
         lines.append(line)
         return f"{name} = (\n" + "\n".join(lines) + "\n)\n"
 
-    cat = unicodedata.category
-    letter = ranges(lambda cp: cat(chr(cp))[0] == "L")
-    number = ranges(lambda cp: cat(chr(cp))[0] == "N")
-    # Unicode's White_Space property (PropList.txt): stable since Unicode 6.3; what Oniguruma's \s matches.
-    # (str.isspace differs: it also accepts U+001C..U+001F.)
+    # Unicode's White_Space property (PropList.txt): stable since Unicode 6.3; what the oracle's \\s matches
+    # (str.isspace differs: it also accepts U+001C..U+001F).
     ws = [0x9, 0xD, 0x20, 0x20, 0x85, 0x85, 0xA0, 0xA0, 0x1680, 0x1680, 0x2000, 0x200A, 0x2028, 0x2029,
           0x202F, 0x202F, 0x205F, 0x205F, 0x3000, 0x3000]
     head = ('"""Frozen Unicode classes for the pre-tokenizer (generated by ``python -m driver.pretok '
             '--write-tables``; do not edit).\n\nInclusive code point ranges, flattened ``(start0, end0, start1, '
-            'end1, ...)``. Generated from\n``' + module + '`` ' + unicodedata.unidata_version
-            + '. LETTER = general categories L*, NUMBER = N*, WHITE_SPACE =\nthe White_Space property.\n"""\n\n')
-    return (head + f'UNICODE_VERSION = "{unicodedata.unidata_version}"\n\n' + fmt("LETTER", letter) + "\n"
-            + fmt("NUMBER", number) + "\n" + fmt("WHITE_SPACE", ws))
+            'end1, ...)``. LETTER / NUMBER: general\ncategories L* / N* of Unicode ' + regex["version"]
+            + ' (the split regexes\' \\\\p{L} / \\\\p{N}). NUMERIC_RUST: N* of Unicode '
+            + rust["version"] + '\n(Rust\'s char::is_numeric, used by the Digits pre-tokenizer). WHITE_SPACE: the '
+            'White_Space property.\n"""\n\n')
+    return (head + f'UNICODE_VERSION = "{regex["version"]}"\nRUST_UNICODE_VERSION = "{rust["version"]}"\n\n'
+            + fmt("LETTER", regex["L"]) + "\n" + fmt("NUMBER", regex["N"]) + "\n"
+            + fmt("NUMERIC_RUST", rust["N"]) + "\n" + fmt("WHITE_SPACE", ws))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,23 +366,24 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     ap = argparse.ArgumentParser(prog="python -m driver.pretok", description=__doc__.split("\n")[0])
-    ap.add_argument("--write-tables", action="store_true",
-                    help="regenerate driver/unicode_tables.py from this interpreter's unicodedata")
-    ap.add_argument("--module", default="unicodedata2",
-                    help="module with the Unicode database (default unicodedata2: pip install unicodedata2==16.0.0)")
+    ap.add_argument("--write-tables", action="store_true", help="regenerate driver/unicode_tables.py")
+    ap.add_argument("--regex-db", metavar="DIR",
+                    help="folder with unicodedata2 for the regex classes (pip install --target DIR "
+                         "unicodedata2==16.0.0); default: this interpreter's unicodedata")
+    ap.add_argument("--rust-db", metavar="DIR",
+                    help="folder with unicodedata2 for Rust's char::is_numeric (unicodedata2==17.0.0)")
     args = ap.parse_args(argv)
-    if args.write_tables:
-        path = Path(__file__).with_name("unicode_tables.py")
-        try:
-            source = tables_source(args.module)
-        except ImportError:
-            print(f"error: module {args.module!r} not importable; pip install unicodedata2==16.0.0 "
-                  "(or pass --module unicodedata)")
-            return 2
-        path.write_text(source, encoding="utf-8")
-        print(f"wrote {path}")
+    if not args.write_tables:
+        ap.print_help()
         return 0
-    ap.print_help()
+    path = Path(__file__).with_name("unicode_tables.py")
+    try:
+        source = tables_source(args.regex_db, args.rust_db)
+    except ImportError as e:
+        print(f"error: {e}; install it with pip install --target DIR unicodedata2==VERSION")
+        return 2
+    path.write_text(source, encoding="utf-8")
+    print(f"wrote {path}")
     return 0
 
 
