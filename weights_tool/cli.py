@@ -21,6 +21,8 @@ from .errors import PackError
 
 def _pack(args) -> int:
     from .pack import pack
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _sigterm)  # a killed pack cleans up like a Ctrl-C
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     s = pack(args.src, args.out, quant=args.quant, group_size=args.group_size,
              shard_mb=args.shard_mb, force=args.force, progress=progress, name=args.name,
@@ -108,8 +110,6 @@ def _sigterm(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if hasattr(signal, "SIGTERM"):
-        signal.signal(signal.SIGTERM, _sigterm)
     try:
         rc = args.func(args)
         return 0 if rc is None else int(rc)

@@ -165,12 +165,8 @@ class HFTensor(SourceTensor):
                             f"({e.strerror or e})", "Check the file") from None
         return out
 
-    def native(self, fmt: str):
-        if fmt == "f32" and self.src_dtype == "F32" and len(self.shape) == 2:
-            return {"data": self.load_f32()}
-        if fmt == "f16" and self.src_dtype == "F16" and len(self.shape) == 2:
-            return {"data": self.load_f32().astype(np.float16).view(np.uint16)}
-        return None
+    # native(): the default None. F32/F16 sources are stored exactly by quantize() anyway
+    # (f16 values survive f32 -> f16 unchanged), without a second f32 copy of the tensor.
 
 
 # ---- the folder ----

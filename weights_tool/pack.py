@@ -189,7 +189,9 @@ def _pack_tensor(t: SourceTensor, fmt: str, G: int, max_part: int, shards: _Shar
     rows, cols = t.shape
     if keep_native and t.src_dtype.lower() in FORMATS and G == 32:
         fmt = t.src_dtype.lower()
-    native = t.native(fmt) if G == 32 or fmt in ("f32", "f16") else None
+    # Lossless copy of GGUF blocks (32 wide). F32/F16 need none: quantize() keeps f16 and f32
+    # values bit-exactly, and skipping native() avoids a second full copy of a big tensor.
+    native = t.native(fmt) if fmt in QUANTIZED and G == 32 else None
     w = t.load_f32()  # (rows, cols) f32: the reference for the error stats
     rb = rows_per_block(fmt, rows, cols, G, max_part)
     entry = {"dtype": fmt, "shape": [rows, cols]}
