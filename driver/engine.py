@@ -31,6 +31,20 @@ KV_FORMATS = ("f16", "f32")
 __all__ = ["BadOption", "ContextOverflow", "Engine", "ModelError"]
 
 
+def open_source(model) -> ModelSource:
+    """A ModelSource as is, ``synth:PRESET:QUANT`` (random weights, bench), or a folder."""
+    if isinstance(model, ModelSource):
+        return model
+    s = str(model)
+    if s.startswith("synth:"):
+        from .synthetic import SyntheticSource
+        parts = s.split(":")
+        if len(parts) != 3:
+            raise ModelError(f"{s}: expected synth:PRESET:QUANT, e.g. synth:llama3.2-1b-shape:q4_0")
+        return SyntheticSource(parts[1], parts[2])
+    return FolderSource(model)
+
+
 class Engine:
     def __init__(self, gpu: g.GPU, source: ModelSource, cfg, graph: Graph, max_ctx: int,
                  kv: str):
@@ -50,9 +64,11 @@ class Engine:
     # ---- loading ----
     @classmethod
     async def load_async(cls, source: ModelSource, gpu: g.GPU, *, max_context: int | None = None,
-                         kv: str = "f16", chunk: int | None = None, progress=None) -> "Engine":
+                         kv: str = "f16", chunk: int | None = None, progress=None,
+                         f16_math: bool | None = None) -> "Engine":
         """Validate, check the GPU against the manifest's requirements (before any upload), upload
-        the shards, build every buffer / pipeline / bind group / program."""
+        the shards, build every buffer / pipeline / bind group / program. ``f16_math``: allow
+        shader-f16 arithmetic (default: unless the model is packed f32)."""
         m = source.manifest
         cfg = validate_manifest(m, source.where)
         if kv not in KV_FORMATS:
@@ -65,20 +81,24 @@ class Engine:
                             f"max_position_embeddings), got {max_context!r}")
         chunk = min(chunk or 512, max_ctx)
         bufs = await upload_weights(gpu, source, progress)
-        graph = Graph(gpu, m, cfg, bufs, max_ctx=max_ctx, kv=kv, chunk=chunk)
+        if f16_math is None:
+            f16_math = (m.get("quant") or {}).get("scheme") != "f32"
+        graph = Graph(gpu, m, cfg, bufs, max_ctx=max_ctx, kv=kv, chunk=chunk, f16_math=f16_math)
         return cls(gpu, source, cfg, graph, max_ctx, kv)
 
     @classmethod
     def load(cls, model_dir, *, backend: g.GPU | None = None, max_context: int | None = None,
-             kv: str = "f16", chunk: int | None = None, progress=None) -> "Engine":
+             kv: str = "f16", chunk: int | None = None, progress=None,
+             f16_math: bool | None = None) -> "Engine":
         """Native: load a packed model folder on the wgpu-py backend (or ``backend``)."""
         loop = asyncio.new_event_loop()
-        source = FolderSource(model_dir)
+        source = open_source(model_dir)
         if backend is None:
             from .backend_wgpu import WgpuBackend
             backend = loop.run_until_complete(WgpuBackend.create())
         eng = loop.run_until_complete(cls.load_async(source, backend, max_context=max_context,
-                                                     kv=kv, chunk=chunk, progress=progress))
+                                                     kv=kv, chunk=chunk, progress=progress,
+                                                     f16_math=f16_math))
         eng._loop = loop
         return eng
 
@@ -108,6 +128,16 @@ class Engine:
         return {**samp, "pos": pos, "n_tok": n_tok, "ctx": pos + n_tok, "step": step,
                 "n_hist": pos + n_tok, "vocab": self.cfg.vocab_size}
 
+    def _tail(self, samp: dict, j: int, hist_pos: int) -> list:
+        """Copies after step j: the sampled id to readback slot j % RING and, when a repetition
+        penalty reads the history, to hist[hist_pos] (an offset that changes every step, so such
+        programs are not cached: plain greedy decoding replays the same few programs)."""
+        G = self.graph
+        tail = [(G.ids, 0, G.rb[j % RING], 0, 4)]
+        if samp["rep_penalty"] != 1.0 and hist_pos < self.max_context:
+            tail.append((G.ids, 0, G.hist, 4 * hist_pos, 4))
+        return tail
+
     def _submit_prefill(self, ids: list[int], samp: dict, head: bool) -> None:
         """Submit the whole prompt in chunks; with ``head``, the last chunk also samples the first
         new token into ids[0] and copies it to readback slot 0."""
@@ -123,7 +153,7 @@ class Engine:
             tail = [(G.xn, 4 * H * (n - 1), G.xlast, 0, 4 * H)] if (last and head) else None
             G.prefill.run(rt, tail)
             if last and head:
-                G.head.run(rt, [(G.ids, 0, G.rb[0], 0, 4)])
+                G.head.run(rt, self._tail(samp, 0, len(ids)), cache_tail=False)
 
     async def generate_async(self, prompt_ids, max_tokens: int = 128, temperature: float = 0.0,
                              top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
@@ -174,8 +204,8 @@ class Engine:
             while pending or submitted < n_steps:
                 while len(pending) < depth and submitted < n_steps:
                     j = submitted
-                    G.decode.run(self._rt(samp, n0 + j - 1, 1, j),
-                                 [(G.ids, 0, G.rb[j % RING], 0, 4)])
+                    G.decode.run(self._rt(samp, n0 + j - 1, 1, j), self._tail(samp, j, n0 + j),
+                                 cache_tail=samp["rep_penalty"] == 1.0)
                     pending.append(j)
                     submitted += 1
                 j = pending.popleft()

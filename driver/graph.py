@@ -27,13 +27,16 @@ SLOTS = 4096      # uniform slices available to all recorders together
 
 class Graph:
     def __init__(self, gpu: g.GPU, manifest: dict, cfg, shard_bufs: list, *, max_ctx: int,
-                 kv: str, chunk: int):
+                 kv: str, chunk: int, f16_math: bool = True):
         import shaders  # pure Python; imported here so that driver.config stays light
 
         self.shaders = shaders
         self.gpu, self.m, self.cfg = gpu, manifest, cfg
         self.shard_bufs, self.max_ctx, self.kv, self.chunk = shard_bufs, max_ctx, kv, chunk
-        self.caps = gpu.caps
+        # f16 arithmetic (shader-f16 matmul tiles) only where the adapter has it and it is wanted:
+        # an f32 model keeps f32 math end to end (its logits are compared at 1e-3).
+        from dataclasses import replace
+        self.caps = replace(gpu.caps, shader_f16=gpu.caps.shader_f16 and f16_math)
         self.pipes = PipelineCache(gpu)
         self.ubuf = gpu.create_buffer(SLOTS * g.UNIFORM_STRIDE, g.UNIFORM, "params")
         self._next_slot = 0
@@ -240,11 +243,18 @@ class Graph:
         if src_row is not None:
             self.weight_bytes_per_token += self.nbytes("output") + self.nbytes("tok_embeddings") \
                 // max(1, d["V"])
-        k = self.kernel("sample", vocab=V)
-        vals = {f: Dyn(f) for f, _ in k.params.fields}
-        r.dispatch(k, {"logits": self.whole(self.logits, 4 * V),
-                       "hist": self.whole(self.hist, 4 * self.max_ctx),
-                       "ids": self.whole(self.ids, 4)}, vals, {})
+        # sampling: per-chunk candidates, then the pick -> ids[0] (read by the next embed)
+        k1 = self.kernel("sample", vocab=V)
+        k2 = self.kernel("sample_select", vocab=V)
+        if getattr(self, "cand", None) is None:
+            self.cand_bytes = k1.meta["cand_bytes"]
+            self.cand = self._buf(self.cand_bytes, "sample_cand")  # (n_chunks, KMAX) key/id
+        cand = (self.cand, 0, self.cand_bytes)
+        r.dispatch(k1, {"logits": self.whole(self.logits, 4 * V),
+                        "history": self.whole(self.hist, 4 * self.max_ctx), "cand": cand},
+                   {f: Dyn(f) for f, _ in k1.params.fields}, {})
+        r.dispatch(k2, {"cand": cand, "out": self.whole(self.ids, 4)},
+                   {f: Dyn(f) for f, _ in k2.params.fields}, {})
 
     def record_lm_all(self) -> None:
         """Logits of every row of a prefill chunk (tests / ``Engine.logits``)."""

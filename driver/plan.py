@@ -146,28 +146,36 @@ class Recorder:
         if self.n_slots:
             self.gpu.write_buffer(self.ubuf, self.uniform_offset, self.uniforms(rt))
 
-    def program(self, rt: dict, tail: list | None = None) -> g.Program:
+    def program(self, rt: dict, tail: list | None = None, cache_tail: bool = True) -> g.Program:
         """The Program for runtime ``rt`` (cached by the grids that depend on it) + ``tail``
-        extra Copy tuples (src, src_off, dst, dst_off, size)."""
+        extra Copy tuples (src, src_off, dst, dst_off, size). ``cache_tail=False`` for tails
+        that change every step: the Program is then the cached body's ops plus the copies."""
         grids = tuple(s.grid(rt) for s in self.steps if isinstance(s, _DispatchStep)
                       and s.grid_static is None)
-        key = (grids, tuple(map(id, tail or ())))
-        prog = self._programs.get(key)
-        if prog is None:
-            prog = g.Program()
+        body = self._programs.get(grids)
+        if body is None:
+            body = g.Program()
             for s in self.steps:
                 if isinstance(s, _DispatchStep):
-                    prog.dispatch(s.pipeline, s.bind_group, s.grid(rt), s.kernel.slug)
+                    body.dispatch(s.pipeline, s.bind_group, s.grid(rt), s.kernel.slug)
                 else:
-                    prog.copy(s.src, s.src_off, s.dst, s.dst_off, s.size)
-            for c in tail or ():
-                prog.copy(*c)
-            if len(self._programs) > 64:
+                    body.copy(s.src, s.src_off, s.dst, s.dst_off, s.size)
+            if len(self._programs) > 256:
                 self._programs.clear()
-            self._programs[key] = prog
+            self._programs[grids] = body
+        if not tail:
+            return body
+        key = (grids, tuple((id(c[0]), c[1], id(c[2]), c[3], c[4]) for c in tail))
+        prog = self._programs.get(key) if cache_tail else None
+        if prog is None:
+            prog = g.Program(ops=list(body.ops))
+            for c in tail:
+                prog.copy(*c)
+            if cache_tail:
+                self._programs[key] = prog
         return prog
 
-    def run(self, rt: dict, tail: list | None = None) -> None:
+    def run(self, rt: dict, tail: list | None = None, cache_tail: bool = True) -> None:
         """One uniform write + one submit."""
         self.write_uniforms(rt)
-        self.gpu.submit(self.program(rt, tail))
+        self.gpu.submit(self.program(rt, tail, cache_tail))

@@ -158,8 +158,8 @@ def test_cancellation_between_tokens(q4_engine):
 
 def test_decode_dispatch_count(q4_engine):
     # embed + rmsnorm, per layer qkv_rope + 2 attention + wo + add_rmsnorm + gate_up + w2 +
-    # add_rmsnorm, then one LM-head block + sample
-    assert q4_engine.dispatches_per_token == 2 + 8 * 3 + 1 + 1
+    # add_rmsnorm, then one LM-head block + sample (candidates) + sample_select
+    assert q4_engine.dispatches_per_token == 2 + 8 * 3 + 1 + 2
 
 
 def test_bad_model_dirs(tmp_path, backend):
@@ -185,7 +185,7 @@ def test_bench_quick_output_parses(models):
                         "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout.strip().splitlines()[-1])
-    assert res["dispatches_per_token"] == 28
+    assert res["dispatches_per_token"] == 29
     for k in ("decode", "prefill_tok_s", "copy_gb_s", "weight_gb_s"):
         assert k in res
     assert all(v["tok_s"] > 0 for v in res["decode"])
