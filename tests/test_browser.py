@@ -1,0 +1,233 @@
+"""The real page in headless Chromium (WebGPU on SwiftShader), driven by Playwright, against server.py.
+
+What is checked (issue 5): the page loads the tiny synthetic model and its 16 greedy ids equal the native driver's
+on the same packed model; a second load takes every shard from the browser cache (server request log); a corrupted
+cached shard is detected and fetched again; stop works mid-generation; the default SmolLM2 model answers a chat
+prompt with the native driver's greedy text; no request leaves localhost (a route guard counts and aborts them).
+A screenshot of the finished chat goes to artifacts/browser-chat.png.
+
+SwiftShader is slow: token counts are small. Service workers are blocked in the test context so that every request
+goes through the route guard (the service worker only caches the app shell; the shard cache is the page's own).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--enable-unsafe-webgpu"]
+PROMPT_IDS = [128000, 9906, 1917, 374]
+TINY_TOKENS = 16
+CHAT = [{"role": "user", "content": "What is the capital of France?"}]
+CHAT_TOKENS = 8
+
+pytestmark = pytest.mark.browser
+
+if not Path(CHROMIUM).is_file():
+    pytest.skip(f"{CHROMIUM} (Debian chromium) is not installed: apt-get install chromium", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def link_tree(src: Path, dst: Path) -> None:
+    """Hard-link (or copy) a packed model into the test's models folder (symlinks out of it would be refused)."""
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        try:
+            os.link(f, dst / f.name)
+        except OSError:
+            shutil.copyfile(f, dst / f.name)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, llama3_tokenizer_dir, default_model_dir):
+    """Built app (pybuild into a temp folder), a models folder (tiny synthetic + SmolLM2), server.py running."""
+    sys.path.insert(0, str(REPO))
+    from pybuild.cli import build
+    from weights_tool.pack import pack
+    from weights_tool.synth import synth
+
+    root = tmp_path_factory.mktemp("site")
+    out = build(REPO / "web", root / "web")
+    models = root / "models"
+    synth(root / "tiny-hf", "llama3-tiny", tokenizer_dir=llama3_tokenizer_dir)
+    pack(root / "tiny-hf", models / "tiny", quant="q4_0", progress=False)
+    link_tree(default_model_dir, models / "smollm2-135m-instruct")
+    port = free_port()
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, str(REPO / "server.py"), "--port", str(port), "--models", str(models),
+                             "--web", str(out.dist)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield {"url": url, "models": models, "log": root / "server.log"}
+    proc.terminate()
+    proc.wait(10)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(site):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        ctx = b.new_context(service_workers="block")
+        blocked: list[str] = []
+
+        def guard(route):
+            host = re.match(r"^[a-z]+://([^/:]+)", route.request.url)
+            if route.request.url.startswith(("data:", "blob:")) or (host and host.group(1) in ("127.0.0.1", "localhost")):
+                route.continue_()
+            else:
+                blocked.append(route.request.url)
+                route.abort()
+
+        ctx.route("**/*", guard)
+        page = ctx.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        yield {"page": page, "blocked": blocked, "errors": errors}
+        ctx.close()
+        b.close()
+
+
+def shard_gets(site, model: str) -> int:
+    text = Path(site["log"]).read_text()
+    return len(re.findall(rf'"GET /models/{re.escape(model)}/shard-\d{{3}}-[0-9a-f]{{12}}\.bin HTTP', text))
+
+
+def open_and_load(browser, site, model: str, timeout_s: float = 300) -> dict:
+    page = browser["page"]
+    page.goto(site["url"])
+    page.wait_for_function("window.__app && window.__app.ready", timeout=60_000)
+    page.select_option("#model", model)
+    page.click("#load")
+    page.wait_for_function("window.__app.engine || !document.getElementById('error').hidden",
+                           timeout=timeout_s * 1000)
+    err = page.evaluate("document.getElementById('error').hidden ? null : "
+                        "document.getElementById('errortext').textContent")
+    assert err is None, f"the page reported: {err}"
+    return page.evaluate("window.__app.engine.info")
+
+
+@pytest.fixture(scope="module")
+def native_tiny_ids(site):
+    from driver import Engine
+    eng = Engine.load(site["models"] / "tiny")
+    try:
+        return list(eng.generate(PROMPT_IDS, max_tokens=TINY_TOKENS, temperature=0.0))
+    finally:
+        eng.close()
+
+
+def browser_ids(page, n: int) -> list[int]:
+    r = page.evaluate(f"window.__app.engine.completeIds({{prompt_ids: {PROMPT_IDS}, max_tokens: {n}, "
+                      "temperature: 0}).then((x) => x.ids)")
+    return r
+
+
+# ---- tests (in file order: the cache tests reuse the first load) ----
+
+def test_tiny_model_greedy_ids_match_native(browser, site, native_tiny_ids):
+    info = open_and_load(browser, site, "tiny")
+    assert info["download"]["fromNet"] == 1 and shard_gets(site, "tiny") == 1
+    assert info["mode"], "the page must say which adapter mode it uses"
+    ids = browser_ids(browser["page"], TINY_TOKENS)
+    assert len(native_tiny_ids) == TINY_TOKENS
+    assert ids == native_tiny_ids
+
+
+def test_second_load_uses_cache(browser, site, native_tiny_ids):
+    before = shard_gets(site, "tiny")
+    info = open_and_load(browser, site, "tiny")
+    assert shard_gets(site, "tiny") == before, "a shard was downloaded again although it was cached"
+    assert info["download"]["fromNet"] == 0 and info["download"]["fromCache"] == 1
+    assert browser_ids(browser["page"], 4) == native_tiny_ids[:4]
+
+
+def test_corrupted_cached_shard_is_refetched(browser, site, native_tiny_ids):
+    page = browser["page"]
+    n = page.evaluate("""async () => {
+        const c = await caches.open('llama3-webgpu-shards-v1');
+        const keys = await c.keys();
+        for (const k of keys) {
+            const buf = new Uint8Array(await (await c.match(k)).arrayBuffer());
+            buf[1000] ^= 0xff;                      // flip one byte: same size, wrong sha256
+            await c.put(k, new Response(buf));
+        }
+        return keys.length;
+    }""")
+    assert n >= 1
+    before = shard_gets(site, "tiny")
+    info = open_and_load(browser, site, "tiny")
+    assert shard_gets(site, "tiny") == before + 1
+    assert info["download"]["fromNet"] == 1
+    assert browser_ids(browser["page"], 4) == native_tiny_ids[:4]
+
+
+def test_stop_mid_generation(browser, site):
+    page = browser["page"]
+    page.fill("#max_tokens", "200")
+    page.fill("#temperature", "0")
+    page.fill("#prompt", "Count to one hundred.")
+    page.click("#send")
+    page.wait_for_function("document.querySelector('.msg.assistant') && "
+                           "document.querySelector('.msg.assistant').textContent.length > 0", timeout=120_000)
+    page.click("#stop")
+    page.wait_for_function("!window.__app.generating", timeout=120_000)
+    stats = page.evaluate("window.__app.engine.lastStats")
+    assert stats["finish_reason"] == "abort"
+    assert 1 <= stats["completion_tokens"] < 200
+    assert "stopped" in page.text_content("#stats")
+
+
+@pytest.fixture(scope="module")
+def native_chat_text(site):
+    from driver import Engine
+    eng = Engine.load(site["models"] / "smollm2-135m-instruct")
+    try:
+        return "".join(eng.chat(CHAT, max_tokens=CHAT_TOKENS, temperature=0.0))
+    finally:
+        eng.close()
+
+
+def test_smollm2_chat_matches_native(browser, site, native_chat_text):
+    info = open_and_load(browser, site, "smollm2-135m-instruct", timeout_s=420)
+    assert info["layers"] == 30
+    page = browser["page"]
+    page.fill("#max_tokens", str(CHAT_TOKENS))
+    page.fill("#temperature", "0")
+    page.fill("#prompt", CHAT[0]["content"])
+    page.evaluate("window.__app.lastFinish = null")
+    page.click("#send")
+    page.wait_for_function("window.__app.lastFinish && !window.__app.generating", timeout=300_000)
+    reply = page.text_content(".msg.assistant")
+    assert reply == native_chat_text
+    assert reply.strip(), "empty reply"
+    (REPO / "artifacts").mkdir(exist_ok=True)
+    page.screenshot(path=str(REPO / "artifacts" / "browser-chat.png"), full_page=True)
+
+
+def test_no_request_left_localhost(browser):
+    assert browser["blocked"] == []
+    assert browser["errors"] == []
