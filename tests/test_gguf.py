@@ -266,11 +266,43 @@ def test_huge_array_count_is_refused_before_gguf_loops(tmp_path):
         GGUFSource(p)
 
 
+# ---- our header parser against gguf.GGUFReader ----
+def assert_same_as_gguf_reader(src: GGUFSource, reader) -> None:
+    """Metadata values and the tensor table equal what the gguf package reads."""
+    theirs = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+    assert src.meta == theirs
+    assert src.header.data_offset == reader.data_offset
+    ours = {t.name: t for t in src.header.tensors}
+    assert list(ours) == [t.name for t in reader.tensors]
+    for t in reader.tensors:
+        o = ours[t.name]
+        assert (o.dims, o.ggml_type, o.offset, o.nbytes) == (
+            tuple(int(d) for d in t.shape), int(t.tensor_type), t.data_offset, t.n_bytes)
+
+
+@pytest.mark.parametrize("qt", [Q.Q4_1, Q.F16])
+def test_header_parse_matches_gguf_reader(tmp_path, qt):
+    p = tmp_path / "m.gguf"
+    make_gguf(p, qtype=qt, tied=False, rope_freqs=np.ones(8, np.float32),
+              extra_kv={"general.name": "tiny ü", "llama.rope.scaling.type": "none"})
+    with GGUFSource(p) as src:
+        assert_same_as_gguf_reader(src, gguf.GGUFReader(p))
+
+
 # ---- the real SmolLM2 GGUF ----
 @pytest.fixture(scope="module")
 def smol(smollm2_gguf):
     with GGUFSource(smollm2_gguf) as src:
         yield src
+
+
+@pytest.fixture(scope="module")
+def smol_reader(smollm2_gguf):
+    return gguf.GGUFReader(smollm2_gguf)
+
+
+def test_smollm2_header_matches_gguf_reader(smol, smol_reader):
+    assert_same_as_gguf_reader(smol, smol_reader)
 
 
 def test_smollm2_config_and_tensors(smol):
@@ -285,9 +317,8 @@ def test_smollm2_config_and_tensors(smol):
     assert smol.name == "smollm2-135m-instruct"
 
 
-def test_smollm2_lossless_and_unpermuted(smol):
-    reader = smol._reader
-    raw = {t.name: t for t in reader.tensors}
+def test_smollm2_lossless_and_unpermuted(smol, smol_reader):
+    raw = {t.name: t for t in smol_reader.tensors}
     by = {t.canon: t for t in smol.tensors()}
     for canon, name, n_head in (("layers.0.attention.wq", "blk.0.attn_q.weight", 9),
                                 ("layers.7.attention.wk", "blk.7.attn_k.weight", 3),
@@ -301,3 +332,45 @@ def test_smollm2_lossless_and_unpermuted(smol):
         fmt = NATIVE[t.src_dtype]
         assert same_bits(dequantize(t.native(fmt), fmt, *t.shape), ref), canon
         assert same_bits(t.load_f32(), ref), canon
+
+
+# ---- through the packer: shards hold exactly gguf's values ----
+def read_packed(out) -> dict[str, np.ndarray]:
+    """Every non-alias tensor of a packed folder, dequantized from its shard bytes."""
+    import json
+
+    m = json.loads((out / "manifest.json").read_text())
+    shards = [(out / s["file"]).read_bytes() for s in m["shards"]]
+    res = {}
+    for name, e in m["tensors"].items():
+        if "alias" in e:
+            continue
+        cols = e["shape"][-1]
+        blocks = []
+        for b in e["blocks"]:
+            parts = {k: shards[p["shard"]][p["offset"]:p["offset"] + p["nbytes"]]
+                     for k, p in b["parts"].items()}
+            blocks.append(dequantize(parts, e["dtype"], b["rows"], cols, e.get("group_size", 32)))
+        res[name] = np.concatenate(blocks).reshape(e["shape"])
+    return res
+
+
+@pytest.mark.parametrize("quant,qt,embed,keep", [("q4_1", Q.Q4_1, Q.Q8_0, True),
+                                                 ("q4_0", Q.Q4_0, Q.Q4_0, False),
+                                                 ("q8_0", Q.Q8_0, Q.F16, True)])
+def test_pack_is_lossless_end_to_end(tmp_path, quant, qt, embed, keep):
+    from weights_tool.pack import pack
+
+    info = make_gguf(tmp_path / "m.gguf", qtype=qt, embed_qtype=embed, vocab_pad=60)
+    summary = pack(tmp_path / "m.gguf", tmp_path / "out", quant=quant, progress=False,
+                   keep_native=keep, max_part_bytes=16384)  # small parts: row blocks get sliced
+    got = read_packed(tmp_path / "out")
+    assert set(got) == set(info["tensors"])
+    for canon, (_, ref) in info["tensors"].items():
+        assert same_bits(got[canon], ref), canon
+    assert summary.max_abs_err == 0.0
+    import json
+
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert len(m["tensors"]["tok_embeddings"]["blocks"]) > 1
+    assert m["tensors"]["output"] == {"alias": "tok_embeddings"}

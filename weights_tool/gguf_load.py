@@ -1,9 +1,9 @@
 """GGUF source: a llama.cpp / Ollama / LM Studio ``.gguf`` file read as a ``Source``.
 
-Reading is done by the ``gguf`` package (``GGUFReader``, memory-mapped), after our own header walk
-(``check_header``) has proved every count and length fits in the file: gguf trusts the header, and a
-corrupt count would make it loop for hours or allocate without bound. Any other failure while
-parsing is reported as "truncated or corrupt GGUF".
+The container is parsed by ``gguf_header.parse_header`` (bounded, fast; checked against
+``gguf.GGUFReader`` in the tests), tensor data is memory-mapped, and every GGML block type is decoded
+by the ``gguf`` package (``gguf.quants.dequantize``). Anything wrong with the file becomes one
+PackError ("truncated or corrupt GGUF: ...").
 
 Layout facts this module undoes:
   * GGUF lists dims fastest-first (ne0 = columns): a (rows, cols) HF matrix has dims [cols, rows].
@@ -18,10 +18,8 @@ Layout facts this module undoes:
 from __future__ import annotations
 
 import math
-import mmap
 import os
 import re
-import struct
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,149 +29,11 @@ from driver.config import ConfigError, ModelConfig, RopeScaling
 from driver.formats import GGUF_TO_CANON, canon_name, expected_tensors
 
 from . import gguf_tokenizer
+from .gguf_header import HeaderError, TensorInfo, parse_header
 from .errors import PackError
 from .source import Source, SourceTensor, check_tensor_set
 
 CORRUPT_HINT = "Re-download the file; it must be a complete GGUF v2/v3 model"
-
-# ---- header walk (before gguf sees the file) ----
-# GGUF value types: id -> fixed byte size (None: string / array)
-_VALUE_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 8: None, 9: None, 10: 8, 11: 8, 12: 8}
-_MAX_DIMS = 4          # GGML_MAX_DIMS
-_MAX_ARRAY_DEPTH = 2   # arrays of arrays exist in the spec; deeper nesting is never written
-
-
-class _Corrupt(Exception):
-    pass
-
-
-def _header_types():
-    import gguf  # lazy: importing gguf costs ~0.3 s
-
-    return gguf.GGML_QUANT_SIZES, gguf.GGMLQuantizationType
-
-
-def check_header(buf, size: int) -> dict:
-    """Walk the GGUF header in ``buf`` (bytes-like of ``size`` bytes) with bounds on every count.
-
-    Returns {"version", "n_tensors", "n_kv", "data_offset"}. Raises _Corrupt with the reason.
-    Every claimed count is checked against the bytes left before anything is looped over, so a
-    mutated header costs O(file size) at most.
-    """
-    sizes, qtypes = _header_types()
-    if size < 24:
-        raise _Corrupt(f"file is {size} bytes, shorter than a GGUF header (24)")
-    if bytes(buf[0:4]) != b"GGUF":
-        raise _Corrupt("bad magic (not a GGUF file)")
-    version, n_tensors, n_kv = struct.unpack_from("<IQQ", buf, 4)
-    if version not in (2, 3):
-        if version & 0xFFFF == 0 and (version >> 16) in (2, 3):
-            raise _Corrupt("big-endian GGUF files are not supported")
-        raise _Corrupt(f"unsupported GGUF version {version} (need 2 or 3)")
-    pos = 24
-    if n_kv > (size - pos) // 13:          # key len (8) + >=1 byte + type (4)
-        raise _Corrupt(f"metadata count {n_kv} does not fit in a {size}-byte file")
-    if n_tensors > (size - pos) // 24:     # name len (8) + n_dims (4) + type (4) + offset (8)
-        raise _Corrupt(f"tensor count {n_tensors} does not fit in a {size}-byte file")
-
-    def need(n: int, what: str) -> None:
-        if n < 0 or pos + n > size:
-            raise _Corrupt(f"{what} runs past the end of the file (offset {pos}, needs {n} bytes)")
-
-    def read_str(what: str) -> bytes:
-        nonlocal pos
-        need(8, what)
-        (n,) = struct.unpack_from("<Q", buf, pos)
-        pos += 8
-        need(n, what)
-        s = bytes(buf[pos:pos + n])
-        pos += n
-        return s
-
-    def skip_value(vtype: int, what: str, depth: int = 0) -> Any:
-        nonlocal pos
-        if vtype not in _VALUE_SIZES:
-            raise _Corrupt(f"{what}: unknown value type {vtype}")
-        fixed = _VALUE_SIZES[vtype]
-        if fixed is not None:
-            need(fixed, what)
-            v = buf[pos:pos + fixed]
-            pos += fixed
-            return v
-        if vtype == 8:
-            read_str(what)
-            return None
-        need(12, what)
-        itype, count = struct.unpack_from("<IQ", buf, pos)
-        pos += 12
-        if itype not in _VALUE_SIZES:
-            raise _Corrupt(f"{what}: unknown array item type {itype}")
-        if itype == 9 and depth + 1 >= _MAX_ARRAY_DEPTH:
-            raise _Corrupt(f"{what}: arrays nested too deep")
-        item = _VALUE_SIZES[itype] or (8 if itype == 8 else 12)  # smallest possible item
-        if count > (size - pos) // item:
-            raise _Corrupt(f"{what}: array of {count} items does not fit in the file")
-        if _VALUE_SIZES[itype] is not None:
-            pos += count * item
-        else:
-            for _ in range(count):
-                skip_value(itype, what, depth + 1)
-        return None
-
-    alignment = 32
-    keys = set()
-    for k in range(n_kv):
-        key = read_str(f"metadata key #{k}")
-        if key in keys:
-            raise _Corrupt(f"metadata key {key[:60]!r} appears twice")
-        keys.add(key)
-        need(4, f"metadata {key[:60]!r}")
-        (vtype,) = struct.unpack_from("<I", buf, pos)
-        pos += 4
-        raw = skip_value(vtype, f"metadata {key[:60]!r}")
-        if key == b"general.alignment":
-            if vtype != 4:
-                raise _Corrupt("general.alignment must be a uint32")
-            (alignment,) = struct.unpack_from("<I", raw)
-            if alignment == 0 or alignment & (alignment - 1):
-                raise _Corrupt(f"general.alignment {alignment} is not a power of two")
-
-    tensors = []
-    names = set()
-    for t in range(n_tensors):
-        name = read_str(f"tensor #{t} name")
-        if name in names:
-            raise _Corrupt(f"tensor {name[:60]!r} appears twice")
-        names.add(name)
-        need(4, f"tensor {name[:60]!r}")
-        (n_dims,) = struct.unpack_from("<I", buf, pos)
-        pos += 4
-        if not 1 <= n_dims <= _MAX_DIMS:
-            raise _Corrupt(f"tensor {name[:60]!r} has {n_dims} dimensions")
-        need(8 * n_dims + 12, f"tensor {name[:60]!r}")
-        dims = struct.unpack_from(f"<{n_dims}Q", buf, pos)
-        pos += 8 * n_dims
-        ttype, offset = struct.unpack_from("<IQ", buf, pos)
-        pos += 12
-        if any(d == 0 or d > 1 << 40 for d in dims) or math.prod(dims) > 1 << 42:
-            raise _Corrupt(f"tensor {name[:60]!r} has impossible dimensions {list(dims)}")
-        try:
-            block, type_size = sizes[qtypes(ttype)]
-        except (ValueError, KeyError):
-            raise _Corrupt(f"tensor {name[:60]!r} has unknown type {ttype}") from None
-        if dims[0] % block:
-            raise _Corrupt(f"tensor {name[:60]!r}: {dims[0]} columns are not a multiple of "
-                           f"its block size {block}")
-        tensors.append((name, offset, math.prod(dims) // block * type_size))
-    data_offset = pos + (-pos) % alignment
-    for name, offset, nbytes in tensors:
-        if offset % alignment:
-            raise _Corrupt(f"tensor {name[:60]!r} data offset {offset} is not aligned to {alignment}")
-        if data_offset + offset + nbytes > size:
-            raise _Corrupt(f"tensor {name[:60]!r} data ({nbytes} bytes at {data_offset + offset}) "
-                           f"runs past the end of the {size}-byte file")
-    return {"version": version, "n_tensors": n_tensors, "n_kv": n_kv, "data_offset": data_offset}
-
 
 # ---- Q/K row permutation (convert_hf_to_gguf's ``permute``) ----
 def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -189,6 +49,7 @@ def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 # ---- lossless repacking into driver/formats.py layouts ----
+_CHUNK_ELEMS = 2 * 1024 * 1024  # elements per row chunk when decoding / repacking (8 MB of f32)
 _NATIVE = {"Q4_0": "q4_0", "Q4_1": "q4_1", "Q8_0": "q8_0", "F16": "f16", "F32": "f32"}
 
 
@@ -233,17 +94,27 @@ class GGUFTensor(SourceTensor):
     def _rows(self, a: np.ndarray) -> np.ndarray:
         return unpermute_qk(a, self._n_head) if self._n_head else a
 
+    def _chunks(self):
+        """Row ranges of ~8 MB of f32 output: temporaries stay small whatever the tensor size."""
+        rows = self.shape[0]
+        step = max(1, _CHUNK_ELEMS // max(1, math.prod(self.shape[1:])))
+        return [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
+
     def load_f32(self) -> np.ndarray:
         import gguf
 
+        out = np.empty(self.shape, np.float32)  # (rows, cols) or (n,)
         try:
-            w = gguf.quants.dequantize(np.asarray(self._data), self._qtype)
+            if len(self.shape) == 1:
+                out[:] = gguf.quants.dequantize(np.asarray(self._data), self._qtype)
+            else:
+                for r0, r1 in self._chunks():
+                    out[r0:r1] = gguf.quants.dequantize(np.asarray(self._data[r0:r1]), self._qtype)
         except NotImplementedError:
             raise PackError(self._file, f"tensor {self.src_name!r} has type {self.src_dtype}, which "
                             "the gguf package cannot dequantize",
                             "Requantize it with llama.cpp to Q4_K/Q8_0/F16") from None
-        w = np.asarray(w, dtype=np.float32).reshape(self.shape)
-        return np.ascontiguousarray(self._rows(w))
+        return np.ascontiguousarray(self._rows(out))
 
     def native(self, fmt: str, group_size: int = 32):
         if _NATIVE.get(self.src_dtype) != fmt:
@@ -255,8 +126,14 @@ class GGUFTensor(SourceTensor):
         if group_size != 32 or len(self.shape) != 2:
             return None  # GGUF blocks are 32 wide: another group size cannot be a copy
         rows, cols = self.shape
-        parts = repack_blocks(np.asarray(self._data), self.src_dtype, rows, cols)
-        return {k: np.ascontiguousarray(self._rows(v)) for k, v in parts.items()}
+        out: dict[str, np.ndarray] = {}
+        for r0, r1 in self._chunks():
+            parts = repack_blocks(np.asarray(self._data[r0:r1]), self.src_dtype, r1 - r0, cols)
+            for k, v in parts.items():
+                if k not in out:
+                    out[k] = np.empty((rows, v.shape[1]), v.dtype)  # qs (rows, cols/8|4), (rows, nb)
+                out[k][r0:r1] = v
+        return {k: np.ascontiguousarray(self._rows(v)) for k, v in out.items()}
 
 
 # ---- the source ----
@@ -273,28 +150,23 @@ class GGUFSource(Source):
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.name = _stem_name(self.path)
-        self._reader = None
+        self._map = None
+        self._tensors = []
         try:
             size = self.path.stat().st_size
-            with open(self.path, "rb") as f:
-                if size == 0:
-                    raise _Corrupt("the file is empty")
-                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                    check_header(mm, size)
-        except _Corrupt as e:
+            if size == 0:
+                raise HeaderError("the file is empty")
+            self._map = np.memmap(self.path, dtype=np.uint8, mode="r")  # (size,) u8, read-only
+            header = parse_header(self._map, size)
+        except HeaderError as e:
+            self.close()
             raise PackError(self.path, f"truncated or corrupt GGUF: {e}", CORRUPT_HINT) from None
         except OSError as e:
+            self.close()
             raise PackError(self.path, f"cannot read the file ({e.strerror or e})",
                             "Check the path and permissions") from None
-        try:
-            import gguf
-
-            self._reader = gguf.GGUFReader(self.path, "r")
-            self.meta = {k: f.contents() for k, f in self._reader.fields.items()}
-        except Exception as e:  # anything gguf raises on a bad file is the file's fault
-            self.close()
-            raise PackError(self.path, f"truncated or corrupt GGUF: {type(e).__name__}: "
-                            f"{str(e)[:200]}", CORRUPT_HINT) from None
+        self.meta = header.meta
+        self.header = header
         try:
             self._open()
         except Exception:
@@ -353,9 +225,9 @@ class GGUFSource(Source):
 
         infos = self._tensor_infos()
         layers = self._kv(a + "block_count", int, positive=True)
-        if layers > len(self._reader.tensors):  # guards the per-layer tables built below
+        if layers > len(self.header.tensors):  # guards the per-layer tables built below
             raise PackError(self.path, f"llama.block_count is {layers} but the file holds only "
-                            f"{len(self._reader.tensors)} tensors", "The GGUF is inconsistent")
+                            f"{len(self.header.tensors)} tensors", "The GGUF is inconsistent")
         if "rope_freqs" in infos:
             scaling = self._rope_scaling(infos["rope_freqs"], theta, head_dim)
         else:
@@ -392,12 +264,12 @@ class GGUFSource(Source):
                 n_head = heads
             elif canon.endswith("attention.wk"):
                 n_head = kv_heads
-            shape = tuple(int(d) for d in reversed(t.shape.tolist()))
+            shape = tuple(reversed(t.dims))  # HF order: (rows, cols)
             if n_head and (len(shape) != 2 or shape[0] % (2 * n_head)):
                 raise PackError(self.path, f"tensor {t.name!r} has shape {list(shape)}, which does "
                                 f"not split into {n_head} heads", "The GGUF is inconsistent")
-            by_canon[canon] = GGUFTensor(canon, t.name, t.tensor_type, t.data, shape, n_head,
-                                         self.path)
+            qtype, data = self._view(t)
+            by_canon[canon] = GGUFTensor(canon, t.name, qtype, data, shape, n_head, self.path)
         want = expected_tensors(self.config)
         for canon, t in by_canon.items():  # said here in GGUF terms before the generic check
             if canon not in want:
@@ -412,14 +284,28 @@ class GGUFSource(Source):
                          {k: v.src_name for k, v in by_canon.items()})
         self._tensors = [by_canon[k] for k in sorted(by_canon, key=_order)]
 
+    def _view(self, t: TensorInfo):
+        """(GGML type, memory-mapped data): typed (rows, cols) for F32/F16, else u8 block rows
+        (rows, bytes per row), the form ``gguf.quants.dequantize`` takes."""
+        import gguf
+
+        qtype = gguf.GGMLQuantizationType(t.ggml_type)
+        flat = self._map[t.offset:t.offset + t.nbytes]          # (nbytes,) u8
+        shape = tuple(reversed(t.dims))
+        if qtype == gguf.GGMLQuantizationType.F32:
+            return qtype, flat.view("<f4").reshape(shape)
+        if qtype == gguf.GGMLQuantizationType.F16:
+            return qtype, flat.view("<f2").reshape(shape)
+        return qtype, flat.reshape(*shape[:-1], -1)
+
     def _tensor_infos(self) -> dict:
-        """Canonical name -> ReaderTensor; refuses unknown tensors and undecodable types."""
+        """Canonical name -> TensorInfo; refuses unknown tensors and undecodable types."""
         import gguf
 
         decodable = {gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16,
                      *gguf.quants._type_traits}
         out: dict[str, Any] = {"_names": set(), "_canon": {}}
-        for t in self._reader.tensors:
+        for t in self.header.tensors:
             out["_names"].add(t.name)
             canon = canon_name(t.name, GGUF_TO_CANON)
             if t.name == "rope_freqs.weight":
@@ -430,11 +316,12 @@ class GGUFSource(Source):
                                 "Only Llama weights without biases are supported")
             if canon is None:
                 continue
-            if t.tensor_type not in decodable:
-                raise PackError(self.path, f"tensor {t.name!r} has type {t.tensor_type.name}, which "
-                                "cannot be decoded", "Use F32/F16/BF16/Q4_0/Q4_1/Q8_0/K-quant files")
-            if len(t.shape) > 2:
-                raise PackError(self.path, f"tensor {t.name!r} has {len(t.shape)} dimensions",
+            if t.ggml_type not in decodable:
+                name = gguf.GGMLQuantizationType(t.ggml_type).name
+                raise PackError(self.path, f"tensor {t.name!r} has type {name}, which cannot be "
+                                "decoded", "Use F32/F16/BF16/Q4_0/Q4_1/Q8_0/K-quant files")
+            if len(t.dims) > 2:
+                raise PackError(self.path, f"tensor {t.name!r} has {len(t.dims)} dimensions",
                                 "Only dense 2-D weights are supported (no MoE)")
             out["_canon"][canon] = t
         return out
@@ -443,10 +330,11 @@ class GGUFSource(Source):
         """llama3 scaling from the per-pair divisors llama.cpp stores in rope_freqs.weight."""
         import gguf
 
+        qtype, data = self._view(t)
         try:
-            factors = np.asarray(gguf.quants.dequantize(np.asarray(t.data), t.tensor_type),
+            factors = np.asarray(gguf.quants.dequantize(np.asarray(data), qtype),
                                  dtype=np.float64).reshape(-1)
-        except NotImplementedError:
+        except (NotImplementedError, ValueError):
             factors = np.zeros(0)
         orig = self._kv("llama.rope.scaling.original_context_length", int, 8192, positive=True)
         rs = derive_llama3_scaling(factors, theta, head_dim, orig)
@@ -464,16 +352,9 @@ class GGUFSource(Source):
                                               self.path)
 
     def close(self) -> None:
-        r, self._reader = self._reader, None
+        # Dropping our references unmaps the file once no tensor view handed out is alive.
+        self._map = None
         self._tensors = []
-        if r is not None:
-            mm = getattr(r.data, "_mmap", None)
-            del r
-            if mm is not None:
-                try:
-                    mm.close()
-                except (BufferError, ValueError):
-                    pass  # a tensor view still alive keeps the map; it closes with it
 
 
 def _order(canon: str) -> tuple:
