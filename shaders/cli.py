@@ -23,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="small shapes (CPU adapters)")
     b.add_argument("--vs-torch", action="store_true", help="add torch's time on the same shapes")
     b.add_argument("--out", metavar="FILE", help="also write the table to FILE")
+    b.add_argument("--tune", action="store_true",
+                   help="also sweep the decode kernel's workgroup size x rows per workgroup")
     return p
 
 
@@ -51,4 +53,5 @@ def main(argv=None) -> int:
         return 0 if rows and all(r["ok"] for r in rows) else 1
     from . import bench
 
-    return bench.main(quick=args.quick, vs_torch=args.vs_torch, out_file=args.out)
+    return bench.main(quick=args.quick, vs_torch=args.vs_torch, out_file=args.out,
+                      tune_=args.tune)
