@@ -92,10 +92,18 @@ export async function openDevice(opts = {}) {
   const requiredLimits = {};
   for (const k of RAISED_LIMITS) if (typeof adapter.limits[k] === 'number') requiredLimits[k] = adapter.limits[k];
   const device = await adapter.requestDevice({ requiredFeatures, requiredLimits, label: 'llama3-webgpu' });
+  // allocation failures during the load are collected here and reported as "out of memory" (popLoadScope)
+  device.pushErrorScope('out-of-memory');
   const info = describeAdapter(adapter, mode);
   const features = [...device.features].sort();
   // the shaders' Caps use 'subgroups'; the manifest's requirements use WebGPU names
   return { device, info, features, limits: limitsObject(device.limits), lost: device.lost };
+}
+
+// End the load's out-of-memory scope: throws a plain error if any allocation failed.
+export async function popLoadScope(device) {
+  const err = await device.popErrorScope();
+  if (err) throw new Error(`GPU out of memory while loading the model (${err.message})`);
 }
 
 export function createBuffer(device, size, kind, label) {

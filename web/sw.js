@@ -25,7 +25,9 @@ self.addEventListener('activate', (ev) => {
 self.addEventListener('fetch', (ev) => {
   const url = new URL(ev.request.url);
   if (ev.request.method !== 'GET' || url.origin !== self.location.origin) return;
-  if (url.pathname.startsWith('/models/') || url.pathname.startsWith('/api/')) return; // not the shell
+  const scope = new URL(self.registration.scope).pathname;
+  // shards and model files live in the worker's own caches; the model list is cached here for offline reloads
+  if (url.pathname.startsWith(`${scope}models/`)) return;
   ev.respondWith((async () => {
     const c = await caches.open(SHELL_CACHE);
     try {

@@ -134,6 +134,10 @@ async function load(model, base) {
     post({ type: 'progress', phase, done, total: total2 });
   });
   verified.clear();
+  const dev = session.gpu.device;
+  await gpu.popLoadScope(dev);
+  dev.onuncapturederror = (ev) => post({ type: 'warning', kind: /memory/i.test(ev.error.message) ? 'oom' : 'error',
+    message: `GPU error: ${ev.error.message}` });
   const info = JSON.parse(session.info_json());
   session.lost_promise().then((li) => {
     post({ type: 'lost', message: `The GPU device was lost (${li.reason || 'unknown'}: ${li.message || ''}). Reload the page.` });
