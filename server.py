@@ -233,7 +233,7 @@ def default_web_dir() -> Path:
     return dist if (dist / "index.html").is_file() else REPO / "web"
 
 
-def create_app(web_dir: Path | None = None, models_dir: Path | None = None) -> Flask:
+def create_app(web_dir: Path | None = None, models_dir: Path | None = None, bench_file: Path | None = None) -> Flask:
     web_root = Path(web_dir) if web_dir else default_web_dir()
     models_root = Path(models_dir) if models_dir else REPO / "models"
     app = Flask(__name__, static_folder=None)
@@ -259,6 +259,20 @@ def create_app(web_dir: Path | None = None, models_dir: Path | None = None) -> F
         resp.headers["Cache-Control"] = NO_CACHE
         return resp
 
+    bench_out = bench_file
+    if bench_out is not None:
+        @app.post("/api/bench")
+        def api_bench():
+            """The page's bench mode (``/?bench=MODEL``) posts its figures here (one JSON line appended)."""
+            data = request.get_json(silent=True)
+            if not isinstance(data, dict) or request.content_length is None or request.content_length > 65536:
+                return Response("bad bench report\n", status=400, mimetype="text/plain")
+            line = json.dumps(data, sort_keys=True)
+            with open(bench_out, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+            print(f"bench: {line}", flush=True)
+            return jsonify({"ok": True})
+
     @app.get("/", defaults={"rel": ""})
     @app.get("/<path:rel>")
     def files(rel: str):
@@ -281,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", type=Path, default=REPO / "models", help="folder of packed models (default models/)")
     p.add_argument("--web", type=Path, default=None,
                    help="web root (default web/dist when built by `python -m pybuild`, else web/)")
+    p.add_argument("--bench-out", type=Path, default=None,
+                   help="accept the page's bench reports (POST /api/bench) and append them to this JSON-lines file")
     return p
 
 
@@ -296,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (1 <= args.port <= 65535):
         print(f"error: --port {args.port}: must be 1..65535", file=sys.stderr)
         return 2
-    app = create_app(web, args.models)
+    app = create_app(web, args.models, args.bench_out)
     print(f"serving {web} and {args.models} on http://{args.host}:{args.port}/", flush=True)
     try:
         app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)

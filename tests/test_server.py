@@ -263,3 +263,22 @@ def test_cli_bad_web_dir_exit_2(tmp_path):
 def test_default_bind_is_localhost():
     args = server.build_parser().parse_args([])
     assert args.host == "127.0.0.1" and args.port == 8000
+
+
+# ---- bench reports ----
+
+def test_bench_endpoint_off_by_default(client):
+    assert client.post("/api/bench", json={"decode_tokens_per_s": 1.0}).status_code == 404
+
+
+def test_bench_endpoint_appends(roots, tmp_path):
+    web, models, _ = roots
+    out = tmp_path / "bench.jsonl"
+    c = server.create_app(web, models, out).test_client()
+    assert c.post("/api/bench", json={"a": 1}).status_code == 200
+    assert c.post("/api/bench", json={"b": 2}).status_code == 200
+    assert c.post("/api/bench", data="not json", content_type="application/json").status_code == 400
+    assert c.post("/api/bench", json=[1, 2]).status_code == 400
+    assert [json.loads(x) for x in out.read_text().splitlines()] == [{"a": 1}, {"b": 2}]
+    r = c.post("/api/bench", json={"a": 1})
+    assert r.headers["Cross-Origin-Embedder-Policy"] == "require-corp"

@@ -232,6 +232,38 @@ async function init() {
   if (preferred) $('model').value = preferred.name;
   describeModel();
   state.ready = true;
+  const q = new URLSearchParams(location.search);
+  if (q.get('bench')) runBench(q.get('bench'), +(q.get('prompt') || 128), +(q.get('tokens') || 128)).catch(
+    (e) => postBench({ error: `${e.name}: ${e.message}` }));
+}
+
+// ---- bench mode: /?bench=MODEL&prompt=P&tokens=N (figures POSTed to the server's /api/bench) ----
+
+async function postBench(report) {
+  await fetch('./api/bench', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ ...report, adapter: state.adapter, userAgent: navigator.userAgent }) }).catch(() => {});
+}
+
+async function runBench(model, promptLen, tokens) {
+  $('model').value = model;
+  const t0 = performance.now();
+  state.engine = await createEngine({ model, onProgress });
+  const loadS = (performance.now() - t0) / 1000;
+  const V = 1000; // ids well inside any Llama-3 family vocabulary
+  const prompt = Array.from({ length: promptLen }, (_, i) => 1 + ((i * 7919) % V));
+  await state.engine.completeIds({ prompt_ids: prompt.slice(0, 8), max_tokens: 8, temperature: 0 }); // warm-up
+  const runs = [];
+  for (let r = 0; r < 3; r++) {
+    const { ids, stats } = await state.engine.completeIds({ prompt_ids: prompt, max_tokens: tokens, temperature: 0 });
+    runs.push({ n: ids.length, ...stats });
+  }
+  const best = (k) => Math.max(...runs.map((x) => x[k]));
+  const report = { model, prompt_tokens: promptLen, max_tokens: tokens, load_s: loadS, info: state.engine.info, runs,
+    decode_tokens_per_s: best('decode_tokens_per_s'), prefill_tokens_per_s: best('prefill_tokens_per_s') };
+  state.bench = report;
+  $('stats').textContent = `bench: decode ${report.decode_tokens_per_s.toFixed(1)} tok/s, prefill ` +
+    `${report.prefill_tokens_per_s.toFixed(1)} tok/s`;
+  await postBench(report);
 }
 
 init();
