@@ -340,7 +340,7 @@ def _decode_case(n_heads, n_kv_heads, head_dim, kv, ctx) -> Case:
                 steps=steps, label=f"nh={n_heads},nkv={n_kv_heads},hd={head_dim},{kv},ctx={ctx}")
 
 
-@register_cases("attention_decode")
+@register_cases("attention_decode", covers=("attention_combine",))
 def decode_cases(quick: bool) -> list[Case]:
     out = [_decode_case(8, 8, 64, "f16", 17), _decode_case(9, 3, 64, "f32", 1),
            _decode_case(32, 8, 128, "f16", 17), _decode_case(16, 2, 128, "f16", 300),

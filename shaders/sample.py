@@ -242,7 +242,7 @@ def _case(vocab, temperature, top_k, top_p, rep_penalty, seed, step, n_hist, lab
                 tol="exact", steps=steps, label=f"V={vocab},{label}")
 
 
-@register_cases("sample")
+@register_cases("sample", covers=("sample_select",))
 def sample_cases(quick: bool) -> list[Case]:
     out = [_case(1, 0.0, 0, 1.0, 1.0, 0, 0, 0, "greedy"),
            _case(7, 0.0, 0, 1.0, 1.3, 1, 2, 5, "greedy,pen"),

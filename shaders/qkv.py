@@ -1,0 +1,192 @@
+"""Fused QKV projection + RoPE + KV-cache append: one dispatch per layer and token block.
+
+    kernel("qkv_rope", caps, fmt, hidden, n_heads, n_kv_heads, head_dim, group_size=32, kv="f16")
+      bindings: x (n_tok, hidden) f32 | wq_<parts> (n_heads*hd, hidden) | wk_<parts> (n_kv*hd,
+                hidden) | wv_<parts> (n_kv*hd, hidden) | inv_freq (hd/2) f32 | q (n_tok, n_heads*hd)
+                f32 rw | k_cache, v_cache (max_ctx, n_kv, hd) f16-packed or f32 rw | params
+      params {n_tok, pos}; grid(n_tok=) -> ((n_heads + 2*n_kv) * hd / 4, n_tok, 1)
+      q[t] = rope(x[t] Wq^T, pos + t); k_cache[pos + t] = rope(x[t] Wk^T, pos + t);
+      v_cache[pos + t] = x[t] Wv^T  (rotate-half RoPE, HF layout; inv_freq from
+      ModelConfig.rope_inv_freq(), llama3-scaled or plain)
+
+Why fused, and why this shape: a decode step runs it once per layer instead of four dispatches
+(three matvecs + a rope/append pass, ~5 us each on an H200, see shared/notes/device-gpu.md), and
+the RoPE'd K goes straight into the packed f16 cache. One workgroup owns 4 output rows chosen so
+that both RoPE partners (j, j + hd/2) and both halves of each packed f16 word are computed by it.
+The weight reading is matvec's own (``shaders.matvec`` helpers and matvec_dot_*.wgsl), so the
+dequantisation exists once. For prefill (n_tok > 1) the grid gains a token axis and each
+workgroup re-reads its 4 rows per token (from cache): simple and exact, but not a tiled matmul;
+the QKV share of prefill FLOPs is ~1/8 of a layer's.
+"""
+
+from __future__ import annotations
+
+from driver.formats import QUANTIZED
+
+from . import tolerances
+from .core import Binding, Caps, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
+from .matvec import (EPW, binding_decls, check_weight, enables, pick_vec, pow2_at_least,
+                     weight_bindings, weight_fns, words_per_row)
+from .registry import Case, register, register_cases
+from .rope import ROPE_FN
+
+PARAMS = Params((("n_tok", "u32"), ("pos", "u32")))
+
+# K/V written through f16 storage round to 11 mantissa bits (relative 2^-11 = 4.9e-4) after an
+# f32 dot product: the check allows one f16 rounding on top of dot_f32. Lives here because
+# shaders/tolerances.py belongs to the weight-ops helper; it should move there.
+tolerances.TOL.setdefault("qkv_kv_f16", {"atol": 1e-5, "rtol": 1e-3, "nmse": 2e-7})
+
+
+def _x_fns(xvec: int) -> str:
+    """x4(i) / x1(c) over the current token's row of x (``xoff``, in XV-wide elements)."""
+    if xvec == 4:
+        return ("const XV: u32 = 4u;\n"
+                "fn x4(i: u32) -> vec4<f32> { return x[xoff + i]; }\n"
+                "fn x1(c: u32) -> f32 { return x[xoff + (c >> 2u)][c & 3u]; }\n")
+    return ("const XV: u32 = 1u;\n"
+            "fn x4(i: u32) -> vec4<f32> { return vec4<f32>(x[xoff + 4u * i], x[xoff + 4u * i + 1u],"
+            " x[xoff + 4u * i + 2u], x[xoff + 4u * i + 3u]); }\n"
+            "fn x1(c: u32) -> f32 { return x[xoff + c]; }\n")
+
+
+def _kv_store(kv: str) -> str:
+    """store_kv(which 0 = k / 1 = v, even element index e, (value e, value e + 1))."""
+    if kv == "f16":
+        return """
+fn store_kv(which: u32, e: u32, val: vec2<f32>) {
+    if (which == 0u) { k_cache[e / 2u] = pack2x16float(val); }
+    else { v_cache[e / 2u] = pack2x16float(val); }
+}
+"""
+    return """
+fn store_kv(which: u32, e: u32, val: vec2<f32>) {
+    if (which == 0u) { k_cache[e] = val.x; k_cache[e + 1u] = val.y; }
+    else { v_cache[e] = val.x; v_cache[e + 1u] = val.y; }
+}
+"""
+
+
+@register("qkv_rope")
+def build_qkv_rope(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_heads: int,
+                   head_dim: int, group_size: int = 32, kv: str = "f16") -> Kernel:
+    op = "qkv_rope"
+    if kv not in ("f16", "f32"):
+        raise UnsupportedKernel(f"{op}: kv must be 'f16' or 'f32', got {kv!r}")
+    if n_kv_heads <= 0 or n_heads % n_kv_heads or head_dim % 4 or head_dim <= 0:
+        raise UnsupportedKernel(f"{op}: need n_heads % n_kv_heads == 0 and head_dim % 4 == 0, "
+                                f"got {n_heads}, {n_kv_heads}, {head_dim}")
+    qd, kvd = n_heads * head_dim, n_kv_heads * head_dim
+    for rows in (qd, kvd):
+        check_weight(op, fmt, rows, hidden, group_size)
+    vec = pick_vec(fmt, hidden, group_size)
+    xvec = 4 if hidden % 4 == 0 else 1
+    wpr = words_per_row(fmt, hidden)
+    nch = wpr // vec
+    cap = min(256, caps.max_workgroup_size)
+    wg = min(max(32, pow2_at_least(nch)), cap)
+    wg = 1 << (wg.bit_length() - 1)   # a power of two (tree reduction)
+    sg = caps.subgroups
+    units = (qd + 2 * kvd) // 4
+    if units > caps.max_workgroups_per_dim:
+        raise UnsupportedKernel(f"{op}: {units} row units exceed the grid limit")
+    key = KernelKey(op=op, fmt=fmt, wg=wg, tile=4, vec=vec, subgroups=sg,
+                    dims=(("h", hidden), ("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim),
+                          ("g", group_size), ("kv", 16 if kv == "f16" else 32)))
+    kv_ty = "u32" if kv == "f16" else "f32"
+    kv_doc = f"(max_ctx, n_kv_heads, head_dim) {kv}" + (" packed 2 per u32" if kv == "f16" else "")
+    binds = [(Binding("x", "read", "(n_tok, hidden) f32" + (" as vec4" if xvec == 4 else "")),
+              "vec4<f32>" if xvec == 4 else "f32")]
+    binds += weight_bindings(fmt, "wq_", vec, "n_heads*head_dim", "hidden")
+    binds += weight_bindings(fmt, "wk_", vec, "n_kv_heads*head_dim", "hidden")
+    binds += weight_bindings(fmt, "wv_", vec, "n_kv_heads*head_dim", "hidden")
+    binds += [(Binding("inv_freq", "read", "(head_dim/2) f32"), "f32"),
+              (Binding("q", "read_write", "(n_tok, n_heads*head_dim) f32"), "f32"),
+              (Binding("k_cache", "read_write", kv_doc), kv_ty),
+              (Binding("v_cache", "read_write", kv_doc), kv_ty),
+              (Binding("params", "uniform", "Params{n_tok, pos}"), "Params")]
+    decls, bindings = binding_decls(binds)
+    src = render(load_template("qkv"), {
+        "ENABLES": enables(False, sg), "FMT": fmt, "PARAMS": PARAMS.wgsl(), "BINDINGS": decls,
+        "COLS": hidden, "GS": group_size if fmt in QUANTIZED else 1,
+        "GPR": hidden // group_size if fmt in QUANTIZED else 1, "WPR": wpr, "VEC": vec,
+        "NCH": nch, "CE": vec * EPW[fmt], "WG": wg, "N_HEADS": n_heads, "N_KV": n_kv_heads,
+        "HEAD_DIM": head_dim, "XFNS": _x_fns(xvec),
+        "WFNS": "".join(weight_fns(fmt, p, vec, dot=True) for p in ("wq_", "wk_", "wv_")),
+        "REDUCE": load_template("matvec_reduce_sg" if sg else "matvec_reduce_wg"),
+        "ROPE_FN": ROPE_FN, "KV_STORE": _kv_store(kv),
+        "SGARGS": (",\n        @builtin(subgroup_invocation_id) sg_lane: u32,"
+                   "\n        @builtin(subgroup_size) sg_size: u32") if sg else "",
+        "SGCALL": ", sg_lane, sg_size" if sg else ""}, slug=key.slug())
+    return Kernel(key=key, wgsl=src, bindings=bindings, params=PARAMS, workgroup_size=(wg, 1, 1),
+                  features=("subgroups",) if sg else (),
+                  meta={"grid": lambda n_tok=1, **_: (units, n_tok, 1)})
+
+
+# ---- numpy reference ----
+def ref_qkv_rope(x, wq, wk, wv, inv_freq, n_heads, n_kv_heads, head_dim, pos):
+    """x (n_tok, hidden); w* dequantized (rows, hidden) -> (q, k, v) float64, q/k roped."""
+    import numpy as np
+
+    from .rope import ref_rope
+    x = np.asarray(x, np.float64)
+    q = ref_rope(x @ np.asarray(wq, np.float64).T, n_heads, head_dim, pos, inv_freq)
+    k = ref_rope(x @ np.asarray(wk, np.float64).T, n_kv_heads, head_dim, pos, inv_freq)
+    v = x @ np.asarray(wv, np.float64).T
+    return q, k, v
+
+
+# ---- check cases ----
+def _case(fmt, hidden, n_heads, n_kv_heads, head_dim, kv, n_tok, pos, scaled=True,
+          group_size=32) -> Case:
+    dims = dict(fmt=fmt, hidden=hidden, n_heads=n_heads, n_kv_heads=n_kv_heads,
+                head_dim=head_dim, group_size=group_size, kv=kv)
+    max_ctx = pos + n_tok + 2
+
+    def make(rng):
+        import numpy as np
+
+        from .harness import weight_parts
+        from .rope import case_inv_freq
+        bufs = {}
+        ws = {}
+        for nm, rows in (("wq", n_heads * head_dim), ("wk", n_kv_heads * head_dim),
+                         ("wv", n_kv_heads * head_dim)):
+            b, ws[nm] = weight_parts(rng, fmt, rows, hidden, group_size, prefix=nm + "_")
+            bufs.update(b)
+        x = (rng.standard_normal((n_tok, hidden)) / np.sqrt(hidden)).astype(np.float32)
+        dt = np.float16 if kv == "f16" else np.float32
+        kc = rng.standard_normal((max_ctx, n_kv_heads, head_dim)).astype(dt)  # old contents
+        vc = rng.standard_normal((max_ctx, n_kv_heads, head_dim)).astype(dt)
+        inv = np.asarray(case_inv_freq(head_dim, scaled), np.float32)
+        bufs.update(x=x, inv_freq=inv, q=n_tok * n_heads * head_dim * 4, k_cache=kc, v_cache=vc)
+        return {"buffers": bufs, "params": {"n_tok": n_tok, "pos": pos},
+                "grid": {"n_tok": n_tok}, **ws}
+
+    def ref(inp):
+        import numpy as np
+        b = inp["buffers"]
+        q, k, v = ref_qkv_rope(b["x"], inp["wq"], inp["wk"], inp["wv"], b["inv_freq"],
+                               n_heads, n_kv_heads, head_dim, pos)
+        kc, vc = b["k_cache"].copy(), b["v_cache"].copy()
+        kc[pos:pos + n_tok] = k.reshape(n_tok, n_kv_heads, head_dim)
+        vc[pos:pos + n_tok] = v.reshape(n_tok, n_kv_heads, head_dim)
+        return {"q": q.astype(np.float32), "k_cache": kc, "v_cache": vc}
+
+    return Case(op="qkv_rope", dims=dims, make_inputs=make, reference=ref,
+                tol="qkv_kv_f16" if kv == "f16" else "dot_f32",
+                label=f"{fmt} h={hidden} nh={n_heads} nkv={n_kv_heads} hd={head_dim} {kv} "
+                      f"n_tok={n_tok} pos={pos}")
+
+
+@register_cases("qkv_rope")
+def qkv_cases(quick: bool) -> list[Case]:
+    out = [_case("q4_0", 128, 4, 1, 64, "f16", 1, 5), _case("q4_1", 96, 3, 3, 64, "f32", 3, 0),
+           _case("q8_0", 64, 2, 1, 128, "f16", 1, 17, scaled=False),
+           _case("f16", 72, 4, 2, 64, "f16", 5, 2), _case("f32", 36, 8, 1, 64, "f32", 1, 0)]
+    if not quick:
+        out += [_case("q4_0", 576, 9, 3, 64, "f16", 33, 100),
+                _case("q4_1", 2048, 32, 8, 64, "f16", 1, 4095),
+                _case("q8_0", 512, 8, 2, 128, "f16", 5, 30),
+                _case("f16", 256, 4, 4, 128, "f32", 1, 1)]
+    return out

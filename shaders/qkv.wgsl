@@ -1,0 +1,81 @@
+{{ENABLES}}
+// qkv_rope ({{FMT}}): q = rope(x Wq^T) -> q; k = rope(x Wk^T) -> k_cache[pos + t]; v = x Wv^T ->
+// v_cache[pos + t], one dispatch. Workgroup (u, t): unit u of token t. A unit is 4 output rows:
+//   Q / K unit: rows j, j+1, j+HALF, j+HALF+1 of one head (two RoPE pairs, and the two packed f16
+//               words (j, j+1), (j+HALF, j+HALF+1) of the K cache row);
+//   V unit:     rows 4v .. 4v+3 (two packed words).
+// The weight reading (chunks of VEC words, dequantisation, dot) is matvec's (matvec_dot_*.wgsl,
+// matvec_reduce_*.wgsl): the threads stride along the 4 rows, then reduce across the workgroup.
+{{PARAMS}}
+{{BINDINGS}}
+const COLS: u32 = {{COLS}}u;   // hidden size = length of x
+const GS: u32 = {{GS}}u;       // quantization group size (columns)
+const GPR: u32 = {{GPR}}u;     // groups per row
+const WPR: u32 = {{WPR}}u;     // u32 words per row
+const VEC: u32 = {{VEC}}u;     // words per weight load
+const NCH: u32 = {{NCH}}u;     // chunks per row
+const CE: u32 = {{CE}}u;       // columns per chunk
+const WG: u32 = {{WG}}u;
+const NACC: u32 = 4u;          // rows per unit = partial sums per thread
+const N_HEADS: u32 = {{N_HEADS}}u;
+const N_KV: u32 = {{N_KV}}u;
+const HD: u32 = {{HEAD_DIM}}u;
+const HALF: u32 = HD / 2u;
+const QD: u32 = N_HEADS * HD;  // q row length
+const KVD: u32 = N_KV * HD;    // k / v row length
+const QU: u32 = QD / 4u;       // units of Q
+const KU: u32 = KVD / 4u;      // units of K (and of V)
+
+var<private> xoff: u32;        // x row of the current token, in x elements / XV
+{{XFNS}}
+{{WFNS}}
+{{REDUCE}}
+{{ROPE_FN}}
+{{KV_STORE}}
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32{{SGARGS}}) {
+    let u = wid.x;
+    let t = wid.y;
+    if (t >= params.n_tok) { return; }   // workgroup-uniform
+    xoff = t * (COLS / XV);
+    // the unit's 4 rows in its weight (Q and K units: rope pairs of head h at j, j + 1)
+    let sect = select(select(2u, 1u, u < QU + KU), 0u, u < QU);
+    let v = u - select(select(QU + KU, QU, u < QU + KU), 0u, u < QU);
+    let h = v / (HD / 4u);
+    let j = 2u * (v % (HD / 4u));
+    var rows = vec4<u32>(h * HD + j, h * HD + j + 1u, h * HD + j + HALF, h * HD + j + HALF + 1u);
+    if (sect == 2u) { rows = vec4<u32>(4u * v, 4u * v + 1u, 4u * v + 2u, 4u * v + 3u); }
+    var acc: array<f32, NACC>;
+    for (var ch = lid; ch < NCH; ch += WG) {
+        for (var r = 0u; r < 4u; r++) {
+            if (sect == 0u) { acc[r] += wq_dot(rows[r], ch); }
+            else if (sect == 1u) { acc[r] += wk_dot(rows[r], ch); }
+            else { acc[r] += wv_dot(rows[r], ch); }
+        }
+    }
+    reduce(lid{{SGCALL}}, acc);
+    if (lid == 0u) {
+        let p = params.pos + t;
+        let a = vec4<f32>(total(0u), total(1u), total(2u), total(3u));
+        if (sect == 2u) {
+            store_kv(1u, p * KVD + 4u * v, a.xy);
+            store_kv(1u, p * KVD + 4u * v + 2u, a.zw);
+            return;
+        }
+        let r0 = rope_rotate(a.xz, rope_cs(p, inv_freq[j]));        // (row j, row j + HALF)
+        let r1 = rope_rotate(a.yw, rope_cs(p, inv_freq[j + 1u]));   // (row j + 1, row j + 1 + HALF)
+        if (sect == 0u) {
+            let o = t * QD + h * HD + j;
+            q[o] = r0.x;
+            q[o + 1u] = r1.x;
+            q[o + HALF] = r0.y;
+            q[o + HALF + 1u] = r1.y;
+        } else {
+            let o = p * KVD + h * HD + j;
+            store_kv(0u, o, vec2<f32>(r0.x, r1.x));
+            store_kv(0u, o + HALF, vec2<f32>(r0.y, r1.y));
+        }
+    }
+}
