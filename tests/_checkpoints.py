@@ -107,7 +107,8 @@ def save_bf16(tensors: dict[str, np.ndarray], path) -> Path:
     header, chunks, off = {}, [], 0
     for name, a in tensors.items():
         raw = (bf16(a).view(np.uint32) >> 16).astype("<u2").tobytes()
-        header[name] = {"dtype": "BF16", "shape": list(a.shape), "data_offsets": [off, off + len(raw)]}
+        header[name] = {"dtype": "BF16", "shape": list(a.shape),
+                        "data_offsets": [off, off + len(raw)]}
         chunks.append(raw)
         off += len(raw)
     return write_raw_safetensors(path, header, b"".join(chunks))

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _checkpoints import hf_config, hf_tensors, write_hf, write_raw_safetensors
-from safetensors.numpy import save_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,7 +100,8 @@ CASES = {
     "shape disagrees with config": (lambda p: _shape_case(p), ["model.safetensors",
                                                                "layers.0.self_attn.q_proj.weight",
                                                                "config.json implies [64, 64]"]),
-    "missing tensor": (lambda p: _drop_case(p), ["missing tensor 'model.layers.1.mlp.up_proj.weight' (layers.1.feed_forward.w3)"]),
+    "missing tensor": (lambda p: _drop_case(p), [
+        "missing tensor 'model.layers.1.mlp.up_proj.weight' (layers.1.feed_forward.w3)"]),
     "untied without lm_head": (lambda p: _drop_case(p, "lm_head.weight"),
                                ["missing tensor 'lm_head.weight' (output)", "tie_word_embeddings"]),
     "unknown tensor": (lambda p: _extra_case(p), ["model.safetensors",
@@ -110,7 +110,8 @@ CASES = {
                    ["no *.safetensors"]),
     "truncated file": (lambda p: _truncate(p), ["model.safetensors", "past the end"]),
     "missing source": (lambda p: p / "nothing-here", ["nothing-here", "no such file"]),
-    "group size": (lambda p: _folder(p), ["--group-size", "tok_embeddings", "multiple of the group size 48"]),
+    "group size": (lambda p: _folder(p), ["--group-size", "tok_embeddings",
+                                          "multiple of the group size 48"]),
 }
 EXTRA = {"group size": ["--group-size", "48"]}
 
@@ -121,7 +122,8 @@ def _then(_, p):
 
 def _garbage(p):
     _folder(p)
-    (p / "src" / "model.safetensors").write_bytes((20).to_bytes(8, "little") + b"{not json at all!!!}")
+    raw = b"{not json at all!!!}"
+    (p / "src" / "model.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw)
     return p / "src"
 
 

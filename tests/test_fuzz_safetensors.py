@@ -74,7 +74,7 @@ def test_structured_headers(header, data_len, header_len):
                           st.integers(0, 64)), min_size=1, max_size=5),
        st.integers(-40, 40), st.data())
 def test_nearly_valid_headers(specs, data_delta, data):
-    """Headers built consistently, then offsets nudged and data cut: the edge cases of the checks."""
+    """Consistent headers, then offsets nudged and data cut: the edges of every check."""
     header, off = {}, 0
     for i, (dt, shape, gap) in enumerate(specs):
         nbytes = math.prod(shape) * DTYPE_SIZES[dt]

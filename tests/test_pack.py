@@ -65,7 +65,8 @@ def check_invariants(out: Path, m: dict, max_part: int = formats.MAX_PART_BYTES)
                 assert loc["offset"] % 256 == 0 and loc["nbytes"] % 4 == 0
                 assert loc["nbytes"] <= max_part
                 assert loc["offset"] + loc["nbytes"] <= sizes[loc["shard"]]
-                spans.setdefault(loc["shard"], []).append((loc["offset"], loc["offset"] + loc["nbytes"]))
+                span = (loc["offset"], loc["offset"] + loc["nbytes"])
+                spans.setdefault(loc["shard"], []).append(span)
                 largest = max(largest, loc["nbytes"])
         assert row == (e["shape"][0] if len(e["shape"]) == 2 else 1), name
     for lst in spans.values():
@@ -113,7 +114,8 @@ def test_pack_values_and_invariants(tmp_path, quant):
     assert m["stats"]["total_bytes"] == sum(x["nbytes"] for x in m["shards"])
     # tokenizer files copied, generation defaults from generation_config.json
     assert sorted(m["tokenizer"]["files"]) == ["generation_config.json", "tokenizer_config.json"]
-    assert (out / "tokenizer_config.json").read_bytes() == (src / "tokenizer_config.json").read_bytes()
+    name = "tokenizer_config.json"
+    assert (out / name).read_bytes() == (src / name).read_bytes()
     assert m["generation"] == {"bos_token_id": 128000, "eos_token_ids": [128001, 128008, 128009],
                                "temperature": 0.6, "top_p": 0.9}
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
@@ -202,7 +204,8 @@ class _FakeNative(SourceTensor):
     """A GGUF-like tensor whose source block type is q4_1: pack must copy it bit-exactly."""
 
     def __init__(self, canon, a, fmt):
-        self.canon, self.shape, self.src_dtype = canon, a.shape, fmt.upper() if a.ndim == 2 else "F32"
+        self.canon, self.shape = canon, a.shape
+        self.src_dtype = fmt.upper() if a.ndim == 2 else "F32"
         self.a, self.fmt = a, fmt
         self.parts = quantize(a, fmt) if a.ndim == 2 else None
 

@@ -46,7 +46,8 @@ def test_sound_model_passes(packed):
     r = _cli("verify", packed)
     m = json.loads((packed / "manifest.json").read_text())
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == f"OK: {len(m['shards'])} shards, {len(m['tensors'])} tensors verified"
+    want = f"OK: {len(m['shards'])} shards, {len(m['tensors'])} tensors verified"
+    assert r.stdout.strip() == want
 
 
 def test_flipped_byte_in_every_shard(packed, tmp_path):
@@ -81,7 +82,8 @@ TAMPER = {
     "wrong nbytes": (lambda m: _first_block(m, "layers.0.attention.wq")["parts"]["qs"].update(
         nbytes=256), "'layers.0.attention.wq'", "its shape needs"),
     "overlap": (lambda m: _first_block(m, "layers.0.attention.wk")["parts"]["qs"].update(
-        _first_block(m, "layers.0.attention.wq")["parts"]["qs"]), "overlaps", "layers.0.attention.w"),
+        _first_block(m, "layers.0.attention.wq")["parts"]["qs"]), "overlaps",
+        "layers.0.attention.w"),
     "outside shard": (lambda m: _first_block(m, "norm")["parts"]["data"].update(
         offset=1 << 20), "'norm'", "outside shard"),
     "missing shard index": (lambda m: _first_block(m, "norm")["parts"]["data"].update(shard=99),

@@ -1,4 +1,4 @@
-"""bench: synthesize a preset-shaped checkpoint, pack it in a child process, print MB/s and peak RSS.
+"""bench: synthesize a preset-shaped checkpoint, pack it in a child, print MB/s and peak RSS.
 
 Not a test: numbers depend on the machine. Packing runs as a subprocess that reports its own
 peak RSS, so the synthesizer's memory is not counted.
@@ -7,7 +7,6 @@ peak RSS, so the synthesizer's memory is not counted.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -15,7 +14,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
 
 # The packing child reports its own peak RSS: VmHWM (peak of its address space) where /proc
 # exists, because ru_maxrss is carried across fork + exec on Linux and would include this
@@ -41,8 +39,8 @@ def _peak(stdout: str) -> int:
 
 def _make_source(folder: Path, preset: str) -> Path:
     """An HF folder of ``preset`` written by weights_tool.synth."""
-    from .synth import synth
     from .errors import PackError
+    from .synth import synth
     try:
         from .fetch import data_path
         tok_dir = data_path("llama3-tokenizer")

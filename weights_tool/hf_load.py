@@ -270,7 +270,8 @@ class HFSource(Source):
         if self.config.tie_word_embeddings:
             by_canon.pop("output", None)  # tied: the model reads tok_embeddings (manifest alias)
         for canon in expected_tensors(self.config):
-            if canon not in by_canon and not (canon == "output" and self.config.tie_word_embeddings):
+            tied = canon == "output" and self.config.tie_word_embeddings
+            if canon not in by_canon and not tied:
                 raise PackError(self.path, f"missing tensor {_hf_name(canon)!r} ({canon})",
                                 "Set tie_word_embeddings in config.json if the model ties them"
                                 if canon == "output" else "The checkpoint is incomplete")

@@ -233,7 +233,8 @@ def pack(src, out, quant: str = "q4_0", group_size: int = 32, shard_mb: float = 
         raise PackError(str(out), f"group size must be a positive multiple of 8, got {group_size}",
                         "Use --group-size 32")
     if not shard_mb > 0:
-        raise PackError(str(out), f"shard size must be positive, got {shard_mb}", "Use --shard-mb 32")
+        raise PackError(str(out), f"shard size must be positive, got {shard_mb}",
+                        "Use --shard-mb 32")
     max_part = formats.MAX_PART_BYTES if max_part_bytes is None else max_part_bytes
     out = Path(out)
     if out.exists() and not force:

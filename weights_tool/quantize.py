@@ -161,7 +161,7 @@ def quantize(w: np.ndarray, fmt: str, group_size: int = 32) -> dict[str, np.ndar
 # ---- dequantize ----
 def dequantize(parts: dict[str, np.ndarray], fmt: str, rows: int, cols: int,
                group_size: int = 32) -> np.ndarray:
-    """Inverse of ``quantize``: parts (as arrays, or raw bytes from a shard) -> float32 (rows, cols)."""
+    """Inverse of ``quantize``: parts (arrays, or raw shard bytes) -> float32 (rows, cols)."""
     if fmt not in FORMATS:
         raise QuantError(f"unknown format {fmt!r}")
     G = group_size
@@ -200,7 +200,7 @@ def part_bytes(a: np.ndarray) -> bytes:
 
 def error_stats(w: np.ndarray, parts: dict[str, np.ndarray], fmt: str,
                 group_size: int = 32) -> tuple[float, float]:
-    """(max |w - dequantize(parts)|, sum |w - dequantize(parts)|) over all elements, in row chunks."""
+    """(max, sum) of |w - dequantize(parts)| over all elements, computed in row chunks."""
     rows, cols = w.shape
     G = group_size
     worst, total = 0.0, 0.0

@@ -170,7 +170,8 @@ def _check_tensor(name, e, tensors, want, shard_sizes, spans, problems) -> int:
         problems.append(f"tensor {name!r}: {len(shape)}-D tensors are not supported")
         return 0
     if not _is_int(G) or formats.check_shape(dtype, 1, cols, G):
-        problems.append(f"tensor {name!r}: {formats.check_shape(dtype, 1, cols, G) or 'bad group size'}")
+        why = formats.check_shape(dtype, 1, cols, G) if _is_int(G) else None
+        problems.append(f"tensor {name!r}: {why or 'bad group size'}")
         return 0
     blocks = e["blocks"]
     if not isinstance(blocks, list) or not blocks:
