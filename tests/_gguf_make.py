@@ -152,15 +152,18 @@ def make_gguf(path: Path, *, vocab_pad: int = 0, hidden: int = 64, ffn: int = 12
     def mat(r: int, c: int) -> np.ndarray:
         return (rng.standard_normal((r, c)) / math.sqrt(c)).astype(np.float32)
 
+    def norm() -> np.ndarray:
+        return (1 + 0.1 * rng.standard_normal(hidden)).astype(np.float32)
+
     put("token_embd.weight", "tok_embeddings", mat(vocab, hidden), embed_qtype or qtype)
     for i in range(layers):
         b, p = f"blk.{i}.", f"layers.{i}."
-        put(b + "attn_norm.weight", p + "attention_norm", 1 + 0.1 * rng.standard_normal(hidden).astype(np.float32), Q.F32)
+        put(b + "attn_norm.weight", p + "attention_norm", norm(), Q.F32)
         put(b + "attn_q.weight", p + "attention.wq", mat(heads * hd, hidden), qtype, heads)
         put(b + "attn_k.weight", p + "attention.wk", mat(kv_heads * hd, hidden), qtype, kv_heads)
         put(b + "attn_v.weight", p + "attention.wv", mat(kv_heads * hd, hidden), qtype)
         put(b + "attn_output.weight", p + "attention.wo", mat(hidden, heads * hd), qtype)
-        put(b + "ffn_norm.weight", p + "ffn_norm", 1 + 0.1 * rng.standard_normal(hidden).astype(np.float32), Q.F32)
+        put(b + "ffn_norm.weight", p + "ffn_norm", norm(), Q.F32)
         put(b + "ffn_gate.weight", p + "feed_forward.w1", mat(ffn, hidden), qtype)
         put(b + "ffn_down.weight", p + "feed_forward.w2", mat(hidden, ffn), qtype)
         put(b + "ffn_up.weight", p + "feed_forward.w3", mat(ffn, hidden), qtype)

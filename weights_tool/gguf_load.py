@@ -35,6 +35,7 @@ from .source import Source, SourceTensor, check_tensor_set
 
 CORRUPT_HINT = "Re-download the file; it must be a complete GGUF v2/v3 model"
 
+
 # ---- Q/K row permutation (convert_hf_to_gguf's ``permute``) ----
 def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
     """HF rotate-half rows -> llama.cpp's interleaved rows (what convert_hf_to_gguf does)."""
@@ -80,6 +81,8 @@ def repack_blocks(raw: np.ndarray, src_dtype: str, rows: int, cols: int) -> dict
 
 # ---- the tensor ----
 class GGUFTensor(SourceTensor):
+    """One GGUF tensor, decoded lazily from the memory map (nothing is read until asked)."""
+
     def __init__(self, canon: str, src_name: str, qtype, data: np.ndarray,
                  shape: tuple[int, ...], n_head: int | None, file: Path) -> None:
         self.canon = canon
@@ -145,6 +148,11 @@ def _stem_name(path: Path) -> str:
 
 
 class GGUFSource(Source):
+    """A llama GGUF: ``config`` from its metadata, ``tensors()`` in HF layout, HF tokenizer files.
+
+    ``meta`` holds every metadata value; ``header`` the parsed container (tensor table, offsets).
+    """
+
     kind = "gguf"
 
     def __init__(self, path: str | os.PathLike) -> None:
