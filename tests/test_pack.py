@@ -247,3 +247,16 @@ def test_native_parts_are_copied_losslessly(tmp_path, fmt):
               progress=False).manifest
     assert {e["dtype"] for e in m2["tensors"].values() if "blocks" in e} == {fmt, "f32"}
     assert m2["stats"]["max_abs_err"] == 0.0
+
+
+def test_force_with_bad_source_keeps_old_out(tmp_path):
+    from weights_tool.errors import PackError
+    src = write_hf(tmp_path / "src")
+    out = tmp_path / "out"
+    pack(src, out, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (src / "model.safetensors").write_bytes(b"\x05\0\0\0\0\0\0\0{bad}")
+    with pytest.raises(PackError, match="malformed safetensors header"):
+        pack(src, out, force=True, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]
