@@ -43,14 +43,15 @@ def _check_dims(op, n_heads, n_kv_heads, head_dim, kv):
 # ---- KV cache access fragments (f16 packed or f32) ----
 def kv_fragments(kv: str, writable: bool = False, first_binding: int = 1) -> tuple[str, str]:
     """(binding declarations of k_cache, v_cache; WGSL fns ``kdot(p, h) -> array<f32, G>``
-    (scaled q rows of the group in workgroup ``qs`` dotted with K[p, h]) and ``vload(p, h, d)``)."""
+    (scaled q rows of the group in workgroup ``qs`` dotted with K[p, h]) and ``vload8(p, h, dg)``
+    (elements 8*dg .. 8*dg+7 of V[p, h]))."""
     acc = "read_write" if writable else "read"
     b0, b1 = first_binding, first_binding + 1
     if kv == "f16":
         decl = (f"@group(0) @binding({b0}) var<storage, {acc}> k_cache: array<vec4<u32>>;  "
                 "// (max_ctx, N_KV, HD) f16, 8 per vec4<u32>\n"
-                f"@group(0) @binding({b1}) var<storage, {acc}> v_cache: array<u32>;        "
-                "// (max_ctx, N_KV, HD) f16, 2 per u32")
+                f"@group(0) @binding({b1}) var<storage, {acc}> v_cache: array<vec4<u32>>;  "
+                "// (max_ctx, N_KV, HD) f16, 8 per vec4<u32>")
         fns = """
 fn kdot(p: u32, h: u32) -> array<f32, G> {
     var s: array<f32, G>;
@@ -66,14 +67,18 @@ fn kdot(p: u32, h: u32) -> array<f32, G> {
     }
     return s;
 }
-fn vload(p: u32, h: u32, d: u32) -> f32 {
-    return unpack2x16float(v_cache[((p * N_KV + h) * HD + d) / 2u])[d & 1u];
+struct V8 { a: vec4<f32>, b: vec4<f32> }
+// elements 8*dg .. 8*dg+7 of V[p, h]
+fn vload8(p: u32, h: u32, dg: u32) -> V8 {
+    let w = v_cache[(p * N_KV + h) * (HD / 8u) + dg];
+    return V8(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
+              vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
 }
 """
     else:
         decl = (f"@group(0) @binding({b0}) var<storage, {acc}> k_cache: array<vec4<f32>>;  "
                 "// (max_ctx, N_KV, HD) f32\n"
-                f"@group(0) @binding({b1}) var<storage, {acc}> v_cache: array<f32>;        "
+                f"@group(0) @binding({b1}) var<storage, {acc}> v_cache: array<vec4<f32>>;  "
                 "// (max_ctx, N_KV, HD) f32")
         fns = """
 fn kdot(p: u32, h: u32) -> array<f32, G> {
@@ -89,8 +94,11 @@ fn kdot(p: u32, h: u32) -> array<f32, G> {
     }
     return s;
 }
-fn vload(p: u32, h: u32, d: u32) -> f32 {
-    return v_cache[(p * N_KV + h) * HD + d];
+struct V8 { a: vec4<f32>, b: vec4<f32> }
+// elements 8*dg .. 8*dg+7 of V[p, h]
+fn vload8(p: u32, h: u32, dg: u32) -> V8 {
+    let i = (p * N_KV + h) * (HD / 4u) + 2u * dg;
+    return V8(v_cache[i], v_cache[i + 1u]);
 }
 """
     return decl, fns
@@ -134,42 +142,50 @@ fn tile_max(s: array<f32, G>, t: u32) -> array<f32, G> {
 """
 
 
-def decode_wg(head_dim: int) -> int:
-    return max(128, head_dim)
+DECODE_WG = 128          # invocations = positions per tile of attention_decode
 
 
-def n_chunks(ctx: int, tile: int, max_chunks: int = MAX_CHUNKS) -> int:
+def n_chunks(ctx: int, tile: int = DECODE_WG, max_chunks: int = MAX_CHUNKS) -> int:
     """Chunks of whole tiles covering ``ctx`` positions (same arithmetic as the WGSL)."""
     n_tiles = -(-ctx // tile)
     tpc = -(-n_tiles // max_chunks)
     return -(-n_tiles // tpc)
 
 
-def part_bytes(n_heads: int, head_dim: int) -> int:
+def part_bytes(n_heads: int, head_dim: int, max_chunks: int = MAX_CHUNKS) -> int:
     """Byte size of the ``part`` scratch buffer of attention_decode / attention_combine."""
-    return n_heads * MAX_CHUNKS * (head_dim + 2) * 4
+    return n_heads * max_chunks * (head_dim + 2) * 4
+
+
+def _decode_knobs(wg: int, max_chunks: int) -> tuple[int, int]:
+    return wg or DECODE_WG, max_chunks or MAX_CHUNKS
 
 
 @register("attention_decode")
-def build_decode(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int,
-                 kv: str = "f16") -> Kernel:
+def build_decode(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int, kv: str = "f16",
+                 wg: int = 0, max_chunks: int = 0) -> Kernel:
+    """``wg`` (tile = workgroup size, power of two) and ``max_chunks`` override the defaults
+    (benchmarks only; attention_combine must get the same values)."""
     _check_dims("attention_decode", n_heads, n_kv_heads, head_dim, kv)
-    wg = decode_wg(head_dim)
-    if wg % head_dim or wg > caps.max_workgroup_size:
-        raise UnsupportedKernel(f"attention_decode: head_dim {head_dim} needs a workgroup of {wg}"
-                                f" (adapter max {caps.max_workgroup_size})")
+    wg, mc = _decode_knobs(wg, max_chunks)
+    tpr = head_dim // 8
+    if wg & (wg - 1) or wg % tpr or wg > caps.max_workgroup_size:
+        raise UnsupportedKernel(f"attention_decode: workgroup {wg} must be a power of two, a "
+                                f"multiple of head_dim/8 = {tpr} and <= adapter max "
+                                f"{caps.max_workgroup_size}")
     g = n_heads // n_kv_heads
-    shared = 4 * (g * head_dim + 2 * g * wg)
+    pg = wg // tpr
+    shared = 4 * (g * head_dim + g * wg + max(g * wg, pg * head_dim + pg))
     if shared > caps.max_workgroup_storage:
         raise UnsupportedKernel(f"attention_decode: needs {shared} B of workgroup storage, "
                                 f"adapter has {caps.max_workgroup_storage}")
     sg = caps.subgroups
     key = KernelKey(op="attention_decode", fmt=kv, wg=wg, vec=4, subgroups=sg,
-                    dims=(("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim)))
+                    dims=(("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim), ("mc", mc)))
     decl, fns = kv_fragments(kv)
     src = render(load_template("attention_decode"), {
         "ENABLES": enable_lines(False, sg), "N_HEADS": str(n_heads), "N_KV": str(n_kv_heads),
-        "HEAD_DIM": str(head_dim), "WG": str(wg), "MAX_CHUNKS": str(MAX_CHUNKS),
+        "HEAD_DIM": str(head_dim), "WG": str(wg), "MAX_CHUNKS": str(mc),
         "SCALE": wgsl_float(1.0 / math.sqrt(head_dim)), "PARAMS": DECODE_PARAMS.wgsl(),
         "KV_DECL": decl, "KV_FNS": fns, "TILE_MAX": _tile_max(sg),
         "SG_ARGS": SG_ARGS if sg else "", "SG_CALL": SG_CALL if sg else ""}, key.slug())
@@ -183,28 +199,28 @@ def build_decode(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int,
                       Binding("part", "read_write",
                               "(n_heads, MAX_CHUNKS, head_dim) + (n_heads, MAX_CHUNKS, 2) f32"),
                       Binding("params", "uniform", "Params{ctx}")),
-                  meta={"grid": lambda ctx=1, **_: (n_chunks(ctx, wg), n_kv_heads, 1),
-                        "part_bytes": part_bytes(n_heads, head_dim), "tile": wg,
-                        "max_chunks": MAX_CHUNKS})
+                  meta={"grid": lambda ctx=1, **_: (n_chunks(ctx, wg, mc), n_kv_heads, 1),
+                        "part_bytes": part_bytes(n_heads, head_dim, mc), "tile": wg,
+                        "max_chunks": mc})
 
 
 @register("attention_combine")
-def build_combine(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int,
-                  kv: str = "f16") -> Kernel:
-    """Pass 2 of attention_decode; takes the same dims (kv/n_kv_heads only fix the tile size)."""
+def build_combine(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int, kv: str = "f16",
+                  wg: int = 0, max_chunks: int = 0) -> Kernel:
+    """Pass 2 of attention_decode; takes the same dims (they fix the tile and chunk layout)."""
     _check_dims("attention_combine", n_heads, n_kv_heads, head_dim, kv)
-    wg = min(head_dim, 128)
-    tile = decode_wg(head_dim)
-    key = KernelKey(op="attention_combine", wg=wg, dims=(("nh", n_heads), ("hd", head_dim),
-                                                         ("tile", tile)))
+    tile, mc = _decode_knobs(wg, max_chunks)
+    cwg = min(head_dim, 128)
+    key = KernelKey(op="attention_combine", wg=cwg, dims=(("nh", n_heads), ("hd", head_dim),
+                                                          ("tile", tile), ("mc", mc)))
     src = render(load_template("attention_combine"), {
-        "N_HEADS": str(n_heads), "HEAD_DIM": str(head_dim), "WG": str(wg), "TILE": str(tile),
-        "MAX_CHUNKS": str(MAX_CHUNKS), "PARAMS": DECODE_PARAMS.wgsl()}, key.slug())
-    return Kernel(key=key, wgsl=src, params=DECODE_PARAMS, workgroup_size=(wg, 1, 1), bindings=(
-        Binding("part", "read", "as written by attention_decode"),
-        Binding("out", "read_write", "(n_heads*head_dim) f32"),
-        Binding("params", "uniform", "Params{ctx}")),
-        meta={"grid": lambda **_: (n_heads, 1, 1)})
+        "N_HEADS": str(n_heads), "HEAD_DIM": str(head_dim), "WG": str(cwg), "TILE": str(tile),
+        "MAX_CHUNKS": str(mc), "PARAMS": DECODE_PARAMS.wgsl()}, key.slug())
+    return Kernel(key=key, wgsl=src, params=DECODE_PARAMS, workgroup_size=(cwg, 1, 1),
+                  bindings=(Binding("part", "read", "as written by attention_decode"),
+                            Binding("out", "read_write", "(n_heads*head_dim) f32"),
+                            Binding("params", "uniform", "Params{ctx}")),
+                  meta={"grid": lambda **_: (n_heads, 1, 1)})
 
 
 PREFILL_PARAMS = Params((("n_tok", "u32"), ("pos", "u32")))
@@ -312,15 +328,17 @@ def kv_arrays(rng, max_ctx, n_kv_heads, head_dim, kv, valid):
 
 
 # ---- check cases ----
-def _decode_case(n_heads, n_kv_heads, head_dim, kv, ctx) -> Case:
-    dims = {"n_heads": n_heads, "n_kv_heads": n_kv_heads, "head_dim": head_dim, "kv": kv}
+def _decode_case(n_heads, n_kv_heads, head_dim, kv, ctx, **knobs) -> Case:
+    dims = {"n_heads": n_heads, "n_kv_heads": n_kv_heads, "head_dim": head_dim, "kv": kv,
+            **knobs}
 
     def make(rng):
         import numpy as np
         kb, vb, k, v = kv_arrays(rng, ctx + 3, n_kv_heads, head_dim, kv, ctx)
         q = rng.standard_normal(n_heads * head_dim).astype(np.float32)
         return {"buffers": {"q": q, "k_cache": kb, "v_cache": vb,
-                            "part": part_bytes(n_heads, head_dim),
+                            "part": part_bytes(n_heads, head_dim, knobs.get("max_chunks", 0)
+                                               or MAX_CHUNKS),
                             "out": n_heads * head_dim * 4},
                 "params": {"ctx": ctx}, "grid": {"ctx": ctx}, "k": k, "v": v}
 
@@ -337,14 +355,16 @@ def _decode_case(n_heads, n_kv_heads, head_dim, kv, ctx) -> Case:
         return [(k1, p, k1.meta["grid"](ctx=ctx)), (k2, p, k2.meta["grid"](ctx=ctx))]
 
     return Case(op="attention_decode", dims=dims, make_inputs=make, reference=ref, tol="f32",
-                steps=steps, label=f"nh={n_heads},nkv={n_kv_heads},hd={head_dim},{kv},ctx={ctx}")
+                steps=steps, label=f"nh={n_heads},nkv={n_kv_heads},hd={head_dim},{kv},ctx={ctx}"
+                      + "".join(f",{k}={v}" for k, v in knobs.items()))
 
 
 @register_cases("attention_decode", covers=("attention_combine",))
 def decode_cases(quick: bool) -> list[Case]:
     out = [_decode_case(8, 8, 64, "f16", 17), _decode_case(9, 3, 64, "f32", 1),
            _decode_case(32, 8, 128, "f16", 17), _decode_case(16, 2, 128, "f16", 300),
-           _decode_case(4, 1, 64, "f32", 290)]
+           _decode_case(4, 1, 64, "f32", 290),
+           _decode_case(12, 4, 128, "f16", 700, wg=64, max_chunks=4)]   # multi-tile chunks
     if not quick:
         out += [_decode_case(32, 8, 128, "f16", 4096), _decode_case(9, 3, 64, "f16", 4096),
                 _decode_case(8, 1, 128, "f32", 4096), _decode_case(4, 4, 128, "f16", 1),

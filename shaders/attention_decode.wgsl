@@ -1,8 +1,10 @@
 // Decode attention, pass 1 of 2 (op "attention_decode"): split-K "flash-decoding".
 // Workgroup (c, h): KV head h and chunk c of the context. All G = N_HEADS / N_KV query heads of
 // the group share the K/V reads. The chunk is walked in tiles of TILE = WG positions with an online
-// softmax: invocation t owns position tile0 + t in the score phase (a full K row, vec4 loads) and
-// head-dim element d = t % HD in the value phase. The chunk's unnormalised partial
+// softmax: invocation t owns position tile0 + t in the score phase (a full K row, 16-byte loads);
+// in the value phase it owns the 8 head-dim elements 8*(t % TPR).. of every PG-th position of the
+// tile (one 16-byte V load per position, so many loads are in flight), and the PG position groups
+// are folded once per chunk, at the end. The chunk's unnormalised partial
 // (acc[HD], running max m, running sum l) per query head goes to `part`; pass 2
 // (attention_combine.wgsl) merges the chunks. Scores are pre-scaled by 1/sqrt(HD) via q.
 {{ENABLES}}
@@ -12,7 +14,10 @@ const G: u32 = N_HEADS / N_KV;     // query heads per KV head (GQA ratio)
 const HD: u32 = {{HEAD_DIM}}u;
 const WG: u32 = {{WG}}u;
 const TILE: u32 = WG;              // positions per tile
-const VSPLIT: u32 = WG / HD;       // value phase: invocations per head-dim element (1, 2)
+const DPT: u32 = 8u;               // value phase: head-dim elements per invocation
+const TPR: u32 = HD / DPT;         // invocations per V row
+const PG: u32 = WG / TPR;          // position groups of the value phase
+const RED: u32 = max(G * TILE, PG * HD + PG);
 const MAX_CHUNKS: u32 = {{MAX_CHUNKS}}u;
 const SCALE: f32 = {{SCALE}};      // 1 / sqrt(HD)
 const NEG: f32 = -3.0e38;          // masked score (finite: exp(NEG - m) == 0, never NaN)
@@ -25,7 +30,7 @@ const NEG: f32 = -3.0e38;          // masked score (finite: exp(NEG - m) == 0, n
 
 var<workgroup> qs: array<vec4<f32>, G * HD / 4u>;  // (G, HD) scaled q of the group
 var<workgroup> pw: array<f32, G * TILE>;           // (G, TILE) exp(score - m) of the tile
-var<workgroup> red: array<f32, G * TILE>;          // (G, TILE) max tree / value-phase halves
+var<workgroup> red: array<f32, RED>;               // (G, TILE) max tree; (PG, HD) + (PG) fold
 
 {{KV_FNS}}
 
@@ -52,12 +57,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
 
-    var m: array<f32, G>;     // running max per query head (same in every invocation)
-    var l: array<f32, G>;     // running sum of exp
-    var acc: array<f32, G>;   // value accumulator of element d, per query head
-    for (var g = 0u; g < G; g++) { m[g] = NEG; l[g] = 0.0; acc[g] = 0.0; }
-    let d = t % HD;
-    let vpart = t / HD;
+    var m: array<f32, G>;             // running max per query head (same in every invocation)
+    var l: array<f32, G>;             // running sum of exp over this position group
+    var acc: array<vec4<f32>, 2u * G>;  // (G, 8) values of elements 8*dg .. 8*dg+7
+    for (var g = 0u; g < G; g++) { m[g] = NEG; l[g] = 0.0; }
+    let dg = t % TPR;
+    let pg = t / TPR;
 
     for (var p0 = p_begin; p0 < p_end; p0 += TILE) {
         // ---- scores of position p0 + t for the G heads ----
@@ -75,48 +80,47 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             pw[g * TILE + t] = exp(s[g] - mn);
         }
         workgroupBarrier();
-        // ---- values: element d over this invocation's share of the tile ----
+        // ---- values: 8 elements of every PG-th position of the tile ----
         let n = min(TILE, p_end - p0);
-        for (var g = 0u; g < G; g++) { acc[g] *= alpha[g]; l[g] *= alpha[g]; }
-        for (var j = vpart; j < n; j += VSPLIT) {
-            let v = vload(p0 + j, h, d);
+        for (var g = 0u; g < G; g++) {
+            acc[2u * g] *= alpha[g];
+            acc[2u * g + 1u] *= alpha[g];
+            l[g] *= alpha[g];
+        }
+        for (var j = pg; j < n; j += PG) {
+            let v = vload8(p0 + j, h, dg);
             for (var g = 0u; g < G; g++) {
                 let w = pw[g * TILE + j];
-                acc[g] += w * v;
-                l[g] += w;       // this share's sum; the shares are folded at the end
+                acc[2u * g] += w * v.a;
+                acc[2u * g + 1u] += w * v.b;
+                l[g] += w;
             }
         }
         workgroupBarrier();  // pw and red are rewritten by the next tile
     }
 
-    // ---- fold the VSPLIT value shares (acc and l), write the partial ----
-    if (VSPLIT > 1u) {
-        let stride = G * (HD + 1u);   // (VSPLIT - 1) slots of (G, HD) acc + (G) l, inside red
-        if (vpart > 0u) {
-            for (var g = 0u; g < G; g++) {
-                red[(vpart - 1u) * stride + g * HD + d] = acc[g];
-                if (d == 0u) { red[(vpart - 1u) * stride + G * HD + g] = l[g]; }
-            }
+    // ---- fold the PG position groups, one query head at a time; write the partial ----
+    for (var g = 0u; g < G; g++) {
+        let o = pg * HD + dg * DPT;
+        for (var e = 0u; e < 4u; e++) {
+            red[o + e] = acc[2u * g][e];
+            red[o + 4u + e] = acc[2u * g + 1u][e];
+        }
+        if (dg == 0u) { red[PG * HD + pg] = l[g]; }
+        workgroupBarrier();
+        let hq = h * G + g;
+        for (var d = t; d < HD; d += WG) {
+            var sum = 0.0;
+            for (var i = 0u; i < PG; i++) { sum += red[i * HD + d]; }
+            part[(hq * MAX_CHUNKS + c) * HD + d] = sum;
+        }
+        if (t == 0u) {
+            var ls = 0.0;
+            for (var i = 0u; i < PG; i++) { ls += red[PG * HD + i]; }
+            let ml = N_HEADS * MAX_CHUNKS * HD + (hq * MAX_CHUNKS + c) * 2u;
+            part[ml] = m[g];
+            part[ml + 1u] = ls;
         }
         workgroupBarrier();
-        if (vpart == 0u) {
-            for (var k = 1u; k < VSPLIT; k++) {
-                for (var g = 0u; g < G; g++) {
-                    acc[g] += red[(k - 1u) * stride + g * HD + d];
-                    l[g] += red[(k - 1u) * stride + G * HD + g];
-                }
-            }
-        }
-    }
-    if (vpart == 0u) {
-        for (var g = 0u; g < G; g++) {
-            let hq = h * G + g;
-            part[(hq * MAX_CHUNKS + c) * HD + d] = acc[g];
-            if (d == 0u) {
-                let o = N_HEADS * MAX_CHUNKS * HD + (hq * MAX_CHUNKS + c) * 2u;
-                part[o] = m[g];
-                part[o + 1u] = l[g];
-            }
-        }
     }
 }
