@@ -23,7 +23,7 @@ CONTROL, NORMAL, USER_DEFINED = 3, 1, 4
 
 # ---- the byte-level alphabet (GPT-2's bytes_to_unicode, by its definition) ----
 def byte_symbols() -> list[str]:
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    keep = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
     out, n = {}, 0
     for b in range(256):
         if b in keep:
@@ -92,7 +92,8 @@ def encode(w: np.ndarray, qtype, rng) -> np.ndarray:
 
 def make_gguf(path: Path, *, vocab_pad: int = 0, hidden: int = 64, ffn: int = 128, layers: int = 2,
               heads: int = 4, kv_heads: int = 2, qtype=Q.Q4_0, embed_qtype=None, tied: bool = True,
-              pre: str = "smollm", add_bos: bool | None = False, rope_freqs: np.ndarray | None = None,
+              pre: str = "smollm", add_bos: bool | None = False,
+              rope_freqs: np.ndarray | None = None,
               arch: str = "llama", extra_kv: dict | None = None, skip: tuple = (),
               extra_tensors: dict | None = None, seed: int = 0, ctx: int = 2048,
               theta: float = 10000.0) -> dict:

@@ -15,14 +15,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import gguf
 import pytest
+from _gguf_make import Q, make_gguf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _gguf_make import Q, make_gguf
 from weights_tool.errors import PackError
-import gguf
-
 from weights_tool.gguf_header import HeaderError, parse_header
 from weights_tool.gguf_load import GGUFSource
 

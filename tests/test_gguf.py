@@ -14,12 +14,17 @@ from collections import Counter
 import gguf
 import numpy as np
 import pytest
-
 from _gguf_make import Q, deinterleave_rows, interleave_rows, make_gguf
+
 from driver.config import ModelConfig, RopeScaling
 from weights_tool.errors import PackError
-from weights_tool.gguf_load import (GGUFSource, derive_llama3_scaling, permute_qk, repack_blocks,
-                                    unpermute_qk)
+from weights_tool.gguf_load import (
+    GGUFSource,
+    derive_llama3_scaling,
+    permute_qk,
+    repack_blocks,
+    unpermute_qk,
+)
 from weights_tool.quantize import dequantize
 
 NATIVE = {"F32": "f32", "F16": "f16", "Q8_0": "q8_0", "Q4_0": "q4_0", "Q4_1": "q4_1"}
@@ -27,8 +32,10 @@ FORMATS = ("f32", "f16", "q8_0", "q4_0", "q4_1")
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.shape == b.shape and np.array_equal(np.ascontiguousarray(a, np.float32).view(np.uint32),
-                                                 np.ascontiguousarray(b, np.float32).view(np.uint32))
+    def bits(x):
+        return np.ascontiguousarray(x, np.float32).view(np.uint32)
+
+    return a.shape == b.shape and np.array_equal(bits(a), bits(b))
 
 
 # ---- Q/K permutation ----
@@ -59,8 +66,8 @@ def test_native_is_bit_identical_to_gguf_dequantize(tmp_path, qt):
             assert t.src_dtype == qt.name
             parts = t.native(fmt)
             assert parts is not None and set(parts) == {
-                "f32": {"data"}, "f16": {"data"}, "q8_0": {"qs", "scales"}, "q4_0": {"qs", "scales"},
-                "q4_1": {"qs", "scales", "mins"}}[fmt]
+                "f32": {"data"}, "f16": {"data"}, "q8_0": {"qs", "scales"},
+                "q4_0": {"qs", "scales"}, "q4_1": {"qs", "scales", "mins"}}[fmt]
             rows, cols = t.shape
             assert same_bits(dequantize(parts, fmt, rows, cols), ref), t
             for other in FORMATS:
@@ -162,20 +169,20 @@ def test_rope_scaling_derivation_other_settings():
 
 # ---- refusals: one PackError naming the file ----
 REFUSALS = [
-    (dict(arch="qwen2"), "unsupported architecture 'qwen2'"),
-    (dict(extra_kv={"llama.expert_count": 8}), "mixture-of-experts"),
-    (dict(skip=("blk.1.ffn_up.weight",)), "missing tensor 'layers.1.feed_forward.w3'"),
-    (dict(extra_tensors={"blk.0.attn_q.bias": np.zeros(64, np.float32)}), "unknown tensor"),
-    (dict(pre="tekken"), "unknown pre-tokenizer 'tekken'"),
-    (dict(extra_kv={"llama.rope.scaling.type": "yarn"}), "rope scaling type 'yarn'"),
-    (dict(rope_freqs=np.linspace(1, 3, 8).astype(np.float32)), "rope_freqs.weight does not match"),
-    (dict(extra_kv={"llama.rope.dimension_count": 8}), "partial rotary"),
-    (dict(extra_kv={"llama.block_count": 3}), "missing tensor 'layers.2"),
-    (dict(extra_kv={"llama.context_length": "long"}), "wrong type"),
-    (dict(extra_kv={"llama.attention.head_count_kv": 3}), "multiple of num_key_value_heads"),
-    (dict(extra_kv={"tokenizer.ggml.model": "llama"}), "SentencePiece"),
-    (dict(extra_kv={"llama.vocab_size": 999}), "GGUF metadata implies [999, 64]"),
-    (dict(extra_tensors={"blk.2.attn_norm.weight": np.ones(64, np.float32)}), "unexpected tensor"),
+    ({"arch": "qwen2"}, "unsupported architecture 'qwen2'"),
+    ({"extra_kv": {"llama.expert_count": 8}}, "mixture-of-experts"),
+    ({"skip": ("blk.1.ffn_up.weight",)}, "missing tensor 'layers.1.feed_forward.w3'"),
+    ({"extra_tensors": {"blk.0.attn_q.bias": np.zeros(64, np.float32)}}, "unknown tensor"),
+    ({"pre": "tekken"}, "unknown pre-tokenizer 'tekken'"),
+    ({"extra_kv": {"llama.rope.scaling.type": "yarn"}}, "rope scaling type 'yarn'"),
+    ({"rope_freqs": np.linspace(1, 3, 8).astype(np.float32)}, "rope_freqs.weight does not match"),
+    ({"extra_kv": {"llama.rope.dimension_count": 8}}, "partial rotary"),
+    ({"extra_kv": {"llama.block_count": 3}}, "missing tensor 'layers.2"),
+    ({"extra_kv": {"llama.context_length": "long"}}, "wrong type"),
+    ({"extra_kv": {"llama.attention.head_count_kv": 3}}, "multiple of num_key_value_heads"),
+    ({"extra_kv": {"tokenizer.ggml.model": "llama"}}, "SentencePiece"),
+    ({"extra_kv": {"llama.vocab_size": 999}}, "GGUF metadata implies [999, 64]"),
+    ({"extra_tensors": {"blk.2.attn_norm.weight": np.ones(64, np.float32)}}, "unexpected tensor"),
 ]
 
 
@@ -195,7 +202,7 @@ def test_refusals(tmp_path, kw, msg):
 
 
 def _write_with_overrides(path, extra, **kw):
-    """make_gguf, then rewrite the metadata with ``extra`` replacing/adding keys (via GGUFReader)."""
+    """make_gguf, then rewrite its metadata with ``extra`` replacing / adding keys (GGUFReader)."""
     tmp = path.with_suffix(".base.gguf")
     make_gguf(tmp, **kw)
     r = gguf.GGUFReader(tmp)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from _gguf_make import byte_symbols, make_gguf
 from tokenizers import Tokenizer
 
-from _gguf_make import byte_symbols, make_gguf
 from weights_tool.errors import PackError
 from weights_tool.gguf_load import GGUFSource
 from weights_tool.gguf_tokenizer import tokenizer_files, tokenizer_json

@@ -1,4 +1,4 @@
-"""GGUF container parsing: header, metadata values and tensor table, every count bounded by the file.
+"""GGUF container parsing: header, metadata values and tensor table, each count bounded by the file.
 
 GGUF v2/v3, little-endian (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md):
   magic "GGUF" | u32 version | u64 n_tensors | u64 n_kv
@@ -8,10 +8,11 @@ GGUF v2/v3, little-endian (https://github.com/ggml-org/ggml/blob/master/docs/ggu
   padding to general.alignment (default 32), then the data section.
 
 Why not ``gguf.GGUFReader``: it builds one numpy object per array element, which for a Llama-3
-vocabulary (128k tokens + 280k merges) costs ~9 s and leaves ~400 MB of RSS behind, against a packer
-budget of (largest tensor) + 512 MB; it also trusts every count, so a corrupt header can make it loop
-for hours. This walker checks each count against the bytes left before looping, decodes the same
-values (tests compare it with GGUFReader on real and synthetic files) and takes 0.4 s for Llama-3.
+vocabulary (128k tokens + 280k merges) costs ~9 s and leaves ~400 MB of RSS behind, against a
+packer budget of (largest tensor) + 512 MB; it also trusts every count, so a corrupt header can make
+it loop for hours. This walker checks each count against the bytes left before looping, decodes
+the same values (tests compare it with GGUFReader on real and synthetic files) and takes 0.4 s for
+Llama-3.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def parse_header(buf, size: int) -> Header:
 
     def need(n: int, what: str) -> None:
         if pos + n > size:
-            raise HeaderError(f"{what} runs past the end of the file (offset {pos}, needs {n} bytes)")
+            raise HeaderError(f"{what} runs past the end of the file (offset {pos}, "
+                              f"needs {n} bytes)")
 
     def read_str(what: str) -> str:
         nonlocal pos

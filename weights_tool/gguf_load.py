@@ -1,9 +1,9 @@
 """GGUF source: a llama.cpp / Ollama / LM Studio ``.gguf`` file read as a ``Source``.
 
 The container is parsed by ``gguf_header.parse_header`` (bounded, fast; checked against
-``gguf.GGUFReader`` in the tests), tensor data is memory-mapped, and every GGML block type is decoded
-by the ``gguf`` package (``gguf.quants.dequantize``). Anything wrong with the file becomes one
-PackError ("truncated or corrupt GGUF: ...").
+``gguf.GGUFReader`` in the tests), tensor data is memory-mapped, and every GGML block type is
+decoded by the ``gguf`` package (``gguf.quants.dequantize``). Anything wrong with the file becomes
+one PackError ("truncated or corrupt GGUF: ...").
 
 Layout facts this module undoes:
   * GGUF lists dims fastest-first (ne0 = columns): a (rows, cols) HF matrix has dims [cols, rows].
@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +30,8 @@ from driver.config import ConfigError, ModelConfig, RopeScaling
 from driver.formats import GGUF_TO_CANON, canon_name, expected_tensors
 
 from . import gguf_tokenizer
-from .gguf_header import HeaderError, TensorInfo, parse_header
 from .errors import PackError
+from .gguf_header import HeaderError, TensorInfo, parse_header
 from .source import Source, SourceTensor, check_tensor_set
 
 CORRUPT_HINT = "Re-download the file; it must be a complete GGUF v2/v3 model"
@@ -72,7 +73,8 @@ def repack_blocks(raw: np.ndarray, src_dtype: str, rows: int, cols: int) -> dict
     q = blocks[..., head:]                                      # (rows, nb, 16) two nibbles each
     nib = np.concatenate([q & 0x0F, q >> 4], axis=-1)           # (rows, nb, 32): element order
     packed = (nib[..., 0::2] | (nib[..., 1::2] << 4)).astype(np.uint8)  # byte k = cols 2k, 2k+1
-    out = {"qs": np.ascontiguousarray(packed).reshape(rows, cols // 2).view("<u4"),  # (rows, cols/8)
+    qs = np.ascontiguousarray(packed).reshape(rows, cols // 2).view("<u4")  # (rows, cols/8)
+    out = {"qs": qs,
            "scales": _f16_bits(blocks[..., 0:2])}               # (rows, nb)
     if src_dtype == "Q4_1":
         out["mins"] = _f16_bits(blocks[..., 2:4])               # (rows, nb)
@@ -114,8 +116,8 @@ class GGUFTensor(SourceTensor):
                 for r0, r1 in self._chunks():
                     out[r0:r1] = gguf.quants.dequantize(np.asarray(self._data[r0:r1]), self._qtype)
         except NotImplementedError:
-            raise PackError(self._file, f"tensor {self.src_name!r} has type {self.src_dtype}, which "
-                            "the gguf package cannot dequantize",
+            raise PackError(self._file, f"tensor {self.src_name!r} has type {self.src_dtype}, "
+                            "which the gguf package cannot dequantize",
                             "Requantize it with llama.cpp to Q4_K/Q8_0/F16") from None
         return np.ascontiguousarray(self._rows(out))
 
@@ -134,7 +136,8 @@ class GGUFTensor(SourceTensor):
             parts = repack_blocks(np.asarray(self._data[r0:r1]), self.src_dtype, r1 - r0, cols)
             for k, v in parts.items():
                 if k not in out:
-                    out[k] = np.empty((rows, v.shape[1]), v.dtype)  # qs (rows, cols/8|4), (rows, nb)
+                    # qs (rows, cols/8) or (rows, cols/4); scales / mins (rows, nb)
+                    out[k] = np.empty((rows, v.shape[1]), v.dtype)
                 out[k][r0:r1] = v
         return {k: np.ascontiguousarray(self._rows(v)) for k, v in out.items()}
 

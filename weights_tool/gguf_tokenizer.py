@@ -3,10 +3,10 @@ generation_config.json).
 
 llama.cpp keeps a byte-level BPE tokenizer (``tokenizer.ggml.model == "gpt2"``) as parallel arrays
 (``tokens``, ``token_type``, ``merges``) plus a pre-tokenizer *name* (``tokenizer.ggml.pre``) that
-stands for a fixed list of split regexes in llama.cpp's ``llama-vocab.cpp``. This module rebuilds the
-HF ``tokenizers`` JSON that produces the same pieces: the vocabulary and merges verbatim (GGUF keeps
-the byte-level strings, e.g. "Ġworld"), the pre-tokenizer of the named family, special tokens from
-the CONTROL / USER_DEFINED token types, and BOS handling from ``add_bos_token``.
+stands for a fixed list of split regexes in llama.cpp's ``llama-vocab.cpp``. This module rebuilds
+the HF ``tokenizers`` JSON that produces the same pieces: the vocabulary and merges verbatim (GGUF
+keeps the byte-level strings, e.g. "Ġworld"), the pre-tokenizer of the named family, special
+tokens from the CONTROL / USER_DEFINED token types, and BOS handling from ``add_bos_token``.
 
 Pure metadata work: the input is a plain dict {key: python value} (see ``GGUFSource``), so tests can
 feed it directly. SentencePiece GGUFs (``tokenizer.ggml.model == "llama"``, Llama-2) are refused:
@@ -16,7 +16,8 @@ the driver's tokenizer is byte-level BPE only.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .errors import PackError
 
@@ -25,28 +26,34 @@ TT_NORMAL, TT_UNKNOWN, TT_CONTROL, TT_USER_DEFINED, TT_UNUSED, TT_BYTE = 1, 2, 3
 
 # ---- pre-tokenizer families (llama-vocab.cpp: name -> regex list) ----
 # Llama-3 (and the families llama.cpp maps to LLAMA_VOCAB_PRE_TYPE_LLAMA3): one split regex, then
-# byte-level without its own regex. llama.cpp spells "(?i:'s|...)" as "(?:'[sS]|...)": same language.
+# byte-level without its own regex. llama.cpp spells "(?i:'s|...)" as "(?:'[sS]|...)" (same
+# language).
 LLAMA3_REGEX = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}"
                 "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
-PRE_LLAMA3 = ("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2")
+PRE_LLAMA3 = ("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0",
+              "lfm2")
 # SmolLM / StarCoder family: "\p{N}" (every digit alone), then the GPT-2 regex.
-PRE_DIGITS_GPT2 = ("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b")
+PRE_DIGITS_GPT2 = ("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone",
+                   "minerva-7b")
 # Plain GPT-2 regex (HF ByteLevel's built-in one). "default" (files written before llama.cpp
 # recorded a pre-tokenizer) is read as GPT-2 too, which is what such HF tokenizers used.
-PRE_GPT2 = ("gpt2", "gpt-2", "mpt", "olmo", "jais", "trillion", "granite-docling", "exaone4", "default")
+PRE_GPT2 = ("gpt2", "gpt-2", "mpt", "olmo", "jais", "trillion", "granite-docling", "exaone4",
+            "default")
 
 # Tokens llama.cpp treats as end-of-generation when they are CONTROL tokens (llama-vocab.cpp).
 EOG_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>",
              "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>")
 
-_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+               "use_regex": True}
 
 
 def _pre_tokenizer(pre: str) -> tuple[dict, bool, bool]:
-    """(HF pre_tokenizer, ignore_merges, default add_bos) for llama.cpp pre-tokenizer name ``pre``."""
+    """(HF pre_tokenizer, ignore_merges, default add_bos) for llama.cpp's pre-tokenizer ``pre``."""
     if pre in PRE_LLAMA3:
         return ({"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": LLAMA3_REGEX}, "behavior": "Isolated", "invert": False},
+            {"type": "Split", "pattern": {"Regex": LLAMA3_REGEX}, "behavior": "Isolated",
+             "invert": False},
             dict(_BYTE_LEVEL, use_regex=False)]}, True, True)
     if pre in PRE_DIGITS_GPT2:
         return ({"type": "Sequence", "pretokenizers": [
@@ -76,7 +83,7 @@ def _get(meta: Mapping[str, Any], key: str, kind, default=None, *, file="<gguf>"
 
 
 def check_tokenizer(meta: Mapping[str, Any], file="<gguf>") -> None:
-    """Refuse, with one clear line, a tokenizer this project cannot convert (called at open time)."""
+    """Refuse, in one clear line, a tokenizer this project cannot convert (called at open time)."""
     model = _get(meta, "tokenizer.ggml.model", str, None, file=file)
     if model is None or "tokenizer.ggml.tokens" not in meta:
         raise PackError(file, "the GGUF holds no tokenizer (tokenizer.ggml.model / tokens missing)",
@@ -169,11 +176,12 @@ def tokenizer_json(meta: Mapping[str, Any], file="<gguf>") -> dict:
     for k, m in enumerate(_get(meta, "tokenizer.ggml.merges", list, [], file=file)):
         pair = m.split(" ") if isinstance(m, str) else []
         if len(pair) != 2 or not all(pair):
-            raise PackError(file, f"merge #{k} {str(m)[:40]!r} is not two tokens separated by a space",
-                            "The GGUF file is corrupt")
+            raise PackError(file, f"merge #{k} {str(m)[:40]!r} is not two tokens separated by "
+                            "a space", "The GGUF file is corrupt")
         merges.append(pair)
 
-    added = [_added_token(i, t, ty == TT_CONTROL) for i, (t, ty) in enumerate(zip(tokens, types))
+    added = [_added_token(i, t, ty == TT_CONTROL)
+             for i, (t, ty) in enumerate(zip(tokens, types, strict=True))
              if ty in (TT_CONTROL, TT_USER_DEFINED)]
     ids = {t: i for i, t in enumerate(tokens)}
     bos_id = bos_token_id(meta, file)
@@ -188,9 +196,11 @@ def tokenizer_json(meta: Mapping[str, Any], file="<gguf>") -> dict:
                         "The GGUF file is inconsistent")
 
     # post-processing: byte-level offsets as HF's files do; a template only when BOS/EOS are added
-    post: dict = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True}
+    post: dict = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
+                  "use_regex": True}
     if add_bos or add_eos:
-        post = {"type": "Sequence", "processors": [post, _template(bos, eos, add_bos, add_eos, ids)]}
+        post = {"type": "Sequence",
+                "processors": [post, _template(bos, eos, add_bos, add_eos, ids)]}
 
     return {
         "version": "1.0",
@@ -214,18 +224,21 @@ def tokenizer_config(meta: Mapping[str, Any], context_length: int | None = None,
     """HF tokenizer_config.json: special token names, add_bos/add_eos, the chat template."""
     tokens: list[str] = meta["tokenizer.ggml.tokens"]
     types: list[int] = meta.get("tokenizer.ggml.token_type") or [TT_NORMAL] * len(tokens)
-    _, _, add_bos_default = _pre_tokenizer(_get(meta, "tokenizer.ggml.pre", str, "default", file=file))
+    pre_name = _get(meta, "tokenizer.ggml.pre", str, "default", file=file)
+    _, _, add_bos_default = _pre_tokenizer(pre_name)
 
     def name(key: str) -> str | None:
         tid = _get(meta, f"tokenizer.ggml.{key}_token_id", int, None, file=file)
         return tokens[tid] if tid is not None else None
 
     cfg: dict[str, Any] = {
-        "add_bos_token": _get(meta, "tokenizer.ggml.add_bos_token", bool, add_bos_default, file=file),
+        "add_bos_token": _get(meta, "tokenizer.ggml.add_bos_token", bool, add_bos_default,
+                              file=file),
         "add_eos_token": _get(meta, "tokenizer.ggml.add_eos_token", bool, False, file=file),
         "added_tokens_decoder": {
             str(i): {k: v for k, v in _added_token(i, t, ty == TT_CONTROL).items() if k != "id"}
-            for i, (t, ty) in enumerate(zip(tokens, types)) if ty in (TT_CONTROL, TT_USER_DEFINED)},
+            for i, (t, ty) in enumerate(zip(tokens, types, strict=True))
+            if ty in (TT_CONTROL, TT_USER_DEFINED)},
         "bos_token": name("bos"),
         "eos_token": name("eos"),
         "unk_token": name("unknown"),
