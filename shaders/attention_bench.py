@@ -1,0 +1,164 @@
+"""Benchmark of the attention / qkv_rope / sampling kernels against the copy roofline of the same run.
+
+    python -m shaders.attention_bench [--quick] [--out FILE] [--sweep]
+
+Decode attention (attention_decode + attention_combine, one pair per call) over an f16 KV cache:
+GB/s counts the K and V bytes read (the useful traffic); each call reads another copy of the
+cache so a pass touches more bytes than any L2. "indep" gives every call its own part/out buffers
+(throughput), "chain" reuses them (each pair waits for the previous one, like a decode step's
+layer chain). Also times qkv_rope (GB/s of weights), causal prefill attention (FLOP/s) and the
+two sampling passes at vocab 128256. Native only (numpy, wgpu); reuses shaders.bench's timers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from . import bench, harness
+from . import kernel   # shaders.kernel: imports every op module first
+
+ROTATE = 384 << 20
+
+
+def _kv_host(rng, ctx, n_kv, hd, kv):
+    import numpy as np
+    dt = np.float16 if kv == "f16" else np.float32
+    return (rng.standard_normal((ctx, n_kv, hd)).astype(dt).tobytes(),
+            rng.standard_normal((ctx, n_kv, hd)).astype(dt).tobytes())
+
+
+def bench_decode(dev, caps, rng, n_heads=32, n_kv=8, hd=128, kv="f16", ctx=4096, chain=False,
+                 **knobs) -> dict:
+    import numpy as np
+    dims = dict(n_heads=n_heads, n_kv_heads=n_kv, head_dim=hd, kv=kv, **knobs)
+    k1, k2 = kernel("attention_decode", caps, **dims), kernel("attention_combine", caps, **dims)
+    kb, vb = _kv_host(rng, ctx, n_kv, hd, kv)
+    kvbytes = len(kb) + len(vb)
+    copies = max(1, min(64, math.ceil(ROTATE / kvbytes)))
+    q = harness.make_buffers({"q": rng.standard_normal(n_heads * hd).astype(np.float32)}, dev)
+    shared = harness.make_buffers({"part": k1.meta["part_bytes"], "out": n_heads * hd * 4}, dev)
+    calls = []
+    for _ in range(copies):
+        bufs = {**q, **harness.make_buffers({"k_cache": kb, "v_cache": vb}, dev)}
+        bufs.update(shared if chain else harness.make_buffers(
+            {"part": k1.meta["part_bytes"], "out": n_heads * hd * 4}, dev))
+        calls.append([bench._calls(dev, k1, bufs, {"ctx": ctx}, k1.meta["grid"](ctx=ctx)),
+                      bench._calls(dev, k2, bufs, {"ctx": ctx}, k2.meta["grid"](ctx=ctx))])
+    t, src = bench.time_calls(calls, dev)
+    return {"kernel": k1.slug, "shape": f"ctx={ctx} {n_heads}/{n_kv} hd={hd} {kv}"
+            + "".join(f" {k}={v}" for k, v in knobs.items()) + (" chain" if chain else " indep"),
+            "secs": t, "gbs": kvbytes / t / 1e9, "timer": src}
+
+
+def bench_qkv(dev, caps, rng, fmt="q4_0", hidden=4096, n_heads=32, n_kv=8, hd=128) -> dict:
+    import numpy as np
+    k = kernel("qkv_rope", caps, fmt=fmt, hidden=hidden, n_heads=n_heads, n_kv_heads=n_kv,
+               head_dim=hd, kv="f16")
+    host = {}
+    for nm, rows in (("wq_", n_heads * hd), ("wk_", n_kv * hd), ("wv_", n_kv * hd)):
+        host.update(bench._random_parts(rng, fmt, rows, hidden, nm))
+    wbytes = sum(len(v) for v in host.values())
+    copies = max(1, min(32, math.ceil(ROTATE / wbytes)))
+    io = harness.make_buffers({
+        "x": rng.standard_normal(hidden).astype(np.float32),
+        "inv_freq": np.ones(hd // 2, np.float32), "q": n_heads * hd * 4,
+        "k_cache": 2 * n_kv * hd * 2, "v_cache": 2 * n_kv * hd * 2}, dev)
+    calls = [[bench._calls(dev, k, {**io, **harness.make_buffers(host, dev)},
+                           {"n_tok": 1, "pos": 1}, k.meta["grid"](n_tok=1))]
+             for _ in range(copies)]
+    t, src = bench.time_calls(calls, dev)
+    return {"kernel": k.slug, "shape": f"{fmt} h={hidden} {n_heads}/{n_kv} hd={hd} M=1",
+            "secs": t, "gbs": wbytes / t / 1e9, "timer": src}
+
+
+def bench_prefill(dev, caps, rng, n_tok=512, n_heads=32, n_kv=8, hd=128, kv="f16") -> dict:
+    import numpy as np
+    k = kernel("attention_prefill", caps, n_heads=n_heads, n_kv_heads=n_kv, head_dim=hd, kv=kv)
+    kb, vb = _kv_host(rng, n_tok, n_kv, hd, kv)
+    bufs = harness.make_buffers({
+        "q": rng.standard_normal((n_tok, n_heads * hd)).astype(np.float32),
+        "k_cache": kb, "v_cache": vb, "out": n_tok * n_heads * hd * 4}, dev)
+    call = bench._calls(dev, k, bufs, {"n_tok": n_tok, "pos": 0}, k.meta["grid"](n_tok=n_tok))
+    t, src = bench.time_calls([[call]], dev, min_secs=0.1)
+    flops = 2 * 2 * n_heads * hd * n_tok * (n_tok + 1) / 2   # QK^T and PV over the causal half
+    return {"kernel": k.slug, "shape": f"n_tok={n_tok} {n_heads}/{n_kv} hd={hd} {kv}",
+            "secs": t, "flops": flops / t, "timer": src}
+
+
+def bench_sample(dev, caps, rng, vocab=128256, **params) -> dict:
+    import numpy as np
+    k1, k2 = kernel("sample", caps, vocab=vocab), kernel("sample_select", caps, vocab=vocab)
+    p = {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "rep_penalty": 1.0, "seed": 1,
+         "step": 0, "n_hist": 0, **params}
+    bufs = harness.make_buffers({"logits": (rng.standard_normal(vocab) * 3).astype(np.float32),
+                                 "history": np.arange(64, dtype=np.uint32),
+                                 "cand": k1.meta["cand_bytes"], "out": 4}, dev)
+    calls = [[bench._calls(dev, k1, bufs, p, k1.meta["grid"]()),
+              bench._calls(dev, k2, bufs, p, (1, 1, 1))]]
+    t, src = bench.time_calls(calls, dev)
+    mode = ("greedy" if p["temperature"] <= 0 else
+            f"T={p['temperature']} k={p['top_k']} p={p['top_p']} pen={p['rep_penalty']}")
+    return {"kernel": k1.slug, "shape": f"V={vocab} {mode}", "secs": t,
+            "gbs": vocab * 4 / t / 1e9, "timer": src}
+
+
+def main(quick: bool = False, out_file: str | None = None, sweep: bool = False) -> int:
+    import time
+
+    import numpy as np
+    dev = harness.get_device()
+    caps = harness.caps_of(dev)
+    rng = np.random.default_rng(0)
+    lines = []
+
+    def say(s=""):
+        print(s, flush=True)
+        lines.append(s)
+
+    say(f"# attention/qkv/sample bench {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
+        f"{harness.adapter_name(dev)}; caps f16={caps.shader_f16} subgroups={caps.subgroups}")
+    roof = bench.copy_roofline(dev, quick)["roofline_gbs"]
+    say(f"copy roofline {roof:.0f} GB/s (read+write)")
+    say("| kernel | shape | time (us) | GB/s | % copy roofline | timer |")
+    say("|---|---|---|---|---|---|")
+
+    def row(r):
+        extra = (f"{r['gbs']:.0f} | {100 * r['gbs'] / roof:.0f}%" if "gbs" in r
+                 else f"{r['flops'] / 1e12:.2f} TFLOP/s | -")
+        say(f"| {r['kernel']} | {r['shape']} | {r['secs'] * 1e6:.1f} | {extra} | {r['timer']} |")
+
+    ctxs = [512] if quick else [4096, 1024, 16384]
+    for ctx in ctxs:
+        for chain in (False, True):
+            row(bench_decode(dev, caps, rng, ctx=ctx, chain=chain,
+                             **({"n_heads": 8, "n_kv": 2} if quick else {})))
+    if sweep and not quick:
+        for wg in (64, 128, 256):
+            for mc in (32, 64, 128, 256):
+                try:
+                    row(bench_decode(dev, caps, rng, ctx=4096, wg=wg, max_chunks=mc))
+                except Exception as e:  # an unsupported knob combination: say so, go on
+                    say(f"| - | wg={wg} mc={mc} | {type(e).__name__}: {e} | | | |")
+    row(bench_qkv(dev, caps, rng, **({"hidden": 512, "n_heads": 8, "n_kv": 2} if quick else {})))
+    row(bench_prefill(dev, caps, rng, **({"n_tok": 64, "n_heads": 8, "n_kv": 2} if quick
+                                          else {})))
+    v = 4096 if quick else 128256
+    row(bench_sample(dev, caps, rng, vocab=v))
+    row(bench_sample(dev, caps, rng, vocab=v, temperature=0.7, top_k=40, top_p=0.9,
+                     rep_penalty=1.1, n_hist=64))
+    row(bench_sample(dev, caps, rng, vocab=v, temperature=1.0))
+    if out_file:
+        with open(out_file, "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(prog="python -m shaders.attention_bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small shapes (CPU adapters)")
+    ap.add_argument("--out", metavar="FILE", help="also write the table to FILE")
+    ap.add_argument("--sweep", action="store_true", help="workgroup x max_chunks sweep at 4096")
+    a = ap.parse_args()
+    raise SystemExit(main(a.quick, a.out, a.sweep))
