@@ -22,14 +22,17 @@ import re
 from collections.abc import Callable
 
 
-__all__ = ["PreTokenizeError", "build_pre_tokenizer", "translate_pattern", "KNOWN_PATTERNS",
+__all__ = ["TokenizerError", "PreTokenizeError", "build_pre_tokenizer", "translate_pattern", "KNOWN_PATTERNS",
            "GPT2_PATTERN", "LLAMA3_PATTERN", "BYTE_TO_CHAR", "CHAR_TO_BYTE"]
 
 PreTok = Callable[[str], list[str]]
 
 
-class PreTokenizeError(ValueError):
-    """An unsupported or malformed pre_tokenizer section of a tokenizer.json."""
+class TokenizerError(ValueError):
+    """A tokenizer.json this package cannot reproduce exactly (here: its pre_tokenizer), or bad input to it."""
+
+
+PreTokenizeError = TokenizerError
 
 
 # ---- the known split patterns (exact text as found in tokenizer.json) ----

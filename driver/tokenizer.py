@@ -22,7 +22,7 @@ import json
 import re
 import time
 
-from .pretok import BYTE_TO_CHAR, CHAR_TO_BYTE, PreTokenizeError, build_pre_tokenizer
+from .pretok import BYTE_TO_CHAR, CHAR_TO_BYTE, TokenizerError, build_pre_tokenizer
 
 __all__ = ["Tokenizer", "StreamDecoder", "TokenizerError", "bench"]
 
@@ -30,10 +30,6 @@ __all__ = ["Tokenizer", "StreamDecoder", "TokenizerError", "bench"]
 _KNOWN_EOS = ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>", "<|im_end|>", "<|endoftext|>", "</s>")
 _KNOWN_BOS = ("<|begin_of_text|>", "<s>")
 _CACHE_LIMIT = 1 << 18   # pieces kept in the per-piece id cache (bounded so a huge input cannot grow it forever)
-
-
-class TokenizerError(PreTokenizeError):
-    """A tokenizer.json this tokenizer cannot reproduce exactly, or bad input to it."""
 
 
 class Tokenizer:
@@ -49,14 +45,42 @@ class Tokenizer:
             return cls.from_str(text, **kw)
         except json.JSONDecodeError as e:
             raise TokenizerError(f"{path}: not valid JSON ({e}); re-run the setup to refetch it") from None
-        except PreTokenizeError as e:
+        except TokenizerError as e:
             raise TokenizerError(f"{path}: {e}") from None
 
     @classmethod
     def from_str(cls, json_text: str, **kw) -> "Tokenizer":
         return cls(json.loads(json_text), **kw)
 
+    @classmethod
+    def from_folder(cls, folder) -> "Tokenizer":
+        """``tokenizer.json`` of an HF-style folder, with BOS from ``tokenizer_config.json`` and the stop ids from
+        ``generation_config.json`` (``eos_token_id``, int or list) when those files are there."""
+        import os
+
+        tok = cls.from_file(os.path.join(folder, "tokenizer.json"))
+        conf = _read_json(os.path.join(folder, "tokenizer_config.json"))
+        gen = _read_json(os.path.join(folder, "generation_config.json"))
+        bos = conf.get("bos_token")
+        bos = bos.get("content") if isinstance(bos, dict) else bos
+        if isinstance(gen.get("bos_token_id"), int):
+            tok.bos_token_id = gen["bos_token_id"]
+        elif bos is not None and tok.token_to_id(bos) is not None:
+            tok.bos_token_id = tok.token_to_id(bos)
+        eos = gen.get("eos_token_id")
+        if eos is not None:
+            tok.eos_token_ids = [eos] if isinstance(eos, int) else list(eos)
+        else:
+            name = conf.get("eos_token")
+            name = name.get("content") if isinstance(name, dict) else name
+            if name is not None and tok.token_to_id(name) is not None and \
+                    tok.token_to_id(name) not in tok.eos_token_ids:
+                tok.eos_token_ids.append(tok.token_to_id(name))
+        return tok
+
     def __init__(self, spec: dict, *, bos_token_id: int | None = None, eos_token_ids: list[int] | None = None):
+        if not isinstance(spec, dict) or not isinstance((spec.get("model") or {}).get("vocab"), dict):
+            raise TokenizerError("not an HF tokenizer.json (no model.vocab object)")
         if spec.get("normalizer") is not None:
             raise TokenizerError(f"normalizer {spec['normalizer'].get('type')!r} is not supported "
                                  "(byte-level BPE tokenizers of this family have none)")
@@ -74,6 +98,9 @@ class Tokenizer:
 
         self.vocab: dict[str, int] = dict(model["vocab"])
         self.ignore_merges = bool(model.get("ignore_merges", False))
+        self._missing = frozenset(c for c in BYTE_TO_CHAR if c not in self.vocab)   # byte chars with no id
+        self._unk = model.get("unk_token") if model.get("unk_token") in self.vocab else None
+        self._fuse_unk = bool(model.get("fuse_unk", False))
         # (left, right) -> rank; the merged token is left + right.
         self._ranks: dict[tuple[str, str], int] = {}
         for rank, m in enumerate(model.get("merges", [])):
@@ -228,6 +255,8 @@ class Tokenizer:
         if self.ignore_merges and word in vocab:
             return [vocab[word]]
         syms = list(word)
+        if self._missing and not self._missing.isdisjoint(syms):
+            syms = self._drop_missing(syms)
         ranks = self._ranks
         while len(syms) > 1:
             best, best_rank = None, None
@@ -249,10 +278,18 @@ class Tokenizer:
                     merged.append(syms[k])
                     k += 1
             syms = merged
-        try:
-            return [vocab[s] for s in syms]
-        except KeyError as e:
-            raise TokenizerError(f"byte symbol {e.args[0]!r} missing from the vocabulary") from None
+        return [vocab[s] for s in syms]
+
+    def _drop_missing(self, syms: list[str]) -> list[str]:
+        """HF's rule for byte chars absent from the vocab (SmolLM2 lacks 21 of the 256): with no unk token they
+        are dropped (their neighbours become adjacent for merging); with one they become unk (fused if asked)."""
+        out: list[str] = []
+        for c in syms:
+            if c not in self._missing:
+                out.append(c)
+            elif self._unk is not None and not (self._fuse_unk and out and out[-1] == self._unk):
+                out.append(self._unk)
+        return out
 
     # ---- decoding ----
 
@@ -299,6 +336,20 @@ def _token_bytes(token: str) -> bytes:
         return bytes([CHAR_TO_BYTE[c] for c in token])
     except KeyError:
         return token.encode("utf-8")
+
+
+def _read_json(path: str) -> dict:
+    """A JSON object file, or {} when the optional file is absent."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except json.JSONDecodeError as e:
+        raise TokenizerError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise TokenizerError(f"{path}: expected a JSON object")
+    return data
 
 
 def _is_word(c: str) -> bool:
