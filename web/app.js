@@ -86,7 +86,7 @@ async function loadModel() {
     $('preptext').textContent = `Ready in ${((performance.now() - t0) / 1000).toFixed(1)} s ` +
       `(${i.download.fromCache}/${i.download.fromCache + i.download.fromNet} shards from cache; ` +
       `${i.kernels ?? '?'} kernels compiled).`;
-    showAdapter(i.adapter || state.adapter);
+    showAdapter({ ...state.adapter, mode: i.mode || state.adapter.mode });
     setChatEnabled(true);
     newChat();
   } catch (e) {

@@ -34,7 +34,13 @@ function errorKind(e) {
 function report(e, id) {
   let msg = String((e && e.message) || e);
   // Python exceptions arrive as "PythonError: Traceback ...\nKind: message": keep the last line only
-  if (e && e.type && msg.includes('Traceback')) msg = msg.trim().split('\n').pop();
+  // (the message itself may span lines: keep everything from the last unindented "Name: " line)
+  if (e && e.type && msg.includes('Traceback')) {
+    const lines = msg.trim().split('\n');
+    let i = lines.length - 1;
+    while (i > 0 && !/^[A-Za-z_][\w.]*: /.test(lines[i])) i--;
+    msg = lines.slice(i).join('\n');
+  }
   post({ type: 'error', id, kind: errorKind({ name: e && (e.type || e.name), message: msg }), message: msg });
 }
 
