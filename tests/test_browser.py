@@ -1,4 +1,5 @@
-"""The real page in headless Chromium (WebGPU on SwiftShader), driven by Playwright, against server.py (WebGPU compatibility mode on lavapipe: see FLAGS).
+"""The real page in headless Chromium, driven by Playwright, against server.py (WebGPU compatibility mode on
+lavapipe: see FLAGS; the core-WebGPU SwiftShader adapter is the fallback the page would take otherwise).
 
 What is checked (issue 5): the page loads the tiny synthetic model and its 16 greedy ids equal the native driver's
 on the same packed model; a second load takes every shard from the browser cache (server request log); a corrupted
@@ -136,14 +137,19 @@ def open_and_load(browser, site, model: str, timeout_s: float = 300) -> dict:
     return page.evaluate("window.__app.engine.info")
 
 
+def native(code: str):
+    """Run the native driver in a child process (Playwright's sync API owns this process's event loop)."""
+    import json
+    r = subprocess.run([sys.executable, "-c", "import json, sys\nfrom driver import Engine\n" + code],
+                       capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture(scope="module")
 def native_tiny_ids(site):
-    from driver import Engine
-    eng = Engine.load(site["models"] / "tiny")
-    try:
-        return list(eng.generate(PROMPT_IDS, max_tokens=TINY_TOKENS, temperature=0.0))
-    finally:
-        eng.close()
+    return native(f"e = Engine.load({str(site['models'] / 'tiny')!r})\n"
+                  f"print(json.dumps(list(e.generate({PROMPT_IDS}, max_tokens={TINY_TOKENS}, temperature=0.0))))")
 
 
 def browser_ids(page, n: int) -> list[int]:
@@ -211,12 +217,8 @@ def test_stop_mid_generation(browser, site):
 
 @pytest.fixture(scope="module")
 def native_chat_text(site):
-    from driver import Engine
-    eng = Engine.load(site["models"] / "smollm2-135m-instruct")
-    try:
-        return "".join(eng.chat(CHAT, max_tokens=CHAT_TOKENS, temperature=0.0))
-    finally:
-        eng.close()
+    return native(f"e = Engine.load({str(site['models'] / 'smollm2-135m-instruct')!r})\n"
+                  f"print(json.dumps(''.join(e.chat({CHAT!r}, max_tokens={CHAT_TOKENS}, temperature=0.0))))")
 
 
 def test_smollm2_chat_matches_native(browser, site, native_chat_text):
