@@ -12,5 +12,5 @@ if [[ "${CI:-}" == "true" && -z "${WGPU_EXPECT_ADAPTER:-}" ]]; then
   export WGPU_EXPECT_ADAPTER=llvmpipe
 fi
 
-printf '\n==> pytest %s\n' "$*"
+printf '\n==> pytest %s\n' "${*:-(all tests)}"
 exec .venv/bin/python -m pytest "$@"
