@@ -14,6 +14,11 @@ import wgpu
 
 from . import gpu as g
 
+try:  # the raw wgpu-native bindings, for the per-dispatch hot loop only
+    from wgpu.backends.wgpu_native._ffi import ffi as _ffi, lib as _lib
+except ImportError:  # another wgpu-py layout: use the public API
+    _ffi = _lib = None
+
 # Features we enable when the adapter has them (WebGPU names; wgpu-py spells subgroups "subgroup").
 WANTED_FEATURES = ("shader-f16", "subgroup", "timestamp-query")
 # Limits raised to the adapter's maximum: big weight bindings, big workgroups, shared memory.
@@ -123,20 +128,27 @@ class WgpuBackend(g.GPU):
     # ---- work ----
     def submit(self, program: g.Program) -> None:
         enc = self.device.create_command_encoder()
-        cpass = None
-        for op in program.ops:
-            if isinstance(op, g.Dispatch):
-                if cpass is None:
-                    cpass = enc.begin_compute_pass()
-                cpass.set_pipeline(op.pipeline.pipe)
-                cpass.set_bind_group(0, op.bind_group)
-                cpass.dispatch_workgroups(*op.grid)
+        runs = program.cache.get("wgpu")
+        if runs is None:
+            runs = program.cache["wgpu"] = _flatten(program)
+        for kind, items in runs:
+            if kind == "copy":
+                enc.copy_buffer_to_buffer(*items)
+                continue
+            cpass = enc.begin_compute_pass()
+            if _lib is not None:
+                # Raw wgpu-native calls: wgpu-py's per-call error-capture proxy costs ~5 us a
+                # call, 3 calls a dispatch; encoding errors still surface at finish().
+                h = cpass._internal
+                for pipe, bg, x, y, z in items:
+                    _lib.wgpuComputePassEncoderSetPipeline(h, pipe._internal)
+                    _lib.wgpuComputePassEncoderSetBindGroup(h, 0, bg._internal, 0, _ffi.NULL)
+                    _lib.wgpuComputePassEncoderDispatchWorkgroups(h, x, y, z)
             else:
-                if cpass is not None:
-                    cpass.end()
-                    cpass = None
-                enc.copy_buffer_to_buffer(op.src, op.src_offset, op.dst, op.dst_offset, op.size)
-        if cpass is not None:
+                for pipe, bg, x, y, z in items:
+                    cpass.set_pipeline(pipe)
+                    cpass.set_bind_group(0, bg)
+                    cpass.dispatch_workgroups(x, y, z)
             cpass.end()
         self.queue.submit([enc.finish()])
 
@@ -164,13 +176,30 @@ class WgpuBackend(g.GPU):
             buf.unmap()
 
     async def sync(self) -> None:
-        await self.queue.on_submitted_work_done_async()
+        # wgpu-py 0.32's on_submitted_work_done_* is broken (a cffi callback signature
+        # mismatch): a 4-byte read after all submitted work waits for the queue instead.
+        if getattr(self, "_fence", None) is None:
+            self._fence = self.create_buffer(16, g.STORAGE, "fence")
+        await self.read(self._fence, 0, 4)
 
     def destroy(self) -> None:
         for b in self._staging.values():
             b.destroy()
         self._staging.clear()
         self.device.destroy()
+
+
+def _flatten(program: g.Program) -> list:
+    """Runs of dispatches (one compute pass each) and copies, as plain tuples."""
+    runs: list = []
+    for op in program.ops:
+        if isinstance(op, g.Dispatch):
+            if not runs or runs[-1][0] != "pass":
+                runs.append(("pass", []))
+            runs[-1][1].append((op.pipeline.pipe, op.bind_group, *op.grid))
+        else:
+            runs.append(("copy", (op.src, op.src_offset, op.dst, op.dst_offset, op.size)))
+    return runs
 
 
 def native_source(wgsl: str) -> str:

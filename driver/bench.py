@@ -16,75 +16,20 @@ import struct
 import sys
 import time
 
-from . import gpu as g
 from .sampler import Sampling
 
-# f32 FMA throughput: 8 independent vec4 chains per invocation, ITERS rounds.
-_FMA_WGSL = """
-struct Params { iters: u32, }
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;   // (n_threads,) sink
-@group(0) @binding(1) var<uniform> params: Params;
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
-    var a0 = vec4<f32>(f32(i) * 1e-9); var a1 = a0 + 0.1; var a2 = a0 + 0.2; var a3 = a0 + 0.3;
-    var a4 = a0 + 0.4; var a5 = a0 + 0.5; var a6 = a0 + 0.6; var a7 = a0 + 0.7;
-    let m = vec4<f32>(0.9999); let c = vec4<f32>(1e-7);
-    for (var k = 0u; k < params.iters; k++) {
-        a0 = fma(a0, m, c); a1 = fma(a1, m, c); a2 = fma(a2, m, c); a3 = fma(a3, m, c);
-        a4 = fma(a4, m, c); a5 = fma(a5, m, c); a6 = fma(a6, m, c); a7 = fma(a7, m, c);
-    }
-    let s = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7;
-    out[i] = s.x + s.y + s.z + s.w;
-}
-"""
-
-
-def _fma_kernel():
-    from shaders.core import Binding, Kernel, KernelKey, Params
-    return Kernel(key=KernelKey(op="bench_fma", wg=256), wgsl=_FMA_WGSL,
-                  bindings=(Binding("out", "read_write"), Binding("params", "uniform")),
-                  params=Params((("iters", "u32"),)), workgroup_size=(256, 1, 1))
-
-
-async def fma_peak(gpu: g.GPU, quick: bool) -> float:
-    """FLOP/s (an FMA = 2 FLOPs) of f32 vec4 FMAs on this GPU."""
-    k = _fma_kernel()
-    n_wg = 64 if quick else 4096
-    iters = 256 if quick else 4096
-    out = gpu.create_buffer(4 * 256 * n_wg, g.STORAGE, "fma_out")
-    u = gpu.create_buffer(256, g.UNIFORM, "fma_params")
-    gpu.write_buffer(u, 0, k.params.pack(iters=iters))
-    pipe = gpu.create_pipeline(k)
-    bg = gpu.create_bind_group(pipe, k, {"out": (out, 0, 4 * 256 * n_wg), "params": (u, 0, 16)})
-    prog = g.Program()
-    prog.dispatch(pipe, bg, (n_wg, 1, 1), k.slug)
-    gpu.submit(prog)
-    await gpu.sync()
-    reps = 3
-    t = time.perf_counter()
-    for _ in range(reps):
-        gpu.submit(prog)
-    await gpu.sync()
-    dt = (time.perf_counter() - t) / reps
-    return 256 * n_wg * iters * 8 * 4 * 2 / dt
-
-
-async def copy_roofline(gpu: g.GPU, quick: bool) -> float:
-    """Bytes/s (read + write) of a large buffer-to-buffer copy."""
-    size = (16 if quick else 512) << 20
-    a = gpu.create_buffer(size, g.STORAGE, "copy_a")
-    b = gpu.create_buffer(size, g.STORAGE, "copy_b")
-    prog = g.Program()
-    prog.copy(a, 0, b, 0, size)
-    gpu.submit(prog)
-    await gpu.sync()
-    reps = 3 if quick else 10
-    t = time.perf_counter()
-    for _ in range(reps):
-        gpu.submit(prog)
-    await gpu.sync()
-    return 2 * size * reps / (time.perf_counter() - t)
+def rooflines(gpu, quick: bool, f16: bool) -> dict:
+    """Copy bandwidth and FMA peak from shaders.bench (the same measurement the kernel bench
+    reports), run on this backend's wgpu device."""
+    from shaders import bench as sb
+    cp = sb.copy_roofline(gpu.device, quick)
+    out = {"copy_gb_s": cp["roofline_gbs"], "fma_f32_gflop_s": sb.fma_peak(gpu.device, False,
+                                                                          quick) / 1e9}
+    out["fma_gflop_s"] = out["fma_f32_gflop_s"]
+    if f16:
+        out["fma_f16_gflop_s"] = sb.fma_peak(gpu.device, True, quick) / 1e9
+        out["fma_gflop_s"] = out["fma_f16_gflop_s"]  # the arithmetic the prefill kernels use
+    return out
 
 
 async def decode_speed(eng, ctx: int, n: int, depth: int = 2) -> float:
@@ -170,9 +115,9 @@ def run_bench(model, quick: bool = False, vs_torch: bool = False, as_json: bool 
            "dispatches_per_token": eng.dispatches_per_token,
            "weight_bytes_per_token": eng.weight_bytes_per_token, "decode": []}
 
+    res.update(rooflines(gpu, quick, eng.graph.caps.shader_f16))
+
     async def go():
-        res["copy_gb_s"] = await copy_roofline(gpu, quick) / 1e9
-        res["fma_gflop_s"] = await fma_peak(gpu, quick) / 1e9
         for c in loop_ctxs:
             res["decode"].append({"ctx": c, "tok_s": await decode_speed(eng, c, n_dec)})
         res["prefill_tokens"] = n_pre
@@ -203,7 +148,7 @@ def format_table(r: dict) -> str:
     lines = [f"# driver bench {r['model']} ({r['quant']}) on {r['adapter']}, {r['date']}",
              f"dispatches/token {r['dispatches_per_token']}, weights/token "
              f"{r['weight_bytes_per_token'] / 1e6:.2f} MB, copy roofline {r['copy_gb_s']:.1f} GB/s, "
-             f"f32 FMA peak {r['fma_gflop_s']:.0f} GFLOP/s"]
+             f"FMA peak {r['fma_gflop_s']:.0f} GFLOP/s ({'f16' if 'fma_f16_gflop_s' in r else 'f32'})"]
     for d in r["decode"]:
         lines.append(f"decode ctx {d['ctx']:>5}: {d['tok_s']:8.1f} tok/s")
     lines.append(f"weight bandwidth (ctx {r['decode'][0]['ctx']}): {r['weight_gb_s']:.1f} GB/s = "

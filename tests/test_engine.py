@@ -189,3 +189,53 @@ def test_bench_quick_output_parses(models):
     for k in ("decode", "prefill_tok_s", "copy_gb_s", "weight_gb_s"):
         assert k in res
     assert all(v["tok_s"] > 0 for v in res["decode"])
+
+
+# ---- HF transformers goldens (tests/golden/README.md) ----
+from goldens import golden_names, load_golden, load_smollm2_chat, make_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def golden_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("goldens")
+
+
+def _golden_model(golden_dir: Path, name: str, quant: str) -> Path:
+    from weights_tool.pack import pack
+    out = golden_dir / f"{name}-{quant}"
+    if not out.exists():
+        hf = golden_dir / name
+        if not hf.exists():
+            make_checkpoint(name, golden_dir)
+        pack(hf, out, quant=quant, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("name", golden_names())
+def test_golden_f32_logits_and_greedy(name, golden_dir, backend):
+    gold = load_golden(name)
+    eng = Engine.load(_golden_model(golden_dir, name, "f32"), backend=backend, max_context=64,
+                      kv="f32", chunk=32)
+    ids = gold["input_ids"].tolist()
+    got = eng.logits(ids)
+    want = gold["logits"]
+    # every position: max |difference| within 1e-3 of that position's max |logit|
+    per_pos = np.abs(got - want).max(-1) / np.abs(want).max(-1)
+    assert per_pos.max() < 1e-3, (per_pos.argmax(), per_pos.max())
+    greedy = list(eng.generate(ids[:8], 32, stop_ids=()))
+    assert greedy == gold["greedy_ids"].tolist()
+
+
+def test_smollm2_chat_greedy_matches_transformers(smollm2_gguf, golden_dir, backend):
+    """Three chat prompts: 48 greedy tokens (no eos stop) identical to transformers' on the
+    dequantized GGUF. The model is packed losslessly here (``keep_native``: the GGUF's Q8_0
+    embedding stays Q8_0; requantizing it to q4_1 changes the first reply token). f32 math and
+    an f32 KV cache: the references are fp32 on the CPU."""
+    from weights_tool.pack import pack
+    gold = load_smollm2_chat()
+    model = golden_dir / "smollm2-native"
+    pack(smollm2_gguf, model, quant="q4_1", keep_native=True, progress=False)
+    eng = Engine.load(model, backend=backend, max_context=256, kv="f32", f16_math=False)
+    for case in gold["cases"]:
+        got = list(eng.generate(case["prompt_ids"], gold["max_new_tokens"], stop_ids=()))
+        assert got == case["greedy_ids"], case["messages"]
