@@ -105,7 +105,7 @@ else
 fi
 
 # ---- 4. the embedded default model ----
-step "default model $MODEL_OUT (q4_1, lossless from the GGUF)"
+step "default model $MODEL_OUT (q4_1: the GGUF's Q4_1 blocks are copied bit-exact)"
 [[ -f weights_tool/__main__.py ]] || die "weights_tool has no CLI in this checkout (weights_tool/__main__.py missing)"
 if [[ -f "$MODEL_OUT/manifest.json" ]] && "$PY" -m weights_tool verify "$MODEL_OUT" >/dev/null 2>&1; then
   echo "ok: $MODEL_OUT verified"
