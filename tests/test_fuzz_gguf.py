@@ -9,7 +9,9 @@ bytes, ``gguf.GGUFReader`` must read the same metadata and tensor table from the
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import struct
 import sys
 import tempfile
@@ -26,6 +28,7 @@ from weights_tool.gguf_header import HeaderError, parse_header
 from weights_tool.gguf_load import GGUFSource
 
 _DIR = Path(tempfile.mkdtemp(prefix="fuzz-gguf-"))
+atexit.register(shutil.rmtree, _DIR, True)
 _BASE = _DIR / "base.gguf"
 make_gguf(_BASE, hidden=32, ffn=32, layers=1, heads=2, kv_heads=1, qtype=Q.Q4_1)
 DATA = _BASE.read_bytes()
