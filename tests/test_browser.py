@@ -113,7 +113,7 @@ def browser(site):
         page = ctx.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        yield {"page": page, "blocked": blocked, "errors": errors}
+        yield {"page": page, "blocked": blocked, "errors": errors, "browser": b, "guard": guard}
         ctx.close()
         b.close()
 
@@ -236,6 +236,28 @@ def test_smollm2_chat_matches_native(browser, site, native_chat_text):
     assert reply.strip(), "empty reply"
     (REPO / "artifacts").mkdir(exist_ok=True)
     page.screenshot(path=str(REPO / "artifacts" / "browser-chat.png"), full_page=True)
+
+
+def test_offline_reload_chats(browser, site, native_tiny_ids):
+    """After a first visit (service worker allowed here), the page reloads and generates with the network off."""
+    ctx = browser["browser"].new_context()
+    ctx.route("**/*", browser["guard"])
+    try:
+        page = ctx.new_page()
+        first = {"page": page}
+        info = open_and_load(first, site, "tiny")
+        assert info["download"]["fromNet"] == 1
+        page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+        page.reload()  # now controlled by the service worker: the model list is cached too
+        page.wait_for_function("window.__app && window.__app.ready && navigator.serviceWorker.controller",
+                               timeout=60_000)
+        before = shard_gets(site, "tiny")
+        ctx.set_offline(True)
+        info = open_and_load(first, site, "tiny")
+        assert info["download"]["fromCache"] == 1 and shard_gets(site, "tiny") == before
+        assert browser_ids(page, 4) == native_tiny_ids[:4]
+    finally:
+        ctx.close()
 
 
 def test_no_request_left_localhost(browser):
