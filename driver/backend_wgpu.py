@@ -169,7 +169,16 @@ class WgpuBackend(g.GPU):
         return (await self.map_read(st, 0, padded))[:size]
 
     async def map_read(self, buf, offset: int, size: int) -> bytes:
-        await buf.map_async(wgpu.MapMode.READ, offset, size)
+        promise = buf.map_async(wgpu.MapMode.READ, offset, size)
+        # wgpu-py's awaiter naps with a growing back-off (0.5, 1, 1.5 ... 10 ms) once the first
+        # few checks fail, which would leave the GPU idle between pipelined decode steps; its
+        # poll thread settles the promise, so yield to the loop until then (native only; wgpu is
+        # pinned to 0.32.0, whose GPUPromise keeps its state in ``_state``).
+        spins = 0
+        while getattr(promise, "_state", "") == "pending":
+            spins += 1
+            await asyncio.sleep(0 if spins < 200 else 0.0002)  # short naps after a short spin
+        await promise
         try:
             return bytes(buf.read_mapped(offset, size, copy=True))
         finally:
