@@ -41,67 +41,82 @@ def _check_dims(op, n_heads, n_kv_heads, head_dim, kv):
 
 
 # ---- KV cache access fragments (f16 packed or f32) ----
-def kv_fragments(kv: str, writable: bool = False, first_binding: int = 1) -> tuple[str, str]:
+def kv_fragments(kv: str, head_dim: int) -> tuple[str, str]:
     """(binding declarations of k_cache, v_cache; WGSL fns ``kdot(p, h) -> array<f32, G>``
-    (scaled q rows of the group in workgroup ``qs`` dotted with K[p, h]) and ``vload8(p, h, dg)``
-    (elements 8*dg .. 8*dg+7 of V[p, h]))."""
-    acc = "read_write" if writable else "read"
-    b0, b1 = first_binding, first_binding + 1
+    (scaled q rows of the group in workgroup ``qs`` dotted with K[p, h]), ``vraw(p, h, dg)`` (the
+    raw words of elements 8*dg .. 8*dg+7 of V[p, h]) and ``vunpack(raw) -> V8``).
+
+    kdot is unrolled in Python: its head_dim/8 16-byte loads are written out before any use, so
+    they are all in flight at once (a rolled WGSL loop gave one load per memory round trip on an
+    H100: 10% of the copy roofline)."""
+    n8 = head_dim // 8
     if kv == "f16":
-        decl = (f"@group(0) @binding({b0}) var<storage, {acc}> k_cache: array<vec4<u32>>;  "
+        decl = ("@group(0) @binding(1) var<storage, read> k_cache: array<vec4<u32>>;  "
                 "// (max_ctx, N_KV, HD) f16, 8 per vec4<u32>\n"
-                f"@group(0) @binding({b1}) var<storage, {acc}> v_cache: array<vec4<u32>>;  "
+                "@group(0) @binding(2) var<storage, read> v_cache: array<vec4<u32>>;  "
                 "// (max_ctx, N_KV, HD) f16, 8 per vec4<u32>")
-        fns = """
-fn kdot(p: u32, h: u32) -> array<f32, G> {
-    var s: array<f32, G>;
-    let base = (p * N_KV + h) * (HD / 8u);
-    for (var j = 0u; j < HD / 8u; j++) {
-        let w = k_cache[base + j];
-        let ka = vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
-        let kb = vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w));
-        for (var g = 0u; g < G; g++) {
-            let qi = (g * HD / 8u + j) * 2u;
-            s[g] += dot(qs[qi], ka) + dot(qs[qi + 1u], kb);
-        }
-    }
-    return s;
-}
-struct V8 { a: vec4<f32>, b: vec4<f32> }
-// elements 8*dg .. 8*dg+7 of V[p, h]
-fn vload8(p: u32, h: u32, dg: u32) -> V8 {
-    let w = v_cache[(p * N_KV + h) * (HD / 8u) + dg];
+        loads = "".join(f"    let w{j} = k_cache[base + {j}u];\n" for j in range(n8))
+        conv = "".join(f"    let ka{j} = vec4<f32>(unpack2x16float(w{j}.x), unpack2x16float(w{j}.y));\n"
+                       f"    let kb{j} = vec4<f32>(unpack2x16float(w{j}.z), unpack2x16float(w{j}.w));\n"
+                       for j in range(n8))
+        base = "(p * N_KV + h) * (HD / 8u)"
+        vfns = """
+alias VR = vec4<u32>;
+fn vraw(p: u32, h: u32, dg: u32) -> VR { return v_cache[(p * N_KV + h) * (HD / 8u) + dg]; }
+fn vunpack(w: VR) -> V8 {
     return V8(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
               vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
 }
 """
     else:
-        decl = (f"@group(0) @binding({b0}) var<storage, {acc}> k_cache: array<vec4<f32>>;  "
+        decl = ("@group(0) @binding(1) var<storage, read> k_cache: array<vec4<f32>>;  "
                 "// (max_ctx, N_KV, HD) f32\n"
-                f"@group(0) @binding({b1}) var<storage, {acc}> v_cache: array<vec4<f32>>;  "
+                "@group(0) @binding(2) var<storage, read> v_cache: array<vec4<f32>>;  "
                 "// (max_ctx, N_KV, HD) f32")
-        fns = """
-fn kdot(p: u32, h: u32) -> array<f32, G> {
-    var s: array<f32, G>;
-    let base = (p * N_KV + h) * (HD / 4u);
-    for (var j = 0u; j < HD / 8u; j++) {
-        let ka = k_cache[base + 2u * j];
-        let kb = k_cache[base + 2u * j + 1u];
-        for (var g = 0u; g < G; g++) {
-            let qi = (g * HD / 8u + j) * 2u;
-            s[g] += dot(qs[qi], ka) + dot(qs[qi + 1u], kb);
-        }
-    }
-    return s;
-}
-struct V8 { a: vec4<f32>, b: vec4<f32> }
-// elements 8*dg .. 8*dg+7 of V[p, h]
-fn vload8(p: u32, h: u32, dg: u32) -> V8 {
+        loads = "".join(f"    let ka{j} = k_cache[base + {2 * j}u];\n"
+                        f"    let kb{j} = k_cache[base + {2 * j + 1}u];\n" for j in range(n8))
+        conv = ""
+        base = "(p * N_KV + h) * (HD / 4u)"
+        vfns = """
+alias VR = V8;
+fn vraw(p: u32, h: u32, dg: u32) -> VR {
     let i = (p * N_KV + h) * (HD / 4u) + 2u * dg;
     return V8(v_cache[i], v_cache[i + 1u]);
 }
+fn vunpack(w: VR) -> V8 { return w; }
 """
+    dots = " +\n            ".join(f"dot(qs[qb + {2 * j}u], ka{j}) + dot(qs[qb + {2 * j + 1}u], kb{j})"
+                                 for j in range(n8))
+    fns = f"""
+struct V8 {{ a: vec4<f32>, b: vec4<f32> }}   // 8 consecutive head-dim elements
+fn kdot(p: u32, h: u32) -> array<f32, G> {{
+    let base = {base};
+{loads}{conv}    var s = array<f32, G>();
+    for (var g = 0u; g < G; g++) {{
+        let qb = g * (HD / 4u);
+        s[g] = {dots};
+    }}
+    return s;
+}}
+{vfns}"""
     return decl, fns
+
+
+def v_phase(head_dim: int) -> tuple[str, str]:
+    """(V prefetch, V accumulate) WGSL of one tile, unrolled over the NV = head_dim/8 positions
+    an invocation owns (see kv_fragments for why unrolled)."""
+    nv = head_dim // 8
+    pre = "".join(f"        let vr{i} = vraw(min(p0 + pg + {i}u * PG, p_end - 1u), h, dg);\n"
+                  for i in range(nv))
+    acc = ""
+    for i in range(nv):
+        acc += (f"        {{\n            let v = vunpack(vr{i});\n"
+                f"            for (var g = 0u; g < G; g++) {{\n"
+                f"                let w = pw[g * TILE + pg + {i}u * PG];\n"
+                f"                acc[2u * g] += w * v.a;\n"
+                f"                acc[2u * g + 1u] += w * v.b;\n"
+                f"                l[g] += w;\n            }}\n        }}\n")
+    return pre, acc
 
 
 def _tile_max(subgroups: bool) -> str:
@@ -182,8 +197,10 @@ def build_decode(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int, kv: s
     sg = caps.subgroups
     key = KernelKey(op="attention_decode", fmt=kv, wg=wg, vec=4, subgroups=sg,
                     dims=(("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim), ("mc", mc)))
-    decl, fns = kv_fragments(kv)
+    decl, fns = kv_fragments(kv, head_dim)
+    vpre, vacc = v_phase(head_dim)
     src = render(load_template("attention_decode"), {
+        "V_PREFETCH": vpre, "V_ACCUM": vacc,
         "ENABLES": enable_lines(False, sg), "N_HEADS": str(n_heads), "N_KV": str(n_kv_heads),
         "HEAD_DIM": str(head_dim), "WG": str(wg), "MAX_CHUNKS": str(mc),
         "SCALE": wgsl_float(1.0 / math.sqrt(head_dim)), "PARAMS": DECODE_PARAMS.wgsl(),

@@ -17,6 +17,7 @@ const TILE: u32 = WG;              // positions per tile
 const DPT: u32 = 8u;               // value phase: head-dim elements per invocation
 const TPR: u32 = HD / DPT;         // invocations per V row
 const PG: u32 = WG / TPR;          // position groups of the value phase
+const NV: u32 = TILE / PG;        // positions per invocation per tile (= TPR)
 const RED: u32 = max(G * TILE, PG * HD + PG);
 const MAX_CHUNKS: u32 = {{MAX_CHUNKS}}u;
 const SCALE: f32 = {{SCALE}};      // 1 / sqrt(HD)
@@ -57,22 +58,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
 
-    var m: array<f32, G>;             // running max per query head (same in every invocation)
-    var l: array<f32, G>;             // running sum of exp over this position group
-    var acc: array<vec4<f32>, 2u * G>;  // (G, 8) values of elements 8*dg .. 8*dg+7
+    var m = array<f32, G>();          // running max per query head (same in every invocation)
+    var l = array<f32, G>();          // running sum of exp over this position group
+    var acc = array<vec4<f32>, 2u * G>();  // (G, 8) values of elements 8*dg .. 8*dg+7
     for (var g = 0u; g < G; g++) { m[g] = NEG; l[g] = 0.0; }
     let dg = t % TPR;
     let pg = t / TPR;
 
     for (var p0 = p_begin; p0 < p_end; p0 += TILE) {
+        // ---- V loads of this tile issued first: they do not depend on the scores, and all
+        //      NV (= TPR) of them are in flight with the K loads (one memory round trip per tile;
+        //      positions past the context read the last valid row and get weight 0) ----
+{{V_PREFETCH}}
         // ---- scores of position p0 + t for the G heads ----
         let p = p0 + t;
-        var s: array<f32, G>;
+        var s = array<f32, G>();
         for (var g = 0u; g < G; g++) { s[g] = NEG; }
         if (p < p_end) { s = kdot(p, h); }
         // ---- tile max per head, new running max, weights ----
         let tmax = tile_max(s, t{{SG_CALL}});
-        var alpha: array<f32, G>;
+        var alpha = array<f32, G>();
         for (var g = 0u; g < G; g++) {
             let mn = max(m[g], tmax[g]);
             alpha[g] = exp(m[g] - mn);
@@ -80,22 +85,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             pw[g * TILE + t] = exp(s[g] - mn);
         }
         workgroupBarrier();
-        // ---- values: 8 elements of every PG-th position of the tile ----
-        let n = min(TILE, p_end - p0);
+        // ---- values: 8 elements of positions pg, pg + PG, ... of the tile ----
         for (var g = 0u; g < G; g++) {
             acc[2u * g] *= alpha[g];
             acc[2u * g + 1u] *= alpha[g];
             l[g] *= alpha[g];
         }
-        for (var j = pg; j < n; j += PG) {
-            let v = vload8(p0 + j, h, dg);
-            for (var g = 0u; g < G; g++) {
-                let w = pw[g * TILE + j];
-                acc[2u * g] += w * v.a;
-                acc[2u * g + 1u] += w * v.b;
-                l[g] += w;
-            }
-        }
+{{V_ACCUM}}
         workgroupBarrier();  // pw and red are rewritten by the next tile
     }
 
