@@ -40,7 +40,7 @@ def build_embed(caps: Caps, fmt: str, hidden: int, group_size: int = 32) -> Kern
         "FMT": fmt, "PARAMS": EMBED_PARAMS.wgsl(), "BINDINGS": decls, "COLS": hidden,
         "GS": group_size if fmt in QUANTIZED else 1,
         "GPR": hidden // group_size if fmt in QUANTIZED else 1, "WPR": words_per_row(fmt, hidden),
-        "NC4": nc4, "WFNS": weight_fns(fmt, "w_", 1, dot=False), "COPY": copy}, slug=key.slug())
+        "NC4": nc4, "WFNS": weight_fns(fmt, "w_", 1), "COPY": copy}, slug=key.slug())
     return Kernel(key=key, wgsl=src, bindings=bindings, params=EMBED_PARAMS,
                   workgroup_size=(64, 1, 1),
                   meta={"grid": lambda n_tok=1: (-(-nc4 // 64), int(n_tok), 1)})

@@ -29,8 +29,8 @@ def build_gate_up(caps: Caps, fmt: str, ffn: int, hidden: int, group_size: int =
                  "        act[row0 + r] = g / (1.0 + exp(-g)) * total(r * NW + 1u);")
         return decode_kernel("gate_up", caps, fmt, ffn, hidden, group_size, ("w1_", "w3_"),
                              "act", store, SEM, GATE_UP_PARAMS, (("m1", 1),), wg, r)
-    store = ("                let g = acc_w1_[i][j];\n"
-             "                act[o] = g / (1.0 + exp(-g)) * acc_w3_[i][j];")
+    store = ("        let g = acc_w1_{i}.{c};\n"
+             "        act[o] = g / (1.0 + exp(-g)) * acc_w3_{i}.{c};")
     return tiled_kernel("gate_up", caps, fmt, ffn, hidden, group_size, ("w1_", "w3_"), "act",
                         store, SEM, GATE_UP_PARAMS)
 

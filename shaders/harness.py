@@ -112,10 +112,14 @@ def native_source(wgsl: str) -> str:
 
 def _compile_message(kernel: Kernel, e: Exception) -> str:
     text = str(e)
-    m = re.search(r"wgsl:(\d+):(\d+)", text)
+    # naga reports "wgsl:LINE:COL" (parse errors) or "┌─ :LINE:COL" (validation errors)
+    m = re.search(r"(?:wgsl|┌─ [^:\n]*):(\d+):(\d+)", text)
     lines = kernel.wgsl.splitlines()
     reason = next((ln.strip() for ln in text.splitlines()
                    if "error" in ln.lower() and "Validation Error" not in ln), text.strip()[:200])
+    detail = [ln.strip()[2:] for ln in text.splitlines() if ln.strip().startswith("= ")]
+    if detail:
+        reason += " (" + "; ".join(detail[:2]) + ")"
     if m:
         n = int(m.group(1))
         src = lines[n - 1].strip() if 0 < n <= len(lines) else ""

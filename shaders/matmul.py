@@ -38,8 +38,9 @@ def _wload(prefix: str, cols: int, tk: int) -> str:
 def tiled_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_size: int,
                  weights: tuple[str, ...], out_name: str, store: str, semantics: str,
                  params: Params, extra_dims: tuple = ()) -> Kernel:
-    """64 tokens x 64 rows per workgroup of 256 threads; ``store`` is WGSL run per output element
-    with ``o`` (flat index), ``i``/``j`` (token/row in the 4x4 block) and accumulators in scope."""
+    """64 tokens x 64 rows per workgroup of 256 threads; ``store`` is the WGSL run per output
+    element with ``o`` (flat index) in scope, where ``{i}`` / ``{c}`` in the text become the
+    token index (0..3) and row component (x..w) of the accumulators ``acc_<prefix>{i}.{c}``."""
     check_weight(op, fmt, rows, cols, group_size)
     if caps.max_workgroup_size < 256:
         raise UnsupportedKernel(f"{op}: needs 256 invocations per workgroup")
@@ -68,32 +69,33 @@ def tiled_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_size
                   f"   // (TK, TN) dequantized weight tile, k-major\n")
     stage = ""
     for p in weights:
-        stage += (f"            let v_{p} = vec4<{st}>(wload4_{p}(row, k0 / 4u + k4));\n"
-                  f"            for (var e = 0u; e < 4u; e++) {{ "
-                  f"{p}tile[((4u * k4 + e) * TN + n) / 4u][n % 4u] = v_{p}[e]; }}\n")
+        stage += f"            let v_{p} = vec4<{st}>(wload4_{p}(row, k0 / 4u + k4));\n"
+        stage += "".join(f"            {p}tile[((4u * k4 + {e}u) * TN + n) / 4u][n % 4u] = v_{p}.{c};\n"
+                         for e, c in enumerate("xyzw"))
     more = "".join(f"fn wload4_{p}(row: u32, c4: u32) -> vec4<f32> {{ return "
                    f"{_wload(p, cols, tk)}; }}\n" for p in weights[1:])
-    acc_decl = "".join(f"    var acc_{p}: array<vec4<f32>, 4>;   // [token i][row j]\n"
-                       for p in weights)
+    acc_decl = "".join(f"    var acc_{p}{i} = vec4<f32>(0.0);   // token 4 ty + {i}, rows 4 tx .. +3\n"
+                       for p in weights for i in range(4))
+    acc = "h" if f16 else "acc"
+    inner = ""
+    if f16:   # this K step's products summed in f16, then added to the f32 accumulators
+        inner += "".join(f"        var h_{p}{i} = vec4<f16>(0.0);\n" for p in weights for i in range(4))
+    inner += "        for (var k = 0u; k < TK; k++) {\n"
+    inner += "            let a = xs[k * (TM / 4u) + ty];\n"
+    for p in weights:
+        inner += f"            let b_{p} = {p}tile[k * (TN / 4u) + tx];\n"
+        inner += "".join(f"            {acc}_{p}{i} += a.{c} * b_{p};\n" for i, c in enumerate("xyzw"))
+    inner += "        }\n"
     if f16:
-        inner = "".join(f"        var h_{p} = array<vec4<f16>, 4>();   // this K step, summed in f16\n" for p in weights)
-        inner += "        for (var k = 0u; k < TK; k++) {\n"
-        inner += "            let a = xs[k * (TM / 4u) + ty];\n"
-        for p in weights:
-            inner += (f"            let b_{p} = {p}tile[k * (TN / 4u) + tx];\n"
-                      + "".join(f"            h_{p}[{i}] += a.{c} * b_{p};\n"
-                                for i, c in enumerate("xyzw")))
-        inner += "        }\n"
-        inner += "".join(f"        for (var i = 0u; i < 4u; i++) {{ acc_{p}[i] += "
-                         f"vec4<f32>(h_{p}[i]); }}\n" for p in weights)
-    else:
-        inner = "        for (var k = 0u; k < TK; k++) {\n"
-        inner += "            let a = xs[k * (TM / 4u) + ty];\n"
-        for p in weights:
-            inner += (f"            let b_{p} = {p}tile[k * (TN / 4u) + tx];\n"
-                      + "".join(f"            acc_{p}[{i}] += a.{c} * b_{p};\n"
-                                for i, c in enumerate("xyzw")))
-        inner += "        }\n"
+        inner += "".join(f"        acc_{p}{i} += vec4<f32>(h_{p}{i});\n" for p in weights for i in range(4))
+    stores = []
+    for i in range(4):
+        for j, c in enumerate("xyzw"):
+            body = store.replace("ACC(", "(").replace("{i}", str(i)).replace("{c}", c)
+            stores.append(f"    if (t0 + 4u * ty + {i}u < n_tok && n0 + 4u * tx + {j}u < ROWS) {{\n"
+                          f"        let o = (t0 + 4u * ty + {i}u) * ROWS + n0 + 4u * tx + {j}u;\n"
+                          f"{body}\n    }}")
+    store_all = "\n".join(stores)
     if xvec:  # whole vec4 loads: every token row starts 16-byte aligned
         xload = ("fn xload4(t: u32, c4: u32) -> vec4<f32> {\n"
                  "    if (4u * c4 >= COLS) { return vec4<f32>(0.0); }\n"
@@ -102,7 +104,7 @@ def tiled_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_size
         xload = ("fn xload4(t: u32, c4: u32) -> vec4<f32> {\n    var v = vec4<f32>(0.0);\n"
                  "    for (var e = 0u; e < 4u; e++) {\n        let c = 4u * c4 + e;\n"
                  "        if (c < COLS) { v[e] = x[t * COLS + c]; }\n    }\n    return v;\n}\n")
-    wfns = "".join(weight_fns(fmt, p, 1, dot=False) for p in weights)
+    wfns = "".join(weight_fns(fmt, p, 1) for p in weights)
     src = render(load_template("matmul"), {
         "ENABLES": enables(f16, False), "OP": op, "FMT": fmt, "SEMANTICS": semantics,
         "PARAMS": params.wgsl(), "BINDINGS": decls, "ROWS": rows, "COLS": cols,
@@ -111,7 +113,7 @@ def tiled_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_size
         "TK": tk, "XLOAD": xload, "TILES": tiles, "WFNS": wfns, "W0": weights[0],
         "WLOAD0": _wload(weights[0], cols, tk), "WLOAD_MORE": more, "ST": st,
         "ACC_DECL": acc_decl, "STAGE_W": stage.rstrip("\n"), "INNER": inner.rstrip("\n"),
-        "STORE": store}, slug=key.slug())
+        "STORE": store_all}, slug=key.slug())
     return Kernel(key=key, wgsl=src, bindings=bindings, params=params,
                   workgroup_size=(256, 1, 1), features=("shader-f16",) if f16 else (),
                   meta={"grid": lambda n_tok=1: (-(-rows // TN), -(-int(n_tok) // TM), 1),
@@ -122,7 +124,7 @@ def tiled_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_size
 def build_matmul(caps: Caps, fmt: str, rows: int, cols: int, group_size: int = 32,
                  accumulate: int = 0) -> Kernel:
     prev = "y[o] + " if accumulate else ""
-    store = f"                y[o] = {prev}acc_w_[i][j];"
+    store = f"        y[o] = {prev}acc_w_{{i}}.{{c}};"
     sem = "Y[t, r] " + ("+= " if accumulate else "= ") + "sum_c X[t, c] * W[r, c]"
     return tiled_kernel("matmul", caps, fmt, rows, cols, group_size, ("w_",), "y", store, sem,
                         MATMUL_PARAMS, (("acc", int(accumulate)),))

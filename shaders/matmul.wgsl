@@ -3,6 +3,7 @@
 // A workgroup computes a TM tokens x TN rows tile of the output. Per K step it stages TK columns
 // of x (TM x TK) and of each weight (TN x TK, dequantized once) in shared memory, then every
 // thread accumulates a 4 x 4 register block: 2 vec4 shared loads per 16 FMAs.
+// Accumulators are separate variables (generated unrolled), never indexed arrays.
 {{PARAMS}}
 {{BINDINGS}}
 const ROWS: u32 = {{ROWS}}u;   // rows of the weight = output features
@@ -37,7 +38,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let k4 = i % NK4;
             var v = vec4<{{ST}}>(0.0);
             if (t0 + m < n_tok) { v = vec4<{{ST}}>(xload4(t0 + m, k0 / 4u + k4)); }
-            for (var e = 0u; e < 4u; e++) { xs[((4u * k4 + e) * TM + m) / 4u][m % 4u] = v[e]; }
+            // transpose into k-major rows of TM tokens (xs[k][m])
+            xs[(4u * k4 * TM + m) / 4u][m % 4u] = v.x;
+            xs[((4u * k4 + 1u) * TM + m) / 4u][m % 4u] = v.y;
+            xs[((4u * k4 + 2u) * TM + m) / 4u][m % 4u] = v.z;
+            xs[((4u * k4 + 3u) * TM + m) / 4u][m % 4u] = v.w;
         }
         for (var i = lid; i < TN * NK4; i += 256u) {
             let n = i / NK4;
@@ -49,14 +54,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 {{INNER}}
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
-        let t = t0 + 4u * ty + i;
-        for (var j = 0u; j < 4u; j++) {
-            let row = n0 + 4u * tx + j;
-            if (t < n_tok && row < ROWS) {
-                let o = t * ROWS + row;
+    // write the 4 x 4 block (unrolled: accumulators stay in registers)
 {{STORE}}
-            }
-        }
-    }
 }

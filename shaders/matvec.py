@@ -56,9 +56,11 @@ def weight_bindings(fmt: str, prefix: str, vec: int, rows_doc: str, cols_doc: st
     return out
 
 
-def weight_fns(fmt: str, prefix: str, vec: int, dot: bool) -> str:
-    """WGSL: word/chunk accessors of the main part, the format's dequantization (elem4/elem1)
-    and, when ``dot``, the decode chunk dot product, all prefixed with ``prefix``."""
+def weight_fns(fmt: str, prefix: str, vec: int, dot: bool = False) -> str:
+    """WGSL: word/chunk accessors of the main part and the format's dequantization helpers
+    (scale/min, elem4, elem1, nibble/byte unpacking), all prefixed with ``prefix``; with ``dot``
+    also ``<prefix>dot(row, ch)`` (matvec_dot_<fmt>.wgsl: the looped chunk dot used by qkv_rope;
+    matvec itself generates the unrolled ``chunk_dot``)."""
     main = prefix + PART_NAMES[fmt][0]
     if vec == 4:
         acc = (f"fn {prefix}word(i: u32) -> u32 {{ return {main}[i >> 2u][i & 3u]; }}\n"
@@ -70,6 +72,48 @@ def weight_fns(fmt: str, prefix: str, vec: int, dot: bool) -> str:
     if dot:
         src += load_template(f"matvec_dot_{fmt}")
     return src.replace("{{W}}", prefix)
+
+
+# ---- decode chunk code (generated unrolled) ----
+def x_chunk(fmt: str, vec: int) -> tuple[list[str], list[str]]:
+    """WGSL lines loading this chunk's x (column c4 * 4 = ch * CE) and the variable names."""
+    ce = vec * EPW[fmt]
+    if ce % 4 == 0:
+        names = [f"xv{i}" for i in range(ce // 4)]
+        lines = ["let c4 = ch * (CE / 4u);"] + [f"let xv{i} = x4(c4 + {i}u);"
+                                               for i in range(ce // 4)]
+    elif ce == 2:
+        names, lines = ["xv0"], ["let xv0 = vec2<f32>(x1(2u * ch), x1(2u * ch + 1u));"]
+    else:
+        names, lines = ["xv0"], ["let xv0 = x1(ch);"]
+    if fmt == "q4_1":  # q4_1 needs sum(x) of the chunk: m * sum(x), shared by all rows
+        lines.append("let sx = dot(" + " + ".join(names) + ", vec4<f32>(1.0));")
+    return lines, names
+
+
+def chunk_dot(fmt: str, prefix: str, vec: int, wv: str, xs: list[str], row: str) -> str:
+    """WGSL expression: dequantized row chunk ``wv`` (vec4<u32>) dotted with the chunk's x."""
+    words = [f"{wv}.{c}" for c in "xyzw"[:vec]]
+    if fmt in ("q4_0", "q4_1"):
+        part = " + ".join(f"dot({prefix}nib_lo({w}), {xs[2 * k]}) + dot({prefix}nib_hi({w}), "
+                          f"{xs[2 * k + 1]})" for k, w in enumerate(words))
+    elif fmt == "q8_0":
+        part = " + ".join(f"dot({prefix}i8x4({w}), {xs[k]})" for k, w in enumerate(words))
+    elif fmt == "f16":
+        if vec == 4:
+            part = (f"dot(vec4<f32>(unpack2x16float({wv}.x), unpack2x16float({wv}.y)), {xs[0]}) + "
+                    f"dot(vec4<f32>(unpack2x16float({wv}.z), unpack2x16float({wv}.w)), {xs[1]})")
+        else:
+            part = f"dot(unpack2x16float({wv}.x), {xs[0]})"
+    else:
+        part = (f"dot(bitcast<vec4<f32>>({wv}), {xs[0]})" if vec == 4
+                else f"bitcast<f32>({wv}.x) * {xs[0]}")
+    if fmt not in QUANTIZED:
+        return part
+    g = f"{row} * GPR + (ch * CE) / GS"   # the chunk lies in one group (pick_vec)
+    if fmt == "q4_1":
+        return f"{prefix}scale({g}) * ({part}) + {prefix}min({g}) * sx"
+    return f"{prefix}scale({g}) * ({part})"
 
 
 def binding_decls(bindings) -> tuple[str, tuple[Binding, ...]]:
@@ -126,17 +170,24 @@ def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_siz
     cap = min(256, caps.max_workgroup_size)
     wg = wg or max(32, min(cap, pow2_at_least(nch)))
     wg = min(pow2_at_least(wg), cap)
-    r = r or min(4, rows)
+    # rows per workgroup: q formats reuse the chunk's x (8 vec4 loads per 16 weight bytes for
+    # q4) across R rows; f16/f32 read as many x bytes as weight bytes, and one row per
+    # workgroup measured best on an H100 (docs/PERFORMANCE.md, bench --tune)
+    r = r or min(4 if fmt in QUANTIZED else 1, rows)
     nw = len(weights)
     sg = caps.subgroups
-    red_floats = r * nw * (wg // 4 if sg else wg)
+    # f32 arithmetic only: a shader-f16 q4 path needs bitcast<vec2<f16>>(u32), which naga
+    # (wgpu-py) mistypes, so it could not be checked natively
+    h = False
+    nacc = r * nw
+    red_floats = nacc * (wg // 4 if sg else wg)
     if red_floats * 4 > caps.max_workgroup_storage:
         raise UnsupportedKernel(f"{op}: reduction needs {red_floats * 4} B of workgroup storage")
     n_wg = -(-rows // r)
     gx, gy = fold_grid(n_wg)
     if gy > caps.max_workgroups_per_dim:
         raise UnsupportedKernel(f"{op}: {rows} rows need a {gx}x{gy} grid")
-    key = KernelKey(op=op, fmt=fmt, wg=wg, tile=r, vec=vec, subgroups=sg,
+    key = KernelKey(op=op, fmt=fmt, wg=wg, tile=r, vec=vec, f16=h, subgroups=sg,
                     dims=(("r", rows), ("c", cols), ("g", group_size)) + extra_dims)
     binds = [(Binding("x", "read", "(cols) f32" + (" as vec4" if xvec == 4 else "")),
               "vec4<f32>" if xvec == 4 else "f32")]
@@ -145,24 +196,42 @@ def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_siz
     binds += [(Binding(out_name, "read_write", "(row_offset + rows) f32"), "f32"),
               (Binding("params", "uniform", "Params"), "Params")]
     decls, bindings = binding_decls(binds)
-    accum = "\n".join(f"            acc[r * NW + {k}u] += {p}dot(row, ch);"
-                      for k, p in enumerate(weights))
+    ind = " " * 8
+    xlines, xs = x_chunk(fmt, vec)
+    accum = []
+    for i in range(r):
+        for k, p in enumerate(weights):
+            accum.append(f"acc{i * nw + k} += "
+                         + chunk_dot(fmt, p, vec, f"{p}chunk(rr{i} * NCH + ch)", xs, f"rr{i}")
+                         + ";")
+    if sg:
+        reduce = [f"let s{i} = subgroupAdd(acc{i});" for i in range(nacc)]
+        reduce += ["if (sg_lane == 0u) {"] + [
+            f"    red[(lid / sg_size) * NACC + {i}u] = s{i};" for i in range(nacc)] + ["}"]
+        reduce += ["if (lid == 0u) { nsg = (WG + sg_size - 1u) / sg_size; }", "workgroupBarrier();"]
+    else:
+        reduce = [f"red[{i}u * WG + lid] = acc{i};" for i in range(nacc)] + ["tree_reduce(lid);"]
     src = render(load_template("matvec"), {
-        "ENABLES": enables(False, sg), "OP": op, "FMT": fmt, "SEMANTICS": semantics,
+        "ENABLES": enables(h, sg), "OP": op, "FMT": fmt, "SEMANTICS": semantics,
         "REDUCTION": "subgroupAdd" if sg else "shared-memory tree",
         "PARAMS": params.wgsl(), "BINDINGS": decls,
         "ROWS": rows, "COLS": cols, "GS": group_size if fmt in QUANTIZED else 1,
         "GPR": cols // group_size if fmt in QUANTIZED else 1, "WPR": wpr, "VEC": vec,
         "NCH": nch, "CE": vec * EPW[fmt], "WG": wg, "R": r, "NW": nw, "GX": gx,
         "XFNS": x_fns(cols, xvec),
-        "WFNS": "".join(weight_fns(fmt, p, vec, dot=True) for p in weights),
-        "REDUCE": load_template("matvec_reduce_sg" if sg else "matvec_reduce_wg"),
+        "WFNS": "".join(weight_fns(fmt, p, vec) for p in weights),
+        "REDVARS": load_template("matvec_reduce_sg" if sg else "matvec_reduce_wg"),
         "SGARGS": (",\n        @builtin(subgroup_invocation_id) sg_lane: u32,"
                    "\n        @builtin(subgroup_size) sg_size: u32") if sg else "",
-        "SGCALL": ", sg_lane, sg_size" if sg else "",
-        "ACCUM": accum, "STORE": store}, slug=key.slug())
+        "ROWS_DECL": "\n".join(f"    let rr{i} = min(row0 + {i}u, ROWS - 1u);" for i in range(r)),
+        "ACC_DECL": "\n".join(f"    var acc{i} = 0.0;" for i in range(nacc)),
+        "XLOAD": "\n".join(ind + ln for ln in xlines),
+        "ACCUM": "\n".join(ind + ln for ln in accum),
+        "REDUCE": "\n".join("    " + ln for ln in reduce),
+        "STORE": store}, slug=key.slug())
+    feats = (("shader-f16",) if h else ()) + (("subgroups",) if sg else ())
     return Kernel(key=key, wgsl=src, bindings=bindings, params=params, workgroup_size=(wg, 1, 1),
-                  features=("subgroups",) if sg else (),
+                  features=feats,
                   meta={"grid": lambda **_: (gx, gy, 1), "rows_per_wg": r})
 
 

@@ -21,20 +21,22 @@ const GX: u32 = {{GX}}u;       // workgroups along x (the grid folds into y past
 
 {{XFNS}}
 {{WFNS}}
-{{REDUCE}}
+{{REDVARS}}
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>,
         @builtin(local_invocation_index) lid: u32{{SGARGS}}) {
     let row0 = (wid.x + wid.y * GX) * R;
-    var acc: array<f32, NACC>;
+    // per-row clamped indices: rows past the end are read in bounds and never stored
+{{ROWS_DECL}}
+    // partial sums, one register each (generated unrolled: no dynamically indexed arrays,
+    // which GPU compilers may spill to local memory)
+{{ACC_DECL}}
     for (var ch = lid; ch < NCH; ch += WG) {
-        for (var r = 0u; r < R; r++) {
-            // rows past the end are clamped (read in bounds) and never stored
-            let row = min(row0 + r, ROWS - 1u);
+        // this chunk's x, loaded once and reused for all R rows
+{{XLOAD}}
 {{ACCUM}}
-        }
     }
-    reduce(lid{{SGCALL}}, acc);
+{{REDUCE}}
     if (lid < R && row0 + lid < ROWS) {
         let r = lid;
 {{STORE}}

@@ -18,3 +18,16 @@ fn reduce(lid: u32, acc: array<f32, NACC>) {
 
 // total of partial sum i over the workgroup (call after reduce)
 fn total(i: u32) -> f32 { return red[i * WG]; }
+
+// the same tree over partial sums already stored at red[i * WG + lid] (the unrolled matvec path)
+fn tree_reduce(lid: u32) {
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            for (var i = 0u; i < NACC; i++) {
+                red[i * WG + lid] += red[i * WG + lid + s];
+            }
+        }
+        workgroupBarrier();
+    }
+}
