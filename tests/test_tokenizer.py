@@ -294,3 +294,60 @@ def test_cli(paths, capsys, tmp_path):
     assert main([str(bad), "--encode", "x"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "not valid JSON" in err and "Traceback" not in err
+
+
+# ---- the same in Pyodide (the browser's Python: 3.14, unicodedata 16.0) ----
+
+_PYODIDE_SCRIPT = r"""
+import { loadPyodide } from "%(vendor)s/pyodide.mjs";
+import fs from "fs";
+const py = await loadPyodide({ indexURL: "%(vendor)s/" });
+py.FS.mkdirTree("/w/driver");
+for (const f of ["__init__.py", "pretok.py", "tokenizer.py", "unicode_tables.py"])
+  py.FS.writeFile("/w/driver/" + f, fs.readFileSync("%(driver)s/" + f));
+py.FS.writeFile("/w/tokenizer.json", fs.readFileSync("%(tokenizer)s"));
+py.FS.writeFile("/w/cases.json", fs.readFileSync("%(cases)s"));
+console.log("RESULT " + py.runPython(`
+import sys, json
+sys.path.insert(0, "/w")
+from driver.tokenizer import Tokenizer, StreamDecoder
+tok = Tokenizer.from_file("/w/tokenizer.json")
+out = []
+for text in json.load(open("/w/cases.json", encoding="utf-8")):
+    ids = tok.encode(text)
+    d = StreamDecoder(tok)
+    out.append([ids, "".join(d.push(i) for i in ids) + d.flush()])
+json.dumps(out)
+`));
+"""
+
+
+def test_pyodide_gives_the_same_ids(paths, shakespeare_dir, tmp_path):
+    """The driver's tokenizer inside Pyodide (node) encodes and stream-decodes exactly as in CPython."""
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node (Node.js) is not installed: the Pyodide check runs Pyodide under node")
+    root = Path(__file__).resolve().parent.parent
+    vendor = root / "web" / "vendor" / "pyodide"
+    if not (vendor / "pyodide.mjs").is_file():
+        pytest.fail(f"{vendor}/pyodide.mjs missing: the Pyodide runtime is fetched by the setup (run the setup "
+                    "first)", pytrace=False)
+    texts = [(DATA / "multilingual.txt").read_text(encoding="utf-8"), *EDGE_CASES,
+             (shakespeare_dir / "sonnets_gut.txt").read_text(encoding="utf-8")[:50_000]]
+    cases = tmp_path / "cases.json"
+    cases.write_text(json.dumps(texts), encoding="utf-8")
+    script = tmp_path / "run.mjs"
+    script.write_text(_PYODIDE_SCRIPT % {"vendor": vendor, "driver": root / "driver", "tokenizer": paths["llama3"],
+                                         "cases": cases}, encoding="utf-8")
+    res = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=300)
+    line = next((ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert res.returncode == 0 and line, f"node/Pyodide failed: {res.stderr[-2000:]}"
+    got = json.loads(line[len("RESULT "):])
+    ours = Tokenizer.from_file(paths["llama3"])
+    for text, (ids, streamed) in zip(texts, got):
+        assert ids == ours.encode(text)
+        assert streamed == ours.decode(ids)
+    assert len(got) == len(texts)
