@@ -213,13 +213,27 @@ def allowed_set(logits, history, top_k, top_p, rep_penalty, temperature) -> set[
 
 
 # ---- check cases ----
-def _case(vocab, temperature, top_k, top_p, rep_penalty, seed, step, n_hist, label) -> Case:
+def adversarial_logits(rng, vocab, k):
+    """Logits that defeat the select pass's fast path: every 1024-token chunk holds k-1 large
+    values and nothing else near them, so each chunk's k-th entry is tiny and the list prefixes
+    above the best k-th entry hold ~(vocab / 1024) * (k - 1) entries (> CAP = 1024)."""
+    import numpy as np
+    v = (rng.standard_normal(vocab) - 100.0).astype(np.float32)
+    for c0 in range(0, vocab, 1024):
+        n = min(k - 1, vocab - c0)
+        v[c0:c0 + n] = 10.0 + rng.standard_normal(n).astype(np.float32)
+    return v
+
+
+def _case(vocab, temperature, top_k, top_p, rep_penalty, seed, step, n_hist, label,
+          adversarial=False) -> Case:
     params = {"temperature": temperature, "top_k": top_k, "top_p": top_p,
               "rep_penalty": rep_penalty, "seed": seed, "step": step, "n_hist": n_hist}
 
     def make(rng):
         import numpy as np
-        logits = (rng.standard_normal(vocab) * 3).astype(np.float32)
+        logits = (adversarial_logits(rng, vocab, top_k or KMAX) if adversarial
+                  else (rng.standard_normal(vocab) * 3).astype(np.float32))
         hist = rng.integers(0, vocab, size=max(n_hist, 1)).astype(np.uint32)
         if n_hist >= 2:
             hist[1] = hist[0]                          # a repeated id is penalised once
@@ -250,7 +264,8 @@ def sample_cases(quick: bool) -> list[Case]:
            _case(49152, 0.0, 0, 1.0, 1.2, 3, 9, 64, "greedy,pen"),
            _case(49152, 0.7, 40, 0.9, 1.1, 42, 7, 32, "k40,p.9,pen"),
            _case(128256, 0.0, 0, 1.0, 1.0, 0, 0, 0, "greedy"),
-           _case(128256, 1.0, 0, 0.8, 1.0, 11, 3, 0, "k0(=64),p.8")]
+           _case(128256, 1.0, 0, 0.8, 1.0, 11, 3, 0, "k0(=64),p.8"),
+           _case(49152, 3.0, 50, 0.95, 1.0, 8, 2, 0, "k50,p.95,fallback", adversarial=True)]
     if not quick:
         out += [_case(1, 0.9, 50, 0.9, 1.0, 1, 1, 0, "k50"),
                 _case(7, 1.0, 0, 1.0, 1.0, 9, 4, 0, "gumbel"),
