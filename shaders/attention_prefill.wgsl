@@ -49,7 +49,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     var m = NEG;
     var l = 0.0;
-    var acc: array<f32, DPT>;
+    var acc = array<f32, DPT>();
     let my_last = pos + t0 + r;                   // causal limit of this row
 
     for (var k0 = 0u; k0 <= last; k0 += TK) {

@@ -47,14 +47,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
     let j = 2u * (v % (HD / 4u));
     var rows = vec4<u32>(h * HD + j, h * HD + j + 1u, h * HD + j + HALF, h * HD + j + HALF + 1u);
     if (sect == 2u) { rows = vec4<u32>(4u * v, 4u * v + 1u, 4u * v + 2u, 4u * v + 3u); }
-    var acc: array<f32, NACC>;
+    // the 4 rows written out (no private-array indexing): their loads can all be in flight
+    var a0 = 0.0;
+    var a1 = 0.0;
+    var a2 = 0.0;
+    var a3 = 0.0;
     for (var ch = lid; ch < NCH; ch += WG) {
-        for (var r = 0u; r < 4u; r++) {
-            if (sect == 0u) { acc[r] += wq_dot(rows[r], ch); }
-            else if (sect == 1u) { acc[r] += wk_dot(rows[r], ch); }
-            else { acc[r] += wv_dot(rows[r], ch); }
+        if (sect == 0u) {
+            a0 += wq_dot(rows.x, ch); a1 += wq_dot(rows.y, ch);
+            a2 += wq_dot(rows.z, ch); a3 += wq_dot(rows.w, ch);
+        } else if (sect == 1u) {
+            a0 += wk_dot(rows.x, ch); a1 += wk_dot(rows.y, ch);
+            a2 += wk_dot(rows.z, ch); a3 += wk_dot(rows.w, ch);
+        } else {
+            a0 += wv_dot(rows.x, ch); a1 += wv_dot(rows.y, ch);
+            a2 += wv_dot(rows.z, ch); a3 += wv_dot(rows.w, ch);
         }
     }
+    let acc = array<f32, NACC>(a0, a1, a2, a3);
     reduce(lid{{SGCALL}}, acc);
     if (lid == 0u) {
         let p = params.pos + t;
