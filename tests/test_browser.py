@@ -152,6 +152,12 @@ def native_tiny_ids(site):
                   f"print(json.dumps(list(e.generate({PROMPT_IDS}, max_tokens={TINY_TOKENS}, temperature=0.0))))")
 
 
+def settings(page, **values) -> None:
+    page.evaluate("document.getElementById('settings').open = true")
+    for k, v in values.items():
+        page.fill(f"#{k}", str(v))
+
+
 def browser_ids(page, n: int) -> list[int]:
     r = page.evaluate(f"window.__app.engine.completeIds({{prompt_ids: {PROMPT_IDS}, max_tokens: {n}, "
                       "temperature: 0}).then((x) => x.ids)")
@@ -199,16 +205,36 @@ def test_corrupted_cached_shard_is_refetched(browser, site, native_tiny_ids):
     assert browser_ids(browser["page"], 4) == native_tiny_ids[:4]
 
 
-def test_stop_mid_generation(browser, site):
+def test_stop_mid_generation_api(browser):
+    """engine.interrupt() stops a long generation between two tokens (finish_reason 'abort')."""
+    stats = browser["page"].evaluate("""async () => {
+        const e = window.__app.engine;
+        let n = 0;
+        const r = await e.completeIds({prompt_ids: %s, max_tokens: 200, temperature: 0,
+                                       onToken: () => { if (++n === 3) e.interrupt(); }});
+        return {...r.stats, n: r.ids.length};
+    }""" % PROMPT_IDS)
+    assert stats["finish_reason"] == "abort"
+    assert 3 <= stats["n"] < 20 and stats["completion_tokens"] == stats["n"]
+
+
+def wait_ok(page, cond: str, timeout_s: float) -> None:
+    """Wait until ``cond`` holds or the page shows an error (then fail with its text)."""
+    page.wait_for_function(f"({cond}) || !document.getElementById('error').hidden", timeout=timeout_s * 1000)
+    err = page.evaluate("document.getElementById('error').hidden ? null : "
+                        "document.getElementById('errortext').textContent")
+    assert err is None, f"the page reported: {err}"
+
+
+def test_stop_button_mid_chat(browser, site):
     page = browser["page"]
-    page.fill("#max_tokens", "200")
-    page.fill("#temperature", "0")
+    settings(page, max_tokens=200, temperature=0)
     page.fill("#prompt", "Count to one hundred.")
     page.click("#send")
-    page.wait_for_function("document.querySelector('.msg.assistant') && "
-                           "document.querySelector('.msg.assistant').textContent.length > 0", timeout=120_000)
+    wait_ok(page, "document.querySelector('.msg.assistant') && "
+                  "document.querySelector('.msg.assistant').textContent.length > 0", 120)
     page.click("#stop")
-    page.wait_for_function("!window.__app.generating", timeout=120_000)
+    wait_ok(page, "!window.__app.generating", 120)
     stats = page.evaluate("window.__app.engine.lastStats")
     assert stats["finish_reason"] == "abort"
     assert 1 <= stats["completion_tokens"] < 200
@@ -225,12 +251,11 @@ def test_smollm2_chat_matches_native(browser, site, native_chat_text):
     info = open_and_load(browser, site, "smollm2-135m-instruct", timeout_s=420)
     assert info["layers"] == 30
     page = browser["page"]
-    page.fill("#max_tokens", str(CHAT_TOKENS))
-    page.fill("#temperature", "0")
+    settings(page, max_tokens=CHAT_TOKENS, temperature=0)
     page.fill("#prompt", CHAT[0]["content"])
     page.evaluate("window.__app.lastFinish = null")
     page.click("#send")
-    page.wait_for_function("window.__app.lastFinish && !window.__app.generating", timeout=300_000)
+    wait_ok(page, "window.__app.lastFinish && !window.__app.generating", 300)
     reply = page.text_content(".msg.assistant")
     assert reply == native_chat_text
     assert reply.strip(), "empty reply"

@@ -73,9 +73,12 @@ class Engine {
   interrupt() { this.worker.postMessage({ type: 'stop', id: null }); }
 
   // Greedy or sampled continuation of raw token ids: {ids, stats}. (Tests and benchmarks.)
-  async completeIds({ prompt_ids, ...options }) {
+  async completeIds({ prompt_ids, onToken = null, ...options }) {
     const ids = [];
-    const req = this._request({ type: 'generate', prompt_ids, options }, (m) => ids.push(m.token));
+    const req = this._request({ type: 'generate', prompt_ids, options }, (m) => {
+      if (m.token >= 0) ids.push(m.token);
+      if (onToken) onToken(m.token);
+    });
     const stats = await req.done;
     this.lastIds = ids;
     this.lastStats = stats;
@@ -90,7 +93,7 @@ class Engine {
     let wake = null;
     const ids = [];
     const req = this._request({ type: 'generate', messages, options }, (m) => {
-      ids.push(m.token);
+      if (m.token >= 0) ids.push(m.token);
       queue.push(m.text);
       if (wake) { wake(); wake = null; }
     });
