@@ -1,0 +1,143 @@
+"""Attention, RoPE, norms and qkv_rope beyond the generic case runner: the split-K chunk layout,
+named refusals, the variants browsers get (default and compatibility-mode limits) for real model
+shapes, prefill/decode agreement on the GPU, and qkv_rope -> attention through one shared KV cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import shaders
+from shaders import attention, qkv, rope
+
+MODELS = {  # (hidden, n_heads, n_kv_heads, head_dim)
+    "llama3-8b": (4096, 32, 8, 128),
+    "llama3.2-1b": (2048, 32, 8, 64),
+    "smollm2-135m": (576, 9, 3, 64),
+}
+
+
+def test_chunk_layout_covers_context_exactly():
+    for tile in (64, 128, 256):
+        for mc in (4, 64, 256):
+            for ctx in list(range(1, 600, 7)) + [4096, 8191, 8192, 131072]:
+                n = attention.n_chunks(ctx, tile, mc)
+                n_tiles = -(-ctx // tile)
+                tpc = -(-n_tiles // mc)
+                assert 1 <= n <= mc
+                assert n * tpc * tile >= ctx, "positions left out"
+                assert (n - 1) * tpc * tile < ctx, "an empty chunk (its partial would be garbage)"
+
+
+def test_refusals_name_op_and_reason():
+    c = shaders.Caps()
+    with pytest.raises(shaders.UnsupportedKernel, match="attention_decode.*multiple"):
+        shaders.kernel("attention_decode", c, n_heads=6, n_kv_heads=4, head_dim=64)
+    with pytest.raises(shaders.UnsupportedKernel, match="attention_prefill.*kv"):
+        shaders.kernel("attention_prefill", c, n_heads=4, n_kv_heads=4, head_dim=64, kv="bf16")
+    with pytest.raises(shaders.UnsupportedKernel, match="head_dim"):
+        shaders.kernel("attention_combine", c, n_heads=4, n_kv_heads=4, head_dim=36)
+    with pytest.raises(shaders.UnsupportedKernel, match="workgroup storage"):
+        shaders.kernel("attention_decode", replace(c, max_workgroup_storage=4096), n_heads=32,
+                       n_kv_heads=4, head_dim=128)
+    with pytest.raises(shaders.UnsupportedKernel, match="rope"):
+        shaders.kernel("rope", c, n_heads=2, head_dim=63)
+    with pytest.raises(shaders.UnsupportedKernel, match="qkv_rope"):
+        shaders.kernel("qkv_rope", c, fmt="q4_0", hidden=100, n_heads=2, n_kv_heads=1,
+                       head_dim=64)   # 100 columns: not a multiple of the group size
+    with pytest.raises(shaders.UnsupportedKernel, match="rmsnorm"):
+        shaders.kernel("rmsnorm", c, hidden=0)
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("limits", ["webgpu-default", "compat-128", "subgroups+f16"])
+def test_model_shapes_build_within_browser_limits(model, limits):
+    hidden, nh, nkv, hd = MODELS[model]
+    caps = {"webgpu-default": shaders.Caps(),
+            "compat-128": shaders.Caps(max_workgroup_size=128),
+            "subgroups+f16": shaders.Caps(shader_f16=True, subgroups=True)}[limits]
+    ks = [shaders.kernel(op, caps, n_heads=nh, n_kv_heads=nkv, head_dim=hd, kv=kv)
+          for op in ("attention_decode", "attention_combine", "attention_prefill")
+          for kv in ("f16", "f32")]
+    ks += [shaders.kernel("qkv_rope", caps, fmt=f, hidden=hidden, n_heads=nh, n_kv_heads=nkv,
+                          head_dim=hd) for f in ("q4_0", "q4_1", "q8_0", "f16", "f32")]
+    ks += [shaders.kernel("rope", caps, n_heads=nh, head_dim=hd),
+           shaders.kernel("rmsnorm", caps, hidden=hidden, eps=1e-5),
+           shaders.kernel("add_rmsnorm", caps, hidden=hidden, eps=1e-5)]
+    for k in ks:
+        assert k.workgroup_size[0] <= caps.max_workgroup_size, k.slug
+        assert ("enable subgroups;" in k.wgsl) == ("subgroups" in k.features), k.slug
+        assert "{{" not in k.wgsl
+    gx, gy, gz = ks[0].meta["grid"](ctx=131072)
+    assert gx <= caps.max_workgroups_per_dim and gy <= caps.max_workgroups_per_dim
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    from shaders import harness
+
+    dev = harness.get_device()
+    return dev, harness.caps_of(dev)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kv", ["f16", "f32"])
+def test_prefill_last_row_equals_decode(gpu, kv):
+    from shaders import harness
+
+    dev, caps = gpu
+    nh, nkv, hd, n_tok, pos = 8, 2, 64, 5, 20
+    rng = np.random.default_rng(1)
+    kb, vb, _, _ = attention.kv_arrays(rng, pos + n_tok, nkv, hd, kv, pos + n_tok)
+    q = rng.standard_normal((n_tok, nh * hd)).astype(np.float32)
+    dims = dict(n_heads=nh, n_kv_heads=nkv, head_dim=hd, kv=kv)
+    kp = shaders.kernel("attention_prefill", caps, **dims)
+    pre = harness.run(kp, {"q": q, "k_cache": kb, "v_cache": vb, "out": q.nbytes},
+                      {"n_tok": n_tok, "pos": pos}, kp.meta["grid"](n_tok=n_tok), ["out"])
+    last = pre["out"].view(np.float32).reshape(n_tok, nh * hd)[-1]
+    k1, k2 = (shaders.kernel("attention_decode", caps, **dims),
+              shaders.kernel("attention_combine", caps, **dims))
+    ctx = pos + n_tok
+    dec = harness.run_steps(
+        [(k1, {"ctx": ctx}, k1.meta["grid"](ctx=ctx)), (k2, {"ctx": ctx}, k2.meta["grid"]())],
+        {"q": q[-1], "k_cache": kb, "v_cache": vb, "part": k1.meta["part_bytes"],
+         "out": nh * hd * 4}, ["out"])
+    np.testing.assert_allclose(dec["out"].view(np.float32), last, atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.gpu
+def test_qkv_rope_then_decode_attention_share_the_cache(gpu):
+    """One decode step of one layer: qkv_rope appends k/v at pos into an f16 cache that already
+    holds pos positions, attention_decode/combine read it; numpy does the same in float64."""
+    from shaders import harness
+
+    dev, caps = gpu
+    hidden, nh, nkv, hd, pos, fmt = 128, 4, 2, 64, 9, "q8_0"
+    rng = np.random.default_rng(3)
+    bufs, w = {}, {}
+    for nm, rows in (("wq", nh * hd), ("wk", nkv * hd), ("wv", nkv * hd)):
+        b, w[nm] = harness.weight_parts(rng, fmt, rows, hidden, 32, prefix=nm + "_")
+        bufs.update(b)
+    x = (rng.standard_normal((1, hidden)) / np.sqrt(hidden)).astype(np.float32)
+    inv = np.asarray(rope.case_inv_freq(hd, True), np.float32)
+    kc = rng.standard_normal((pos + 4, nkv, hd)).astype(np.float16)
+    vc = rng.standard_normal((pos + 4, nkv, hd)).astype(np.float16)
+    dims = dict(n_heads=nh, n_kv_heads=nkv, head_dim=hd, kv="f16")
+    kq = shaders.kernel("qkv_rope", caps, fmt=fmt, hidden=hidden, group_size=32, **dims)
+    k1, k2 = (shaders.kernel("attention_decode", caps, **dims),
+              shaders.kernel("attention_combine", caps, **dims))
+    ctx = pos + 1
+    got = harness.run_steps(
+        [(kq, {"n_tok": 1, "pos": pos}, kq.meta["grid"](n_tok=1)),
+         (k1, {"ctx": ctx}, k1.meta["grid"](ctx=ctx)), (k2, {"ctx": ctx}, k2.meta["grid"]())],
+        {**bufs, "x": x, "inv_freq": inv, "q": nh * hd * 4, "k_cache": kc, "v_cache": vc,
+         "part": k1.meta["part_bytes"], "out": nh * hd * 4}, ["out"])
+    q, k, v = qkv.ref_qkv_rope(x, w["wq"], w["wk"], w["wv"], inv, nh, nkv, hd, pos)
+    kc64, vc64 = kc.astype(np.float64), vc.astype(np.float64)
+    kc64[pos] = k.reshape(nkv, hd).astype(np.float16)   # the cache stores f16
+    vc64[pos] = v.reshape(nkv, hd).astype(np.float16)
+    ref = attention.ref_attention(q, kc64, vc64, nh, nkv, hd, pos)[0]
+    np.testing.assert_allclose(got["out"].view(np.float32), ref, atol=2e-5, rtol=1e-4)
