@@ -296,13 +296,9 @@ class Engine:
         return self._template
 
     def chat_ids(self, messages) -> list[int]:
-        from .chat import render_chat
-        tok = self.tokenizer()
-        tpl = self.chat_template()
-        text = render_chat(messages, tpl, bos_token=getattr(tpl, "bos_token", None),
-                           eos_token=getattr(tpl, "eos_token", None),
-                           add_generation_prompt=True)
-        return tok.encode(text, add_special_tokens=False)
+        """Prompt ids of ``messages`` through the model's chat template (as transformers'
+        ``apply_chat_template(..., add_generation_prompt=True)``)."""
+        return self.chat_template().encode(self.tokenizer(), messages, add_generation_prompt=True)
 
     def _stream_text(self, ids, **kw):
         from .tokenizer import StreamDecoder
