@@ -171,14 +171,19 @@ def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_siz
     wg = wg or max(32, min(cap, pow2_at_least(nch)))
     wg = min(pow2_at_least(wg), cap)
     # rows per workgroup: q formats reuse the chunk's x (8 vec4 loads per 16 weight bytes for
-    # q4) across R rows; f16/f32 read as many x bytes as weight bytes, and one row per
-    # workgroup measured best on an H100 (docs/PERFORMANCE.md, bench --tune)
-    r = r or min(4 if fmt in QUANTIZED else 1, rows)
+    # q4) across R rows, and q4 decode is instruction-bound, so more rows per workgroup win
+    # (H100: R=8 best of 1..8 for matvec; gate_up, two weights per row, measured at R=4);
+    # f16/f32 read as many x bytes as weight bytes and one row per workgroup measured best
+    # (docs/PERFORMANCE.md, bench --tune)
+    r = r or min((8 if len(weights) == 1 else 4) if fmt in QUANTIZED else 1, rows)
     nw = len(weights)
     sg = caps.subgroups
     # f32 arithmetic only: a shader-f16 q4 path needs bitcast<vec2<f16>>(u32), which naga
     # (wgpu-py) mistypes, so it could not be checked natively
     h = False
+    nacc = r * nw
+    while r > 1 and r * nw * (wg // 4 if sg else wg) * 4 > caps.max_workgroup_storage:
+        r //= 2   # keep the reduction within the workgroup storage limit
     nacc = r * nw
     red_floats = nacc * (wg // 4 if sg else wg)
     if red_floats * 4 > caps.max_workgroup_storage:
