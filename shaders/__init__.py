@@ -18,7 +18,7 @@ from pathlib import Path
 from .core import Binding, Caps, Kernel, KernelKey, Params, UnsupportedKernel, render
 from .registry import Case, all_ops as _all_ops, kernel as _kernel, register, register_cases
 
-# Modules of this package that define no op (everything else is an op module and is imported).
+# Modules of this package that define no op (everything else, except *_bench, is an op module).
 _NOT_OPS = {"__init__", "__main__", "core", "registry", "harness", "cli", "bench", "tolerances"}
 _LOADED = False
 
@@ -29,7 +29,7 @@ def load_ops() -> None:
     if _LOADED:
         return
     for p in sorted(Path(__file__).resolve().parent.glob("*.py")):
-        if p.stem not in _NOT_OPS and not p.stem.startswith("_"):
+        if p.stem not in _NOT_OPS and not p.stem.startswith("_") and not p.stem.endswith("_bench"):
             importlib.import_module(f"{__name__}.{p.stem}")
     _LOADED = True
 

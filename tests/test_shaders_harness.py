@@ -138,3 +138,29 @@ def test_native_source_keeps_line_numbers():
     src = "enable f16;\nenable subgroups;\nfn f() {}\n"
     out = harness.native_source(src)
     assert out.count("\n") == src.count("\n") and "\nenable subgroups;" not in out
+
+
+def test_package_renders_without_numpy_or_wgpu():
+    """shaders/ runs in Pyodide: importing it and rendering kernels needs no third-party module."""
+    code = ("import sys; sys.modules['numpy'] = None; sys.modules['wgpu'] = None\n"
+            "import shaders\n"
+            "from shaders import Caps\n"
+            "c = Caps(shader_f16=True, subgroups=True)\n"
+            "for f in ('q4_0', 'q4_1', 'q8_0', 'f16', 'f32'):\n"
+            "    shaders.kernel('matvec', c, fmt=f, rows=64, cols=128)\n"
+            "    shaders.kernel('matmul', c, fmt=f, rows=64, cols=128)\n"
+            "    shaders.kernel('gate_up', c, fmt=f, ffn=64, hidden=128, decode=1)\n"
+            "    shaders.kernel('embed', c, fmt=f, hidden=128)\n"
+            "print(len(shaders.all_ops()))\n")
+    r = _py("-c", code)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_row_blocks_fit_one_binding():
+    from driver.formats import MAX_PART_BYTES, part_nbytes
+    from shaders.bench import row_blocks
+
+    blocks = row_blocks("f16", 128256, 2048)
+    assert len(blocks) == 4 and sum(n for _, n in blocks) == 128256
+    assert all(part_nbytes("f16", "data", n, 2048) <= MAX_PART_BYTES for _, n in blocks)
+    assert row_blocks("q4_0", 128256, 2048) == [(0, 128256)]
