@@ -14,6 +14,7 @@ import shaders
 from shaders import Caps, UnsupportedKernel, harness, registry
 
 ROOT = Path(__file__).resolve().parent.parent
+shaders.load_ops()   # registers every op and its cases (what shaders.kernel does on first use)
 
 
 def _py(*args, env=None, timeout=300):
