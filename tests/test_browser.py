@@ -37,6 +37,9 @@ PROMPT_IDS = [128000, 9906, 1917, 374]
 TINY_TOKENS = 16
 CHAT = [{"role": "user", "content": "What is the capital of France?"}]
 CHAT_TOKENS = 8
+SMOL = "smollm2-135m-instruct"
+SMOL_PROMPT = [1, 9906, 1917, 314, 2]  # raw ids (no chat template): the trained model's greedy continuation
+SMOL_TOKENS = 16
 
 pytestmark = pytest.mark.browser
 
@@ -73,7 +76,7 @@ def site(tmp_path_factory, llama3_tokenizer_dir, default_model_dir):
     models = root / "models"
     synth(root / "tiny-hf", "llama3-tiny", tokenizer_dir=llama3_tokenizer_dir)
     pack(root / "tiny-hf", models / "tiny", quant="q4_0", progress=False)
-    link_tree(default_model_dir, models / "smollm2-135m-instruct")
+    link_tree(default_model_dir, models / SMOL)
     port = free_port()
     log = open(root / "server.log", "w")
     proc = subprocess.Popen([sys.executable, str(REPO / "server.py"), "--port", str(port), "--models", str(models),
@@ -158,10 +161,9 @@ def settings(page, **values) -> None:
         page.fill(f"#{k}", str(v))
 
 
-def browser_ids(page, n: int) -> list[int]:
-    r = page.evaluate(f"window.__app.engine.completeIds({{prompt_ids: {PROMPT_IDS}, max_tokens: {n}, "
-                      "temperature: 0}).then((x) => x.ids)")
-    return r
+def browser_ids(page, n: int, prompt: list[int] = PROMPT_IDS) -> list[int]:
+    return page.evaluate(f"window.__app.engine.completeIds({{prompt_ids: {prompt}, max_tokens: {n}, "
+                         "temperature: 0}).then((x) => x.ids)")
 
 
 # ---- tests (in file order: the cache tests reuse the first load) ----
@@ -243,14 +245,29 @@ def test_stop_button_mid_chat(browser, site):
 
 @pytest.fixture(scope="module")
 def native_chat_text(site):
-    return native(f"e = Engine.load({str(site['models'] / 'smollm2-135m-instruct')!r})\n"
+    return native(f"e = Engine.load({str(site['models'] / SMOL)!r})\n"
                   f"print(json.dumps(''.join(e.chat({CHAT!r}, max_tokens={CHAT_TOKENS}, temperature=0.0))))")
 
 
+@pytest.fixture(scope="module")
+def native_smol_ids(site):
+    return native(f"e = Engine.load({str(site['models'] / SMOL)!r})\n"
+                  f"print(json.dumps(list(e.generate({SMOL_PROMPT}, max_tokens={SMOL_TOKENS}, temperature=0.0))))")
+
+
+def test_smollm2_greedy_ids_match_native(browser, site, native_smol_ids):
+    info = open_and_load(browser, site, SMOL, timeout_s=420)
+    assert info["layers"] == 30 and info["download"]["fromNet"] == len(
+        [p for p in (site["models"] / SMOL).iterdir() if p.name.startswith("shard-")])
+    ids = browser_ids(browser["page"], SMOL_TOKENS, SMOL_PROMPT)
+    assert len(native_smol_ids) == SMOL_TOKENS
+    assert ids == native_smol_ids
+
+
 def test_smollm2_chat_matches_native(browser, site, native_chat_text):
-    info = open_and_load(browser, site, "smollm2-135m-instruct", timeout_s=420)
-    assert info["layers"] == 30
     page = browser["page"]
+    if page.evaluate("window.__app.loadedModel") != SMOL:
+        open_and_load(browser, site, SMOL, timeout_s=420)
     settings(page, max_tokens=CHAT_TOKENS, temperature=0)
     page.fill("#prompt", CHAT[0]["content"])
     page.evaluate("window.__app.lastFinish = null")
