@@ -178,10 +178,8 @@ def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_siz
     r = r or min((8 if len(weights) == 1 else 4) if fmt in QUANTIZED else 1, rows)
     nw = len(weights)
     sg = caps.subgroups
-    # f32 arithmetic only: a shader-f16 q4 path needs bitcast<vec2<f16>>(u32), which naga
-    # (wgpu-py) mistypes, so it could not be checked natively
-    h = False
-    nacc = r * nw
+    # f32 arithmetic only: a shader-f16 q4 path (two nibbles per 32-bit op) needs
+    # bitcast<vec2<f16>>(u32), which naga (wgpu-py 0.32) mistypes, so it could not be checked
     while r > 1 and r * nw * (wg // 4 if sg else wg) * 4 > caps.max_workgroup_storage:
         r //= 2   # keep the reduction within the workgroup storage limit
     nacc = r * nw
@@ -192,7 +190,7 @@ def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_siz
     gx, gy = fold_grid(n_wg)
     if gy > caps.max_workgroups_per_dim:
         raise UnsupportedKernel(f"{op}: {rows} rows need a {gx}x{gy} grid")
-    key = KernelKey(op=op, fmt=fmt, wg=wg, tile=r, vec=vec, f16=h, subgroups=sg,
+    key = KernelKey(op=op, fmt=fmt, wg=wg, tile=r, vec=vec, subgroups=sg,
                     dims=(("r", rows), ("c", cols), ("g", group_size)) + extra_dims)
     binds = [(Binding("x", "read", "(cols) f32" + (" as vec4" if xvec == 4 else "")),
               "vec4<f32>" if xvec == 4 else "f32")]
@@ -217,7 +215,7 @@ def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_siz
     else:
         reduce = [f"red[{i}u * WG + lid] = acc{i};" for i in range(nacc)] + ["tree_reduce(lid);"]
     src = render(load_template("matvec"), {
-        "ENABLES": enables(h, sg), "OP": op, "FMT": fmt, "SEMANTICS": semantics,
+        "ENABLES": enables(False, sg), "OP": op, "FMT": fmt, "SEMANTICS": semantics,
         "REDUCTION": "subgroupAdd" if sg else "shared-memory tree",
         "PARAMS": params.wgsl(), "BINDINGS": decls,
         "ROWS": rows, "COLS": cols, "GS": group_size if fmt in QUANTIZED else 1,
@@ -234,7 +232,7 @@ def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_siz
         "ACCUM": "\n".join(ind + ln for ln in accum),
         "REDUCE": "\n".join("    " + ln for ln in reduce),
         "STORE": store}, slug=key.slug())
-    feats = (("shader-f16",) if h else ()) + (("subgroups",) if sg else ())
+    feats = ("subgroups",) if sg else ()
     return Kernel(key=key, wgsl=src, bindings=bindings, params=params, workgroup_size=(wg, 1, 1),
                   features=feats,
                   meta={"grid": lambda **_: (gx, gy, 1), "rows_per_wg": r})
