@@ -227,12 +227,21 @@ def build_combine(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int, kv: 
     """Pass 2 of attention_decode; takes the same dims (they fix the tile and chunk layout)."""
     _check_dims("attention_combine", n_heads, n_kv_heads, head_dim, kv)
     tile, mc = _decode_knobs(wg, max_chunks)
-    cwg = min(head_dim, 128)
+    cwg = 256 if caps.max_workgroup_size >= 256 else 128
+    if head_dim > cwg or cwg % head_dim:
+        raise UnsupportedKernel(f"attention_combine: head_dim {head_dim} must divide the "
+                                f"workgroup size {cwg}")
+    unroll = 8
+    loads = "".join(f"        let i{u} = min(c0 + {u}u * CS, n_chunks - 1u);\n"
+                    f"        let x{u} = part[base + i{u} * HD];\n" for u in range(unroll))
+    loads += "".join(f"        num += select(0.0, sw[i{u}] * x{u}, c0 + {u}u * CS < n_chunks);\n"
+                     for u in range(unroll))
     key = KernelKey(op="attention_combine", wg=cwg, dims=(("nh", n_heads), ("hd", head_dim),
                                                           ("tile", tile), ("mc", mc)))
     src = render(load_template("attention_combine"), {
         "N_HEADS": str(n_heads), "HEAD_DIM": str(head_dim), "WG": str(cwg), "TILE": str(tile),
-        "MAX_CHUNKS": str(mc), "PARAMS": DECODE_PARAMS.wgsl()}, key.slug())
+        "MAX_CHUNKS": str(mc), "PARAMS": DECODE_PARAMS.wgsl(), "UNROLL": str(unroll),
+        "VALUE_LOADS": loads.rstrip("\n")}, key.slug())
     return Kernel(key=key, wgsl=src, params=DECODE_PARAMS, workgroup_size=(cwg, 1, 1),
                   bindings=(Binding("part", "read", "as written by attention_decode"),
                             Binding("out", "read_write", "(n_heads*head_dim) f32"),

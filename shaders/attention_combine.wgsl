@@ -1,16 +1,37 @@
 // Decode attention, pass 2 of 2 (op "attention_combine"): merge the per-chunk partials of
-// attention_decode.wgsl. Workgroup hq: query head; invocation d: head-dim element.
+// attention_decode.wgsl. Workgroup hq: query head.
 // out[d] = sum_c exp(m_c - M) acc_c[d] / sum_c exp(m_c - M) l_c,  M = max_c m_c.
+// The chunk maxima / sums are read one chunk per invocation and reduced in workgroup memory;
+// the values by CS = WG / HD chunk lanes per element, UNROLL independent loads at a time (a
+// one-load-per-iteration loop costs one memory round trip per chunk).
 const N_HEADS: u32 = {{N_HEADS}}u;
 const HD: u32 = {{HEAD_DIM}}u;
 const WG: u32 = {{WG}}u;
+const CS: u32 = WG / HD;           // chunk lanes per head-dim element
 const TILE: u32 = {{TILE}}u;       // positions per tile of pass 1
 const MAX_CHUNKS: u32 = {{MAX_CHUNKS}}u;
+const NEG: f32 = -3.0e38;
 
 {{PARAMS}}
 @group(0) @binding(0) var<storage, read> part: array<f32>;        // as written by attention_decode
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;   // (N_HEADS * HD) f32
 @group(0) @binding(2) var<uniform> params: Params;
+
+var<workgroup> sw: array<f32, MAX_CHUNKS>;   // exp(m_c - M) per chunk
+var<workgroup> red: array<f32, WG>;
+
+// tree reduction over red (max when is_max, else sum); every invocation gets the result
+fn wg_fold(v: f32, t: u32, is_max: bool) -> f32 {
+    red[t] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (t < s) { red[t] = select(red[t] + red[t + s], max(red[t], red[t + s]), is_max); }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -19,15 +40,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let tpc = (n_tiles + MAX_CHUNKS - 1u) / MAX_CHUNKS;
     let n_chunks = (n_tiles + tpc - 1u) / tpc;
     let ml = N_HEADS * MAX_CHUNKS * HD + hq * MAX_CHUNKS * 2u;
-    var mx = -3.0e38;
-    for (var c = 0u; c < n_chunks; c++) { mx = max(mx, part[ml + 2u * c]); }
-    var den = 0.0;
-    for (var c = 0u; c < n_chunks; c++) { den += exp(part[ml + 2u * c] - mx) * part[ml + 2u * c + 1u]; }
-    for (var d = t; d < HD; d += WG) {
-        var num = 0.0;
-        for (var c = 0u; c < n_chunks; c++) {
-            num += exp(part[ml + 2u * c] - mx) * part[(hq * MAX_CHUNKS + c) * HD + d];
-        }
-        out[hq * HD + d] = num / den;
+    var mx = NEG;
+    for (var c = t; c < n_chunks; c += WG) { mx = max(mx, part[ml + 2u * c]); }
+    let big = wg_fold(mx, t, true);
+    var dl = 0.0;
+    for (var c = t; c < n_chunks; c += WG) {
+        let w = exp(part[ml + 2u * c] - big);
+        sw[c] = w;
+        dl += w * part[ml + 2u * c + 1u];
+    }
+    let den = wg_fold(dl, t, false);   // its barriers also publish sw
+    let d = t % HD;
+    let cs = t / HD;
+    let base = hq * MAX_CHUNKS * HD + d;
+    var num = 0.0;
+    for (var c0 = cs; c0 < n_chunks; c0 += CS * {{UNROLL}}u) {
+{{VALUE_LOADS}}
+    }
+    red[t] = num;
+    workgroupBarrier();
+    if (cs == 0u) {
+        var s = 0.0;
+        for (var i = 0u; i < CS; i++) { s += red[i * HD + d]; }
+        out[hq * HD + d] = s / den;
     }
 }
