@@ -1,20 +1,22 @@
 // Prefill attention (op "attention_prefill"): causal, tiled, online softmax (flash-attention style).
 // Workgroup (x, hq): query tokens t0 = x*TQ .. t0+TQ-1 of query head hq; query t sees cache positions
 // [0, pos + t]. Invocation (r = lid / TPR, j = lid % TPR) owns query row r: it scores keys
-// kk = j + TPR*i of each TK-key tile and accumulates head-dim elements d = j + TPR*i. K and V tiles
-// are staged in workgroup memory as f32 (from f16 or f32 storage); scores of a tile go through `pw`
-// so every invocation of a row sees the row's max.
+// kk = j + TPR*i of each TK-key tile and accumulates the head-dim vec4s j + TPR*i. K and V of a tile
+// are loaded together at its start (16-byte loads, all in flight at once), staged in workgroup
+// memory as f32 (from f16 or f32 storage) one after the other; scores go through `pw` so every
+// invocation of a row sees the row's max.
 const N_HEADS: u32 = {{N_HEADS}}u;
 const N_KV: u32 = {{N_KV}}u;
 const G: u32 = N_HEADS / N_KV;
 const HD: u32 = {{HEAD_DIM}}u;
+const HD4: u32 = HD / 4u;
 const WG: u32 = {{WG}}u;
 const TQ: u32 = {{TQ}}u;           // query rows per workgroup
 const TK: u32 = {{TK}}u;           // keys per tile
 const TPR: u32 = WG / TQ;          // invocations per query row
-const KROW: u32 = HD + 1u;         // kt row stride, padded: the TPR scorers of a row hit distinct banks
+const KROW4: u32 = HD4 + 1u;       // kt row stride in vec4, padded: the TPR scorers of a row spread over banks
 const KPT: u32 = TK / TPR;         // keys scored per invocation and tile
-const DPT: u32 = HD / TPR;         // head-dim elements accumulated per invocation
+const DPT4: u32 = HD4 / TPR;       // head-dim vec4s accumulated per invocation
 const SCALE: f32 = {{SCALE}};
 const NEG: f32 = -3.0e38;
 
@@ -24,11 +26,9 @@ const NEG: f32 = -3.0e38;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;    // (n_tok, N_HEADS * HD) f32
 @group(0) @binding(4) var<uniform> params: Params;
 
-var<workgroup> qs: array<f32, TQ * HD>;   // (TQ, HD) scaled queries
-var<workgroup> kt: array<f32, TK * KROW>; // (TK, HD + 1) K tile, then V tile
-var<workgroup> pw: array<f32, TQ * TK>;   // (TQ, TK) scores of the tile
-
-{{KV_FNS}}
+var<workgroup> qs: array<vec4<f32>, TQ * HD4>;   // (TQ, HD) scaled queries
+var<workgroup> kt: array<vec4<f32>, TK * KROW4>; // (TK, HD + 4) K tile, then V tile
+var<workgroup> pw: array<f32, TQ * TK>;          // (TQ, TK) scores of the tile
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -45,40 +45,50 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
     for (var i = lid; i < TQ * HD; i += WG) {
         let tr = t0 + i / HD;
-        qs[i] = select(0.0, q[tr * N_HEADS * HD + hq * HD + i % HD] * SCALE, tr < n_tok);
+        let v = select(0.0, q[tr * N_HEADS * HD + hq * HD + i % HD] * SCALE, tr < n_tok);
+        qs[i / 4u][i % 4u] = v;
     }
     var m = NEG;
     var l = 0.0;
-    var acc = array<f32, DPT>();
+    var acc = array<vec4<f32>, DPT4>();
     let my_last = pos + t0 + r;                   // causal limit of this row
 
     for (var k0 = 0u; k0 <= last; k0 += TK) {
+        // K and V words of the tile: rows past `last` are zero, never read from the cache
+{{TILE_LOADS}}
         workgroupBarrier();                       // kt / pw of the previous tile are consumed
-        load_k_tile(k0, kvh, last, lid);
+{{STORE_K}}
         workgroupBarrier();
         for (var i = 0u; i < KPT; i++) {
             let kk = j + TPR * i;
             var s = 0.0;
-            for (var d = 0u; d < HD; d++) { s += qs[r * HD + d] * kt[kk * KROW + d]; }
+            for (var d4 = 0u; d4 < HD4; d4++) { s += dot(qs[r * HD4 + d4], kt[kk * KROW4 + d4]); }
             pw[r * TK + kk] = select(NEG, s, k0 + kk <= my_last);
         }
         workgroupBarrier();
-        load_v_tile(k0, kvh, last, lid);          // kt is free: every score of the tile is in pw
+{{STORE_V}}
         var mx = m;
         for (var kk = 0u; kk < TK; kk++) { mx = max(mx, pw[r * TK + kk]); }
         let alpha = exp(m - mx);
         m = mx;
         workgroupBarrier();
         l *= alpha;
-        for (var i = 0u; i < DPT; i++) { acc[i] *= alpha; }
+        for (var i = 0u; i < DPT4; i++) { acc[i] *= alpha; }
         for (var kk = 0u; kk < TK; kk++) {
             let p = exp(pw[r * TK + kk] - mx);
             l += p;
-            for (var i = 0u; i < DPT; i++) { acc[i] += p * kt[kk * KROW + j + TPR * i]; }
+            for (var i = 0u; i < DPT4; i++) { acc[i] += p * kt[kk * KROW4 + j + TPR * i]; }
         }
     }
     if (row_ok) {
         let o = (t0 + r) * N_HEADS * HD + hq * HD;
-        for (var i = 0u; i < DPT; i++) { out[o + j + TPR * i] = acc[i] / l; }
+        for (var i = 0u; i < DPT4; i++) {
+            let d = 4u * (j + TPR * i);
+            let v = acc[i] / l;
+            out[o + d] = v.x;
+            out[o + d + 1u] = v.y;
+            out[o + d + 2u] = v.z;
+            out[o + d + 3u] = v.w;
+        }
     }
 }
