@@ -318,6 +318,15 @@ def tune(device, caps, rng, say, shapes) -> None:
             say(f"tune matvec {fmt} {r}x{c} GB/s: " + ", ".join(cells))
 
 
+def tune_unpack(device, caps, rng, say, shapes) -> None:
+    """q4_0 decode with the default (shift) and the shift-free (mask) nibble unpacking."""
+    for r, c in shapes:
+        a = bench_matvec(device, caps, "q4_0", r, c, rng)
+        b = bench_matvec(device, caps, "q4_0", r, c, rng, unpack=1)
+        say(f"tune matvec q4_0 {r}x{c} GB/s: shift {a['gbs']:.4g} ({a['kernel']}), "
+            f"mask {b['gbs']:.4g} ({b['kernel']})")
+
+
 def main(quick: bool = False, vs_torch: bool = False, out_file: str | None = None,
          tune_: bool = False) -> int:
     import numpy as np
@@ -383,6 +392,7 @@ def main(quick: bool = False, vs_torch: bool = False, out_file: str | None = Non
             say("torch with CUDA not available: no torch column")
     if tune_:
         tune(dev, caps, rng, say, shapes[:1] + shapes[3:])
+        tune_unpack(dev, caps, rng, say, shapes)
     say(f"timer: {roof['timer']}")
     if out_file:
         with open(out_file, "w") as f:

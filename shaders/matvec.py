@@ -75,8 +75,9 @@ def weight_fns(fmt: str, prefix: str, vec: int, dot: bool = False) -> str:
 
 
 # ---- decode chunk code (generated unrolled) ----
-def x_chunk(fmt: str, vec: int) -> tuple[list[str], list[str]]:
-    """WGSL lines loading this chunk's x (column c4 * 4 = ch * CE) and the variable names."""
+def x_chunk(fmt: str, vec: int, mask: bool = False) -> tuple[list[str], list[str]]:
+    """WGSL lines loading this chunk's x (column c4 * 4 = ch * CE) and the variable names;
+    ``mask`` (q4 "mask" unpacking): the returned x vectors are pre-scaled by 16^-lane."""
     ce = vec * EPW[fmt]
     if ce % 4 == 0:
         names = [f"xv{i}" for i in range(ce // 4)]
@@ -88,14 +89,21 @@ def x_chunk(fmt: str, vec: int) -> tuple[list[str], list[str]]:
         names, lines = ["xv0"], ["let xv0 = x1(ch);"]
     if fmt == "q4_1":  # q4_1 needs sum(x) of the chunk: m * sum(x), shared by all rows
         lines.append("let sx = dot(" + " + ".join(names) + ", vec4<f32>(1.0));")
+    if mask:   # exact: powers of two
+        lines += [f"let xm{i} = {n} * vec4<f32>(1.0, 0.0625, 0.00390625, 0.000244140625);"
+                  for i, n in enumerate(names)]
+        names = [f"xm{i}" for i in range(len(names))]
     return lines, names
 
 
-def chunk_dot(fmt: str, prefix: str, vec: int, wv: str, xs: list[str], row: str) -> str:
-    """WGSL expression: dequantized row chunk ``wv`` (vec4<u32>) dotted with the chunk's x."""
+def chunk_dot(fmt: str, prefix: str, vec: int, wv: str, xs: list[str], row: str,
+              mask: bool = False) -> str:
+    """WGSL expression: dequantized row chunk ``wv`` (vec4<u32>) dotted with the chunk's x
+    (``mask``: q4 nibbles unpacked in place against x from ``x_chunk(..., mask=True)``)."""
     words = [f"{wv}.{c}" for c in "xyzw"[:vec]]
     if fmt in ("q4_0", "q4_1"):
-        part = " + ".join(f"dot({prefix}nib_lo({w}), {xs[2 * k]}) + dot({prefix}nib_hi({w}), "
+        lo, hi = ("nibm_lo", "nibm_hi") if mask else ("nib_lo", "nib_hi")
+        part = " + ".join(f"dot({prefix}{lo}({w}), {xs[2 * k]}) + dot({prefix}{hi}({w}), "
                           f"{xs[2 * k + 1]})" for k, w in enumerate(words))
     elif fmt == "q8_0":
         part = " + ".join(f"dot({prefix}i8x4({w}), {xs[k]})" for k, w in enumerate(words))
@@ -159,12 +167,16 @@ def enables(f16: bool, sg: bool) -> str:
 # ---- the decode kernel (matvec, and gate_up's M = 1 variant) ----
 def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_size: int,
                   weights: tuple[str, ...], out_name: str, store: str, semantics: str,
-                  params: Params, extra_dims: tuple = (), wg: int = 0, r: int = 0) -> Kernel:
+                  params: Params, extra_dims: tuple = (), wg: int = 0, r: int = 0,
+                  unpack: int = 0) -> Kernel:
     """One workgroup per R rows; ``weights`` are binding prefixes (``w_`` or ``w1_``, ``w3_``);
     ``store`` is WGSL run by thread r < R with ``row0``, ``r`` and ``total(i)`` in scope."""
     check_weight(op, fmt, rows, cols, group_size)
     vec = pick_vec(fmt, cols, group_size)
     xvec = 4 if cols % 4 == 0 else 1
+    mask = bool(unpack) and fmt in ("q4_0", "q4_1")
+    if mask:
+        extra_dims = extra_dims + (("u", 1),)
     wpr = words_per_row(fmt, cols)
     nch = wpr // vec
     cap = min(256, caps.max_workgroup_size)
@@ -200,12 +212,12 @@ def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_siz
               (Binding("params", "uniform", "Params"), "Params")]
     decls, bindings = binding_decls(binds)
     ind = " " * 8
-    xlines, xs = x_chunk(fmt, vec)
+    xlines, xs = x_chunk(fmt, vec, mask)
     accum = []
     for i in range(r):
         for k, p in enumerate(weights):
             accum.append(f"acc{i * nw + k} += "
-                         + chunk_dot(fmt, p, vec, f"{p}chunk(rr{i} * NCH + ch)", xs, f"rr{i}")
+                         + chunk_dot(fmt, p, vec, f"{p}chunk(rr{i} * NCH + ch)", xs, f"rr{i}", mask)
                          + ";")
     if sg:
         reduce = [f"let s{i} = subgroupAdd(acc{i});" for i in range(nacc)]
@@ -243,20 +255,21 @@ MATVEC_PARAMS = Params((("row_offset", "u32"),))
 
 @register("matvec")
 def build_matvec(caps: Caps, fmt: str, rows: int, cols: int, group_size: int = 32,
-                 accumulate: int = 0, wg: int = 0, r: int = 0) -> Kernel:
+                 accumulate: int = 0, wg: int = 0, r: int = 0, unpack: int = 0) -> Kernel:
     """y[row_offset + r] (+)= W[r, :] . x. ``wg`` / ``r`` override the tuned workgroup size and
-    rows per workgroup (benchmarks only)."""
+    rows per workgroup; ``unpack=1`` selects the shift-free q4 unpacking (fewer instructions per
+    weight, not yet measured on a GPU); all three are for benchmarks, not the driver."""
     prev = "y[o] + " if accumulate else ""
     store = (f"        let o = params.row_offset + row0 + r;\n"
              f"        y[o] = {prev}total(r);")
     sem = "y[row_offset + r] " + ("+= " if accumulate else "= ") + "sum_c W[r, c] * x[c]"
     return decode_kernel("matvec", caps, fmt, rows, cols, group_size, ("w_",), "y", store, sem,
-                         MATVEC_PARAMS, (("acc", int(accumulate)),), wg, r)
+                         MATVEC_PARAMS, (("acc", int(accumulate)),), wg, r, unpack)
 
 
 # ---- check cases ----
 def _matvec_case(fmt: str, rows: int, cols: int, acc: int = 0, row_offset: int = 0,
-                 group_size: int = 32) -> Case:
+                 group_size: int = 32, unpack: int = 0) -> Case:
     def make(rng):
         import numpy as np
 
@@ -276,10 +289,12 @@ def _matvec_case(fmt: str, rows: int, cols: int, acc: int = 0, row_offset: int =
         y[row_offset:] = (y[row_offset:] if acc else 0.0) + dot
         return {"y": y.astype(np.float32)}
 
-    return Case("matvec", dict(fmt=fmt, rows=rows, cols=cols, group_size=group_size,
-                               accumulate=acc), make, ref, "dot_f32",
+    dims = dict(fmt=fmt, rows=rows, cols=cols, group_size=group_size, accumulate=acc)
+    if unpack:
+        dims["unpack"] = unpack
+    return Case("matvec", dims, make, ref, "dot_f32",
                 label=f"{fmt} {rows}x{cols}" + (" acc" if acc else "") +
-                      (f" off{row_offset}" if row_offset else ""))
+                      (f" off{row_offset}" if row_offset else "") + (" mask" if unpack else ""))
 
 
 @register_cases("matvec")
@@ -293,4 +308,7 @@ def matvec_cases(quick: bool) -> list[Case]:
     out += [_matvec_case("q4_0", 19, 128, row_offset=45), _matvec_case("f16", 5, 6),
             _matvec_case("f32", 3, 5), _matvec_case("q8_0", 9, 64, group_size=64),
             _matvec_case("q4_1", 6, 48, group_size=16)]
+    # the shift-free q4 unpacking (bench candidate)
+    out += [_matvec_case(f, r, c, unpack=1) for f in ("q4_0", "q4_1") for r, c in shapes[1:3]]
+    out += [_matvec_case("q4_1", 6, 48, group_size=16, unpack=1)]
     return out

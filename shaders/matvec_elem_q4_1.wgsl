@@ -14,6 +14,14 @@ fn {{W}}nib_hi(w: u32) -> vec4<f32> {
                               vec4<u32>(0x4B000000u)) - vec4<f32>(8388608.0);
 }
 
+// the same without shifts ("mask" unpacking, matvec unpack=1): lane j keeps nibble j in place,
+// worth q * 16^j (exact below 2^24); the caller pre-scales x lane j by 16^-j
+fn {{W}}nibm_lo(w: u32) -> vec4<f32> {
+    return bitcast<vec4<f32>>((vec4<u32>(w) & vec4<u32>(0xFu, 0xF0u, 0xF00u, 0xF000u)) |
+                              vec4<u32>(0x4B000000u)) - vec4<f32>(8388608.0);
+}
+fn {{W}}nibm_hi(w: u32) -> vec4<f32> { return {{W}}nibm_lo(w >> 16u); }
+
 // 4 weights of row `row` at columns 4*c4 .. 4*c4+3 (one half of a qs word, one group)
 fn {{W}}elem4(row: u32, c4: u32) -> vec4<f32> {
     let w = {{W}}word(row * WPR + (c4 >> 1u)) >> (16u * (c4 & 1u));
