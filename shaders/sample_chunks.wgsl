@@ -29,6 +29,10 @@ var<workgroup> si: array<u32, CHUNK>;                   // token ids
 
 {{ARGMAX}}
 
+fn mark(id: u32, c0: u32) {
+    if (id >= c0 && id < c0 + CHUNK) { atomicOr(&hbits[(id - c0) / 32u], 1u << ((id - c0) % 32u)); }
+}
+
 // (ka, ia) ranks before (kb, ib): larger value first, then lower id
 fn before(ka: u32, ia: u32, kb: u32, ib: u32) -> bool {
     return ka > kb || (ka == kb && ia < ib);
@@ -42,11 +46,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
     let pen = params.rep_penalty;
     if (pen != 1.0) {
-        for (var i = lid; i < params.n_hist; i += WG) {
-            let id = history[i];
-            if (id >= c0 && id < c0 + CHUNK) {
-                atomicOr(&hbits[(id - c0) / 32u], 1u << ((id - c0) % 32u));
-            }
+        // 4 independent loads per step (clamped: marking the last id again is harmless)
+        let last = params.n_hist - 1u;
+        for (var i = lid; i < params.n_hist; i += 4u * WG) {
+            mark(history[i], c0);
+            mark(history[min(i + WG, last)], c0);
+            mark(history[min(i + 2u * WG, last)], c0);
+            mark(history[min(i + 3u * WG, last)], c0);
         }
     }
     workgroupBarrier();
