@@ -191,24 +191,24 @@ def _with_gaps(rx: re.Pattern, text: str, behavior: str) -> list[str]:
             else:
                 merged.append([a, b, m])
         return [text[a:b] for a, b, _ in merged]
-    pieces: list[str] = []
-    if behavior == "MergedWithPrevious":
-        for a, b, m in spans:
-            if m and pieces:
-                pieces[-1] += text[a:b]
-            else:
-                pieces.append(text[a:b])
-        return pieces
-    carry = ""   # MergedWithNext
+    # HF folds a delimiter into its neighbour piece only when that neighbour is not a delimiter itself, so
+    # back-to-back delimiters (two single-space matches) stay separate pieces.
+    if behavior == "MergedWithNext":
+        spans.reverse()
+    pieces: list[list[int]] = []
+    prev_match = False
     for a, b, m in spans:
-        if m:
-            carry += text[a:b]
+        if m and not prev_match and pieces:
+            if behavior == "MergedWithPrevious":
+                pieces[-1][1] = b
+            else:
+                pieces[-1][0] = a
         else:
-            pieces.append(carry + text[a:b])
-            carry = ""
-    if carry:
-        pieces.append(carry)
-    return pieces
+            pieces.append([a, b])
+        prev_match = m
+    if behavior == "MergedWithNext":
+        pieces.reverse()
+    return [text[a:b] for a, b in pieces]
 
 
 # ---- pre-tokenizer sections ----

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from driver.pretok import BYTE_TO_CHAR
+from driver.pretok import BYTE_TO_CHAR, LLAMA3_PATTERN
 from driver.tokenizer import StreamDecoder, Tokenizer, TokenizerError
 
 tokenizers = pytest.importorskip("tokenizers", reason="HF tokenizers (the oracle) is not installed")
@@ -351,3 +351,37 @@ def test_pyodide_gives_the_same_ids(paths, shakespeare_dir, tmp_path):
         assert ids == ours.encode(text)
         assert streamed == ours.decode(ids)
     assert len(got) == len(texts)
+
+
+# ---- other pre-tokenizer configurations of the family, against the oracle ----
+
+_VARIANTS = {
+    **{f"split-{b}": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"String": " "}, "behavior": b, "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+       for b in ("Isolated", "Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous")},
+    "digits-contiguous": {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]},
+    "bytelevel-prefix-space": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
+                               "use_regex": True},
+    "nested-sequence": {"type": "Sequence", "pretokenizers": [
+        {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}]},
+        {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": LLAMA3_PATTERN}, "behavior":
+                                                "Isolated", "invert": False}]},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(_VARIANTS))
+def test_pre_tokenizer_variants(paths, variant):
+    """SmolLM2's vocabulary under other pre-tokenizer settings: split behaviours, Contiguous digits, prefix space,
+    nested sequences (and merges written as "a b" strings instead of pairs)."""
+    spec = json.loads(paths["smollm2"].read_text(encoding="utf-8"))
+    spec["pre_tokenizer"] = _VARIANTS[variant]
+    spec["model"]["merges"] = [" ".join(m) if isinstance(m, list) else m for m in spec["model"]["merges"]]
+    text = json.dumps(spec)
+    ours, oracle = Tokenizer.from_str(text), tokenizers.Tokenizer.from_str(text)
+    sample = (DATA / "multilingual.txt").read_text(encoding="utf-8")
+    for t in [sample, *EDGE_CASES, *_random_texts(99, 100)]:
+        _check_same(ours, oracle, t, add_special_tokens=False)
