@@ -249,7 +249,7 @@ def bench_matvec(device, caps, fmt, rows, cols, rng, op="matvec", **knobs) -> di
             "secs": t, "gbs": moved / t / 1e9, "timer": src}
 
 
-def bench_matmul(device, caps, fmt, rows, cols, m, rng) -> dict:
+def bench_matmul(device, caps, fmt, rows, cols, m, rng, **knobs) -> dict:
     import numpy as np
 
     blocks, copies, wbytes = _weight_copies(device, rng, fmt, rows, cols)
@@ -260,7 +260,7 @@ def bench_matmul(device, caps, fmt, rows, cols, m, rng) -> dict:
         it = []
         for (r0, n), wb in zip(blocks, c):
             # each row block writes its own (m, n) slab: the driver concatenates per block
-            k = kernel("matmul", caps, fmt=fmt, rows=n, cols=cols)
+            k = kernel("matmul", caps, fmt=fmt, rows=n, cols=cols, **knobs)
             it.append(_calls(device, k, {**wb, **io}, {"n_tok": m}, k.meta["grid"](n_tok=m)))
         calls.append(it)
     t, src = time_calls(calls, device, min_secs=0.1)
@@ -325,6 +325,15 @@ def tune_unpack(device, caps, rng, say, shapes) -> None:
         b = bench_matvec(device, caps, "q4_0", r, c, rng, unpack=1)
         say(f"tune matvec q4_0 {r}x{c} GB/s: shift {a['gbs']:.4g} ({a['kernel']}), "
             f"mask {b['gbs']:.4g} ({b['kernel']})")
+
+
+def tune_matmul(device, caps, rng, say, shapes, m) -> None:
+    """q4_0 prefill with 4 (default) and 8 tokens per thread."""
+    for r, c in shapes:
+        a = bench_matmul(device, caps, "q4_0", r, c, m, rng)
+        b = bench_matmul(device, caps, "q4_0", r, c, m, rng, mt=8)
+        say(f"tune matmul q4_0 {r}x{c} M={m} TFLOP/s: mt4 {a['flops'] / 1e12:.4g} "
+            f"({a['kernel']}), mt8 {b['flops'] / 1e12:.4g} ({b['kernel']})")
 
 
 def main(quick: bool = False, vs_torch: bool = False, out_file: str | None = None,
@@ -393,6 +402,7 @@ def main(quick: bool = False, vs_torch: bool = False, out_file: str | None = Non
     if tune_:
         tune(dev, caps, rng, say, shapes[:1] + shapes[3:])
         tune_unpack(dev, caps, rng, say, shapes)
+        tune_matmul(dev, caps, rng, say, shapes, m)
     say(f"timer: {roof['timer']}")
     if out_file:
         with open(out_file, "w") as f:

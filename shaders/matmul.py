@@ -18,7 +18,7 @@ from .matvec import (EPW, binding_decls, check_weight, enables, weight_bindings,
                      words_per_row)
 from .registry import Case, register, register_cases
 
-TM = TN = 64
+TN = 64   # weight rows per tile (tokens per tile: 16 * tokens per thread)
 MATMUL_PARAMS = Params((("n_tok", "u32"),))
 
 
@@ -37,10 +37,13 @@ def _wload(prefix: str, cols: int, tk: int) -> str:
 
 def tiled_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_size: int,
                  weights: tuple[str, ...], out_name: str, store: str, semantics: str,
-                 params: Params, extra_dims: tuple = ()) -> Kernel:
-    """64 tokens x 64 rows per workgroup of 256 threads; ``store`` is the WGSL run per output
-    element with ``o`` (flat index) in scope, where ``{i}`` / ``{c}`` in the text become the
-    token index (0..3) and row component (x..w) of the accumulators ``acc_<prefix>{i}.{c}``."""
+                 params: Params, extra_dims: tuple = (), mt: int = 4) -> Kernel:
+    """16*mt tokens x 64 rows per workgroup of 256 threads (mt = 4 or 8 tokens per thread);
+    ``store`` is the WGSL run per output element with ``o`` (flat index) in scope, where ``{i}`` /
+    ``{c}`` become the token index (0..mt-1) and row component (x..w) of ``acc_<prefix>{i}.{c}``."""
+    if mt not in (4, 8):
+        raise UnsupportedKernel(f"{op}: tokens per thread must be 4 or 8, got {mt}")
+    tm = 16 * mt
     check_weight(op, fmt, rows, cols, group_size)
     if caps.max_workgroup_size < 256:
         raise UnsupportedKernel(f"{op}: needs 256 invocations per workgroup")
@@ -49,11 +52,11 @@ def tiled_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_size
     nw = len(weights)
     esize = 2 if f16 else 4
     tk = 32
-    while tk > 4 and (1 + nw) * tk * TM * esize > caps.max_workgroup_storage:
+    while tk > 4 and (tm + nw * TN) * tk * esize > caps.max_workgroup_storage:
         tk //= 2
     if fmt in QUANTIZED and group_size % 4:
         raise UnsupportedKernel(f"{op}: group size {group_size} is not a multiple of 4")
-    key = KernelKey(op=op, fmt=fmt, wg=256, tile=TM, vec=4, f16=f16,
+    key = KernelKey(op=op, fmt=fmt, wg=256, tile=tm, vec=4, f16=f16,
                     dims=(("r", rows), ("c", cols), ("g", group_size), ("k", tk)) + extra_dims)
     xvec = cols % 4 == 0
     binds = [(Binding("x", "read", "(n_tok, cols) f32" + (" as vec4" if xvec else "")),
@@ -74,26 +77,28 @@ def tiled_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_size
                          for e, c in enumerate("xyzw"))
     more = "".join(f"fn wload4_{p}(row: u32, c4: u32) -> vec4<f32> {{ return "
                    f"{_wload(p, cols, tk)}; }}\n" for p in weights[1:])
-    acc_decl = "".join(f"    var acc_{p}{i} = vec4<f32>(0.0);   // token 4 ty + {i}, rows 4 tx .. +3\n"
-                       for p in weights for i in range(4))
+    acc_decl = "".join(f"    var acc_{p}{i} = vec4<f32>(0.0);   // token MT ty + {i}, rows 4 tx .. +3\n"
+                       for p in weights for i in range(mt))
     acc = "h" if f16 else "acc"
     inner = ""
     if f16:   # this K step's products summed in f16, then added to the f32 accumulators
-        inner += "".join(f"        var h_{p}{i} = vec4<f16>(0.0);\n" for p in weights for i in range(4))
+        inner += "".join(f"        var h_{p}{i} = vec4<f16>(0.0);\n" for p in weights for i in range(mt))
     inner += "        for (var k = 0u; k < TK; k++) {\n"
-    inner += "            let a = xs[k * (TM / 4u) + ty];\n"
+    inner += "".join(f"            let a{q} = xs[k * (TM / 4u) + {mt // 4}u * ty + {q}u];\n"
+                     for q in range(mt // 4))
     for p in weights:
         inner += f"            let b_{p} = {p}tile[k * (TN / 4u) + tx];\n"
-        inner += "".join(f"            {acc}_{p}{i} += a.{c} * b_{p};\n" for i, c in enumerate("xyzw"))
+        inner += "".join(f"            {acc}_{p}{i} += a{i // 4}.{'xyzw'[i % 4]} * b_{p};\n"
+                         for i in range(mt))
     inner += "        }\n"
     if f16:
-        inner += "".join(f"        acc_{p}{i} += vec4<f32>(h_{p}{i});\n" for p in weights for i in range(4))
+        inner += "".join(f"        acc_{p}{i} += vec4<f32>(h_{p}{i});\n" for p in weights for i in range(mt))
     stores = []
-    for i in range(4):
+    for i in range(mt):
         for j, c in enumerate("xyzw"):
-            body = store.replace("ACC(", "(").replace("{i}", str(i)).replace("{c}", c)
-            stores.append(f"    if (t0 + 4u * ty + {i}u < n_tok && n0 + 4u * tx + {j}u < ROWS) {{\n"
-                          f"        let o = (t0 + 4u * ty + {i}u) * ROWS + n0 + 4u * tx + {j}u;\n"
+            body = store.replace("{i}", str(i)).replace("{c}", c)
+            stores.append(f"    if (t0 + MT * ty + {i}u < n_tok && n0 + 4u * tx + {j}u < ROWS) {{\n"
+                          f"        let o = (t0 + MT * ty + {i}u) * ROWS + n0 + 4u * tx + {j}u;\n"
                           f"{body}\n    }}")
     store_all = "\n".join(stores)
     if xvec:  # whole vec4 loads: every token row starts 16-byte aligned
@@ -110,28 +115,32 @@ def tiled_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_size
         "PARAMS": params.wgsl(), "BINDINGS": decls, "ROWS": rows, "COLS": cols,
         "GS": group_size if fmt in QUANTIZED else 1,
         "GPR": cols // group_size if fmt in QUANTIZED else 1, "WPR": words_per_row(fmt, cols),
-        "TK": tk, "XLOAD": xload, "TILES": tiles, "WFNS": wfns, "W0": weights[0],
+        "TK": tk, "MT": mt, "XLOAD": xload, "TILES": tiles, "WFNS": wfns, "W0": weights[0],
         "WLOAD0": _wload(weights[0], cols, tk), "WLOAD_MORE": more, "ST": st,
         "ACC_DECL": acc_decl, "STAGE_W": stage.rstrip("\n"), "INNER": inner.rstrip("\n"),
         "STORE": store_all}, slug=key.slug())
     return Kernel(key=key, wgsl=src, bindings=bindings, params=params,
                   workgroup_size=(256, 1, 1), features=("shader-f16",) if f16 else (),
-                  meta={"grid": lambda n_tok=1: (-(-rows // TN), -(-int(n_tok) // TM), 1),
-                        "tile": (TM, TN, tk)})
+                  meta={"grid": lambda n_tok=1: (-(-rows // TN), -(-int(n_tok) // tm), 1),
+                        "tile": (tm, TN, tk)})
 
 
 @register("matmul")
 def build_matmul(caps: Caps, fmt: str, rows: int, cols: int, group_size: int = 32,
-                 accumulate: int = 0) -> Kernel:
+                 accumulate: int = 0, mt: int = 4) -> Kernel:
+    """``mt=8``: 8 tokens per thread (128-token tiles, fewer shared loads per FMA), a candidate
+    not yet measured on a GPU; for benchmarks, not the driver."""
     prev = "y[o] + " if accumulate else ""
     store = f"        y[o] = {prev}acc_w_{{i}}.{{c}};"
     sem = "Y[t, r] " + ("+= " if accumulate else "= ") + "sum_c X[t, c] * W[r, c]"
     return tiled_kernel("matmul", caps, fmt, rows, cols, group_size, ("w_",), "y", store, sem,
-                        MATMUL_PARAMS, (("acc", int(accumulate)),))
+                        MATMUL_PARAMS, (("acc", int(accumulate)),) + ((("mt", mt),) if mt != 4
+                                                                        else ()), mt)
 
 
 # ---- check cases ----
-def _case(fmt: str, rows: int, cols: int, n_tok: int, acc: int = 0, group_size: int = 32) -> Case:
+def _case(fmt: str, rows: int, cols: int, n_tok: int, acc: int = 0, group_size: int = 32,
+          mt: int = 4) -> Case:
     def make(rng):
         import numpy as np
 
@@ -152,9 +161,12 @@ def _case(fmt: str, rows: int, cols: int, n_tok: int, acc: int = 0, group_size: 
             y += inp["y0"]
         return {"y": y.astype(np.float32)}
 
-    return Case("matmul", dict(fmt=fmt, rows=rows, cols=cols, group_size=group_size,
-                               accumulate=acc), make, ref, "dot_f32",
-                label=f"{fmt} {rows}x{cols} M={n_tok}" + (" acc" if acc else ""),
+    dims = dict(fmt=fmt, rows=rows, cols=cols, group_size=group_size, accumulate=acc)
+    if mt != 4:
+        dims["mt"] = mt
+    return Case("matmul", dims, make, ref, "dot_f32",
+                label=f"{fmt} {rows}x{cols} M={n_tok}" + (" acc" if acc else "") +
+                      (f" mt{mt}" if mt != 4 else ""),
                 tol_f16="dot_f16")
 
 
@@ -167,4 +179,7 @@ def matmul_cases(quick: bool) -> list[Case]:
     out = [_case(f, r, c, m) for f in EPW for r, c, m in shapes]
     out += [_case("q4_0", 33, 64, 5, acc=1), _case("f16", 5, 6, 3), _case("f32", 9, 7, 66),
             _case("f32", 6, 20, 2), _case("q4_1", 6, 48, 4, group_size=16)]
+    # 8 tokens per thread (bench candidate): partial token and row tiles, K tail
+    out += [_case("q4_0", 67, 96, 130, mt=8), _case("f16", 9, 20, 3, mt=8),
+            _case("q8_0", 33, 64, 129, acc=1, mt=8)]
     return out

@@ -2,7 +2,8 @@
 // {{OP}} ({{FMT}}, prefill, tiled): {{SEMANTICS}}
 // A workgroup computes a TM tokens x TN rows tile of the output. Per K step it stages TK columns
 // of x (TM x TK) and of each weight (TN x TK, dequantized once) in shared memory, then every
-// thread accumulates a 4 x 4 register block: 2 vec4 shared loads per 16 FMAs.
+// thread accumulates an MT x 4 register block (MT = 4 or 8 tokens): MT/4 + 1 vec4 shared loads per
+// 4 MT FMAs.
 // Accumulators are separate variables (generated unrolled), never indexed arrays.
 {{PARAMS}}
 {{BINDINGS}}
@@ -11,7 +12,8 @@ const COLS: u32 = {{COLS}}u;   // columns = input features (K)
 const GS: u32 = {{GS}}u;       // quantization group size
 const GPR: u32 = {{GPR}}u;     // groups per row
 const WPR: u32 = {{WPR}}u;     // u32 words per row
-const TM: u32 = 64u;           // tokens per tile
+const MT: u32 = {{MT}}u;        // tokens per thread
+const TM: u32 = 16u * MT;      // tokens per tile
 const TN: u32 = 64u;           // rows per tile
 const TK: u32 = {{TK}}u;       // columns per K step
 const NK4: u32 = TK / 4u;      // vec4 columns per K step
@@ -28,7 +30,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let n0 = wid.x * TN;            // first row of the tile
     let t0 = wid.y * TM;            // first token of the tile
     let tx = lid % 16u;             // this thread's rows: n0 + 4 tx .. + 3
-    let ty = lid / 16u;             // this thread's tokens: t0 + 4 ty .. + 3
+    let ty = lid / 16u;             // this thread's tokens: t0 + MT ty .. + MT-1
     let n_tok = params.n_tok;
 {{ACC_DECL}}
     for (var k0 = 0u; k0 < COLS; k0 += TK) {
