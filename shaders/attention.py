@@ -135,7 +135,9 @@ def _tile_max(subgroups: bool) -> str:
     """WGSL ``tile_max(s, t[, sg...]) -> array<f32, G>``: per-head max over the TILE invocations."""
     if subgroups:
         return """
-fn tile_max(s: array<f32, G>, t: u32, sg_id: u32, n_sg: u32, sg_lane: u32) -> array<f32, G> {
+fn tile_max(s: array<f32, G>, t: u32, sg_lane: u32, sg_size: u32) -> array<f32, G> {
+    let sg_id = t / sg_size;
+    let n_sg = (WG + sg_size - 1u) / sg_size;
     for (var g = 0u; g < G; g++) {
         let v = subgroupMax(s[g]);
         if (sg_lane == 0u) { red[g * TILE + sg_id] = v; }

@@ -31,13 +31,18 @@ def features(f16: bool, subgroups: bool) -> tuple[str, ...]:
     return (("shader-f16",) if f16 else ()) + (("subgroups",) if subgroups else ())
 
 
-SG_ARGS = (", @builtin(subgroup_id) sg_id: u32, @builtin(num_subgroups) n_sg: u32"
-           ", @builtin(subgroup_invocation_id) sg_lane: u32")
-SG_CALL = ", sg_id, n_sg, sg_lane"
+# Subgroup builtins of the entry point. Not subgroup_id / num_subgroups: those need WGSL's
+# `subgroup_id` language extension (Chrome 144+, not Firefox/Safari); like matvec, the subgroup of
+# an invocation is taken as local_invocation_index / subgroup_size (subgroups are consecutive
+# index ranges on NVIDIA, AMD, Intel, lavapipe, SwiftShader; Dawn emulates subgroup_id so on D3D).
+SG_ARGS = (", @builtin(subgroup_invocation_id) sg_lane: u32"
+           ", @builtin(subgroup_size) sg_size: u32")
+SG_CALL = ", sg_lane, sg_size"
+SG_IDS = "let sg_id = {lid} / sg_size;\n    let n_sg = ({wg} + sg_size - 1u) / sg_size;"
 
 
 def wg_reduce(name: str, op: str, wg: int, subgroups: bool) -> str:
-    """WGSL ``fn name(v: f32, lid: u32[, sg_id, n_sg, sg_lane]) -> f32``: the workgroup-wide sum or max.
+    """WGSL ``fn name(v: f32, lid: u32[, sg_lane, sg_size]) -> f32``: the workgroup-wide sum or max.
 
     Must be called from uniform control flow by every invocation. ``op`` is "sum" or "max".
     Subgroup variant: one subgroup reduction, one slot per subgroup in shared memory, every
@@ -50,7 +55,8 @@ def wg_reduce(name: str, op: str, wg: int, subgroups: bool) -> str:
         return f"""
 var<workgroup> {buf}: array<f32, {max(1, wg // 4)}>;  // one slot per subgroup (size >= 4)
 fn {name}_comb(a: f32, b: f32) -> f32 {{ return {comb}; }}
-fn {name}(v: f32, lid: u32, sg_id: u32, n_sg: u32, sg_lane: u32) -> f32 {{
+fn {name}(v: f32, lid: u32, sg_lane: u32, sg_size: u32) -> f32 {{
+    {SG_IDS.format(lid="lid", wg=f"{wg}u")}
     let s = {sgop}(v);
     if (sg_lane == 0u) {{ {buf}[sg_id] = s; }}
     workgroupBarrier();

@@ -60,7 +60,9 @@ def _argmax(subgroups: bool) -> str:
     ``before`` (larger key, then lower id), through the workgroup arrays ``sk``/``si`` (>= WG)."""
     if subgroups:
         return """
-fn wg_argmax(k: u32, i: u32, lid: u32, sg_id: u32, n_sg: u32, sg_lane: u32) -> vec2<u32> {
+fn wg_argmax(k: u32, i: u32, lid: u32, sg_lane: u32, sg_size: u32) -> vec2<u32> {
+    let sg_id = lid / sg_size;
+    let n_sg = (WG + sg_size - 1u) / sg_size;
     let mk = subgroupMax(k);
     let mi = subgroupMin(select(0xffffffffu, i, k == mk));
     if (sg_lane == 0u) { sk[sg_id] = mk; si[sg_id] = mi; }
