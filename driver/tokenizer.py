@@ -119,9 +119,11 @@ class Tokenizer:
         self._added_opts: dict[str, tuple[bool, bool, bool]] = {}   # content -> (lstrip, rstrip, single_word)
         raw, norm = [], []
         for t in spec.get("added_tokens", []):
-            self.added[t["content"]] = t["id"]
+            # HF re-derives the id: a content already in the model vocab keeps its vocab id
+            tid = self.vocab.get(t["content"], t["id"])
+            self.added[t["content"]] = tid
             if t.get("special"):
-                self.special_ids.add(t["id"])
+                self.special_ids.add(tid)
             self._added_opts[t["content"]] = (t.get("lstrip", False), t.get("rstrip", False),
                                               t.get("single_word", False))
             (norm if t.get("normalized", not t.get("special")) else raw).append(t["content"])

@@ -385,3 +385,31 @@ def test_pre_tokenizer_variants(paths, variant):
     sample = (DATA / "multilingual.txt").read_text(encoding="utf-8")
     for t in [sample, *EDGE_CASES, *_random_texts(99, 100)]:
         _check_same(ours, oracle, t, add_special_tokens=False)
+
+
+def test_added_token_options(paths):
+    """Added tokens with lstrip / rstrip / single_word, non-special and normalized ones, a prefix of another
+    added token, and contents already in the vocabulary (HF keeps their vocab id)."""
+    spec = json.loads(paths["smollm2"].read_text(encoding="utf-8"))
+    vocab = spec["model"]["vocab"]
+    next_id = len(vocab)
+    options = [("<tool>", dict(lstrip=True)), ("</tool>", dict(rstrip=True)), ("<both>", dict(lstrip=True, rstrip=True)),
+               ("hello", dict(single_word=True, special=False, normalized=True)),
+               ("foo bar", dict(special=False, normalized=True)), ("<|im", {}), ("xyz", dict(special=False))]
+    for content, opts in options:
+        tid = vocab.get(content)
+        if tid is None:
+            tid, next_id = next_id, next_id + 1
+        spec["added_tokens"].append(dict(dict(id=tid, content=content, single_word=False, lstrip=False, rstrip=False,
+                                              normalized=False, special=True), **opts))
+    text = json.dumps(spec)
+    ours, oracle = Tokenizer.from_str(text), tokenizers.Tokenizer.from_str(text)
+    pool = [c for c, _ in options] + ["<|im_start|>", " ", "  ", "\n", "\t", "a", "ok", "hellohello", "_", "1", "é", "<"]
+    rng = random.Random(3)
+    cases = ["a <tool> b", "a </tool>  b", "  <both>  x", "say hello there", "sayhello", "hello_x", "foo  bar"]
+    cases += ["".join(rng.choice(pool) for _ in range(rng.randint(1, 12))) for _ in range(1500)]
+    for t in cases:
+        _check_same(ours, oracle, t, add_special_tokens=False)
+        ids = ours.encode(t, add_special_tokens=False)
+        for skip in (False, True):
+            assert ours.decode(ids, skip_special_tokens=skip) == oracle.decode(ids, skip_special_tokens=skip)
