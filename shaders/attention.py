@@ -300,10 +300,20 @@ def _tile_io(kv: str, head_dim: int, tk: int, wg: int) -> dict[str, str]:
             "STORE_V": sv.rstrip("\n")}
 
 
-def prefill_tiles(head_dim: int) -> tuple[int, int]:
-    """(TQ query rows, TK keys) per tile: 4 KiB of queries and 8 KiB of keys in workgroup memory."""
-    tq = 16 if head_dim <= 64 else 8
-    return tq, 2 * tq
+def prefill_tiles(head_dim: int, kv: str, wg: int = 128) -> tuple[int, int]:
+    """(TQ query rows, TK keys) per tile. TPR = wg / TQ invocations share a query row and must
+    split head_dim / 4 (vec4 accumulators); a K/V tile must be whole 16-byte loads per
+    invocation. Llama shapes: hd 128 -> (8, 16), hd 64 -> (16, 32): 4 KiB of queries and
+    8 KiB of keys in workgroup memory."""
+    h4 = head_dim // 4
+    tpr = next(t for t in (16, 8, 4, 2, 1) if h4 % t == 0 and (t < 16 or head_dim >= 128))
+    tq = wg // tpr
+    per = 8 if kv == "f16" else 4
+    unit = wg * per // math.gcd(wg * per, head_dim)      # TK multiple: whole loads per invocation
+    tk = unit * tpr // math.gcd(unit, tpr)
+    while tk < 2 * tq:
+        tk *= 2
+    return tq, tk
 
 
 @register("attention_prefill")
@@ -311,20 +321,15 @@ def build_prefill(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int,
                   kv: str = "f16") -> Kernel:
     _check_dims("attention_prefill", n_heads, n_kv_heads, head_dim, kv)
     wg = 128
-    tq, tk = prefill_tiles(head_dim)
-    tpr = wg // tq
-    if head_dim % tpr or tk % tpr or wg > caps.max_workgroup_size:
-        raise UnsupportedKernel(f"attention_prefill: head_dim {head_dim} does not split over "
-                                f"{tpr} invocations per row (or workgroup {wg} too large)")
-    if (head_dim // 4) % tpr:
-        raise UnsupportedKernel(f"attention_prefill: head_dim {head_dim} / 4 does not split over "
-                                f"{tpr} invocations per row")
+    if wg > caps.max_workgroup_size:
+        raise UnsupportedKernel(f"attention_prefill: needs {wg} invocations per workgroup")
+    tq, tk = prefill_tiles(head_dim, kv, wg)
     shared = 4 * (tq * head_dim + tk * (head_dim + 4) + tq * tk)
     if shared > caps.max_workgroup_storage:
         raise UnsupportedKernel(f"attention_prefill: needs {shared} B of workgroup storage, "
                                 f"adapter has {caps.max_workgroup_storage}")
     key = KernelKey(op="attention_prefill", fmt=kv, wg=wg, tile=tq,
-                    dims=(("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim)))
+                    dims=(("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim), ("tk", tk)))
     wt = "vec4<u32>" if kv == "f16" else "vec4<f32>"
     decl = (f"@group(0) @binding(1) var<storage, read> k_cache: array<{wt}>;"
             f"  // (max_ctx, N_KV, HD) {kv}, 16-byte words\n"
@@ -415,7 +420,8 @@ def decode_cases(quick: bool) -> list[Case]:
     out = [_decode_case(8, 8, 64, "f16", 17), _decode_case(9, 3, 64, "f32", 1),
            _decode_case(32, 8, 128, "f16", 17), _decode_case(16, 2, 128, "f16", 300),
            _decode_case(4, 1, 64, "f32", 290),
-           _decode_case(12, 4, 128, "f16", 700, wg=64, max_chunks=4)]   # multi-tile chunks
+           _decode_case(12, 4, 128, "f16", 700, wg=64, max_chunks=4),   # multi-tile chunks
+           _decode_case(4, 2, 16, "f16", 140), _decode_case(3, 1, 32, "f32", 9)]   # tiny heads
     if not quick:
         out += [_decode_case(32, 8, 128, "f16", 4096), _decode_case(9, 3, 64, "f16", 4096),
                 _decode_case(8, 1, 128, "f32", 4096), _decode_case(4, 4, 128, "f16", 1),
@@ -446,7 +452,8 @@ def _prefill_case(n_heads, n_kv_heads, head_dim, kv, n_tok, pos) -> Case:
 @register_cases("attention_prefill")
 def prefill_cases(quick: bool) -> list[Case]:
     out = [_prefill_case(8, 8, 64, "f16", 1, 0), _prefill_case(9, 3, 64, "f32", 5, 12),
-           _prefill_case(8, 2, 128, "f16", 33, 0), _prefill_case(4, 1, 128, "f32", 17, 3)]
+           _prefill_case(8, 2, 128, "f16", 33, 0), _prefill_case(4, 1, 128, "f32", 17, 3),
+           _prefill_case(4, 2, 16, "f16", 40, 3), _prefill_case(3, 1, 32, "f32", 9, 0)]
     if not quick:
         out += [_prefill_case(32, 8, 128, "f16", 33, 4000), _prefill_case(9, 3, 64, "f16", 33, 100),
                 _prefill_case(8, 1, 64, "f16", 5, 17), _prefill_case(4, 4, 128, "f16", 130, 0)]
