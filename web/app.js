@@ -193,7 +193,8 @@ async function send(ev) {
 
 function showAdapter(a) {
   if (!a) return;
-  const name = [a.vendor, a.architecture, a.description].filter(Boolean).join(' ') || 'unknown GPU';
+  // browsers hide adapter details unless asked (privacy): say so rather than "unknown"
+  const name = [a.vendor, a.architecture, a.description].filter(Boolean).join(' ') || 'GPU (name hidden by the browser)';
   $('adapter').textContent = `${name} · ${a.mode}${a.fallback ? ' · software' : ''}`;
   $('adapter').title = `WebGPU adapter: ${name}\nmode: ${a.mode}\nmaxStorageBufferBindingSize: ${a.limits.maxStorageBufferBindingSize}`;
 }
