@@ -118,12 +118,16 @@ export function writeBuffer(device, buffer, offset, u8) {
 
 // Compile a kernel. Returns {pipe, bgl, label}; throws an Error naming the kernel with the WGSL messages.
 export async function createPipeline(device, wgsl, entry, kinds, label) {
+  // the layout first, in its own scope: a limit it exceeds (e.g. storage buffers per stage) is the real reason
   device.pushErrorScope('validation');
-  const module = device.createShaderModule({ code: wgsl, label });
   const bgl = device.createBindGroupLayout({
     label,
     entries: kinds.map((k, i) => ({ binding: i, visibility: GPUShaderStage.COMPUTE, buffer: { type: BINDING_TYPE[k] } })),
   });
+  const layoutErr = await device.popErrorScope();
+  if (layoutErr) throw new Error(`kernel ${label} cannot run on this GPU: ${layoutErr.message.split('\n')[0]}`);
+  device.pushErrorScope('validation');
+  const module = device.createShaderModule({ code: wgsl, label });
   let pipe = null, err = null;
   try {
     pipe = await device.createComputePipelineAsync({
