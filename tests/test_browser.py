@@ -280,6 +280,20 @@ def test_smollm2_chat_matches_native(browser, site, native_chat_text):
     page.screenshot(path=str(REPO / "artifacts" / "browser-chat.png"), full_page=True)
 
 
+def test_delete_model_clears_its_shards(browser, site):
+    page = browser["page"]
+    page.select_option("#model", "tiny")
+    page.click("#delete")
+    page.wait_for_function("document.getElementById('dltext').textContent.startsWith('Deleted')", timeout=60_000)
+    assert page.text_content("#dltext").startswith("Deleted 1 cached shard(s) of tiny")
+    left = page.evaluate("""async () => {
+        const m = await (await fetch('./models/tiny/manifest.json')).json();
+        const c = await caches.open('llama3-webgpu-shards-v1');
+        return (await Promise.all(m.shards.map(async (s) => !!(await c.match(`./__shards__/${s.sha256}`))))).filter(Boolean).length;
+    }""")
+    assert left == 0
+
+
 def test_offline_reload_chats(browser, site, native_tiny_ids):
     """After a first visit (service worker allowed here), the page reloads and generates with the network off."""
     ctx = browser["browser"].new_context()
