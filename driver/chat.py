@@ -1,13 +1,14 @@
-"""Chat prompts from the model's own jinja2 chat template, rendered as transformers' ``apply_chat_template`` does.
+"""Chat prompts from the model's own jinja2 chat template, as transformers' ``apply_chat_template``.
 
-transformers compiles a chat template in an ``ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)``
-with the ``loopcontrols`` extension and a ``{% generation %}`` tag, replaces the ``tojson`` filter (no HTML
-escaping, ``ensure_ascii=False``, ``indent`` / ``separators`` / ``sort_keys`` options) and adds the globals
-``raise_exception``, ``strftime_now``, a plain ``dict`` and a ``namespace`` that refuses underscore names. It then
-renders with ``messages`` (None-valued keys dropped, reasoning fields aliased), ``tools``, ``documents``,
-``add_generation_prompt`` and the named special tokens (``bos_token``, ``eos_token``, ...) as strings. This module
-does the same, so the prompt text (and, through ``driver.tokenizer`` with ``add_special_tokens=False``, the ids)
-equal transformers' (tests/data/chat_goldens.json, made by tests/golden/make_chat_goldens.py).
+transformers compiles a chat template in an ``ImmutableSandboxedEnvironment(trim_blocks=True,
+lstrip_blocks=True)`` with the ``loopcontrols`` extension and a ``{% generation %}`` tag, replaces
+the ``tojson`` filter (no HTML escaping, ``ensure_ascii=False``, ``indent`` / ``separators`` /
+``sort_keys`` options) and adds the globals ``raise_exception``, ``strftime_now``, a plain ``dict``
+and a ``namespace`` that refuses underscore names. It then renders with ``messages`` (None-valued
+keys dropped, reasoning fields aliased), ``tools``, ``documents``, ``add_generation_prompt`` and the
+named special tokens (``bos_token``, ``eos_token``, ...) as strings. This module does the same, so
+the prompt text (and, through ``driver.tokenizer`` with ``add_special_tokens=False``, the ids) equal
+transformers' (tests/data/chat_goldens.json, made by tests/golden/make_chat_goldens.py).
 
 Pure Python + jinja2 (which ships to the browser with the driver).
 """
@@ -25,7 +26,15 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 __all__ = ["ChatTemplate", "ChatTemplateError", "render_chat", "SPECIAL_TOKEN_KEYS"]
 
 # transformers' SPECIAL_TOKENS_ATTRIBUTES: passed to the template as strings when set.
-SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+SPECIAL_TOKEN_KEYS = (
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+)
 _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 
 
@@ -35,8 +44,9 @@ class ChatTemplateError(ValueError):
 
 # ---- the jinja2 environment (transformers' _compile_jinja_template) ----
 
+
 class _Generation(Extension):
-    """``{% generation %}...{% endgeneration %}``: marks assistant text for masks; renders its body unchanged."""
+    """``{% generation %}...{% endgeneration %}`` (assistant-mask marker): renders its body."""
 
     tags = {"generation"}
 
@@ -55,7 +65,9 @@ def _raise_exception(message):
 
 def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
     # jinja2's own tojson escapes <, >, & and ' for HTML; chat templates want plain JSON
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    return json.dumps(
+        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
 
 
 def _strftime_now(fmt):
@@ -73,7 +85,7 @@ class _TemplateDict:
 
 
 class _Namespace(jinja2.utils.Namespace):
-    """jinja2's namespace, refusing underscore-prefixed attributes (no reaching into CPython internals)."""
+    """jinja2's namespace, refusing underscore-prefixed attributes (no reaching into internals)."""
 
     def __init__(*args, **kwargs):
         self, args = args[0], args[1:]
@@ -90,12 +102,16 @@ class _Namespace(jinja2.utils.Namespace):
     def _check(name):
         if isinstance(name, str) and name.startswith("_"):
             raise jinja2.exceptions.SecurityError(
-                f"chat templates cannot store underscore-prefixed attributes on a namespace, got {name!r}")
+                "chat templates cannot store underscore-prefixed attributes on a namespace, "
+                f"got {name!r}"
+            )
 
 
 @lru_cache(maxsize=16)
 def _compile(template: str) -> jinja2.Template:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[_Generation, loopcontrols])
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[_Generation, loopcontrols]
+    )
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
@@ -104,14 +120,17 @@ def _compile(template: str) -> jinja2.Template:
     try:
         return env.from_string(template)
     except jinja2.TemplateSyntaxError as e:
-        raise ChatTemplateError(f"chat template does not compile: {e.message} (template line {e.lineno})") \
-            from None
+        raise ChatTemplateError(
+            f"chat template does not compile: {e.message} (template line {e.lineno})"
+        ) from None
 
 
 # ---- template inputs ----
 
+
 def _plain(value):
-    """A fresh copy made of JSON types only (the template can neither reach rich objects nor edit the caller's)."""
+    """A fresh copy of JSON types only: the template can neither reach rich objects nor edit
+    the caller's data."""
     if value is None or type(value) in (str, int, float, bool):
         return value
     if isinstance(value, str):
@@ -131,12 +150,16 @@ def _plain(value):
 
 def _messages(messages) -> list[dict]:
     if not isinstance(messages, (list, tuple)) or not messages:
-        raise ChatTemplateError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
+        raise ChatTemplateError(
+            "messages must be a non-empty list of {'role': ..., 'content': ...} dicts"
+        )
     out = []
     for m in messages:
         if not isinstance(m, dict):
             raise ChatTemplateError(f"chat messages must be dicts, got {m!r}")
-        m = {k: v for k, v in _plain(m).items() if v is not None}   # transformers drops None-valued keys
+        m = {
+            k: v for k, v in _plain(m).items() if v is not None
+        }  # transformers drops None-valued keys
         reasoning = next((m[k] for k in _REASONING_FIELDS if m.get(k) is not None), None)
         if reasoning is not None:
             m = {"thinking": reasoning, **m, "reasoning_content": reasoning}
@@ -144,22 +167,39 @@ def _messages(messages) -> list[dict]:
     return out
 
 
-def render_chat(messages, template: str, *, bos_token: str | None = None, eos_token: str | None = None,
-                add_generation_prompt: bool = True, tools=None, documents=None, **extra) -> str:
-    """The prompt text for ``messages`` (list of {"role", "content"}) through the jinja2 ``template``.
+def render_chat(
+    messages,
+    template: str,
+    *,
+    bos_token: str | None = None,
+    eos_token: str | None = None,
+    add_generation_prompt: bool = True,
+    tools=None,
+    documents=None,
+    **extra,
+) -> str:
+    """The prompt text for ``messages`` (list of {"role", "content"}) through ``template``.
 
-    ``extra`` reaches the template as variables (other special tokens, ``date_string``, ...); like transformers,
-    they override the special tokens. Tokenize the result with ``add_special_tokens=False``: the template
-    writes BOS itself where the model wants it.
+    ``extra`` reaches the template as variables (other special tokens, ``date_string``, ...); like
+    transformers, they override the special tokens. Tokenize the result with
+    ``add_special_tokens=False``: the template writes BOS itself where the model wants it.
     """
-    variables = {k: v for k, v in (("bos_token", bos_token), ("eos_token", eos_token)) if v is not None}
+    variables = {
+        k: v for k, v in (("bos_token", bos_token), ("eos_token", eos_token)) if v is not None
+    }
     variables.update(extra)
     try:
-        return _compile(template).render(messages=_messages(messages), tools=_plain(tools),
-                                         documents=_plain(documents), add_generation_prompt=add_generation_prompt,
-                                         **_plain(variables))
+        return _compile(template).render(
+            messages=_messages(messages),
+            tools=_plain(tools),
+            documents=_plain(documents),
+            add_generation_prompt=add_generation_prompt,
+            **_plain(variables),
+        )
     except jinja2.TemplateError as e:
-        raise ChatTemplateError(f"chat template error: {e.message if hasattr(e, 'message') else e}") from None
+        raise ChatTemplateError(
+            f"chat template error: {e.message if hasattr(e, 'message') else e}"
+        ) from None
 
 
 class ChatTemplate:
@@ -170,12 +210,15 @@ class ChatTemplate:
             raise ChatTemplateError("chat template must be a non-empty string")
         self.template = template
         self.special_tokens = dict(special_tokens or {})
-        _compile(template)   # fail at load time, not at the first message
+        _compile(template)  # fail at load time, not at the first message
 
     @classmethod
     def from_tokenizer_config(cls, path_or_dict, name: str | None = None) -> "ChatTemplate":
-        """From ``tokenizer_config.json`` (path or parsed dict): its ``chat_template`` (a string, or named
-        templates as a dict / list of {"name", "template"}; ``name`` picks one, else "default") and the named
+        """From ``tokenizer_config.json`` (path or parsed dict).
+
+        Its ``chat_template`` (a string, or named
+        templates as a dict / list of {"name", "template"}; ``name`` picks one, else "default") and
+        the named
         special tokens (strings or {"content": ...} objects)."""
         if isinstance(path_or_dict, dict):
             conf, where = path_or_dict, "tokenizer config"
@@ -194,10 +237,14 @@ class ChatTemplate:
         if isinstance(template, dict):
             key = name or "default"
             if key not in template:
-                raise ChatTemplateError(f"{where}: no chat template named {key!r} (have {sorted(template)})")
+                raise ChatTemplateError(
+                    f"{where}: no chat template named {key!r} (have {sorted(template)})"
+                )
             template = template[key]
         if not isinstance(template, str) or not template:
-            raise ChatTemplateError(f"{where}: has no chat_template; the model cannot be used for chat")
+            raise ChatTemplateError(
+                f"{where}: has no chat_template; the model cannot be used for chat"
+            )
         special = {}
         for key in SPECIAL_TOKEN_KEYS:
             value = conf.get(key)
@@ -210,8 +257,12 @@ class ChatTemplate:
     def render(self, messages, add_generation_prompt: bool = True, **extra) -> str:
         """Prompt text for ``messages``; ``extra`` as in ``render_chat``."""
         variables = {**self.special_tokens, **extra}
-        return render_chat(messages, self.template, add_generation_prompt=add_generation_prompt, **variables)
+        return render_chat(
+            messages, self.template, add_generation_prompt=add_generation_prompt, **variables
+        )
 
     def encode(self, tokenizer, messages, add_generation_prompt: bool = True, **extra) -> list[int]:
-        """Prompt ids, as ``apply_chat_template(..., tokenize=True)``: the text encoded without added BOS."""
-        return tokenizer.encode(self.render(messages, add_generation_prompt, **extra), add_special_tokens=False)
+        """Prompt ids as ``apply_chat_template(..., tokenize=True)``: text encoded, no added BOS."""
+        return tokenizer.encode(
+            self.render(messages, add_generation_prompt, **extra), add_special_tokens=False
+        )

@@ -1,16 +1,22 @@
-"""Pure-Python byte-level BPE tokenizer reading HF ``tokenizer.json`` (Llama-3's 128k and SmolLM2's 49k vocabularies).
+"""Pure-Python byte-level BPE tokenizer reading HF ``tokenizer.json``.
 
-Runs unchanged in CPython and Pyodide (stdlib only). The pipeline is HF ``tokenizers``' for this family:
+Serves Llama-3's 128k and SmolLM2's 49k vocabularies.
+
+Runs unchanged in CPython and Pyodide (stdlib only). The pipeline is HF ``tokenizers``' for this
+family:
 
 1. added tokens (``added_tokens``) are split out of the raw text first, leftmost-longest match;
-2. the rest goes through the pre-tokenizer (``driver.pretok``: Split / ByteLevel / Digits / Sequence);
-3. each piece's UTF-8 bytes are mapped to GPT-2's printable byte characters and BPE-merged by merge rank
-   (``ignore_merges``: a piece that is a whole vocabulary entry is taken as is, as Llama-3 sets it);
+2. the rest goes through the pre-tokenizer (``driver.pretok``: Split / ByteLevel / Digits /
+   Sequence);
+3. each piece's UTF-8 bytes are mapped to GPT-2's printable byte characters and BPE-merged by
+   merge rank (``ignore_merges``: a piece that is a whole vocabulary entry is taken as is, as
+   Llama-3 sets it);
 4. the post-processor (TemplateProcessing) adds BOS when ``add_special_tokens``.
 
-Pieces repeat a lot in real text, so the ids of every piece are cached: a long prompt costs one regex pass plus
-one dict lookup per piece. Decoding maps ids back to bytes and decodes UTF-8 with U+FFFD for invalid sequences,
-as HF does; ``StreamDecoder`` does the same incrementally and never emits half a character.
+Pieces repeat a lot in real text, so the ids of every piece are cached: a long prompt costs one
+regex pass plus one dict lookup per piece. Decoding maps ids back to bytes and decodes UTF-8 with
+U+FFFD for invalid sequences, as HF does; ``StreamDecoder`` does the same incrementally and never
+emits half a character.
 
 CLI: ``python -m driver.tokenizer TOKENIZER_JSON (--bench FILE... | --encode TEXT | --decode IDS)``.
 """
@@ -26,10 +32,13 @@ from .pretok import BYTE_TO_CHAR, CHAR_TO_BYTE, TokenizerError, build_pre_tokeni
 
 __all__ = ["Tokenizer", "StreamDecoder", "TokenizerError", "bench"]
 
-# Stop tokens of the families this driver serves; the manifest's generation config may override them.
+# Stop tokens of the families this driver serves; the manifest's generation config may override
+# them.
 _KNOWN_EOS = ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>", "<|im_end|>", "<|endoftext|>", "</s>")
 _KNOWN_BOS = ("<|begin_of_text|>", "<s>")
-_CACHE_LIMIT = 1 << 18   # pieces kept in the per-piece id cache (bounded so a huge input cannot grow it forever)
+_CACHE_LIMIT = (
+    1 << 18
+)  # pieces kept in the per-piece id cache (bounded so a huge input cannot grow it forever)
 
 
 class Tokenizer:
@@ -44,7 +53,9 @@ class Tokenizer:
         try:
             return cls.from_str(text, **kw)
         except json.JSONDecodeError as e:
-            raise TokenizerError(f"{path}: not valid JSON ({e}); re-run the setup to refetch it") from None
+            raise TokenizerError(
+                f"{path}: not valid JSON ({e}); re-run the setup to refetch it"
+            ) from None
         except TokenizerError as e:
             raise TokenizerError(f"{path}: {e}") from None
 
@@ -54,7 +65,8 @@ class Tokenizer:
 
     @classmethod
     def from_folder(cls, folder) -> "Tokenizer":
-        """``tokenizer.json`` of an HF-style folder, with BOS from ``tokenizer_config.json`` and the stop ids from
+        """``tokenizer.json`` of an HF-style folder, with BOS from ``tokenizer_config.json`` and the
+        stop ids from
         ``generation_config.json`` (``eos_token_id``, int or list) when those files are there."""
         import os
 
@@ -73,20 +85,31 @@ class Tokenizer:
         else:
             name = conf.get("eos_token")
             name = name.get("content") if isinstance(name, dict) else name
-            if name is not None and tok.token_to_id(name) is not None and \
-                    tok.token_to_id(name) not in tok.eos_token_ids:
+            if (
+                name is not None
+                and tok.token_to_id(name) is not None
+                and tok.token_to_id(name) not in tok.eos_token_ids
+            ):
                 tok.eos_token_ids.append(tok.token_to_id(name))
         return tok
 
-    def __init__(self, spec: dict, *, bos_token_id: int | None = None, eos_token_ids: list[int] | None = None):
-        if not isinstance(spec, dict) or not isinstance((spec.get("model") or {}).get("vocab"), dict):
+    def __init__(
+        self, spec: dict, *, bos_token_id: int | None = None, eos_token_ids: list[int] | None = None
+    ):
+        if not isinstance(spec, dict) or not isinstance(
+            (spec.get("model") or {}).get("vocab"), dict
+        ):
             raise TokenizerError("not an HF tokenizer.json (no model.vocab object)")
         if spec.get("normalizer") is not None:
-            raise TokenizerError(f"normalizer {spec['normalizer'].get('type')!r} is not supported "
-                                 "(byte-level BPE tokenizers of this family have none)")
+            raise TokenizerError(
+                f"normalizer {spec['normalizer'].get('type')!r} is not supported "
+                "(byte-level BPE tokenizers of this family have none)"
+            )
         model = spec.get("model") or {}
         if model.get("type", "BPE") != "BPE":
-            raise TokenizerError(f"model type {model.get('type')!r} is not supported, only byte-level BPE")
+            raise TokenizerError(
+                f"model type {model.get('type')!r} is not supported, only byte-level BPE"
+            )
         for key in ("continuing_subword_prefix", "end_of_word_suffix", "dropout"):
             if model.get(key):
                 raise TokenizerError(f"BPE option {key}={model[key]!r} is not supported")
@@ -98,7 +121,9 @@ class Tokenizer:
 
         self.vocab: dict[str, int] = dict(model["vocab"])
         self.ignore_merges = bool(model.get("ignore_merges", False))
-        self._missing = frozenset(c for c in BYTE_TO_CHAR if c not in self.vocab)   # byte chars with no id
+        self._missing = frozenset(
+            c for c in BYTE_TO_CHAR if c not in self.vocab
+        )  # byte chars with no id
         self._unk = model.get("unk_token") if model.get("unk_token") in self.vocab else None
         self._fuse_unk = bool(model.get("fuse_unk", False))
         # (left, right) -> rank; the merged token is left + right.
@@ -106,17 +131,23 @@ class Tokenizer:
         for rank, m in enumerate(model.get("merges", [])):
             pair = tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m)
             if len(pair) != 2 or pair[0] + pair[1] not in self.vocab:
-                raise TokenizerError(f"merge #{rank} {m!r} is malformed or makes a token not in the vocab")
+                raise TokenizerError(
+                    f"merge #{rank} {m!r} is malformed or makes a token not in the vocab"
+                )
             self._ranks.setdefault(pair, rank)
 
         self._pretok, byte_level = build_pre_tokenizer(spec.get("pre_tokenizer"))
         if not byte_level:
-            raise TokenizerError("pre_tokenizer has no ByteLevel step: not a byte-level BPE tokenizer")
+            raise TokenizerError(
+                "pre_tokenizer has no ByteLevel step: not a byte-level BPE tokenizer"
+            )
 
         # ---- added tokens ----
-        self.added: dict[str, int] = {}        # content -> id
-        self.special_ids: set[int] = set()     # ids of added tokens with special=true
-        self._added_opts: dict[str, tuple[bool, bool, bool]] = {}   # content -> (lstrip, rstrip, single_word)
+        self.added: dict[str, int] = {}  # content -> id
+        self.special_ids: set[int] = set()  # ids of added tokens with special=true
+        self._added_opts: dict[
+            str, tuple[bool, bool, bool]
+        ] = {}  # content -> (lstrip, rstrip, single_word)
         raw, norm = [], []
         for t in spec.get("added_tokens", []):
             # HF re-derives the id: a content already in the model vocab keeps its vocab id
@@ -124,27 +155,36 @@ class Tokenizer:
             self.added[t["content"]] = tid
             if t.get("special"):
                 self.special_ids.add(tid)
-            self._added_opts[t["content"]] = (t.get("lstrip", False), t.get("rstrip", False),
-                                              t.get("single_word", False))
+            self._added_opts[t["content"]] = (
+                t.get("lstrip", False),
+                t.get("rstrip", False),
+                t.get("single_word", False),
+            )
             (norm if t.get("normalized", not t.get("special")) else raw).append(t["content"])
-        # No normalizer, so normalized and raw tokens match on the same text; HF splits the raw ones first.
+        # No normalizer, so normalized and raw tokens match on the same text; HF splits the raw ones
+        # first.
         self._added_rx = [self._alternation(group) for group in (raw, norm) if group]
 
         self.id_to_str: dict[int, str] = {i: s for s, i in self.vocab.items()}
         self.id_to_str.update({i: s for s, i in self.added.items()})
-        # (vocab_size,) bytes of every id: chars of the byte map -> bytes; otherwise the raw UTF-8 (HF's rule).
+        # (vocab_size,) bytes of every id: chars of the byte map -> bytes; otherwise the raw UTF-8
+        # (HF's rule).
         self._id_bytes: dict[int, bytes] = {i: _token_bytes(s) for i, s in self.id_to_str.items()}
 
         self._template = self._post_processor(spec.get("post_processor"))
         self._cache: dict[str, list[int]] = {}
 
         self.bos_token_id = bos_token_id if bos_token_id is not None else self._default_bos()
-        self.eos_token_ids = (list(eos_token_ids) if eos_token_ids is not None
-                              else [self.added[n] for n in _KNOWN_EOS if n in self.added])
+        self.eos_token_ids = (
+            list(eos_token_ids)
+            if eos_token_ids is not None
+            else [self.added[n] for n in _KNOWN_EOS if n in self.added]
+        )
 
     @staticmethod
     def _alternation(tokens: list[str]) -> re.Pattern:
-        # re tries alternatives left to right: longest first makes it leftmost-longest like HF's Aho-Corasick.
+        # re tries alternatives left to right: longest first makes it leftmost-longest like HF's
+        # Aho-Corasick.
         return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
 
     def _post_processor(self, spec: dict | None) -> tuple[list[int], list[int]]:
@@ -163,7 +203,9 @@ class Tokenizer:
             for item in spec["single"]:
                 if "Sequence" in item:
                     if item["Sequence"]["id"] != "A" or seen:
-                        raise TokenizerError(f"TemplateProcessing single template {spec['single']!r} unsupported")
+                        raise TokenizerError(
+                            f"TemplateProcessing single template {spec['single']!r} unsupported"
+                        )
                     seen = True
                 elif "SpecialToken" in item:
                     (post if seen else pre).extend(specials[item["SpecialToken"]["id"]]["ids"])
@@ -179,7 +221,7 @@ class Tokenizer:
 
     @property
     def vocab_size(self) -> int:
-        """Number of distinct ids, added tokens included (HF ``get_vocab_size(with_added_tokens=True)``)."""
+        """Distinct ids, added tokens included (HF ``get_vocab_size(with_added_tokens=True)``)."""
         return len(self.id_to_str)
 
     def token_to_id(self, token: str) -> int | None:
@@ -192,7 +234,7 @@ class Tokenizer:
     # ---- encoding ----
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        """Token ids of ``text``; added/special tokens written in the text are recognised (as HF does)."""
+        """Token ids of ``text``; added/special tokens written in it are recognised (as HF)."""
         ids: list[int] = []
         for segment, token_id in self._split_added(text):
             if token_id is not None:
@@ -205,7 +247,7 @@ class Tokenizer:
         return ids
 
     def _split_added(self, text: str) -> list[tuple[str, int | None]]:
-        """Text -> [(segment, added id or None)] for every added-token regex in turn (raw, then normalized)."""
+        """Text -> [(segment, added id or None)], per added-token regex (raw, then normalized)."""
         parts: list[tuple[str, int | None]] = [(text, None)]
         for rx in self._added_rx:
             out: list[tuple[str, int | None]] = []
@@ -224,10 +266,12 @@ class Tokenizer:
             a, b = m.span()
             content = m.group()
             lstrip, rstrip, single_word = self._added_opts[content]
-            if single_word and ((a > 0 and _is_word(text[a - 1])) or (b < len(text) and _is_word(text[b]))):
+            if single_word and (
+                (a > 0 and _is_word(text[a - 1])) or (b < len(text) and _is_word(text[b]))
+            ):
                 continue
             if a < pos:
-                continue   # swallowed by the previous token's rstrip
+                continue  # swallowed by the previous token's rstrip
             if lstrip:
                 while a > pos and text[a - 1].isspace():
                     a -= 1
@@ -269,7 +313,8 @@ class Tokenizer:
             if best is None:
                 break
             left, right = syms[best], syms[best + 1]
-            # Merge every occurrence of this pair, left to right (same result as HF's rank/position heap).
+            # Merge every occurrence of this pair, left to right (same result as HF's rank/position
+            # heap).
             merged: list[str] = []
             k = 0
             while k < len(syms):
@@ -283,8 +328,11 @@ class Tokenizer:
         return [vocab[s] for s in syms]
 
     def _drop_missing(self, syms: list[str]) -> list[str]:
-        """HF's rule for byte chars absent from the vocab (SmolLM2 lacks 21 of the 256): with no unk token they
-        are dropped (their neighbours become adjacent for merging); with one they become unk (fused if asked)."""
+        """HF's rule for byte chars absent from the vocab (SmolLM2 lacks 21 of the 256).
+
+        With no unk token they are dropped (their neighbours become adjacent for merging); with
+        one they become unk (fused if asked).
+        """
         out: list[str] = []
         for c in syms:
             if c not in self._missing:
@@ -300,8 +348,9 @@ class Tokenizer:
         try:
             return self._id_bytes[token_id]
         except (KeyError, TypeError):
-            raise TokenizerError(f"token id {token_id!r} is not in the vocabulary (0..{self.vocab_size - 1})") \
-                from None
+            raise TokenizerError(
+                f"token id {token_id!r} is not in the vocabulary (0..{self.vocab_size - 1})"
+            ) from None
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         """Text of ``ids``; invalid UTF-8 becomes U+FFFD per maximal invalid subsequence (as HF)."""
@@ -311,9 +360,12 @@ class Tokenizer:
 
 
 class StreamDecoder:
-    """Incremental decode: ``push(id)`` returns the newly complete text, holding back an unfinished UTF-8 char.
+    """Incremental decode: ``push(id)`` returns the newly complete text.
 
-    The concatenation of every ``push`` and a final ``flush()`` equals ``tokenizer.decode(all ids)``.
+    An unfinished UTF-8 character is held back until its last byte arrives.
+
+    The concatenation of every ``push`` and a final ``flush()`` equals ``tokenizer.decode(all
+    ids)``.
     """
 
     def __init__(self, tokenizer: Tokenizer, skip_special_tokens: bool = False):
@@ -327,7 +379,7 @@ class StreamDecoder:
         return self._utf8.decode(self.tokenizer.token_bytes(token_id))
 
     def flush(self) -> str:
-        """Whatever is left (an unfinished sequence at the end becomes U+FFFD, as in full decode); resets."""
+        """What is left (an unfinished sequence becomes U+FFFD, as in full decode); resets."""
         out = self._utf8.decode(b"", final=True)
         self._utf8.reset()
         return out
@@ -360,8 +412,12 @@ def _is_word(c: str) -> bool:
 
 # ---- speed ----
 
+
 def bench(tokenizer: Tokenizer, text: str, repeats: int = 1) -> dict:
-    """Encode ``text`` cold (empty piece cache) and warm: {'mb', 'tokens', 'cold_mb_s', 'warm_mb_s'}."""
+    """Encode ``text`` cold (empty piece cache) and warm.
+
+    Returns {'mb', 'tokens', 'cold_mb_s', 'warm_mb_s'}.
+    """
     nbytes = len(text.encode("utf-8"))
     tokenizer._cache.clear()
     t0 = time.perf_counter()
@@ -372,19 +428,27 @@ def bench(tokenizer: Tokenizer, text: str, repeats: int = 1) -> dict:
         t0 = time.perf_counter()
         tokenizer.encode(text, add_special_tokens=False)
         warm = min(warm, time.perf_counter() - t0)
-    return {"mb": nbytes / 1e6, "tokens": len(ids), "cold_mb_s": nbytes / 1e6 / cold,
-            "warm_mb_s": nbytes / 1e6 / warm}
+    return {
+        "mb": nbytes / 1e6,
+        "tokens": len(ids),
+        "cold_mb_s": nbytes / 1e6 / cold,
+        "warm_mb_s": nbytes / 1e6 / warm,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    ap = argparse.ArgumentParser(prog="python -m driver.tokenizer", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m driver.tokenizer", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("tokenizer", help="path to a tokenizer.json")
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--bench", nargs="+", metavar="FILE", help="encode these text files, print MB/s")
-    g.add_argument("--encode", metavar="TEXT", help="print the ids of TEXT (with BOS when configured)")
+    g.add_argument(
+        "--encode", metavar="TEXT", help="print the ids of TEXT (with BOS when configured)"
+    )
     g.add_argument("--decode", metavar="IDS", help="print the text of comma/space separated ids")
     args = ap.parse_args(argv)
     try:
@@ -398,8 +462,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             text = "".join(open(p, encoding="utf-8").read() for p in args.bench)
             r = bench(tok, text)
-            print(f"load {load_s:.2f} s; {r['mb']:.2f} MB -> {r['tokens']} tokens; "
-                  f"cold {r['cold_mb_s']:.2f} MB/s, warm (cached pieces) {r['warm_mb_s']:.2f} MB/s")
+            print(
+                f"load {load_s:.2f} s; {r['mb']:.2f} MB -> {r['tokens']} tokens; "
+                f"cold {r['cold_mb_s']:.2f} MB/s, warm (cached pieces) {r['warm_mb_s']:.2f} MB/s"
+            )
     except (OSError, UnicodeDecodeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
