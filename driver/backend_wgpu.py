@@ -58,6 +58,7 @@ class WgpuBackend(g.GPU):
         from shaders.core import Caps
         self.caps = Caps.from_adapter(self.features, self.limits)
         self._staging: dict[int, object] = {}
+        self._self_poll = _own_polling(device)
 
     # ---- creation ----
     @classmethod
@@ -169,15 +170,26 @@ class WgpuBackend(g.GPU):
         return (await self.map_read(st, 0, padded))[:size]
 
     async def map_read(self, buf, offset: int, size: int) -> bytes:
-        promise = buf.map_async(wgpu.MapMode.READ, offset, size)
-        # wgpu-py's awaiter naps with a growing back-off (0.5, 1, 1.5 ... 10 ms) once the first
-        # few checks fail, which would leave the GPU idle between pipelined decode steps; its
-        # poll thread settles the promise, so yield to the loop until then (native only; wgpu is
-        # pinned to 0.32.0, whose GPUPromise keeps its state in ``_state``).
-        spins = 0
-        while getattr(promise, "_state", "") == "pending":
-            spins += 1
-            await asyncio.sleep(0 if spins < 200 else 0.0002)  # short naps after a short spin
+        if self._self_poll:
+            poller = self.device._poller
+            poller.get_token = _NoPollToken      # this map only: no blocking poll thread
+            try:
+                promise = buf.map_async(wgpu.MapMode.READ, offset, size)
+            finally:
+                del poller.get_token             # back to the class method for everything else
+        else:
+            promise = buf.map_async(wgpu.MapMode.READ, offset, size)
+        if self._self_poll:
+            # Poll the device ourselves, without waiting: the map of step n resolves as soon as
+            # step n is done, while step n+1 still runs (see _own_polling).
+            spins = 0
+            while getattr(promise, "_state", "") == "pending":
+                self.device._poll(False)
+                spins += 1
+                if spins > 200:
+                    await asyncio.sleep(0.0001)   # long waits: nap, don't burn a core
+                elif spins % 8 == 0:
+                    await asyncio.sleep(0)
         await promise
         try:
             return bytes(buf.read_mapped(offset, size, copy=True))
@@ -196,6 +208,25 @@ class WgpuBackend(g.GPU):
             b.destroy()
         self._staging.clear()
         self.device.destroy()
+
+
+class _NoPollToken:
+    def set_done(self):
+        pass
+
+    def is_done(self):
+        return True
+
+
+def _own_polling(device) -> bool:
+    """wgpu-py 0.32 resolves promises from a thread that calls wgpuDevicePoll(wait=True), which
+    returns only once the queue is EMPTY: with decode steps pipelined, the id of step n would
+    come back only after step n+1 finished, so the GPU would idle while the CPU encodes n+2.
+    Take that thread out of ``map_read``'s maps (their token is a no-op) and poll without
+    waiting there. Returns False (plain awaiting) on a wgpu-py without these internals."""
+    poller = getattr(device, "_poller", None)
+    return (poller is not None and "get_token" in type(poller).__dict__
+            and "get_token" not in vars(poller) and hasattr(device, "_poll"))
 
 
 def _flatten(program: g.Program) -> list:

@@ -146,12 +146,25 @@ class Recorder:
         if self.n_slots:
             self.gpu.write_buffer(self.ubuf, self.uniform_offset, self.uniforms(rt))
 
+    def _grids(self, rt: dict) -> tuple:
+        """The runtime-dependent grids, each distinct (kernel, grid args) computed once: a decode
+        step has one per layer of the same attention kernel, all equal."""
+        groups = getattr(self, "_grid_groups", None)
+        if groups is None:
+            seen: dict = {}
+            for s in self.steps:
+                if isinstance(s, _DispatchStep) and s.grid_static is None:
+                    key = (id(s.kernel), tuple(sorted((k, v.name if isinstance(v, Dyn) else v)
+                                                      for k, v in s.grid_args.items())))
+                    seen.setdefault(key, s)
+            groups = self._grid_groups = list(seen.values())
+        return tuple(s.grid(rt) for s in groups)
+
     def program(self, rt: dict, tail: list | None = None, cache_tail: bool = True) -> g.Program:
         """The Program for runtime ``rt`` (cached by the grids that depend on it) + ``tail``
         extra Copy tuples (src, src_off, dst, dst_off, size). ``cache_tail=False`` for tails
         that change every step: the Program is then the cached body's ops plus the copies."""
-        grids = tuple(s.grid(rt) for s in self.steps if isinstance(s, _DispatchStep)
-                      and s.grid_static is None)
+        grids = self._grids(rt)
         body = self._programs.get(grids)
         if body is None:
             body = g.Program()
