@@ -296,7 +296,13 @@ class Tokenizer:
 
     def _bpe(self, piece: str) -> list[int]:
         """Ids of one pre-token: byte-map its UTF-8, then apply merges lowest rank first."""
-        word = "".join([BYTE_TO_CHAR[b] for b in piece.encode("utf-8")])
+        try:
+            data = piece.encode("utf-8")
+        except UnicodeEncodeError:
+            # Lone surrogates (a JS string can hold them) have no UTF-8: U+FFFD instead, as the
+            # browser's TextEncoder does. (HF's Python binding cannot even receive such a string.)
+            data = piece.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
+        word = "".join([BYTE_TO_CHAR[b] for b in data])
         vocab = self.vocab
         if self.ignore_merges and word in vocab:
             return [vocab[word]]

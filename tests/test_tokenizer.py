@@ -286,6 +286,11 @@ def test_decode_matches_oracle(pair):
             ), ids
 
 
+def test_lone_surrogates_encode_as_replacement_char(pair):
+    ours, _ = pair
+    assert ours.encode("a\ud800b \udfff") == ours.encode("a\ufffdb \ufffd")
+
+
 def test_decode_unknown_id_is_an_error(pair):
     ours, _ = pair
     with pytest.raises(TokenizerError, match="not in the vocabulary"):
