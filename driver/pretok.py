@@ -418,6 +418,7 @@ def tables_source(regex_db: str | None, rust_db: str | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
+    import sys
     from pathlib import Path
 
     ap = argparse.ArgumentParser(prog="python -m driver.pretok", description=__doc__.split("\n")[0])
@@ -443,7 +444,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source = tables_source(args.regex_db, args.rust_db)
     except ImportError as e:
-        print(f"error: {e}; install it with pip install --target DIR unicodedata2==VERSION")
+        print(
+            f"error: {e}; install it with pip install --target DIR unicodedata2==VERSION",
+            file=sys.stderr,
+        )
         return 2
     path.write_text(source, encoding="utf-8")
     print(f"wrote {path}")

@@ -464,7 +464,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.encode is not None:
             print(tok.encode(args.encode))
         elif args.decode is not None:
-            print(tok.decode([int(x) for x in args.decode.replace(",", " ").split()]))
+            try:
+                ids = [int(x) for x in args.decode.replace(",", " ").split()]
+            except ValueError:
+                raise TokenizerError(f"--decode {args.decode!r}: expected integer ids") from None
+            print(tok.decode(ids))
         else:
             text = "".join(open(p, encoding="utf-8").read() for p in args.bench)
             r = bench(tok, text)

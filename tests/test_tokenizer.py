@@ -16,11 +16,10 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+import tokenizers  # the oracle (HF tokenizers, a project dependency)
 
 from driver.pretok import BYTE_TO_CHAR, LLAMA3_PATTERN
 from driver.tokenizer import StreamDecoder, Tokenizer, TokenizerError
-
-tokenizers = pytest.importorskip("tokenizers", reason="HF tokenizers (the oracle) is not installed")
 
 DATA = Path(__file__).parent / "data"
 KINDS = ("llama3", "smollm2")
