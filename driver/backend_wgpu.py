@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 
 import wgpu
 
@@ -186,10 +187,12 @@ class WgpuBackend(g.GPU):
             while getattr(promise, "_state", "") == "pending":
                 self.device._poll(False)
                 spins += 1
-                if spins > 200:
-                    await asyncio.sleep(0.0001)   # long waits: nap, don't burn a core
-                elif spins % 8 == 0:
-                    await asyncio.sleep(0)
+                if spins % 16 == 0:
+                    await asyncio.sleep(0)        # let other tasks run
+                elif spins > 64:
+                    # ~60-80 us naps: asyncio.sleep(1e-4) would nap ~1 ms (epoll's ms timeout),
+                    # longer than a small model's whole decode step.
+                    time.sleep(2e-5)
         await promise
         try:
             return bytes(buf.read_mapped(offset, size, copy=True))

@@ -157,7 +157,7 @@ class Engine:
 
     async def generate_async(self, prompt_ids, max_tokens: int = 128, temperature: float = 0.0,
                              top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
-                             seed: int = 0, stop_ids=None, depth: int = 2):
+                             seed: int = 0, stop_ids=None, depth: int = 3):
         """Async iterator of generated ids (the stop id itself is not yielded)."""
         ids = [int(i) for i in prompt_ids]
         self.check_fits(len(ids), max_tokens)
@@ -192,7 +192,7 @@ class Engine:
         finally:
             await steps.aclose()  # drains the steps still in flight
 
-    async def decode_steps(self, n0: int, n_steps: int, samp: dict, depth: int = 2,
+    async def decode_steps(self, n0: int, n_steps: int, samp: dict, depth: int = 3,
                            prefilled: bool = True):
         """Async iterator of (j, id) for steps j = 0 .. n_steps-1, where step j samples the token
         at position n0 + j. Step 0 is the prefill's (already submitted) when ``prefilled``; step
