@@ -4,7 +4,9 @@
 // kk = j + TPR*i of each TK-key tile and accumulates the head-dim vec4s j + TPR*i. K and V of a tile
 // are loaded together at its start (16-byte loads, all in flight at once), staged in workgroup
 // memory as f32 (from f16 or f32 storage) one after the other; scores go through `pw` so every
-// invocation of a row sees the row's max.
+// invocation of a row sees the row's max. ST: f32, or f16 in the shader-f16 variant (tiles and
+// the score dot products in f16, scores and values accumulated in f32).
+{{ENABLES}}
 const N_HEADS: u32 = {{N_HEADS}}u;
 const N_KV: u32 = {{N_KV}}u;
 const G: u32 = N_HEADS / N_KV;
@@ -26,8 +28,8 @@ const NEG: f32 = -3.0e38;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;    // (n_tok, N_HEADS * HD) f32
 @group(0) @binding(4) var<uniform> params: Params;
 
-var<workgroup> qs: array<vec4<f32>, TQ * HD4>;   // (TQ, HD) scaled queries
-var<workgroup> kt: array<vec4<f32>, TK * KROW4>; // (TK, HD + 4) K tile, then V tile
+var<workgroup> qs: array<vec4<ST>, TQ * HD4>;    // (TQ, HD) scaled queries
+var<workgroup> kt: array<vec4<ST>, TK * KROW4>;  // (TK, HD + 4) K tile, then V tile
 var<workgroup> pw: array<f32, TQ * TK>;          // (TQ, TK) scores of the tile
 
 @compute @workgroup_size(WG)
@@ -46,7 +48,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var i = lid; i < TQ * HD; i += WG) {
         let tr = t0 + i / HD;
         let v = select(0.0, q[tr * N_HEADS * HD + hq * HD + i % HD] * SCALE, tr < n_tok);
-        qs[i / 4u][i % 4u] = v;
+        qs[i / 4u][i % 4u] = ST(v);
     }
     var m = NEG;
     var l = 0.0;
@@ -62,7 +64,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         for (var i = 0u; i < KPT; i++) {
             let kk = j + TPR * i;
             var s = 0.0;
-            for (var d4 = 0u; d4 < HD4; d4++) { s += dot(qs[r * HD4 + d4], kt[kk * KROW4 + d4]); }
+            for (var d4 = 0u; d4 < HD4; d4++) { s += f32(dot(qs[r * HD4 + d4], kt[kk * KROW4 + d4])); }
             pw[r * TK + kk] = select(NEG, s, k0 + kk <= my_last);
         }
         workgroupBarrier();
@@ -77,7 +79,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         for (var kk = 0u; kk < TK; kk++) {
             let p = exp(pw[r * TK + kk] - mx);
             l += p;
-            for (var i = 0u; i < DPT4; i++) { acc[i] += p * kt[kk * KROW4 + j + TPR * i]; }
+            for (var i = 0u; i < DPT4; i++) { acc[i] += p * vec4<f32>(kt[kk * KROW4 + j + TPR * i]); }
         }
     }
     if (row_ok) {
