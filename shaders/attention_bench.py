@@ -72,9 +72,11 @@ def bench_qkv(dev, caps, rng, fmt="q4_0", hidden=4096, n_heads=32, n_kv=8, hd=12
             "secs": t, "gbs": wbytes / t / 1e9, "timer": src}
 
 
-def bench_prefill(dev, caps, rng, n_tok=512, n_heads=32, n_kv=8, hd=128, kv="f16") -> dict:
+def bench_prefill(dev, caps, rng, n_tok=512, n_heads=32, n_kv=8, hd=128, kv="f16",
+                  arith="f32") -> dict:
     import numpy as np
-    k = kernel("attention_prefill", caps, n_heads=n_heads, n_kv_heads=n_kv, head_dim=hd, kv=kv)
+    k = kernel("attention_prefill", caps, n_heads=n_heads, n_kv_heads=n_kv, head_dim=hd, kv=kv,
+               arith=arith)
     kb, vb = _kv_host(rng, n_tok, n_kv, hd, kv)
     bufs = harness.make_buffers({
         "q": rng.standard_normal((n_tok, n_heads * hd)).astype(np.float32),
@@ -82,7 +84,7 @@ def bench_prefill(dev, caps, rng, n_tok=512, n_heads=32, n_kv=8, hd=128, kv="f16
     call = bench._calls(dev, k, bufs, {"n_tok": n_tok, "pos": 0}, k.meta["grid"](n_tok=n_tok))
     t, src = bench.time_calls([[call]], dev, min_secs=0.1)
     flops = 2 * 2 * n_heads * hd * n_tok * (n_tok + 1) / 2   # QK^T and PV over the causal half
-    return {"kernel": k.slug, "shape": f"n_tok={n_tok} {n_heads}/{n_kv} hd={hd} {kv}",
+    return {"kernel": k.slug, "shape": f"n_tok={n_tok} {n_heads}/{n_kv} hd={hd} {kv} {arith}",
             "secs": t, "flops": flops / t, "timer": src}
 
 
@@ -141,8 +143,9 @@ def main(quick: bool = False, out_file: str | None = None, sweep: bool = False) 
                 except Exception as e:  # an unsupported knob combination: say so, go on
                     say(f"| - | wg={wg} mc={mc} | {type(e).__name__}: {e} | | | |")
     row(bench_qkv(dev, caps, rng, **({"hidden": 512, "n_heads": 8, "n_kv": 2} if quick else {})))
-    row(bench_prefill(dev, caps, rng, **({"n_tok": 64, "n_heads": 8, "n_kv": 2} if quick
-                                          else {})))
+    for arith in (("f32", "f16") if caps.shader_f16 else ("f32",)):
+        row(bench_prefill(dev, caps, rng, arith=arith,
+                          **({"n_tok": 64, "n_heads": 8, "n_kv": 2} if quick else {})))
     v = 4096 if quick else 128256
     row(bench_sample(dev, caps, rng, vocab=v))
     row(bench_sample(dev, caps, rng, vocab=v, temperature=0.7, top_k=40, top_p=0.9,
