@@ -97,6 +97,38 @@ def wgsl_float(v: float) -> str:
 
 # ---- kernels ----
 PARAMS = Params((("n_tok", "u32"),))
+MAX_UNROLL = 16   # elements per invocation written out; longer rows loop
+
+
+def _norm_body(op: str, hv: int, wg: int) -> str:
+    """WGSL of the two passes (sum of squares, scale) over one row of ``hv`` VT elements."""
+    add = op == "add_rmsnorm"
+    n = -(-hv // wg)
+    reduce = "    let r = inverseSqrt(wg_sum(acc, lid{{SG_CALL}}) * INV_HIDDEN + EPS);\n"
+    if n > MAX_UNROLL:
+        load = ("let v = x[base + i] + delta[base + i];\n        x[base + i] = v;" if add
+                else "let v = x[base + i];")
+        return ("    var acc = 0.0;\n"
+                "    for (var i = lid; i < HIDDEN_V; i += WG) {\n"
+                f"        {load}\n        acc += sq(v);\n    }}\n" + reduce +
+                "    for (var i = lid; i < HIDDEN_V; i += WG) {\n"
+                "        out[base + i] = x[base + i] * r * w[i];\n    }")
+    out = ""
+    for k in range(n):
+        out += (f"    let i{k} = min(lid + {k * wg}u, HIDDEN_V - 1u);   // clamped: in bounds\n"
+                f"    let x{k} = x[base + i{k}]" + (f" + delta[base + i{k}]" if add else "") + ";\n"
+                f"    let w{k} = w[i{k}];\n")
+    full = hv % wg == 0
+    ok = (lambda k: "true") if full else (lambda k: f"lid + {k * wg}u < HIDDEN_V")
+    out += "    var acc = 0.0;\n"
+    for k in range(n):
+        out += f"    acc += select(0.0, sq(x{k}), {ok(k)});\n"
+        if add:
+            out += f"    if ({ok(k)}) {{ x[base + i{k}] = x{k}; }}\n"
+    out += reduce
+    for k in range(n):
+        out += f"    if ({ok(k)}) {{ out[base + i{k}] = x{k} * r * w{k}; }}\n"
+    return out.rstrip("\n")
 
 
 def build(op: str, caps: Caps, hidden: int, eps: float = 1e-5) -> Kernel:
@@ -118,8 +150,7 @@ def build(op: str, caps: Caps, hidden: int, eps: float = 1e-5) -> Kernel:
     decl = "\n".join(
         f"@group(0) @binding({i}) var<storage, {kinds[n]}> {n}: array<VT>;  // {shapes[n]}"
         for i, n in enumerate(names))
-    load = ("let v = x[base + i] + delta[base + i];\n        x[base + i] = v;"
-            if op == "add_rmsnorm" else "let v = x[base + i];")
+    body = _norm_body(op, hv, wg)
     key = KernelKey(op=op, wg=wg, vec=vec, subgroups=sg, dims=(("h", hidden),))
     src = render(load_template("norm"), {
         "ENABLES": enable_lines(False, sg) + f"\nalias VT = {vt};",
@@ -127,7 +158,7 @@ def build(op: str, caps: Caps, hidden: int, eps: float = 1e-5) -> Kernel:
         "WG": str(wg), "PARAMS": PARAMS.wgsl(), "BINDINGS": decl,
         "PARAMS_BINDING": str(len(names)),
         "SQ": "return dot(v, v);" if vec == 4 else "return v * v;",
-        "REDUCE": wg_reduce("wg_sum", "sum", wg, sg), "LOAD": load,
+        "REDUCE": wg_reduce("wg_sum", "sum", wg, sg), "BODY": body,
         "SG_ARGS": SG_ARGS if sg else "", "SG_CALL": SG_CALL if sg else "",
     }, key.slug())
     binds = tuple(Binding(n, kinds[n], shapes[n]) for n in names) + (
@@ -189,7 +220,8 @@ def _norm_case(op: str, hidden: int, n_tok: int, eps: float) -> Case:
 
 @register_cases("rmsnorm")
 def rmsnorm_cases(quick: bool) -> list[Case]:
-    return [_norm_case("rmsnorm", h, n, 1e-5) for h, n in ((1, 1), (7, 3), (576, 5), (4096, 2))]
+    return [_norm_case("rmsnorm", h, n, 1e-5) for h, n in ((1, 1), (7, 3), (576, 5), (4096, 2),
+                                                            (20000, 1))]   # looped (> 16 per lane)
 
 
 @register_cases("add_rmsnorm")
