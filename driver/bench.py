@@ -1,8 +1,9 @@
 """``python -m driver bench MODEL``: decode and prefill speed against rooflines measured in the same
 run. Native only.
 
-Figures: decode tokens/s (3 steps in flight, the engine's default) at context 128, 1024 and 4096 (the KV position is set there directly; the
-cache holds whatever it holds, attention reads ``ctx`` entries either way), prefill tokens/s for a
+Figures: decode tokens/s (3 steps in flight, the engine's default) at context 128, 1024 and 4096
+(the KV position is set there directly; the cache holds whatever it holds, attention reads ``ctx``
+entries either way), prefill tokens/s for a
 512-token prompt, dispatches per token, achieved weight bandwidth (weight bytes read per token x
 tokens/s) and its share of a buffer-copy roofline, the f32 FMA peak of a small WGSL kernel and
 prefill's share of it, and with ``--vs-torch`` HF transformers bf16 on the same GPU.
@@ -167,24 +168,26 @@ def run_bench(model, quick: bool = False, vs_torch: bool = False, as_json: bool 
 
 
 def format_table(r: dict) -> str:
+    peak = "f16" if "fma_f16_gflop_s" in r else "f32"
     lines = [f"# driver bench {r['model']} ({r['quant']}) on {r['adapter']}, {r['date']}",
              f"dispatches/token {r['dispatches_per_token']}, weights/token "
-             f"{r['weight_bytes_per_token'] / 1e6:.2f} MB, copy roofline {r['copy_gb_s']:.1f} GB/s, "
-             f"FMA peak {r['fma_gflop_s']:.0f} GFLOP/s ({'f16' if 'fma_f16_gflop_s' in r else 'f32'})"]
+             f"{r['weight_bytes_per_token'] / 1e6:.2f} MB, copy roofline "
+             f"{r['copy_gb_s']:.1f} GB/s, FMA peak {r['fma_gflop_s']:.0f} GFLOP/s ({peak})"]
     for d in r["decode"]:
         lines.append(f"decode ctx {d['ctx']:>5}: {d['tok_s']:8.1f} tok/s")
-    lines.append(f"unpipelined (depth 1) decode: {r['decode_unpipelined_tok_s']:.1f} tok/s, depth 2: "
-                 f"{r['decode_depth2_tok_s']:.1f} tok/s; CPU per "
-                 f"step (uniform write + encode + submit): {r['cpu_ms_per_step']:.3f} ms")
+    lines.append(f"unpipelined (depth 1) decode: {r['decode_unpipelined_tok_s']:.1f} tok/s, "
+                 f"depth 2: {r['decode_depth2_tok_s']:.1f} tok/s; CPU per step (uniform write + "
+                 f"encode + submit): {r['cpu_ms_per_step']:.3f} ms")
     lines.append(f"weight bandwidth (ctx {r['decode'][0]['ctx']}): {r['weight_gb_s']:.1f} GB/s = "
                  f"{100 * r['weight_share_of_copy']:.1f}% of copy")
     lines.append(f"prefill {r['prefill_tokens']}: {r['prefill_tok_s']:.1f} tok/s = "
                  f"{r['prefill_gflop_s']:.0f} GFLOP/s = {100 * r['prefill_share_of_fma']:.1f}% of "
                  "FMA peak")
     if r.get("torch"):
-        lines.append(f"torch bf16: decode {r['torch']['decode_tok_s']:.1f} tok/s "
-                     f"(ratio {r['vs_torch_decode']:.2f}), prefill {r['torch']['prefill_tok_s']:.0f}"
-                     f" tok/s (ratio {r['vs_torch_prefill']:.2f})")
+        t = r["torch"]
+        lines.append(f"torch bf16: decode {t['decode_tok_s']:.1f} tok/s (ratio "
+                     f"{r['vs_torch_decode']:.2f}), prefill {t['prefill_tok_s']:.0f} tok/s "
+                     f"(ratio {r['vs_torch_prefill']:.2f})")
     elif "torch" in r:
         lines.append("torch: not available (needs torch + CUDA)")
     return "\n".join(lines) + "\n"

@@ -127,7 +127,7 @@ class GPU(ABC):
 
     @abstractmethod
     def create_bind_group(self, pipeline, kernel, entries: dict):
-        """``entries``: binding name -> (buffer, offset, size); every kernel binding must be given."""
+        """``entries``: binding name -> (buffer, offset, size); every binding must be given."""
         ...
 
     # ---- work ----

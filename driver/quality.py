@@ -75,7 +75,8 @@ def run_quality(models, n_tokens: int = 64, as_json: bool = False, out=sys.stdou
         out.write(json.dumps(rows) + "\n")
     else:
         for r in rows[1:]:
-            out.write(f"{r['quant']:>5} {r['model']}: top-1 agreement {100 * r['top1_agreement']:.1f}%"
-                      f", mean KL {r['mean_kl']:.2e} nats (max {r['max_kl']:.2e}), greedy "
+            out.write(f"{r['quant']:>5} {r['model']}: top-1 agreement "
+                      f"{100 * r['top1_agreement']:.1f}%, mean KL {r['mean_kl']:.2e} nats "
+                      f"(max {r['max_kl']:.2e}), greedy "
                       f"{r['greedy_common_prefix']}/{r['greedy_tokens']} identical\n")
     return rows

@@ -17,7 +17,6 @@ import pytest
 
 pytest.importorskip("wgpu", reason="wgpu-py is not installed")
 
-from driver import gpu as g  # noqa: E402
 from driver.engine import BadOption, ContextOverflow, Engine, ModelError  # noqa: E402
 from driver.reference import Reference  # noqa: E402
 
@@ -226,16 +225,22 @@ def test_golden_f32_logits_and_greedy(name, golden_dir, backend):
     assert greedy == gold["greedy_ids"].tolist()
 
 
-def test_smollm2_chat_greedy_matches_transformers(smollm2_gguf, golden_dir, backend):
-    """Three chat prompts: 48 greedy tokens (no eos stop) identical to transformers' on the
-    dequantized GGUF. The model is packed losslessly here (``keep_native``: the GGUF's Q8_0
-    embedding stays Q8_0; requantizing it to q4_1 changes the first reply token). f32 math and
-    an f32 KV cache: the references are fp32 on the CPU."""
+@pytest.fixture(scope="module")
+def smollm2_native(smollm2_gguf, golden_dir):
+    """SmolLM2 packed losslessly (``keep_native``: the GGUF's Q8_0 embedding stays Q8_0;
+    requantizing it to q4_1 changes the first reply token)."""
     from weights_tool.pack import pack
-    gold = load_smollm2_chat()
     model = golden_dir / "smollm2-native"
     pack(smollm2_gguf, model, quant="q4_1", keep_native=True, progress=False)
-    eng = Engine.load(model, backend=backend, max_context=256, kv="f32", f16_math=False)
+    return model
+
+
+def test_smollm2_chat_greedy_matches_transformers(smollm2_native, backend):
+    """Three chat prompts: 48 greedy tokens (no eos stop) identical to transformers' on the
+    dequantized GGUF. f32 math and an f32 KV cache: the references are fp32 on the CPU."""
+    gold = load_smollm2_chat()
+    eng = Engine.load(smollm2_native, backend=backend, max_context=256, kv="f32",
+                      f16_math=False)
     for case in gold["cases"]:
         got = list(eng.generate(case["prompt_ids"], gold["max_new_tokens"], stop_ids=()))
         assert got == case["greedy_ids"], case["messages"]
@@ -254,9 +259,23 @@ def test_quantized_quality_vs_f32(name, golden_dir, backend):
     import io
     models = [_golden_model(golden_dir, name, q) for q in ("f32", "f16", "q8_0", "q4_0")]
     rows = run_quality(models, n_tokens=64, out=io.StringIO(), backend=backend)
-    limits = {"f16": (0.95, 1e-6, 32), "q8_0": (0.9, 1e-4, 8), "q4_0": (0.5, 2e-2, 1)}
+    # greedy prefixes: measured 32/32 (f16), 20-32 (q8_0), 1-11 (q4_0) of 32; the f16 packing
+    # runs f16 matmul arithmetic where the GPU has it, so a flip at a 0.002 margin is allowed
+    limits = {"f16": (0.9, 1e-5, 8), "q8_0": (0.85, 1e-4, 4), "q4_0": (0.5, 2e-2, 1)}
     for r in rows[1:]:
         top1, kl, greedy = limits[r["quant"]]
         assert r["top1_agreement"] >= top1, r
         assert r["mean_kl"] < kl, r
         assert r["greedy_common_prefix"] >= greedy, r
+
+
+def test_cli_chat_answers(smollm2_native):
+    """The CLI end to end with its defaults (f16 KV cache, f16 math where the GPU has it)."""
+    p = subprocess.run([sys.executable, "-m", "driver", "generate", str(smollm2_native), "--chat",
+                        "What is the capital of France?", "--max-tokens", "12", "--json"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    assert "Paris" in res["text"], res["text"]
+    assert res["prefill_tokens"] == len(res["prompt_ids"]) and res["ids"]
+    assert res["dispatches_per_token"] == 2 + 8 * 30 + 1 + 2
