@@ -4,7 +4,7 @@
       bindings: x (n_tok, hidden) f32 | wq_<parts> (n_heads*hd, hidden) | wk_<parts> (n_kv*hd,
                 hidden) | wv_<parts> (n_kv*hd, hidden) | inv_freq (hd/2) f32 | q (n_tok, n_heads*hd)
                 f32 rw | k_cache, v_cache (max_ctx, n_kv, hd) f16-packed or f32 rw | params
-      params {n_tok, pos}; grid(n_tok=) -> ((n_heads + 2*n_kv) * hd / 4, n_tok, 1)
+      params {n_tok, pos}; grid(n_tok=) -> ((n_heads + 2*n_kv) * hd / 4, ceil(n_tok / 4), 1)
       q[t] = rope(x[t] Wq^T, pos + t); k_cache[pos + t] = rope(x[t] Wk^T, pos + t);
       v_cache[pos + t] = x[t] Wv^T  (rotate-half RoPE, HF layout; inv_freq from
       ModelConfig.rope_inv_freq(), llama3-scaled or plain)
@@ -14,9 +14,10 @@ Why fused, and why this shape: a decode step runs it once per layer instead of f
 the RoPE'd K goes straight into the packed f16 cache. One workgroup owns 4 output rows chosen so
 that both RoPE partners (j, j + hd/2) and both halves of each packed f16 word are computed by it.
 The weight reading is matvec's own (``shaders.matvec`` helpers and matvec_dot_*.wgsl), so the
-dequantisation exists once. For prefill (n_tok > 1) the grid gains a token axis and each
-workgroup re-reads its 4 rows per token (from cache): simple and exact, but not a tiled matmul;
-the QKV share of prefill FLOPs is ~1/8 of a layer's.
+dequantisation exists once. For prefill (n_tok > 1) the grid gains a token axis: a workgroup
+handles TT = 4 tokens, so each weight chunk comes from memory once per 4 tokens (the re-reads hit
+cache); not a tiled matmul, but the QKV share of prefill FLOPs is ~1/8 of a layer's. Decode
+(n_tok = 1) skips the other token slots (a workgroup-uniform branch).
 """
 
 from __future__ import annotations
@@ -31,6 +32,24 @@ from .registry import Case, register, register_cases
 from .rope import ROPE_FN
 
 PARAMS = Params((("n_tok", "u32"), ("pos", "u32")))
+TT = 4   # tokens per workgroup in prefill: each weight chunk is fetched once per 4 tokens
+
+
+def _dots(tt: int) -> tuple[str, str, str]:
+    """(accumulator declarations, the unrolled dot statements of one chunk, accumulator list)."""
+    decl = "".join(f"    var a{t}_{r} = 0.0;\n" for t in range(tt) for r in range(4))
+    body = ""
+    for t in range(tt):
+        body += f"        if (cnt > {t}u) {{\n            xoff = (t0 + {t}u) * (COLS / XV);\n"
+        for k, w in enumerate(("wq_", "wk_", "wv_")):
+            kw = "if" if k == 0 else "} else if" if k == 1 else "} else"
+            cond = f" (sect == {k}u)" if k < 2 else ""
+            body += (f"            {kw}{cond} {{\n"
+                     + "".join(f"                a{t}_{r} += {w}dot(rows.{'xyzw'[r]}, ch);\n"
+                               for r in range(4)))
+        body += "            }\n        }\n"
+    lst = ", ".join(f"a{t}_{r}" for t in range(tt) for r in range(4))
+    return decl.rstrip("\n"), body.rstrip("\n"), lst
 
 # K/V written through f16 storage round to 11 mantissa bits (relative 2^-11 = 4.9e-4) after an
 # f32 dot product: the check allows one f16 rounding on top of dot_f32. Lives here because
@@ -83,7 +102,7 @@ def build_qkv_rope(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_heads: 
     xvec = 4 if hidden % 4 == 0 else 1
     wpr = words_per_row(fmt, hidden)
     nch = wpr // vec
-    cap = min(256, caps.max_workgroup_size)
+    cap = min(128, caps.max_workgroup_size)   # the (16, WG) f32 tree of the fallback: 8 KiB
     wg = min(max(32, pow2_at_least(nch)), cap)
     wg = 1 << (wg.bit_length() - 1)   # a power of two (tree reduction)
     sg = caps.subgroups
@@ -106,12 +125,14 @@ def build_qkv_rope(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_heads: 
               (Binding("v_cache", "read_write", kv_doc), kv_ty),
               (Binding("params", "uniform", "Params{n_tok, pos}"), "Params")]
     decls, bindings = binding_decls(binds)
+    acc_decl, dots, acc_list = _dots(TT)
     src = render(load_template("qkv"), {
         "ENABLES": enables(False, sg), "FMT": fmt, "PARAMS": PARAMS.wgsl(), "BINDINGS": decls,
         "COLS": hidden, "GS": group_size if fmt in QUANTIZED else 1,
         "GPR": hidden // group_size if fmt in QUANTIZED else 1, "WPR": wpr, "VEC": vec,
         "NCH": nch, "CE": vec * EPW[fmt], "WG": wg, "N_HEADS": n_heads, "N_KV": n_kv_heads,
-        "HEAD_DIM": head_dim, "XFNS": _x_fns(xvec),
+        "HEAD_DIM": head_dim, "XFNS": _x_fns(xvec), "TT": TT,
+        "ACC_DECL": acc_decl, "DOTS": dots, "ACC_LIST": acc_list,
         "WFNS": "".join(weight_fns(fmt, p, vec, dot=True) for p in ("wq_", "wk_", "wv_")),
         "REDUCE": load_template("matvec_reduce_sg" if sg else "matvec_reduce_wg"),
         "ROPE_FN": ROPE_FN, "KV_STORE": _kv_store(kv),
@@ -120,7 +141,7 @@ def build_qkv_rope(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_heads: 
         "SGCALL": ", sg_lane, sg_size" if sg else ""}, slug=key.slug())
     return Kernel(key=key, wgsl=src, bindings=bindings, params=PARAMS, workgroup_size=(wg, 1, 1),
                   features=("subgroups",) if sg else (),
-                  meta={"grid": lambda n_tok=1, **_: (units, n_tok, 1)})
+                  meta={"grid": lambda n_tok=1, **_: (units, -(-n_tok // TT), 1)})
 
 
 # ---- numpy reference ----

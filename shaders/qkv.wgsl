@@ -1,6 +1,7 @@
 {{ENABLES}}
 // qkv_rope ({{FMT}}): q = rope(x Wq^T) -> q; k = rope(x Wk^T) -> k_cache[pos + t]; v = x Wv^T ->
-// v_cache[pos + t], one dispatch. Workgroup (u, t): unit u of token t. A unit is 4 output rows:
+// v_cache[pos + t], one dispatch. Workgroup (u, b): unit u of tokens b*TT .. b*TT+TT-1. A unit is
+// 4 output rows:
 //   Q / K unit: rows j, j+1, j+HALF, j+HALF+1 of one head (two RoPE pairs, and the two packed f16
 //               words (j, j+1), (j+HALF, j+HALF+1) of the K cache row);
 //   V unit:     rows 4v .. 4v+3 (two packed words).
@@ -16,7 +17,8 @@ const VEC: u32 = {{VEC}}u;     // words per weight load
 const NCH: u32 = {{NCH}}u;     // chunks per row
 const CE: u32 = {{CE}}u;       // columns per chunk
 const WG: u32 = {{WG}}u;
-const NACC: u32 = 4u;          // rows per unit = partial sums per thread
+const TT: u32 = {{TT}}u;        // tokens per workgroup
+const NACC: u32 = 4u * TT;     // partial sums per thread: (TT tokens, 4 rows)
 const N_HEADS: u32 = {{N_HEADS}}u;
 const N_KV: u32 = {{N_KV}}u;
 const HD: u32 = {{HEAD_DIM}}u;
@@ -37,9 +39,9 @@ var<private> xoff: u32;        // x row of the current token, in x elements / XV
 fn main(@builtin(workgroup_id) wid: vec3<u32>,
         @builtin(local_invocation_index) lid: u32{{SGARGS}}) {
     let u = wid.x;
-    let t = wid.y;
-    if (t >= params.n_tok) { return; }   // workgroup-uniform
-    xoff = t * (COLS / XV);
+    let t0 = wid.y * TT;                 // first token of this workgroup
+    if (t0 >= params.n_tok) { return; }  // workgroup-uniform
+    let cnt = min(TT, params.n_tok - t0);  // tokens here (uniform: decode runs only token 0)
     // the unit's 4 rows in its weight (Q and K units: rope pairs of head h at j, j + 1)
     let sect = select(select(2u, 1u, u < QU + KU), 0u, u < QU);
     let v = u - select(select(QU + KU, QU, u < QU + KU), 0u, u < QU);
@@ -47,28 +49,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
     let j = 2u * (v % (HD / 4u));
     var rows = vec4<u32>(h * HD + j, h * HD + j + 1u, h * HD + j + HALF, h * HD + j + HALF + 1u);
     if (sect == 2u) { rows = vec4<u32>(4u * v, 4u * v + 1u, 4u * v + 2u, 4u * v + 3u); }
-    // the 4 rows written out (no private-array indexing): their loads can all be in flight
-    var a0 = 0.0;
-    var a1 = 0.0;
-    var a2 = 0.0;
-    var a3 = 0.0;
+    // TT tokens x 4 rows written out (no private-array indexing): the loads can all be in flight,
+    // and a weight chunk read for token 0 is reused from cache by the other tokens
+{{ACC_DECL}}
     for (var ch = lid; ch < NCH; ch += WG) {
-        if (sect == 0u) {
-            a0 += wq_dot(rows.x, ch); a1 += wq_dot(rows.y, ch);
-            a2 += wq_dot(rows.z, ch); a3 += wq_dot(rows.w, ch);
-        } else if (sect == 1u) {
-            a0 += wk_dot(rows.x, ch); a1 += wk_dot(rows.y, ch);
-            a2 += wk_dot(rows.z, ch); a3 += wk_dot(rows.w, ch);
-        } else {
-            a0 += wv_dot(rows.x, ch); a1 += wv_dot(rows.y, ch);
-            a2 += wv_dot(rows.z, ch); a3 += wv_dot(rows.w, ch);
-        }
+{{DOTS}}
     }
-    let acc = array<f32, NACC>(a0, a1, a2, a3);
+    let acc = array<f32, NACC>({{ACC_LIST}});
     reduce(lid{{SGCALL}}, acc);
-    if (lid == 0u) {
+    if (lid < cnt) {                      // invocation i stores token t0 + i
+        let t = t0 + lid;
         let p = params.pos + t;
-        let a = vec4<f32>(total(0u), total(1u), total(2u), total(3u));
+        let a = vec4<f32>(total(4u * lid), total(4u * lid + 1u), total(4u * lid + 2u),
+                          total(4u * lid + 3u));
         if (sect == 2u) {
             store_kv(1u, p * KVD + 4u * v, a.xy);
             store_kv(1u, p * KVD + 4u * v + 2u, a.zw);
