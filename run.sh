@@ -105,14 +105,16 @@ else
 fi
 
 # ---- 4. the embedded default model ----
-step "default model $MODEL_OUT (q4_1: the GGUF's Q4_1 blocks are copied bit-exact)"
+step "default model $MODEL_OUT (lossless: the GGUF's Q4_1 and Q8_0 blocks are copied bit-exact)"
 [[ -f weights_tool/__main__.py ]] || die "weights_tool has no CLI in this checkout (weights_tool/__main__.py missing)"
-if [[ -f "$MODEL_OUT/manifest.json" ]] && "$PY" -m weights_tool verify "$MODEL_OUT" >/dev/null 2>&1; then
+# A model packed by an older set-up (re-quantized embedding, no keep_native) is packed again.
+if [[ -f "$MODEL_OUT/manifest.json" ]] && grep -q '"keep_native": true' "$MODEL_OUT/manifest.json" \
+   && "$PY" -m weights_tool verify "$MODEL_OUT" >/dev/null 2>&1; then
   echo "ok: $MODEL_OUT verified"
 else
   force=()
   [[ -e "$MODEL_OUT" ]] && { echo "$MODEL_OUT is incomplete or fails verify: packing it again"; force=(--force); }
-  "$PY" -m weights_tool pack "$MODEL_SRC" "$MODEL_OUT" --quant q4_1 "${force[@]}"
+  "$PY" -m weights_tool pack "$MODEL_SRC" "$MODEL_OUT" --quant q4_1 --keep-native "${force[@]}"
   "$PY" -m weights_tool verify "$MODEL_OUT"
 fi
 

@@ -19,7 +19,7 @@ from .core import Binding, Caps, Kernel, KernelKey, Params, UnsupportedKernel, r
 from .registry import Case, all_ops as _all_ops, kernel as _kernel, register, register_cases
 
 # Modules of this package that define no op (everything else, except *_bench, is an op module).
-_NOT_OPS = {"__init__", "__main__", "core", "registry", "harness", "cli", "bench", "tolerances"}
+_NOT_OPS = {"__init__", "__main__", "core", "registry", "harness", "cli", "bench", "tolerances", "attention_bench"}
 _LOADED = False
 
 
