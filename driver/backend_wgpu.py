@@ -8,10 +8,17 @@ backend runs; ``create_sync`` is the facade the native CLI uses via ``asyncio.ru
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import tempfile
 import time
 
-import wgpu
+# Mesa's Vulkan loader prints "error: XDG_RUNTIME_DIR is invalid" on every start when the variable is
+# unset (root shells, CI); a private runtime folder keeps the CLI's output to what it says itself.
+if not os.environ.get("XDG_RUNTIME_DIR"):
+    os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="xdg-runtime-")
+
+import wgpu  # noqa: E402
 
 from . import gpu as g
 
