@@ -160,7 +160,8 @@ class GPU(ABC):
         for feat in requirements.get("features", []) or []:
             if feat not in self.features:
                 raise FeatureMissing(feat, "required by the model manifest")
-        for name in ("max_storage_buffer_binding_size", "max_buffer_size"):
+        for name in ("max_storage_buffer_binding_size", "max_buffer_size",
+                     "max_storage_buffers_per_shader_stage"):
             need = int(requirements.get(name, 0) or 0)
             have = int(self.limits.get(name, 0))
             if need > have:

@@ -4,7 +4,7 @@ Pure Python (runs in Pyodide). ``Graph`` allocates every activation, the KV cach
 state buffers once, and records four programs over them (see ``driver.plan.Recorder``):
 
   prefill   one chunk of up to ``chunk`` tokens at position ``pos``: embed, per layer
-            qkv_rope -> attention_prefill -> matmul(wo) -> add_rmsnorm -> gate_up -> matmul(w2)
+            qkv_rope (1-3 dispatches, see ``qkv_heads``) -> attention_prefill -> matmul(wo) -> add_rmsnorm -> gate_up -> matmul(w2)
             -> add_rmsnorm; the last norm leaves the final-normed rows in ``xn``
   head      the last row of ``xn`` -> LM head (matvec per row block) -> sample -> ``ids[0]``
   decode    one token: the same chain with matvec / attention_decode, then head, all in ONE
@@ -91,6 +91,14 @@ class Graph:
     def kernel(self, op: str, **dims):
         return self.shaders.kernel(op, self.caps, **dims)
 
+    def qkv_heads(self, fmt: str) -> list[str]:
+        """qkv_rope's ``heads`` per dispatch on this device: ["qkv"] (fused) when it fits
+        maxStorageBuffersPerShaderStage, else ["q", "kv"] or ["q", "k", "v"]."""
+        try:
+            return self.shaders.qkv_split(self.caps, fmt)
+        except self.shaders.UnsupportedKernel as e:
+            raise ModelError(f"this GPU cannot run the model: {e}") from None
+
     def tensor(self, name: str) -> dict:
         return resolve(self.m, name)
 
@@ -161,16 +169,20 @@ class Graph:
             p = f"layers.{i}."
             kc = W(self.k_cache[i], self.kv_bytes)
             vc = W(self.v_cache[i], self.kv_bytes)
-            # q, k, v projections + RoPE, k/v appended to the cache at pos..pos+n_tok-1
-            k = self.kernel("qkv_rope", hidden=H, n_heads=c.num_attention_heads,
-                            n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv,
-                            **self.wdims(p + "attention.wq"))
-            wp = {}
-            for nm, pre in (("wq", "wq"), ("wk", "wk"), ("wv", "wv")):
-                wp.update(self.parts(self.single_block(p + "attention." + nm), pre))
-            r.dispatch(k, {"x": xn, **wp, "inv_freq": W(self.inv_freq, 2 * c.head_dim),
-                           "q": q, "k_cache": kc, "v_cache": vc},
-                       {"n_tok": n_tok, "pos": pos}, rt_grid)
+            # q, k, v projections + RoPE, k/v appended to the cache at pos..pos+n_tok-1: one
+            # dispatch, or 2-3 where the fused kernel binds more storage buffers than the device
+            # allows (qkv_split; q4_1 needs 14, WebGPU's default is 8)
+            wd = self.wdims(p + "attention.wq")
+            avail = {"x": xn, "inv_freq": W(self.inv_freq, 2 * c.head_dim), "q": q,
+                     "k_cache": kc, "v_cache": vc}
+            for nm in ("wq", "wk", "wv"):
+                avail.update(self.parts(self.single_block(p + "attention." + nm), nm))
+            for heads in self.qkv_heads(wd["fmt"]):
+                k = self.kernel("qkv_rope", hidden=H, n_heads=c.num_attention_heads,
+                                n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv,
+                                heads=heads, **wd)
+                r.dispatch(k, {b.name: avail[b.name] for b in k.bindings if b.kind != "uniform"},
+                           {"n_tok": n_tok, "pos": pos}, rt_grid)
             # attention over the cache
             if decode:
                 self._attention_decode(r, q, kc, vc, attn)

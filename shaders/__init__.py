@@ -19,7 +19,8 @@ from .core import Binding, Caps, Kernel, KernelKey, Params, UnsupportedKernel, r
 from .registry import Case, all_ops as _all_ops, kernel as _kernel, register, register_cases
 
 # Modules of this package that define no op (everything else, except *_bench, is an op module).
-_NOT_OPS = {"__init__", "__main__", "core", "registry", "harness", "cli", "bench", "tolerances", "attention_bench"}
+_NOT_OPS = {"__init__", "__main__", "core", "registry", "harness", "cli", "bench", "tolerances", "attention_bench",
+            "limits"}
 _LOADED = False
 
 
@@ -40,10 +41,23 @@ def kernel(op: str, caps: Caps, **dims) -> Kernel:
     return _kernel(op, caps, **dims)
 
 
+def qkv_split(caps: Caps, fmt: str) -> list[str]:
+    """The ``heads`` of each qkv_rope dispatch a layer needs on ``caps`` (see shaders.qkv)."""
+    from .qkv import qkv_split as split
+    return split(caps, fmt)
+
+
+def min_storage_buffers(fmts) -> int:
+    """Least maxStorageBuffersPerShaderStage the engine's kernels need (see shaders.limits)."""
+    from .limits import min_storage_buffers as need
+    return need(fmts)
+
+
 def all_ops() -> list[str]:
     load_ops()
     return _all_ops()
 
 
 __all__ = ["Binding", "Caps", "Case", "Kernel", "KernelKey", "Params", "UnsupportedKernel",
-           "all_ops", "kernel", "load_ops", "register", "register_cases", "render"]
+           "all_ops", "kernel", "load_ops", "min_storage_buffers", "qkv_split", "register",
+           "register_cases", "render"]

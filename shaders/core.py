@@ -28,6 +28,7 @@ class Caps:
     max_workgroup_storage: int = 16384  # maxComputeWorkgroupStorageSize
     max_storage_binding: int = 128 << 20  # maxStorageBufferBindingSize
     max_workgroups_per_dim: int = 65535
+    max_storage_buffers: int = 8  # maxStorageBuffersPerShaderStage (WebGPU default 8; SwiftShader 10)
 
     @classmethod
     def from_adapter(cls, features, limits: dict) -> "Caps":
@@ -48,6 +49,7 @@ class Caps:
             max_workgroup_storage=lim("maxComputeWorkgroupStorageSize", 16384),
             max_storage_binding=lim("maxStorageBufferBindingSize", 128 << 20),
             max_workgroups_per_dim=lim("maxComputeWorkgroupsPerDimension", 65535),
+            max_storage_buffers=lim("maxStorageBuffersPerShaderStage", 8),
         )
 
 
@@ -122,6 +124,12 @@ class Kernel:
     @property
     def slug(self) -> str:
         return self.key.slug()
+
+    @property
+    def storage_buffers(self) -> int:
+        """Storage-buffer bindings (read or read_write): counted against the adapter's
+        maxStorageBuffersPerShaderStage when the pipeline is created."""
+        return sum(b.kind != "uniform" for b in self.bindings)
 
 
 # ---- rendering ----

@@ -1,6 +1,7 @@
 """Fused QKV projection + RoPE + KV-cache append: one dispatch per layer and token block.
 
-    kernel("qkv_rope", caps, fmt, hidden, n_heads, n_kv_heads, head_dim, group_size=32, kv="f16")
+    kernel("qkv_rope", caps, fmt, hidden, n_heads, n_kv_heads, head_dim, group_size=32, kv="f16",
+           heads="qkv")
       bindings: x (n_tok, hidden) f32 | wq_<parts> (n_heads*hd, hidden) | wk_<parts> (n_kv*hd,
                 hidden) | wv_<parts> (n_kv*hd, hidden) | inv_freq (hd/2) f32 | q (n_tok, n_heads*hd)
                 f32 rw | k_cache, v_cache (max_ctx, n_kv, hd) f16-packed or f32 rw | params
@@ -8,6 +9,13 @@
       q[t] = rope(x[t] Wq^T, pos + t); k_cache[pos + t] = rope(x[t] Wk^T, pos + t);
       v_cache[pos + t] = x[t] Wv^T  (rotate-half RoPE, HF layout; inv_freq from
       ModelConfig.rope_inv_freq(), llama3-scaled or plain)
+
+``heads`` ("qkv", "q", "kv", "k", "v", "qk", "qv") selects the projections of one dispatch: the
+bindings (and grid units) of the others are left out, inv_freq too when neither q nor k is
+computed. Why: the fused kernel binds 8 storage buffers for f32/f16, 11 for q4_0/q8_0 and 14 for
+q4_1, above WebGPU's default maxStorageBuffersPerShaderStage of 8 (SwiftShader: 10).
+``qkv_split(caps, fmt)`` gives the fewest dispatches that fit ``caps.max_storage_buffers``
+(["qkv"], ["q", "kv"] or ["q", "k", "v"]); each keeps RoPE and the KV append fused.
 
 Why fused, and why this shape: a decode step runs it once per layer instead of four dispatches
 (three matvecs + a rope/append pass, ~5 us each on an H200, see shared/notes/device-gpu.md), and
@@ -35,22 +43,88 @@ PARAMS = Params((("n_tok", "u32"), ("pos", "u32")))
 TT = 4   # tokens per workgroup in prefill: each weight chunk is fetched once per 4 tokens
 
 
-def _dots(tt: int) -> tuple[str, str, str]:
+SECTIONS = "qkv"          # section index 0 = Q, 1 = K, 2 = V (the template's ``sect``)
+HEADS = ("qkv", "q", "kv", "k", "v", "qk", "qv")
+SPLITS = (("qkv",), ("q", "kv"), ("q", "k", "v"))   # fewest dispatches first
+
+
+def storage_buffers(fmt: str, heads: str = "qkv") -> int:
+    """Storage buffers the kernel of ``heads`` binds: x, the weights' parts, inv_freq (q or k),
+    and one output per projection (q, k_cache, v_cache)."""
+    from driver.formats import PART_NAMES
+    return 1 + len(PART_NAMES[fmt]) * len(heads) + (1 if set(heads) & {"q", "k"} else 0) + len(heads)
+
+
+def qkv_split(caps: Caps, fmt: str) -> list[str]:
+    """The ``heads`` of each qkv_rope dispatch of a layer: the fewest that all fit
+    ``caps.max_storage_buffers`` (["qkv"] where the fused kernel does)."""
+    for split in SPLITS:
+        if all(storage_buffers(fmt, h) <= caps.max_storage_buffers for h in split):
+            return list(split)
+    raise UnsupportedKernel(f"qkv_rope: even one projection per dispatch binds "
+                            f"{max(storage_buffers(fmt, h) for h in SPLITS[-1])} storage buffers "
+                            f"({fmt}); this GPU allows {caps.max_storage_buffers}")
+
+
+def _dots(tt: int, secs: str) -> tuple[str, str, str]:
     """(accumulator declarations, the unrolled dot statements of one chunk, accumulator list)."""
     decl = "".join(f"    var a{t}_{r} = 0.0;\n" for t in range(tt) for r in range(4))
     body = ""
     for t in range(tt):
         body += f"        if (cnt > {t}u) {{\n            xoff = (t0 + {t}u) * (COLS / XV);\n"
-        for k, w in enumerate(("wq_", "wk_", "wv_")):
-            kw = "if" if k == 0 else "} else if" if k == 1 else "} else"
-            cond = f" (sect == {k}u)" if k < 2 else ""
-            body += (f"            {kw}{cond} {{\n"
-                     + "".join(f"                a{t}_{r} += {w}dot(rows.{'xyzw'[r]}, ch);\n"
+        for i, h in enumerate(secs):
+            k = SECTIONS.index(h)
+            if len(secs) == 1:
+                kw = "{"
+            else:
+                kw = ("if" if i == 0 else "} else" if i == len(secs) - 1 else "} else if")
+                kw += f" (sect == {k}u) {{" if i < len(secs) - 1 else " {"
+            body += (f"            {kw}\n"
+                     + "".join(f"                a{t}_{r} += w{h}_dot(rows.{'xyzw'[r]}, ch);\n"
                                for r in range(4)))
         body += "            }\n        }\n"
     lst = ", ".join(f"a{t}_{r}" for t in range(tt) for r in range(4))
     return decl.rstrip("\n"), body.rstrip("\n"), lst
 
+
+def _unit(secs: str, sizes: dict) -> str:
+    """WGSL: ``sect`` (0 Q, 1 K, 2 V) and ``v`` (unit within its section) of workgroup unit u."""
+    ks = [SECTIONS.index(h) for h in secs]
+    n = [sizes[h] for h in secs]
+    if len(secs) == 1:
+        return f"    let sect = {ks[0]}u;\n    let v = u;"
+    if len(secs) == 2:
+        return (f"    let sect = select({ks[1]}u, {ks[0]}u, u < {n[0]}u);\n"
+                f"    let v = u - select({n[0]}u, 0u, u < {n[0]}u);")
+    a, b = n[0], n[0] + n[1]
+    return (f"    let sect = select(select({ks[2]}u, {ks[1]}u, u < {b}u), {ks[0]}u, u < {a}u);\n"
+            f"    let v = u - select(select({b}u, {a}u, u < {b}u), 0u, u < {a}u);")
+
+
+def _epilogue(secs: str) -> str:
+    """WGSL: store the 4 rows ``a`` of token t (position p) of this unit's section."""
+    out = ""
+    v_store = ("        store_kv(1u, p * KVD + 4u * v, a.xy);\n"
+               "        store_kv(1u, p * KVD + 4u * v + 2u, a.zw);\n")
+    if "v" in secs:
+        if secs == "v":
+            return v_store.rstrip("\n")
+        out += "        if (sect == 2u) {\n    " + v_store.replace("\n        ", "\n            ")
+        out += "            return;\n        }\n"
+    out += ("        let r0 = rope_rotate(a.xz, rope_cs(p, inv_freq[j]));        // (row j, row j + HALF)\n"
+            "        let r1 = rope_rotate(a.yw, rope_cs(p, inv_freq[j + 1u]));   // (row j + 1, row j + 1 + HALF)\n")
+    q_store = ("            let o = t * QD + h * HD + j;\n"
+               "            q[o] = r0.x;\n            q[o + 1u] = r1.x;\n"
+               "            q[o + HALF] = r0.y;\n            q[o + HALF + 1u] = r1.y;\n")
+    k_store = ("            let o = p * KVD + h * HD + j;\n"
+               "            store_kv(0u, o, vec2<f32>(r0.x, r1.x));\n"
+               "            store_kv(0u, o + HALF, vec2<f32>(r0.y, r1.y));\n")
+    if "q" in secs and "k" in secs:
+        out += "        if (sect == 0u) {\n" + q_store + "        } else {\n" + k_store + "        }"
+    else:
+        body = q_store if "q" in secs else k_store
+        out += "        {\n" + body + "        }"
+    return out
 
 
 def _x_fns(xvec: int) -> str:
@@ -65,27 +139,32 @@ def _x_fns(xvec: int) -> str:
             "fn x1(c: u32) -> f32 { return x[xoff + c]; }\n")
 
 
-def _kv_store(kv: str) -> str:
-    """store_kv(which 0 = k / 1 = v, even element index e, (value e, value e + 1))."""
+def _kv_store(kv: str, secs: str) -> str:
+    """store_kv(which 0 = k / 1 = v, even element index e, (value e, value e + 1)), over the
+    caches this kernel binds ('' when it binds none)."""
     if kv == "f16":
-        return """
-fn store_kv(which: u32, e: u32, val: vec2<f32>) {
-    if (which == 0u) { k_cache[e / 2u] = pack2x16float(val); }
-    else { v_cache[e / 2u] = pack2x16float(val); }
-}
-"""
-    return """
-fn store_kv(which: u32, e: u32, val: vec2<f32>) {
-    if (which == 0u) { k_cache[e] = val.x; k_cache[e + 1u] = val.y; }
-    else { v_cache[e] = val.x; v_cache[e + 1u] = val.y; }
-}
-"""
+        put = {"k": "k_cache[e / 2u] = pack2x16float(val);",
+               "v": "v_cache[e / 2u] = pack2x16float(val);"}
+    else:
+        put = {"k": "k_cache[e] = val.x; k_cache[e + 1u] = val.y;",
+               "v": "v_cache[e] = val.x; v_cache[e + 1u] = val.y;"}
+    have = [h for h in "kv" if h in secs]
+    if not have:
+        return ""
+    if len(have) == 1:
+        body = f"    {put[have[0]]}\n"
+    else:
+        body = f"    if (which == 0u) {{ {put['k']} }}\n    else {{ {put['v']} }}\n"
+    return f"\nfn store_kv(which: u32, e: u32, val: vec2<f32>) {{\n{body}}}\n"
 
 
 @register("qkv_rope")
 def build_qkv_rope(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_heads: int,
-                   head_dim: int, group_size: int = 32, kv: str = "f16") -> Kernel:
+                   head_dim: int, group_size: int = 32, kv: str = "f16",
+                   heads: str = "qkv") -> Kernel:
     op = "qkv_rope"
+    if heads not in HEADS:
+        raise UnsupportedKernel(f"{op}: heads must be one of {', '.join(HEADS)}, got {heads!r}")
     if kv not in ("f16", "f32"):
         raise UnsupportedKernel(f"{op}: kv must be 'f16' or 'f32', got {kv!r}")
     if n_kv_heads <= 0 or n_heads % n_kv_heads or head_dim % 4 or head_dim <= 0:
@@ -102,26 +181,29 @@ def build_qkv_rope(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_heads: 
     wg = min(max(32, pow2_at_least(nch)), cap)
     wg = 1 << (wg.bit_length() - 1)   # a power of two (tree reduction)
     sg = caps.subgroups
-    units = (qd + 2 * kvd) // 4
+    sizes = {"q": qd // 4, "k": kvd // 4, "v": kvd // 4}   # 4-row units per section
+    units = sum(sizes[h] for h in heads)
     if units > caps.max_workgroups_per_dim:
         raise UnsupportedKernel(f"{op}: {units} row units exceed the grid limit")
     key = KernelKey(op=op, fmt=fmt, wg=wg, tile=4, vec=vec, subgroups=sg,
                     dims=(("h", hidden), ("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim),
-                          ("g", group_size), ("kv", 16 if kv == "f16" else 32)))
+                          ("g", group_size), ("kv", 16 if kv == "f16" else 32))
+                    + ((("s", sum(1 << SECTIONS.index(h) for h in heads)),) if heads != "qkv" else ()))
     kv_ty = "u32" if kv == "f16" else "f32"
     kv_doc = f"(max_ctx, n_kv_heads, head_dim) {kv}" + (" packed 2 per u32" if kv == "f16" else "")
     binds = [(Binding("x", "read", "(n_tok, hidden) f32" + (" as vec4" if xvec == 4 else "")),
               "vec4<f32>" if xvec == 4 else "f32")]
-    binds += weight_bindings(fmt, "wq_", vec, "n_heads*head_dim", "hidden")
-    binds += weight_bindings(fmt, "wk_", vec, "n_kv_heads*head_dim", "hidden")
-    binds += weight_bindings(fmt, "wv_", vec, "n_kv_heads*head_dim", "hidden")
-    binds += [(Binding("inv_freq", "read", "(head_dim/2) f32"), "f32"),
-              (Binding("q", "read_write", "(n_tok, n_heads*head_dim) f32"), "f32"),
-              (Binding("k_cache", "read_write", kv_doc), kv_ty),
-              (Binding("v_cache", "read_write", kv_doc), kv_ty),
-              (Binding("params", "uniform", "Params{n_tok, pos}"), "Params")]
+    for h in heads:
+        binds += weight_bindings(fmt, f"w{h}_", vec, "n_heads*head_dim" if h == "q"
+                                 else "n_kv_heads*head_dim", "hidden")
+    if set(heads) & {"q", "k"}:
+        binds.append((Binding("inv_freq", "read", "(head_dim/2) f32"), "f32"))
+    if "q" in heads:
+        binds.append((Binding("q", "read_write", "(n_tok, n_heads*head_dim) f32"), "f32"))
+    binds += [(Binding(f"{h}_cache", "read_write", kv_doc), kv_ty) for h in "kv" if h in heads]
+    binds.append((Binding("params", "uniform", "Params{n_tok, pos}"), "Params"))
     decls, bindings = binding_decls(binds)
-    acc_decl, dots, acc_list = _dots(TT)
+    acc_decl, dots, acc_list = _dots(TT, heads)
     src = render(load_template("qkv"), {
         "ENABLES": enables(False, sg), "FMT": fmt, "PARAMS": PARAMS.wgsl(), "BINDINGS": decls,
         "COLS": hidden, "GS": group_size if fmt in QUANTIZED else 1,
@@ -129,9 +211,10 @@ def build_qkv_rope(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_heads: 
         "NCH": nch, "CE": vec * EPW[fmt], "WG": wg, "N_HEADS": n_heads, "N_KV": n_kv_heads,
         "HEAD_DIM": head_dim, "XFNS": _x_fns(xvec), "TT": TT,
         "ACC_DECL": acc_decl, "DOTS": dots, "ACC_LIST": acc_list,
-        "WFNS": "".join(weight_fns(fmt, p, vec, dot=True) for p in ("wq_", "wk_", "wv_")),
+        "WFNS": "".join(weight_fns(fmt, f"w{h}_", vec, dot=True) for h in heads),
         "REDUCE": load_template("matvec_reduce_sg" if sg else "matvec_reduce_wg"),
-        "ROPE_FN": ROPE_FN, "KV_STORE": _kv_store(kv),
+        "ROPE_FN": ROPE_FN, "KV_STORE": _kv_store(kv, heads), "HEADS": heads,
+        "UNIT": _unit(heads, sizes), "EPILOGUE": _epilogue(heads),
         "SGARGS": (",\n        @builtin(subgroup_invocation_id) sg_lane: u32,"
                    "\n        @builtin(subgroup_size) sg_size: u32") if sg else "",
         "SGCALL": ", sg_lane, sg_size" if sg else ""}, slug=key.slug())
@@ -155,9 +238,13 @@ def ref_qkv_rope(x, wq, wk, wv, inv_freq, n_heads, n_kv_heads, head_dim, pos):
 
 # ---- check cases ----
 def _case(fmt, hidden, n_heads, n_kv_heads, head_dim, kv, n_tok, pos, scaled=True,
-          group_size=32) -> Case:
+          group_size=32, heads="qkv", split=()) -> Case:
+    """One check of the ``heads`` kernel (only its outputs compared; the other outputs' bindings
+    do not exist), or with ``split`` the dispatches ``split`` in order on the same buffers."""
     dims = dict(fmt=fmt, hidden=hidden, n_heads=n_heads, n_kv_heads=n_kv_heads,
                 head_dim=head_dim, group_size=group_size, kv=kv)
+    if heads != "qkv" and not split:
+        dims["heads"] = heads
     max_ctx = pos + n_tok + 2
 
     def make(rng):
@@ -188,22 +275,44 @@ def _case(fmt, hidden, n_heads, n_kv_heads, head_dim, kv, n_tok, pos, scaled=Tru
         kc, vc = b["k_cache"].copy(), b["v_cache"].copy()
         kc[pos:pos + n_tok] = k.reshape(n_tok, n_kv_heads, head_dim)
         vc[pos:pos + n_tok] = v.reshape(n_tok, n_kv_heads, head_dim)
-        return {"q": q.astype(np.float32), "k_cache": kc, "v_cache": vc}
+        out = {"q": q.astype(np.float32), "k_cache": kc, "v_cache": vc}
+        done = "".join(split) or heads
+        return {n: a for n, a in out.items() if n[0] in done}
 
-    return Case(op="qkv_rope", dims=dims, make_inputs=make, reference=ref,
+    steps = None
+    if split:
+        def steps(caps, inp):
+            ks = [kernel_of(caps, h) for h in split]
+            return [(k, inp["params"], k.meta["grid"](**inp["grid"])) for k in ks]
+
+        def kernel_of(caps, h):
+            from . import kernel
+            return kernel("qkv_rope", caps, **dims, heads=h)
+
+    what = f"split {'+'.join(split)}" if split else ("" if heads == "qkv" else f"heads={heads}")
+    return Case(op="qkv_rope", dims=dims, make_inputs=make, reference=ref, steps=steps,
                 tol="qkv_kv_f16" if kv == "f16" else "dot_f32",
                 label=f"{fmt} h={hidden} nh={n_heads} nkv={n_kv_heads} hd={head_dim} {kv} "
-                      f"n_tok={n_tok} pos={pos}")
+                      f"n_tok={n_tok} pos={pos}" + (f" {what}" if what else ""))
 
 
 @register_cases("qkv_rope")
 def qkv_cases(quick: bool) -> list[Case]:
     out = [_case("q4_0", 128, 4, 1, 64, "f16", 1, 5), _case("q4_1", 96, 3, 3, 64, "f32", 3, 0),
            _case("q8_0", 64, 2, 1, 128, "f16", 1, 17, scaled=False),
-           _case("f16", 72, 4, 2, 64, "f16", 5, 2), _case("f32", 36, 8, 1, 64, "f32", 1, 0)]
+           _case("f16", 72, 4, 2, 64, "f16", 5, 2), _case("f32", 36, 8, 1, 64, "f32", 1, 0),
+           # the split kernels (caps.max_storage_buffers below the fused kernel's count)
+           _case("q4_0", 64, 4, 2, 64, "f16", 5, 3, heads="q"),
+           _case("q8_0", 64, 2, 1, 64, "f16", 1, 7, heads="kv"),
+           _case("q4_1", 64, 2, 2, 64, "f32", 2, 1, heads="k"),
+           _case("q4_1", 64, 4, 2, 64, "f16", 6, 0, heads="v"),
+           _case("q4_1", 96, 6, 2, 64, "f16", 5, 9, split=("q", "k", "v"))]
     if not quick:
         out += [_case("q4_0", 576, 9, 3, 64, "f16", 33, 100),
                 _case("q4_1", 2048, 32, 8, 64, "f16", 1, 4095),
                 _case("q8_0", 512, 8, 2, 128, "f16", 5, 30),
-                _case("f16", 256, 4, 4, 128, "f32", 1, 1)]
+                _case("f16", 256, 4, 4, 128, "f32", 1, 1),
+                _case("q4_0", 576, 9, 3, 64, "f16", 17, 40, split=("q", "kv")),
+                _case("f32", 64, 4, 2, 64, "f32", 1, 2, heads="qk"),
+                _case("q4_1", 64, 4, 2, 64, "f16", 3, 2, heads="qv")]
     return out

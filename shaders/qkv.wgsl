@@ -1,7 +1,8 @@
 {{ENABLES}}
-// qkv_rope ({{FMT}}): q = rope(x Wq^T) -> q; k = rope(x Wk^T) -> k_cache[pos + t]; v = x Wv^T ->
-// v_cache[pos + t], one dispatch. Workgroup (u, b): unit u of tokens b*TT .. b*TT+TT-1. A unit is
-// 4 output rows:
+// qkv_rope ({{FMT}}, heads {{HEADS}}): q = rope(x Wq^T) -> q; k = rope(x Wk^T) -> k_cache[pos + t];
+// v = x Wv^T -> v_cache[pos + t], one dispatch; only the projections named in heads are computed
+// and bound (the split keeps under maxStorageBuffersPerShaderStage). Workgroup (u, b): unit u of
+// tokens b*TT .. b*TT+TT-1, units numbered over the sections of heads. A unit is 4 output rows:
 //   Q / K unit: rows j, j+1, j+HALF, j+HALF+1 of one head (two RoPE pairs, and the two packed f16
 //               words (j, j+1), (j+HALF, j+HALF+1) of the K cache row);
 //   V unit:     rows 4v .. 4v+3 (two packed words).
@@ -43,8 +44,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
     if (t0 >= params.n_tok) { return; }  // workgroup-uniform
     let cnt = min(TT, params.n_tok - t0);  // tokens here (uniform: decode runs only token 0)
     // the unit's 4 rows in its weight (Q and K units: rope pairs of head h at j, j + 1)
-    let sect = select(select(2u, 1u, u < QU + KU), 0u, u < QU);
-    let v = u - select(select(QU + KU, QU, u < QU + KU), 0u, u < QU);
+{{UNIT}}
     let h = v / (HD / 4u);
     let j = 2u * (v % (HD / 4u));
     var rows = vec4<u32>(h * HD + j, h * HD + j + 1u, h * HD + j + HALF, h * HD + j + HALF + 1u);
@@ -62,23 +62,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
         let p = params.pos + t;
         let a = vec4<f32>(total(4u * lid), total(4u * lid + 1u), total(4u * lid + 2u),
                           total(4u * lid + 3u));
-        if (sect == 2u) {
-            store_kv(1u, p * KVD + 4u * v, a.xy);
-            store_kv(1u, p * KVD + 4u * v + 2u, a.zw);
-            return;
-        }
-        let r0 = rope_rotate(a.xz, rope_cs(p, inv_freq[j]));        // (row j, row j + HALF)
-        let r1 = rope_rotate(a.yw, rope_cs(p, inv_freq[j + 1u]));   // (row j + 1, row j + 1 + HALF)
-        if (sect == 0u) {
-            let o = t * QD + h * HD + j;
-            q[o] = r0.x;
-            q[o + 1u] = r1.x;
-            q[o + HALF] = r0.y;
-            q[o + HALF + 1u] = r1.y;
-        } else {
-            let o = p * KVD + h * HD + j;
-            store_kv(0u, o, vec2<f32>(r0.x, r1.x));
-            store_kv(0u, o + HALF, vec2<f32>(r0.y, r1.y));
-        }
+{{EPILOGUE}}
     }
 }

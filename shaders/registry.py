@@ -39,8 +39,8 @@ def register(op: str):
 def kernel(op: str, caps: Caps, **dims) -> Kernel:
     """The kernel of ``op`` for these GPU caps and model dims (ints/strs), rendered once and cached.
 
-    Raises ``UnsupportedKernel`` (naming the op and the reason) for an unknown op or a combination
-    no variant supports."""
+    Raises ``UnsupportedKernel`` (naming the op and the reason) for an unknown op, a combination
+    no variant supports, or a kernel binding more storage buffers than ``caps.max_storage_buffers``."""
     if op not in _BUILDERS:
         raise UnsupportedKernel(f"unknown op {op!r}; known: {', '.join(all_ops())}")
     ck = (op, caps, tuple(sorted(dims.items())))
@@ -48,6 +48,12 @@ def kernel(op: str, caps: Caps, **dims) -> Kernel:
     if k is None:
         k = _BUILDERS[op](caps, **dims)
         _CACHE[ck] = k
+    # checked here, for every op: a layout over the limit would only fail at pipeline creation
+    if k.storage_buffers > caps.max_storage_buffers:
+        hint = " (split it: shaders.qkv_split)" if op == "qkv_rope" else ""
+        raise UnsupportedKernel(f"{op}: {k.slug} binds {k.storage_buffers} storage buffers, this "
+                                f"GPU allows {caps.max_storage_buffers} per shader stage "
+                                f"(maxStorageBuffersPerShaderStage){hint}")
     return k
 
 

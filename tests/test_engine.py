@@ -161,6 +161,35 @@ def test_decode_dispatch_count(q4_engine):
     assert q4_engine.dispatches_per_token == 2 + 8 * 3 + 1 + 2
 
 
+@pytest.mark.parametrize("limit,split", [(8, ["q", "kv"]), (6, ["q", "k", "v"])])
+def test_storage_buffer_limit_splits_qkv_same_results(q4_engine, backend, monkeypatch, limit, split):
+    """A device allowing only ``limit`` storage buffers per stage (WebGPU's default is 8, the
+    fused q4_0 qkv_rope binds 11): qkv_rope runs split, and ids and logits equal the fused run's
+    (each projection's kernel code is the same, only the bindings of the others are left out)."""
+    from dataclasses import replace
+    monkeypatch.setattr(backend, "caps", replace(backend.caps, max_storage_buffers=limit))
+    low = Engine.load(q4_engine.source.folder, backend=backend, max_context=96, kv="f16", chunk=16)
+    assert low.graph.qkv_heads("q4_0") == split and q4_engine.graph.qkv_heads("q4_0") == ["qkv"]
+    g = low.graph
+    used = [st.kernel for r in (g.prefill, g.decode, g.head) for st in r.steps]
+    assert max(k.storage_buffers for k in used) <= limit, [k.slug for k in used]
+    layers = CFG["num_hidden_layers"]
+    assert low.dispatches_per_token == q4_engine.dispatches_per_token + (len(split) - 1) * layers
+    ids = _ids(40, 1)
+    for mode in ("prefill", "decode"):
+        assert np.array_equal(low.logits(ids, mode=mode), q4_engine.logits(ids, mode=mode)), mode
+    prompt = _ids(17, 3)
+    assert list(low.generate(prompt, 16, stop_ids=())) == \
+        list(q4_engine.generate(prompt, 16, stop_ids=()))
+
+
+def test_storage_buffer_limit_too_low_is_refused(q4_engine, backend, monkeypatch):
+    from dataclasses import replace
+    monkeypatch.setattr(backend, "caps", replace(backend.caps, max_storage_buffers=4))
+    with pytest.raises(ModelError, match="storage buffers"):
+        Engine.load(q4_engine.source.folder, backend=backend, max_context=96, kv="f16", chunk=16)
+
+
 def test_bad_model_dirs(tmp_path, backend):
     with pytest.raises(ModelError, match="not found"):
         Engine.load(tmp_path / "nope", backend=backend)

@@ -50,6 +50,35 @@ def test_refusals_name_op_and_reason():
                        head_dim=64)   # 100 columns: not a multiple of the group size
     with pytest.raises(shaders.UnsupportedKernel, match="rmsnorm"):
         shaders.kernel("rmsnorm", c, hidden=0)
+    with pytest.raises(shaders.UnsupportedKernel, match="qkv_rope.*14 storage buffers.*allows 8"):
+        shaders.kernel("qkv_rope", c, fmt="q4_1", hidden=64, n_heads=2, n_kv_heads=1, head_dim=64)
+    with pytest.raises(shaders.UnsupportedKernel, match="gate_up.*8 storage buffers.*allows 7"):
+        shaders.kernel("gate_up", replace(c, max_storage_buffers=7), fmt="q4_1", ffn=64, hidden=64)
+    with pytest.raises(shaders.UnsupportedKernel, match="heads"):
+        shaders.kernel("qkv_rope", c, fmt="f32", hidden=64, n_heads=2, n_kv_heads=1, head_dim=64,
+                       heads="vq")
+
+
+@pytest.mark.parametrize("fmt,limit,split", [
+    ("f32", 8, ["qkv"]), ("q4_0", 8, ["q", "kv"]), ("q4_0", 10, ["q", "kv"]),
+    ("q4_0", 11, ["qkv"]), ("q4_1", 8, ["q", "k", "v"]), ("q4_1", 10, ["q", "kv"]),
+    ("q4_1", 14, ["qkv"]), ("q8_0", 6, ["q", "k", "v"])])
+def test_qkv_split_fewest_dispatches_that_fit(fmt, limit, split):
+    caps = shaders.Caps(max_storage_buffers=limit)
+    assert shaders.qkv_split(caps, fmt) == split
+    for h in split:   # the count qkv_split uses is the kernel's own
+        k = shaders.kernel("qkv_rope", caps, fmt=fmt, hidden=64, n_heads=2, n_kv_heads=1,
+                           head_dim=64, heads=h)
+        assert k.storage_buffers <= limit and {b.name[:2] for b in k.bindings} >= {f"w{x}" for x in h}
+    with pytest.raises(shaders.UnsupportedKernel, match="storage buffers"):
+        shaders.qkv_split(shaders.Caps(max_storage_buffers=4), "q4_1")
+
+
+def test_min_storage_buffers_for_the_manifest():
+    # gate_up q4_1 binds 8 (x, w1 and w3 in 3 parts each, act): the most any split graph needs
+    assert shaders.min_storage_buffers(["q4_1", "q8_0", "f32"]) == 8
+    assert shaders.min_storage_buffers(["q4_0", "f32"]) == 6
+    assert shaders.min_storage_buffers(["f32"]) == 4
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
@@ -62,13 +91,16 @@ def test_model_shapes_build_within_browser_limits(model, limits):
     ks = [shaders.kernel(op, caps, n_heads=nh, n_kv_heads=nkv, head_dim=hd, kv=kv)
           for op in ("attention_decode", "attention_combine", "attention_prefill")
           for kv in ("f16", "f32")]
+    # qkv_rope split to fit maxStorageBuffersPerShaderStage (8 by default: q4_* need a split)
     ks += [shaders.kernel("qkv_rope", caps, fmt=f, hidden=hidden, n_heads=nh, n_kv_heads=nkv,
-                          head_dim=hd) for f in ("q4_0", "q4_1", "q8_0", "f16", "f32")]
+                          head_dim=hd, heads=h) for f in ("q4_0", "q4_1", "q8_0", "f16", "f32")
+           for h in shaders.qkv_split(caps, f)]
     ks += [shaders.kernel("rope", caps, n_heads=nh, head_dim=hd),
            shaders.kernel("rmsnorm", caps, hidden=hidden, eps=1e-5),
            shaders.kernel("add_rmsnorm", caps, hidden=hidden, eps=1e-5)]
     for k in ks:
         assert k.workgroup_size[0] <= caps.max_workgroup_size, k.slug
+        assert k.storage_buffers <= caps.max_storage_buffers, k.slug
         assert ("enable subgroups;" in k.wgsl) == ("subgroups" in k.features), k.slug
         assert "{{" not in k.wgsl
     gx, gy, gz = ks[0].meta["grid"](ctx=131072)

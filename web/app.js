@@ -196,7 +196,8 @@ function showAdapter(a) {
   // browsers hide adapter details unless asked (privacy): say so rather than "unknown"
   const name = [a.vendor, a.architecture, a.description].filter(Boolean).join(' ') || 'GPU (name hidden by the browser)';
   $('adapter').textContent = `${name} · ${a.mode}${a.fallback ? ' · software' : ''}`;
-  $('adapter').title = `WebGPU adapter: ${name}\nmode: ${a.mode}\nmaxStorageBufferBindingSize: ${a.limits.maxStorageBufferBindingSize}`;
+  $('adapter').title = `WebGPU adapter: ${name}\nmode: ${a.mode}\nmaxStorageBufferBindingSize: ${a.limits.maxStorageBufferBindingSize}` +
+    `\nmaxStorageBuffersPerShaderStage: ${a.limits.maxStorageBuffersPerShaderStage}`;
 }
 
 async function init() {

@@ -7,7 +7,8 @@
 //
 // Adapter choice: core WebGPU first; when there is none, or only a fallback (software) adapter, try
 // requestAdapter({featureLevel: 'compatibility'}) and use it if it is a real (non-fallback) adapter.
-// Limits the kernels need are raised to the adapter's maximum in requiredLimits.
+// Limits the kernels need are raised to the adapter's maximum in requiredLimits (maxStorageBuffersPerShaderStage
+// too: the more the device allows, the fewer dispatches qkv_rope is split into).
 
 const KIND_USAGE = () => ({
   storage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
@@ -37,6 +38,12 @@ export function checkRequirements(req, limits, features) {
       problems.push(`the model needs ${js} ≥ ${(need / 2 ** 20).toFixed(0)} MiB, this GPU allows ` +
         `${((limits[js] || 0) / 2 ** 20).toFixed(0)} MiB`);
     }
+  }
+  // storage buffers one kernel binds (the engine splits qkv_rope to need at most 8, WebGPU's default)
+  const needSb = (req && req.max_storage_buffers_per_shader_stage) || 0;
+  const haveSb = limits.maxStorageBuffersPerShaderStage ?? 8;  // absent: the WebGPU default
+  if (needSb > haveSb) {
+    problems.push(`the model needs maxStorageBuffersPerShaderStage ≥ ${needSb}, this GPU allows ${haveSb}`);
   }
   return problems;
 }

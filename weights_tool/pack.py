@@ -25,6 +25,7 @@ import numpy as np
 
 from driver import formats
 from driver.formats import FORMATS, PART_ALIGN, PART_NAMES, QUANTIZED, check_shape, part_nbytes
+from shaders import min_storage_buffers
 
 from .errors import PackError
 from .quantize import QuantError, error_stats, quantize
@@ -312,7 +313,11 @@ def _pack(src: Source, out: Path, quant: str, G: int, shard_bytes: int, force: b
             "tokenizer": {"files": sorted(tok)},
             "generation": generation,
             "requirements": {"max_storage_buffer_binding_size": largest,
-                             "max_buffer_size": largest, "features": []},
+                             "max_buffer_size": largest,
+                             # qkv_rope splits to fit; gate_up q4_1 binds 8 (WebGPU's default)
+                             "max_storage_buffers_per_shader_stage": min_storage_buffers(
+                                 e["dtype"] for e in tensors.values() if "dtype" in e),
+                             "features": []},
             "stats": {"total_bytes": total_bytes, "max_abs_err": worst,
                       "mean_abs_err": total_err / max(total_n, 1), "worst_tensor": worst_name},
         }
