@@ -1,6 +1,7 @@
 """Benchmark of the weight-reading kernels against rooflines measured in the same run.
 
-    python -m shaders bench [--quick] [--vs-torch] [--out FILE]
+    python -m shaders bench [--quick] [--vs-torch] [--out FILE] [--tune]
+    bench.main(decode=True): decode kernels only (unpackings, rows per workgroup)
 
 Per kernel and shape: time per call, achieved GB/s (weights + activations read, outputs written)
 and its % of the copy roofline (the best of a WGSL vec4 copy kernel and copy_buffer_to_buffer over
@@ -336,8 +337,41 @@ def tune_matmul(device, caps, rng, say, shapes, m) -> None:
             f"({a['kernel']}), mt8 {b['flops'] / 1e12:.4g} ({b['kernel']})")
 
 
+DECODE_SHAPES = FULL_SHAPES[:3] + [(2048, 2048), (2048, 8192), (128256, 2048)]
+DECODE_FFN = [(14336, 4096), (8192, 2048)]   # gate_up (ffn, hidden) of the 8B / 1B shapes
+
+
+def decode_unpack(device, caps, rng, say, quick: bool, roof: float) -> None:
+    """Decode kernels only: q4_0 matvec and gate_up with each weight unpacking (0 shift, 1 mask,
+    2 int8 x + dot4I8Packed, 3 int8 x + residual), on the 8B and 1B layer shapes and LM heads,
+    then rows per workgroup for unpacking 3."""
+    shapes = QUICK_SHAPES if quick else DECODE_SHAPES
+    ffns = [(2048, 1024)] if quick else DECODE_FFN
+    say("| op | shape | unpack | kernel | time (us) | GB/s | % copy roofline |")
+    say("|---|---|---|---|---|---|---|")
+    for op, lst in (("matvec", shapes), ("gate_up", ffns)):
+        for r, c in lst:
+            for fmt, u in (("q4_0", 0), ("q4_0", 1), ("q4_0", 2), ("q4_0", 3), ("q4_1", 0),
+                           ("q4_1", 3), ("q8_0", 0), ("q8_0", 3)):
+                if fmt != "q4_0" and (r, c) not in (lst[0], lst[-1]):
+                    continue
+                res = bench_matvec(device, caps, fmt, r, c, rng, op=op, unpack=u)
+                say(f"| {op} | {fmt} {r}x{c} | {u} | {res['kernel']} | {res['secs'] * 1e6:.1f} | "
+                    f"{res['gbs']:.0f} | {100 * res['gbs'] / roof:.0f}% |")
+    for op, lst, rs in (("matvec", shapes[:3] + shapes[4:5], (4, 8, 16)),
+                        ("gate_up", ffns, (2, 4, 8))):
+        for r, c in lst:
+            cells = []
+            for rr in rs:
+                for wg in (0, 64):
+                    res = bench_matvec(device, caps, "q4_0", r, c, rng, op=op, unpack=3, r=rr,
+                                       wg=wg)
+                    cells.append(f"{res['kernel'].split('_sg')[0]}: {res['gbs']:.0f}")
+            say(f"rows per workgroup, {op} q4_0 {r}x{c} unpack 3, GB/s: " + ", ".join(cells))
+
+
 def main(quick: bool = False, vs_torch: bool = False, out_file: str | None = None,
-         tune_: bool = False) -> int:
+         tune_: bool = False, decode: bool = False) -> int:
     import numpy as np
 
     dev = harness.get_device()
@@ -363,6 +397,13 @@ def main(quick: bool = False, vs_torch: bool = False, out_file: str | None = Non
     shapes = QUICK_SHAPES if quick else FULL_SHAPES
     m = 64 if quick else 512
     say("")
+    if decode:
+        decode_unpack(dev, caps, rng, say, quick, roof["roofline_gbs"])
+        say(f"timer: {roof['timer']}")
+        if out_file:
+            with open(out_file, "w") as f:
+                f.write("\n".join(lines) + "\n")
+        return 0
     say("| kernel | shape | blocks | time (us) | GB/s | % copy roofline | TFLOP/s | % FMA peak | torch (us) |")
     say("|---|---|---|---|---|---|---|---|---|")
     rows_out = []

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from .core import Caps, Kernel, Params
 from .matmul import tiled_kernel
-from .matvec import EPW, decode_kernel
+from . import matvec
+from .matvec import EPW, decode_kernel, decode_tol
 from .registry import Case, register, register_cases
 
 GATE_UP_PARAMS = Params((("n_tok", "u32"),))
@@ -22,13 +23,14 @@ SEM = "act[t, f] = silu(x[t] . W1[f]) * (x[t] . W3[f])"
 
 @register("gate_up")
 def build_gate_up(caps: Caps, fmt: str, ffn: int, hidden: int, group_size: int = 32,
-                  decode: int = 0, wg: int = 0, r: int = 0) -> Kernel:
-    """``wg`` / ``r`` override the decode kernel's workgroup size / rows per workgroup (bench)."""
+                  decode: int = 0, wg: int = 0, r: int = 0, unpack: int | None = None) -> Kernel:
+    """``wg`` / ``r`` / ``unpack`` override the decode kernel's workgroup size / rows per
+    workgroup / weight unpacking (matvec.DECODE_UNPACK; bench)."""
     if decode:
         store = ("        let g = total(r * NW);\n"
                  "        act[row0 + r] = g / (1.0 + exp(-g)) * total(r * NW + 1u);")
         return decode_kernel("gate_up", caps, fmt, ffn, hidden, group_size, ("w1_", "w3_"),
-                             "act", store, SEM, GATE_UP_PARAMS, (("m1", 1),), wg, r)
+                             "act", store, SEM, GATE_UP_PARAMS, (("m1", 1),), wg, r, unpack)
     store = ("        let g = acc_w1_{i}.{c};\n"
              "        act[o] = g / (1.0 + exp(-g)) * acc_w3_{i}.{c};")
     return tiled_kernel("gate_up", caps, fmt, ffn, hidden, group_size, ("w1_", "w3_"), "act",
@@ -36,7 +38,7 @@ def build_gate_up(caps: Caps, fmt: str, ffn: int, hidden: int, group_size: int =
 
 
 def _case(fmt: str, ffn: int, hidden: int, n_tok: int, decode: int,
-          group_size: int = 32) -> Case:
+          group_size: int = 32, unpack: int | None = None) -> Case:
     def make(rng):
         import numpy as np
 
@@ -57,9 +59,14 @@ def _case(fmt: str, ffn: int, hidden: int, n_tok: int, decode: int,
         u = x @ inp["w3"].astype(np.float64).T
         return {"act": (g / (1.0 + np.exp(-g)) * u).astype(np.float32)}
 
-    return Case("gate_up", dict(fmt=fmt, ffn=ffn, hidden=hidden, group_size=group_size,
-                                decode=decode), make, ref, "gate_up_f32", tol_f16="gate_up_f16",
-                label=f"{fmt} {ffn}x{hidden} M={n_tok}" + (" decode" if decode else ""))
+    dims = dict(fmt=fmt, ffn=ffn, hidden=hidden, group_size=group_size, decode=decode)
+    if unpack is not None:
+        dims["unpack"] = unpack
+    u = (matvec.DECODE_UNPACK.get(fmt, 0) if unpack is None else unpack) if decode else 0
+    return Case("gate_up", dims, make, ref, decode_tol(fmt, u, "gate_up_f32"),
+                tol_f16="gate_up_f16",
+                label=f"{fmt} {ffn}x{hidden} M={n_tok}" + (" decode" if decode else "") +
+                      (f" u{unpack}" if unpack is not None else ""))
 
 
 @register_cases("gate_up")
@@ -70,4 +77,7 @@ def gate_up_cases(quick: bool) -> list[Case]:
     out = [_case(f, ffn, h, 1, 1) for f in EPW for ffn, h in shapes]
     out += [_case(f, ffn, h, m, 0) for f in EPW for (ffn, h), m in zip(shapes, (3, 17, 130, 64, 33))]
     out += [_case("f16", 5, 6, 1, 1), _case("f32", 9, 7, 4, 0)]
+    # decode with int8 x + packed integer dot products, and the exact path explicitly
+    out += [_case(f, 67, 64, 1, 1, unpack=u) for f in ("q4_0", "q4_1", "q8_0") for u in (2, 3)]
+    out += [_case("q4_0", 67, 64, 1, 1, unpack=0)]
     return out

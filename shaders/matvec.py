@@ -17,6 +17,14 @@ from .registry import Case, register, register_cases
 
 EPW = {"q4_0": 8, "q4_1": 8, "q8_0": 4, "f16": 2, "f32": 1}  # columns per u32 word of qs/data
 MAX_GRID = 65535
+# decode weight unpacking per format when a kernel does not name one: 0 shift (nibbles shifted
+# into f32 mantissas, exact f32 math), 1 mask (shift-free), 2 int8 x + dot4I8Packed (x rounded to
+# int8 per chunk: changes numerics, ~0.4 % per dot), 3 as 2 plus the rounding residual in a second
+# int8 (x to ~1.5e-5 of its chunk's max). 2 and 3 need the packed_4x8_integer_dot_product WGSL
+# language feature; unpack=0 is the fallback. q4_0: 3 (H100: docs/PERFORMANCE.md); q4_1 / q8_0
+# stay exact: the SmolLM2 (q4_1 + q8_0 head) f32 chat test must match transformers token for
+# token, and unpack=3 flipped one near-tie there (token 10 of 48).
+DECODE_UNPACK: dict[str, int] = {"q4_0": 3}
 
 
 # ---- weight-format plumbing (shared by the weight-reading ops) ----
@@ -75,9 +83,11 @@ def weight_fns(fmt: str, prefix: str, vec: int, dot: bool = False) -> str:
 
 
 # ---- decode chunk code (generated unrolled) ----
-def x_chunk(fmt: str, vec: int, mask: bool = False) -> tuple[list[str], list[str]]:
+def x_chunk(fmt: str, vec: int, mask: bool = False,
+            i8: int = 0) -> tuple[list[str], list[str]]:
     """WGSL lines loading this chunk's x (column c4 * 4 = ch * CE) and the variable names;
-    ``mask`` (q4 "mask" unpacking): the returned x vectors are pre-scaled by 16^-lane."""
+    ``mask`` (q4 "mask" unpacking): the returned x vectors are pre-scaled by 16^-lane;
+    ``i8`` 1 / 2 (unpack=2 / 3): also the chunk's x quantized to int8 (``i8_quant_lines``)."""
     ce = vec * EPW[fmt]
     if ce % 4 == 0:
         names = [f"xv{i}" for i in range(ce // 4)]
@@ -89,11 +99,94 @@ def x_chunk(fmt: str, vec: int, mask: bool = False) -> tuple[list[str], list[str
         names, lines = ["xv0"], ["let xv0 = x1(ch);"]
     if fmt == "q4_1":  # q4_1 needs sum(x) of the chunk: m * sum(x), shared by all rows
         lines.append("let sx = dot(" + " + ".join(names) + ", vec4<f32>(1.0));")
+    if i8:
+        lines += i8_quant_lines(fmt, names, i8 == 2)
     if mask:   # exact: powers of two
         lines += [f"let xm{i} = {n} * vec4<f32>(1.0, 0.0625, 0.00390625, 0.000244140625);"
                   for i, n in enumerate(names)]
         names = [f"xm{i}" for i in range(len(names))]
     return lines, names
+
+
+def i8_quant_lines(fmt: str, names: list[str], two: bool = False) -> list[str]:
+    """WGSL: the chunk's x (CE f32 in vec4s ``names``) quantized to int8 with one scale ``dx``
+    (max|x| / 127, as llama.cpp's q8_1 activations), packed 4 per u32 for dot4I8Packed: for q4
+    ``xe<k>`` / ``xo<k>`` hold the even / odd columns of qs word k (the byte order of
+    ``w & 0x0F0F0F0F`` / ``(w >> 4) & 0x0F0F0F0F``), ``sq`` = sum of the quantized x (the q4_0
+    "-8" costs one multiply per row and chunk); for q8_0 ``xq<k>`` holds columns 4k .. 4k+3.
+    ``two`` (unpack=3): also the rounding residual, quantized to int8 in steps of dx / 254
+    (``ye``/``yo``/``yq``, sum ``sr``): x = dx * (xq + yq / 254) to ~1.5e-5 of max|x|.
+    Rounding: 1.5 * 2^23 + v has round(v) in its low byte (two's complement), no float-to-int
+    conversion."""
+    n = len(names)
+    ab = [f"abs({v})" for v in names]
+    while len(ab) > 1:
+        ab = [f"max({ab[i]}, {ab[i + 1]})" if i + 1 < len(ab) else ab[i]
+              for i in range(0, len(ab), 2)]
+    magic = "vec4<f32>(12582912.0)"
+    out = [f"let am4 = {ab[0]};",
+           "let amax = max(max(am4.x, am4.y), max(am4.z, am4.w));",
+           "let qinv = select(0.0, 127.0 / amax, amax > 0.0);",
+           "let dx = amax * (1.0 / 127.0);   // x ~= dx * xq"]
+    sets = [("x", "xr")]
+    for i, v in enumerate(names):
+        out.append(f"let xr{i} = bitcast<vec4<u32>>(fma({v}, vec4<f32>(qinv), {magic}));")
+        if two:   # residual of the rounding in [-0.5, 0.5] steps of dx, scaled by 254; the
+            # OR (a no-op on these bits) hides from compilers that round() - magic cancels out
+            # against fma(x, qinv, magic) - magic (reassociation would make the residual 0)
+            out.append(f"let yr{i} = bitcast<vec4<u32>>(fma({v} * qinv - (bitcast<vec4<f32>>("
+                       f"xr{i} | vec4<u32>(0x4B000000u)) - {magic}), vec4<f32>(254.0), {magic}));")
+    if two:
+        sets.append(("y", "yr"))
+    for pre, src in sets:
+        if fmt == "q8_0":
+            out += [f"let {pre}q{k} = pk8({src}{k}.x, {src}{k}.y, {src}{k}.z, {src}{k}.w);"
+                    for k in range(n)]
+            continue
+        for k in range(n // 2):
+            a, b = f"{src}{2 * k}", f"{src}{2 * k + 1}"
+            out += [f"let {pre}e{k} = pk8({a}.x, {a}.z, {b}.x, {b}.z);",
+                    f"let {pre}o{k} = pk8({a}.y, {a}.w, {b}.y, {b}.w);"]
+        if fmt == "q4_0":
+            out.append(f"let s{'q' if pre == 'x' else 'r'} = " + " + ".join(
+                f"dot4I8Packed({pre}{e}{k}, 0x01010101u)" for k in range(n // 2)
+                for e in "eo") + ";")
+    return out
+
+
+PK8_WGSL = """
+// 4 bytes (the low byte of each argument) packed into one u32, first argument lowest
+fn pk8(a: u32, b: u32, c: u32, d: u32) -> u32 {
+    return (a & 0xFFu) | ((b & 0xFFu) << 8u) | ((c & 0xFFu) << 16u) | (d << 24u);
+}
+"""
+
+
+def chunk_dot_i8(fmt: str, prefix: str, vec: int, wv: str, row: str, two: bool = False) -> str:
+    """WGSL expression (unpack=2/3): row chunk ``wv`` dotted with the int8 x of
+    ``i8_quant_lines`` by packed integer dot products (4 multiply-adds per instruction where the
+    GPU has them), then scaled once: d * dx * (sum q xq [- 8 sq]) [+ m * sum x]; ``two`` adds
+    the residual's sum / 254."""
+    words = [f"{wv}.{c}" for c in "xyzw"[:vec]]
+    if fmt == "q4_0" or fmt == "q4_1":   # nibble bytes of the word (even / odd columns)
+        qs = [q for w in words for q in (f"({w} & 0x0F0F0F0Fu)", f"(({w} >> 4u) & 0x0F0F0F0Fu)")]
+    else:
+        qs = words
+
+    def isum(pre: str, corr: str) -> str:
+        if fmt == "q8_0":
+            xs_ = [f"{pre}q{k}" for k in range(len(words))]
+        else:
+            xs_ = [f"{pre}{e}{k}" for k in range(len(words)) for e in "eo"]
+        t = " + ".join(f"dot4I8Packed({q}, {x})" for q, x in zip(qs, xs_))
+        return f"f32({t}" + (f" - 8 * {corr}" if fmt == "q4_0" else "") + ")"
+
+    s = isum("x", "sq")
+    if two:
+        s = f"({s} + {isum('y', 'sr')} * (1.0 / 254.0))"
+    g = f"{row} * GPR + (ch * CE) / GS"
+    out = f"{prefix}scale({g}) * dx * {s}"
+    return out + (f" + {prefix}min({g}) * sx" if fmt == "q4_1" else "")
 
 
 def chunk_dot(fmt: str, prefix: str, vec: int, wv: str, xs: list[str], row: str,
@@ -168,15 +261,19 @@ def enables(f16: bool, sg: bool) -> str:
 def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_size: int,
                   weights: tuple[str, ...], out_name: str, store: str, semantics: str,
                   params: Params, extra_dims: tuple = (), wg: int = 0, r: int = 0,
-                  unpack: int = 0) -> Kernel:
+                  unpack: int | None = None) -> Kernel:
     """One workgroup per R rows; ``weights`` are binding prefixes (``w_`` or ``w1_``, ``w3_``);
     ``store`` is WGSL run by thread r < R with ``row0``, ``r`` and ``total(i)`` in scope."""
     check_weight(op, fmt, rows, cols, group_size)
     vec = pick_vec(fmt, cols, group_size)
     xvec = 4 if cols % 4 == 0 else 1
-    mask = bool(unpack) and fmt in ("q4_0", "q4_1")
-    if mask:
-        extra_dims = extra_dims + (("u", 1),)
+    if unpack is None:
+        unpack = DECODE_UNPACK.get(fmt, 0)
+    mask = unpack == 1 and fmt in ("q4_0", "q4_1")
+    # unpack=2/3 (int8 x, dot4I8Packed) needs whole vec4 chunks inside one group
+    i8 = unpack - 1 if unpack in (2, 3) and fmt in QUANTIZED and vec == 4 else 0
+    if mask or i8:
+        extra_dims = extra_dims + (("u", unpack),)
     wpr = words_per_row(fmt, cols)
     nch = wpr // vec
     cap = min(256, caps.max_workgroup_size)
@@ -187,7 +284,9 @@ def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_siz
     # (H100: R=8 best of 1..8 for matvec; gate_up, two weights per row, measured at R=4);
     # f16/f32 read as many x bytes as weight bytes and one row per workgroup measured best
     # (docs/PERFORMANCE.md, bench --tune)
-    r = r or min((8 if len(weights) == 1 else 4) if fmt in QUANTIZED else 1, rows)
+    # int8-x paths (unpack 2/3) also quantize x once per chunk for all R rows: gate_up at R=8
+    # measured 1910 against 1755 GB/s at R=4 (H100, 14336x4096, unpack 3; 8192x2048 equal)
+    r = r or min((8 if len(weights) == 1 or i8 else 4) if fmt in QUANTIZED else 1, rows)
     nw = len(weights)
     sg = caps.subgroups
     # f32 arithmetic only: a shader-f16 q4 path (two nibbles per 32-bit op) needs
@@ -212,13 +311,14 @@ def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_siz
               (Binding("params", "uniform", "Params"), "Params")]
     decls, bindings = binding_decls(binds)
     ind = " " * 8
-    xlines, xs = x_chunk(fmt, vec, mask)
+    xlines, xs = x_chunk(fmt, vec, mask, i8)
     accum = []
     for i in range(r):
         for k, p in enumerate(weights):
-            accum.append(f"acc{i * nw + k} += "
-                         + chunk_dot(fmt, p, vec, f"{p}chunk(rr{i} * NCH + ch)", xs, f"rr{i}", mask)
-                         + ";")
+            wv = f"{p}chunk(rr{i} * NCH + ch)"
+            accum.append(f"acc{i * nw + k} += " + (
+                chunk_dot_i8(fmt, p, vec, wv, f"rr{i}", i8 == 2) if i8
+                else chunk_dot(fmt, p, vec, wv, xs, f"rr{i}", mask)) + ";")
     if sg:
         reduce = [f"let s{i} = subgroupAdd(acc{i});" for i in range(nacc)]
         reduce += ["if (sg_lane == 0u) {"] + [
@@ -234,7 +334,7 @@ def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_siz
         "GPR": cols // group_size if fmt in QUANTIZED else 1, "WPR": wpr, "VEC": vec,
         "NCH": nch, "CE": vec * EPW[fmt], "WG": wg, "R": r, "NW": nw, "GX": gx,
         "XFNS": x_fns(cols, xvec),
-        "WFNS": "".join(weight_fns(fmt, p, vec) for p in weights),
+        "WFNS": "".join(weight_fns(fmt, p, vec) for p in weights) + (PK8_WGSL if i8 else ""),
         "REDVARS": load_template("matvec_reduce_sg" if sg else "matvec_reduce_wg"),
         "SGARGS": (",\n        @builtin(subgroup_invocation_id) sg_lane: u32,"
                    "\n        @builtin(subgroup_size) sg_size: u32") if sg else "",
@@ -245,9 +345,11 @@ def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_siz
         "REDUCE": "\n".join("    " + ln for ln in reduce),
         "STORE": store}, slug=key.slug())
     feats = ("subgroups",) if sg else ()
+    meta = {"grid": lambda **_: (gx, gy, 1), "rows_per_wg": r}
+    if i8:   # a WGSL language feature, not a device feature: wgslLanguageFeatures in browsers
+        meta["language_features"] = ("packed_4x8_integer_dot_product",)
     return Kernel(key=key, wgsl=src, bindings=bindings, params=params, workgroup_size=(wg, 1, 1),
-                  features=feats,
-                  meta={"grid": lambda **_: (gx, gy, 1), "rows_per_wg": r})
+                  features=feats, meta=meta)
 
 
 MATVEC_PARAMS = Params((("row_offset", "u32"),))
@@ -255,10 +357,12 @@ MATVEC_PARAMS = Params((("row_offset", "u32"),))
 
 @register("matvec")
 def build_matvec(caps: Caps, fmt: str, rows: int, cols: int, group_size: int = 32,
-                 accumulate: int = 0, wg: int = 0, r: int = 0, unpack: int = 0) -> Kernel:
+                 accumulate: int = 0, wg: int = 0, r: int = 0,
+                 unpack: int | None = None) -> Kernel:
     """y[row_offset + r] (+)= W[r, :] . x. ``wg`` / ``r`` override the tuned workgroup size and
-    rows per workgroup; ``unpack=1`` selects the shift-free q4 unpacking (fewer instructions per
-    weight, not yet measured on a GPU); all three are for benchmarks, not the driver."""
+    rows per workgroup; ``unpack`` the q-format unpacking (default ``DECODE_UNPACK``; 0 exact
+    f32, 1 shift-free q4, 2 / 3 int8 x with packed integer dot products; 0 is the fallback for
+    WGSL without packed_4x8_integer_dot_product); all three are for benchmarks, not the driver."""
     prev = "y[o] + " if accumulate else ""
     store = (f"        let o = params.row_offset + row0 + r;\n"
              f"        y[o] = {prev}total(r);")
@@ -268,8 +372,16 @@ def build_matvec(caps: Caps, fmt: str, rows: int, cols: int, group_size: int = 3
 
 
 # ---- check cases ----
+def decode_tol(fmt: str, unpack: int, f32_key: str) -> str:
+    """Tolerance key of a decode check case: int8 x (unpack=2/3) on a q format is looser."""
+    if unpack in (2, 3) and fmt in QUANTIZED:
+        k = "dot_i8x" if f32_key == "dot_f32" else "gate_up_i8x"
+        return k.replace("i8x", "i16x") if unpack == 3 else k
+    return f32_key
+
+
 def _matvec_case(fmt: str, rows: int, cols: int, acc: int = 0, row_offset: int = 0,
-                 group_size: int = 32, unpack: int = 0) -> Case:
+                 group_size: int = 32, unpack: int | None = None) -> Case:
     def make(rng):
         import numpy as np
 
@@ -290,11 +402,13 @@ def _matvec_case(fmt: str, rows: int, cols: int, acc: int = 0, row_offset: int =
         return {"y": y.astype(np.float32)}
 
     dims = dict(fmt=fmt, rows=rows, cols=cols, group_size=group_size, accumulate=acc)
-    if unpack:
+    if unpack is not None:
         dims["unpack"] = unpack
-    return Case("matvec", dims, make, ref, "dot_f32",
+    u = DECODE_UNPACK.get(fmt, 0) if unpack is None else unpack
+    return Case("matvec", dims, make, ref, decode_tol(fmt, u, "dot_f32"),
                 label=f"{fmt} {rows}x{cols}" + (" acc" if acc else "") +
-                      (f" off{row_offset}" if row_offset else "") + (" mask" if unpack else ""))
+                      (f" off{row_offset}" if row_offset else "") +
+                      {1: " mask", 2: " i8x", 3: " i16x"}.get(u, "") * (fmt in QUANTIZED))
 
 
 @register_cases("matvec")
@@ -311,4 +425,13 @@ def matvec_cases(quick: bool) -> list[Case]:
     # the shift-free q4 unpacking (bench candidate)
     out += [_matvec_case(f, r, c, unpack=1) for f in ("q4_0", "q4_1") for r, c in shapes[1:3]]
     out += [_matvec_case("q4_1", 6, 48, group_size=16, unpack=1)]
+    # int8 x with packed integer dot products (vec4 chunks; the 5-column f16 case falls back),
+    # and the explicit exact path when the default is int8
+    for u in (2, 3):
+        out += [_matvec_case(f, r, c, unpack=u) for f in QUANTIZED for r, c in shapes[1:3]]
+        out += [_matvec_case("q8_0", 9, 64, group_size=64, unpack=u),
+                _matvec_case("q4_0", 19, 128, row_offset=45, acc=1, unpack=u)]
+        if not quick:
+            out += [_matvec_case(f, 4096, 4096, unpack=u) for f in QUANTIZED]
+    out += [_matvec_case("q4_0", 7, 96, unpack=0)]
     return out

@@ -24,6 +24,19 @@ TOL: dict[str, dict[str, float]] = {
     # before the multiply, partial sums of one K-tile kept in f16, tiles accumulated in f32.
     "dot_f16": {"atol": 1e-3, "rtol": 1e-2, "nmse": 5e-6},
     "gate_up_f16": {"atol": 1e-3, "rtol": 2e-2, "nmse": 2e-5},
+    # decode with x rounded to int8 per chunk of 16-32 columns (matvec/gate_up unpack=2, as
+    # llama.cpp's q8_1 activations): each x carries an error up to max|x_chunk| / 254, about
+    # 0.5 % of its chunk's scale; check cases measured NMSE 2e-5..6e-5 (q4_0, q8_0) and up to
+    # 6e-4 (q4_1, whose unsigned q do not cancel) with max errors ~4 % of max|ref|; bounds ~2-5x
+    # above that. A wrong dequantization gives NMSE ~1.
+    "dot_i8x": {"atol": 1e-4, "rtol": 8e-2, "nmse": 1e-3},
+    "gate_up_i8x": {"atol": 1e-4, "rtol": 1.5e-1, "nmse": 3e-3},
+    # the same plus the rounding residual as a second int8 (unpack=3): x to ~1.5e-5 of its
+    # chunk's max|x| (7 more bits), i.e. ~250x below dot_i8x in error, still above f32 rounding:
+    # check cases measured NMSE 1e-10..1e-9 (q4_1: up to 1e-8) and max errors up to 3e-4 of
+    # max|ref|; bounds ~3-5x above that.
+    "dot_i16x": {"atol": 1e-5, "rtol": 1e-3, "nmse": 5e-8},
+    "gate_up_i16x": {"atol": 1e-5, "rtol": 2e-3, "nmse": 1e-8},
     # WGSL bounds exp() only to 3+2|x| ULP and softmax sums run over ~1e4 positions in f32.
     "attention": {"atol": 1e-5, "rtol": 1e-4, "nmse": 1e-9},
     # shader-f16 prefill: q/K rounded to f16, q.k summed 4 products at a time in f16.

@@ -93,3 +93,27 @@ def test_embed_vocab_split_across_blocks(gpu):
                           k.meta["grid"](n_tok=len(ids)), ["x"], dev)
         x = _f32(out["x"], x.shape).copy()
     assert np.array_equal(x, np.concatenate(table)[ids])
+
+
+def test_int8_x_residual_recovers_precision(gpu):
+    """q4_0 decode with int8 x (unpack=2) and with its rounding residual (unpack=3, the default):
+    the residual must cut the error by far more than 50x. A compiler that reassociates the
+    residual away (fma(x, s, M) - M == x * s) would leave unpack=3 as coarse as unpack=2."""
+    dev, caps = gpu
+    rng = np.random.default_rng(11)
+    rows, cols = 64, 1024
+    parts, w = harness.weight_parts(rng, "q4_0", rows, cols)
+    x = rng.standard_normal(cols).astype(np.float32)
+    ref = w.astype(np.float64) @ x.astype(np.float64)
+    nmse = {}
+    for u in (2, 3, None):
+        k = shaders.kernel("matvec", caps, fmt="q4_0", rows=rows, cols=cols, unpack=u)
+        out = harness.run(k, {**parts, "x": x, "y": np.zeros(rows, np.float32)},
+                          {"row_offset": 0}, k.meta["grid"](), ["y"], dev)
+        y = _f32(out["y"], (rows,)).astype(np.float64)
+        nmse[u] = float(np.sum((y - ref) ** 2) / np.sum(ref ** 2))
+    assert 1e-6 < nmse[2] < 1e-3, nmse            # int8 x: ~0.4 % per dot
+    assert nmse[3] < nmse[2] / 50, nmse
+    assert nmse[None] == nmse[3], nmse            # the default q4_0 decode is unpack=3
+    assert "dot4I8Packed" in shaders.kernel("gate_up", caps, fmt="q4_0", ffn=8, hidden=64,
+                                            decode=1).wgsl
