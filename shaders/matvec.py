@@ -126,7 +126,8 @@ def i8_quant_lines(fmt: str, names: list[str], two: bool = False) -> list[str]:
     magic = "vec4<f32>(12582912.0)"
     out = [f"let am4 = {ab[0]};",
            "let amax = max(max(am4.x, am4.y), max(am4.z, am4.w));",
-           "let qinv = select(0.0, 127.0 / amax, amax > 0.0);",
+           # chunks below 1e-30 count as zero (127 / amax must stay finite in f32)
+           "let qinv = select(0.0, 127.0 / amax, amax > 1e-30);",
            "let dx = amax * (1.0 / 127.0);   // x ~= dx * xq"]
     sets = [("x", "xr")]
     for i, v in enumerate(names):
