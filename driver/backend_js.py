@@ -69,6 +69,7 @@ class JsBackend(g.GPU):
         info = opened.info.to_py()
         self.mode = info.get("mode", "")
         self.info = {"name": info.get("device") or info.get("architecture", ""), "vendor": info.get("vendor", ""),
+                     "architecture": info.get("architecture", ""),
                      "backend": "WebGPU " + self.mode, "description": info.get("description", ""),
                      "fallback": bool(info.get("fallback")), "mode": self.mode}
         self.features = frozenset(opened.features.to_py())
