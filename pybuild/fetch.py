@@ -7,8 +7,6 @@ re-hashed on every build and fetched again when it no longer matches. No network
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import shutil
 import subprocess
@@ -27,26 +25,8 @@ class BuildError(Exception):
     """One clear line: what, where, what to do."""
 
 
-def cache_root() -> Path:
-    """Same root as weights_tool's fetch: env LLAMA3_WEBGPU_CACHE, else ``.cache`` in the repo."""
-    env = os.environ.get("LLAMA3_WEBGPU_CACHE")
-    return Path(env).expanduser().resolve() if env else REPO / ".cache"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
-
-
-def npm_integrity(path: Path) -> str:
-    h = hashlib.sha512()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return "sha512-" + base64.b64encode(h.digest()).decode("ascii")
+# One cache and one way of hashing for every pinned download of the project (weights_tool.fetch).
+from weights_tool.fetch import cache_root, npm_integrity, sha256_file  # noqa: E402,F401
 
 
 def problem(pin: Pin, path: Path) -> str | None:

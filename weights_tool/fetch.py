@@ -178,7 +178,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _npm_integrity(path: Path) -> str:
+def npm_integrity(path: Path) -> str:
     h = hashlib.sha512()
     with open(path, "rb") as f:
         while block := f.read(CHUNK):
@@ -249,7 +249,7 @@ def _archive_problem(item: Item, path: Path) -> str | None:
     got = sha256_file(path)
     if got != item.sha256:
         return f"{path}: sha256 is {got}, pinned {item.sha256}"
-    if item.integrity and _npm_integrity(path) != item.integrity:
+    if item.integrity and npm_integrity(path) != item.integrity:
         return f"{path}: npm integrity differs from the pinned {item.integrity}"
     return None
 
