@@ -243,8 +243,8 @@ def _case(fmt, hidden, n_heads, n_kv_heads, head_dim, kv, n_tok, pos, scaled=Tru
     do not exist), or with ``split`` the dispatches ``split`` in order on the same buffers."""
     dims = dict(fmt=fmt, hidden=hidden, n_heads=n_heads, n_kv_heads=n_kv_heads,
                 head_dim=head_dim, group_size=group_size, kv=kv)
-    if heads != "qkv" and not split:
-        dims["heads"] = heads
+    if split or heads != "qkv":   # a split case is reported (and refused) by its first kernel
+        dims["heads"] = split[0] if split else heads
     max_ctx = pos + n_tok + 2
 
     def make(rng):
@@ -287,7 +287,7 @@ def _case(fmt, hidden, n_heads, n_kv_heads, head_dim, kv, n_tok, pos, scaled=Tru
 
         def kernel_of(caps, h):
             from . import kernel
-            return kernel("qkv_rope", caps, **dims, heads=h)
+            return kernel("qkv_rope", caps, **{**dims, "heads": h})
 
     what = f"split {'+'.join(split)}" if split else ("" if heads == "qkv" else f"heads={heads}")
     return Case(op="qkv_rope", dims=dims, make_inputs=make, reference=ref, steps=steps,
