@@ -51,10 +51,13 @@ def bench_decode(dev, caps, rng, n_heads=32, n_kv=8, hd=128, kv="f16", ctx=4096,
             "secs": t, "gbs": kvbytes / t / 1e9, "timer": src}
 
 
-def bench_qkv(dev, caps, rng, fmt="q4_0", hidden=4096, n_heads=32, n_kv=8, hd=128) -> dict:
+def bench_qkv(dev, caps, rng, fmt="q4_0", hidden=4096, n_heads=32, n_kv=8, hd=128,
+              op="qkv_rope", **knobs) -> dict:
+    """M = 1 through ``op`` (qkv_rope or its decode kernel qkv_rope_decode, ``knobs`` its
+    wg / r / unpack overrides)."""
     import numpy as np
-    k = kernel("qkv_rope", caps, fmt=fmt, hidden=hidden, n_heads=n_heads, n_kv_heads=n_kv,
-               head_dim=hd, kv="f16")
+    k = kernel(op, caps, fmt=fmt, hidden=hidden, n_heads=n_heads, n_kv_heads=n_kv,
+               head_dim=hd, kv="f16", **knobs)
     host = {}
     for nm, rows in (("wq_", n_heads * hd), ("wk_", n_kv * hd), ("wv_", n_kv * hd)):
         host.update(bench._random_parts(rng, fmt, rows, hidden, nm))
@@ -68,7 +71,8 @@ def bench_qkv(dev, caps, rng, fmt="q4_0", hidden=4096, n_heads=32, n_kv=8, hd=12
                            {"n_tok": 1, "pos": 1}, k.meta["grid"](n_tok=1))]
              for _ in range(copies)]
     t, src = bench.time_calls(calls, dev)
-    return {"kernel": k.slug, "shape": f"{fmt} h={hidden} {n_heads}/{n_kv} hd={hd} M=1",
+    return {"kernel": k.slug, "shape": f"{fmt} h={hidden} {n_heads}/{n_kv} hd={hd} M=1"
+            + "".join(f" {a}={b}" for a, b in knobs.items()),
             "secs": t, "gbs": wbytes / t / 1e9, "timer": src}
 
 
@@ -142,7 +146,9 @@ def main(quick: bool = False, out_file: str | None = None, sweep: bool = False) 
                     row(bench_decode(dev, caps, rng, ctx=4096, wg=wg, max_chunks=mc))
                 except Exception as e:  # an unsupported knob combination: say so, go on
                     say(f"| - | wg={wg} mc={mc} | {type(e).__name__}: {e} | | | |")
-    row(bench_qkv(dev, caps, rng, **({"hidden": 512, "n_heads": 8, "n_kv": 2} if quick else {})))
+    qkv_dims = {"hidden": 512, "n_heads": 8, "n_kv": 2} if quick else {}
+    row(bench_qkv(dev, caps, rng, **qkv_dims))
+    row(bench_qkv(dev, caps, rng, op="qkv_rope_decode", **qkv_dims))   # the decode kernel
     for arith in (("f32", "f16") if caps.shader_f16 else ("f32",)):
         row(bench_prefill(dev, caps, rng, arith=arith,
                           **({"n_tok": 64, "n_heads": 8, "n_kv": 2} if quick else {})))
