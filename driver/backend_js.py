@@ -75,7 +75,9 @@ class JsBackend(g.GPU):
         self.features = frozenset(opened.features.to_py())
         self.limits = {snake(k): int(v) for k, v in opened.limits.to_py().items()}
         from shaders.core import Caps
-        self.caps = Caps.from_adapter(self.features, self.limits)
+        lang = opened.languageFeatures
+        self.language_features = frozenset(lang.to_py() if hasattr(lang, "to_py") else lang or ())
+        self.caps = Caps.from_adapter(self.features, self.limits, self.language_features)
 
     @classmethod
     async def create(cls, helper=None, mode: str = "") -> "JsBackend":

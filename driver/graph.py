@@ -7,7 +7,8 @@ state buffers once, and records four programs over them (see ``driver.plan.Recor
             qkv_rope (1-3 dispatches, see ``qkv_heads``) -> attention_prefill -> matmul(wo) -> add_rmsnorm -> gate_up -> matmul(w2)
             -> add_rmsnorm; the last norm leaves the final-normed rows in ``xn``
   head      the last row of ``xn`` -> LM head (matvec per row block) -> sample -> ``ids[0]``
-  decode    one token: the same chain with matvec / attention_decode, then head, all in ONE
+  decode    one token: the same chain with qkv_rope_decode / matvec / attention_decode, then
+            head, all in ONE
             program; the sampled id stays in ``ids[0]`` for the next step's embed
   lm_all    (tests: logits of every position) matmul of all ``xn`` rows per LM-head row block
 
@@ -177,8 +178,11 @@ class Graph:
                      "k_cache": kc, "v_cache": vc}
             for nm in ("wq", "wk", "wv"):
                 avail.update(self.parts(self.single_block(p + "attention." + nm), nm))
+            # decode has its own M = 1 kernel (same bindings and params): qkv_rope's 4-token
+            # blocking wastes 3 of 4 slots at one token (docs/PERFORMANCE.md)
+            qkv_op = "qkv_rope_decode" if decode else "qkv_rope"
             for heads in self.qkv_heads(wd["fmt"]):
-                k = self.kernel("qkv_rope", hidden=H, n_heads=c.num_attention_heads,
+                k = self.kernel(qkv_op, hidden=H, n_heads=c.num_attention_heads,
                                 n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv,
                                 heads=heads, **wd)
                 r.dispatch(k, {b.name: avail[b.name] for b in k.bindings if b.kind != "uniform"},

@@ -29,11 +29,16 @@ class Caps:
     max_storage_binding: int = 128 << 20  # maxStorageBufferBindingSize
     max_workgroups_per_dim: int = 65535
     max_storage_buffers: int = 8  # maxStorageBuffersPerShaderStage (WebGPU default 8; SwiftShader 10)
+    # WGSL language feature packed_4x8_integer_dot_product (dot4I8Packed): the q4_0 decode
+    # kernels' int8-x path; without it they use the exact f32 unpacking (matvec.default_unpack).
+    # Native naga has it; browsers list it in navigator.gpu.wgslLanguageFeatures.
+    packed_dot: bool = True
 
     @classmethod
-    def from_adapter(cls, features, limits: dict) -> "Caps":
+    def from_adapter(cls, features, limits: dict, language_features=None) -> "Caps":
         """``features``: iterable of WebGPU feature names; ``limits``: WebGPU limit name -> int
-        (camelCase or snake_case accepted)."""
+        (camelCase or snake_case accepted); ``language_features``: WGSL language feature names
+        (``navigator.gpu.wgslLanguageFeatures``), None where the compiler is known (wgpu-py)."""
         feats = set(features)
 
         def lim(name: str, default: int) -> int:
@@ -50,6 +55,8 @@ class Caps:
             max_storage_binding=lim("maxStorageBufferBindingSize", 128 << 20),
             max_workgroups_per_dim=lim("maxComputeWorkgroupsPerDimension", 65535),
             max_storage_buffers=lim("maxStorageBuffersPerShaderStage", 8),
+            packed_dot=(language_features is None
+                        or "packed_4x8_integer_dot_product" in set(language_features)),
         )
 
 

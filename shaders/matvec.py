@@ -27,6 +27,13 @@ MAX_GRID = 65535
 DECODE_UNPACK: dict[str, int] = {"q4_0": 3}
 
 
+def default_unpack(caps: Caps, fmt: str) -> int:
+    """The decode unpacking of ``fmt`` on these caps: DECODE_UNPACK, or 0 (exact f32) where
+    the WGSL compiler lacks packed_4x8_integer_dot_product."""
+    u = DECODE_UNPACK.get(fmt, 0)
+    return u if caps.packed_dot or u not in (2, 3) else 0
+
+
 # ---- weight-format plumbing (shared by the weight-reading ops) ----
 def check_weight(op: str, fmt: str, rows: int, cols: int, group_size: int) -> None:
     if fmt not in EPW:
@@ -269,7 +276,7 @@ def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_siz
     vec = pick_vec(fmt, cols, group_size)
     xvec = 4 if cols % 4 == 0 else 1
     if unpack is None:
-        unpack = DECODE_UNPACK.get(fmt, 0)
+        unpack = default_unpack(caps, fmt)
     mask = unpack == 1 and fmt in ("q4_0", "q4_1")
     # unpack=2/3 (int8 x, dot4I8Packed) needs whole vec4 chunks inside one group
     i8 = unpack - 1 if unpack in (2, 3) and fmt in QUANTIZED and vec == 4 else 0

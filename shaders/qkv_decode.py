@@ -27,7 +27,7 @@ from __future__ import annotations
 from driver.formats import QUANTIZED
 
 from .core import Binding, Caps, Kernel, KernelKey, UnsupportedKernel, load_template, render
-from .matvec import (DECODE_UNPACK, EPW, PK8_WGSL, binding_decls, check_weight, chunk_dot,
+from .matvec import (DECODE_UNPACK, EPW, default_unpack, PK8_WGSL, binding_decls, check_weight, chunk_dot,
                      chunk_dot_i8, decode_tol, enables, fold_grid, pick_vec, pow2_at_least,
                      weight_bindings, weight_fns, words_per_row, x_chunk, x_fns)
 from .qkv import HEADS, PARAMS, SECTIONS, _kv_store, _unit, ref_qkv_rope
@@ -112,7 +112,7 @@ def build_qkv_rope_decode(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_
     vec = pick_vec(fmt, hidden, group_size)
     xvec = 4 if hidden % 4 == 0 else 1
     if unpack is None:
-        unpack = DECODE_UNPACK.get(fmt, 0)
+        unpack = default_unpack(caps, fmt)
     mask = unpack == 1 and fmt in ("q4_0", "q4_1")
     i8 = unpack - 1 if unpack in (2, 3) and fmt in QUANTIZED and vec == 4 else 0
     # rows per workgroup: matvec's 8 for q formats (x chunk and its int8 quantization shared by

@@ -50,7 +50,7 @@ def kernel(op: str, caps: Caps, **dims) -> Kernel:
         _CACHE[ck] = k
     # checked here, for every op: a layout over the limit would only fail at pipeline creation
     if k.storage_buffers > caps.max_storage_buffers:
-        hint = " (split it: shaders.qkv_split)" if op == "qkv_rope" else ""
+        hint = " (split it: shaders.qkv_split)" if op in ("qkv_rope", "qkv_rope_decode") else ""
         raise UnsupportedKernel(f"{op}: {k.slug} binds {k.storage_buffers} storage buffers, this "
                                 f"GPU allows {caps.max_storage_buffers} per shader stage "
                                 f"(maxStorageBuffersPerShaderStage){hint}")
@@ -63,7 +63,7 @@ def all_ops() -> list[str]:
 
 
 def variant_caps(caps: Caps) -> list[Caps]:
-    """``caps`` and its restrictions (no shader-f16, no subgroups, neither): the check runs the
+    """``caps`` and its restrictions (no shader-f16, no subgroups, neither; no packed dot): the check runs the
     kernel chosen for each, so the fallback is exercised even on a GPU that has every feature."""
     out = []
     for f16 in (caps.shader_f16, False):
@@ -71,6 +71,10 @@ def variant_caps(caps: Caps) -> list[Caps]:
             c = replace(caps, shader_f16=f16, subgroups=sg)
             if c not in out:
                 out.append(c)
+    # and without packed_4x8_integer_dot_product (kernels that use it fall back to f32 unpacking;
+    # the others render the same slug and are not run twice)
+    if caps.packed_dot:
+        out.append(replace(caps, packed_dot=False))
     return out
 
 

@@ -75,8 +75,25 @@ def test_variants_cover_fallback_and_features():
 def test_variant_caps():
     full = Caps(shader_f16=True, subgroups=True)
     vs = registry.variant_caps(full)
-    assert len(vs) == 4 and Caps(shader_f16=False, subgroups=False) in vs
-    assert registry.variant_caps(Caps()) == [Caps()]
+    assert len(vs) == 5 and Caps(shader_f16=False, subgroups=False) in vs
+    assert Caps(shader_f16=True, subgroups=True, packed_dot=False) in vs
+    assert registry.variant_caps(Caps(packed_dot=False)) == [Caps(packed_dot=False)]
+
+
+def test_packed_dot_language_feature_gates_int8_decode():
+    """The q4_0 decode kernels use dot4I8Packed only where the WGSL compiler lists
+    packed_4x8_integer_dot_product (browsers: navigator.gpu.wgslLanguageFeatures)."""
+    assert Caps.from_adapter([], {}).packed_dot            # native (naga): known to have it
+    assert Caps.from_adapter([], {}, ["packed_4x8_integer_dot_product"]).packed_dot
+    no = Caps.from_adapter([], {}, ["readonly_and_readwrite_storage_textures"])
+    assert not no.packed_dot
+    for op, dims in [("matvec", dict(rows=8, cols=64)),
+                     ("gate_up", dict(ffn=8, hidden=64, decode=1)),
+                     ("qkv_rope_decode", dict(hidden=64, n_heads=2, n_kv_heads=1, head_dim=16, heads="q"))]:
+        k = shaders.kernel(op, Caps(), fmt="q4_0", **dims)
+        assert "dot4I8Packed" in k.wgsl, op
+        k = shaders.kernel(op, no, fmt="q4_0", **dims)
+        assert "dot4I8Packed" not in k.wgsl and not k.meta.get("language_features"), op
 
 
 def test_fallback_needs_no_feature():

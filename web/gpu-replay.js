@@ -104,7 +104,9 @@ export async function openDevice(opts = {}) {
   const info = describeAdapter(adapter, mode);
   const features = [...device.features].sort();
   // the shaders' Caps use 'subgroups'; the manifest's requirements use WebGPU names
-  return { device, info, features, limits: limitsObject(device.limits), lost: device.lost };
+  // WGSL language features (packed_4x8_integer_dot_product gates the q4_0 int8 decode path)
+  const languageFeatures = navigator.gpu.wgslLanguageFeatures ? [...navigator.gpu.wgslLanguageFeatures].sort() : [];
+  return { device, info, features, languageFeatures, limits: limitsObject(device.limits), lost: device.lost };
 }
 
 // End the load's out-of-memory scope: throws a plain error if any allocation failed.
