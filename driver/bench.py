@@ -6,7 +6,8 @@ Figures: decode tokens/s (3 steps in flight, the engine's default) at context 12
 entries either way), prefill tokens/s for a
 512-token prompt, dispatches per token, achieved weight bandwidth (weight bytes read per token x
 tokens/s) and its share of a buffer-copy roofline, the f32 FMA peak of a small WGSL kernel and
-prefill's share of it, and with ``--vs-torch`` HF transformers bf16 on the same GPU.
+prefill's share of it, and with ``--vs-torch`` HF transformers bf16 on the same GPU; ``--profile``
+adds the GPU time of each op of the prefill and decode programs (``op_profile``).
 """
 
 from __future__ import annotations
@@ -71,6 +72,37 @@ async def prefill_speed(eng, n: int) -> float:
     return n / (time.perf_counter() - t)
 
 
+async def op_profile(eng, rec, rt: dict, reps: int) -> list[tuple[str, int, float]]:
+    """(op, dispatches, ms) per op of recorder ``rec`` at runtime ``rt``, and ("all", n, ms):
+    each op's dispatches replayed alone (same grids, bind groups and uniforms) ``reps`` times
+    and timed to completion. Kernel timing does not depend on the values in the buffers, so
+    the parts add up to about the whole; the rest is the dependency barriers between ops."""
+    from . import gpu as g
+    from .plan import _DispatchStep
+    rec.write_uniforms(rt)
+    steps = [s for s in rec.steps if isinstance(s, _DispatchStep)]
+    groups: dict[str, list] = {}
+    for s in steps:
+        groups.setdefault(s.kernel.key.op, []).append(s)
+
+    async def timed(sel) -> float:
+        prog = g.Program()
+        for s in sel:
+            prog.dispatch(s.pipeline, s.bind_group, s.grid(rt), s.kernel.slug)
+        eng.gpu.submit(prog)
+        await eng.gpu.sync()
+        t = time.perf_counter()
+        for _ in range(reps):
+            eng.gpu.submit(prog)
+        await eng.gpu.sync()
+        return 1e3 * (time.perf_counter() - t) / reps
+
+    out = [("all", len(steps), await timed(steps))]
+    for op, sel in sorted(groups.items()):
+        out.append((op, len(sel), await timed(sel)))
+    return out
+
+
 def prefill_flops_per_token(cfg) -> float:
     """Matrix FLOPs per prompt token (2 per multiply-add over every weight matrix, LM head once
     per prompt: excluded) + attention at half the prompt length on average is added by caller."""
@@ -121,7 +153,7 @@ def torch_speed(model_dir, cfg, prompt_len: int, n_new: int) -> dict | None:
 
 
 def run_bench(model, quick: bool = False, vs_torch: bool = False, as_json: bool = False,
-              out=sys.stdout) -> dict:
+              out=sys.stdout, profile: bool = False) -> dict:
     import asyncio
 
     from .engine import Engine
@@ -145,6 +177,12 @@ def run_bench(model, quick: bool = False, vs_torch: bool = False, as_json: bool 
         res["cpu_ms_per_step"] = 1e3 * await cpu_step_cost(eng, loop_ctxs[0])
         res["prefill_tokens"] = n_pre
         res["prefill_tok_s"] = await prefill_speed(eng, n_pre)
+        if profile:
+            samp = Sampling().runtime(eng.cfg.vocab_size)
+            res["profile_prefill"] = await op_profile(eng, eng.graph.prefill,
+                                                      eng._rt(samp, 0, n_pre, 0), 3)
+            res["profile_decode"] = await op_profile(eng, eng.graph.decode,
+                                                     eng._rt(samp, loop_ctxs[0], 1, 1), 20)
 
     eng._run(go())
     best = res["decode"][0]["tok_s"]
@@ -183,6 +221,14 @@ def format_table(r: dict) -> str:
     lines.append(f"prefill {r['prefill_tokens']}: {r['prefill_tok_s']:.1f} tok/s = "
                  f"{r['prefill_gflop_s']:.0f} GFLOP/s = {100 * r['prefill_share_of_fma']:.1f}% of "
                  "FMA peak")
+    for name in ("prefill", "decode"):
+        prof = r.get("profile_" + name)
+        if prof:
+            total = prof[0][2]
+            lines.append(f"{name} by op (each op's dispatches replayed alone; all = "
+                         f"{total:.3f} ms for {prof[0][1]} dispatches):")
+            for op, n, ms in sorted(prof[1:], key=lambda x: -x[2]):
+                lines.append(f"  {op:<20} {n:>5} dispatches {ms:9.3f} ms {100 * ms / total:5.1f}%")
     if r.get("torch"):
         t = r["torch"]
         lines.append(f"torch bf16: decode {t['decode_tok_s']:.1f} tok/s (ratio "

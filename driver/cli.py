@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--vs-torch", action="store_true",
                     help="also time HF transformers bf16 on the same GPU (needs torch + CUDA)")
     bp.add_argument("--json", action="store_true")
+    bp.add_argument("--profile", action="store_true",
+                    help="also the GPU time of each op of the prefill and decode programs")
 
     qp = sub.add_parser("quality", help="greedy agreement + mean KL of packed models vs the first")
     qp.add_argument("models", type=Path, nargs="+", help="f32 model first, then the others")
@@ -129,7 +131,8 @@ def main(argv=None) -> int:
                          a.repetition_penalty, a.seed, a.max_context, a.json)
         elif a.cmd == "bench":
             from .bench import run_bench
-            run_bench(a.model, quick=a.quick, vs_torch=a.vs_torch, as_json=a.json)
+            run_bench(a.model, quick=a.quick, vs_torch=a.vs_torch, as_json=a.json,
+                      profile=a.profile)
         else:
             from .quality import run_quality
             run_quality(a.models, n_tokens=a.tokens, as_json=a.json)

@@ -4,11 +4,12 @@ Pure Python (runs in Pyodide). ``Graph`` allocates every activation, the KV cach
 state buffers once, and records four programs over them (see ``driver.plan.Recorder``):
 
   prefill   one chunk of up to ``chunk`` tokens at position ``pos``: embed, per layer
-            qkv_rope (1-3 dispatches, see ``qkv_heads``) -> attention_prefill -> matmul(wo) -> add_rmsnorm -> gate_up -> matmul(w2)
-            -> add_rmsnorm; the last norm leaves the final-normed rows in ``xn``
+            matmul(wq, wk, wv) -> rope_append -> attention_prefill -> matmul(wo) -> add_rmsnorm
+            -> gate_up -> matmul(w2) -> add_rmsnorm; the last norm leaves the final-normed rows
+            in ``xn``
   head      the last row of ``xn`` -> LM head (matvec per row block) -> sample -> ``ids[0]``
-  decode    one token: the same chain with qkv_rope_decode / matvec / attention_decode, then
-            head, all in ONE
+  decode    one token: the same chain with qkv_rope_decode (1-3 dispatches, see ``qkv_heads``)
+            / matvec / attention_decode, then head, all in ONE
             program; the sampled id stays in ``ids[0]`` for the next step's embed
   lm_all    (tests: logits of every position) matmul of all ``xn`` rows per LM-head row block
 
@@ -65,6 +66,8 @@ class Graph:
         self.x = self._buf(4 * T * H, "x")            # (T, H) f32 residual stream
         self.xn = self._buf(4 * T * H, "xn")          # (T, H) f32 normed input of a sublayer
         self.q = self._buf(4 * T * Q, "q")            # (T, Q) f32 roped queries
+        self.k_new = self._buf(4 * T * KV, "k_new")   # (T, KV) f32 prefill keys before RoPE
+        self.v_new = self._buf(4 * T * KV, "v_new")   # (T, KV) f32 prefill values
         self.attn = self._buf(4 * T * Q, "attn")      # (T, Q) f32 attention output
         self.delta = self._buf(4 * T * H, "delta")    # (T, H) f32 sublayer output
         self.act = self._buf(4 * T * F, "act")        # (T, F) f32 silu(gate) * up
@@ -90,7 +93,10 @@ class Graph:
 
     # ---- helpers ----
     def kernel(self, op: str, **dims):
-        return self.shaders.kernel(op, self.caps, **dims)
+        try:
+            return self.shaders.kernel(op, self.caps, **dims)
+        except self.shaders.UnsupportedKernel as e:   # e.g. a storage-buffer limit below 6
+            raise ModelError(f"this GPU cannot run the model: {e}") from None
 
     def qkv_heads(self, fmt: str) -> list[str]:
         """qkv_rope's ``heads`` per dispatch on this device: ["qkv"] (fused) when it fits
@@ -170,23 +176,21 @@ class Graph:
             p = f"layers.{i}."
             kc = W(self.k_cache[i], self.kv_bytes)
             vc = W(self.v_cache[i], self.kv_bytes)
-            # q, k, v projections + RoPE, k/v appended to the cache at pos..pos+n_tok-1: one
-            # dispatch, or 2-3 where the fused kernel binds more storage buffers than the device
-            # allows (qkv_split; q4_1 needs 14, WebGPU's default is 8)
-            wd = self.wdims(p + "attention.wq")
-            avail = {"x": xn, "inv_freq": W(self.inv_freq, 2 * c.head_dim), "q": q,
-                     "k_cache": kc, "v_cache": vc}
-            for nm in ("wq", "wk", "wv"):
-                avail.update(self.parts(self.single_block(p + "attention." + nm), nm))
-            # decode has its own M = 1 kernel (same bindings and params): qkv_rope's 4-token
-            # blocking wastes 3 of 4 slots at one token (docs/PERFORMANCE.md)
-            qkv_op = "qkv_rope_decode" if decode else "qkv_rope"
-            for heads in self.qkv_heads(wd["fmt"]):
-                k = self.kernel(qkv_op, hidden=H, n_heads=c.num_attention_heads,
-                                n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv,
-                                heads=heads, **wd)
-                r.dispatch(k, {b.name: avail[b.name] for b in k.bindings if b.kind != "uniform"},
-                           {"n_tok": n_tok, "pos": pos}, rt_grid)
+            # q, k, v projections + RoPE, k/v appended to the cache at pos..pos+n_tok-1
+            if decode:
+                self._qkv_decode(r, p, xn, q, kc, vc)
+            else:
+                # three tiled matmuls, then RoPE + append in one elementwise pass: the fused
+                # qkv_rope re-reads its weights per 4 tokens (63 % of an 8B prefill, measured)
+                kn, vn = W(self.k_new, 4 * rows * KV), W(self.v_new, 4 * rows * KV)
+                self._proj(r, p + "attention.wq", xn, q, False, n_tok, Q, H)
+                self._proj(r, p + "attention.wk", xn, kn, False, n_tok, KV, H)
+                self._proj(r, p + "attention.wv", xn, vn, False, n_tok, KV, H)
+                k = self.kernel("rope_append", n_heads=c.num_attention_heads,
+                                n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv)
+                r.dispatch(k, {"q": q, "k_new": kn, "v_new": vn,
+                               "inv_freq": W(self.inv_freq, 2 * c.head_dim),
+                               "k_cache": kc, "v_cache": vc}, {"n_tok": n_tok, "pos": pos}, rt_grid)
             # attention over the cache
             if decode:
                 self._attention_decode(r, q, kc, vc, attn)
@@ -216,6 +220,22 @@ class Graph:
                     self.nbytes(p + n) for n in ("attention.wq", "attention.wk", "attention.wv",
                                                  "attention.wo", "feed_forward.w1",
                                                  "feed_forward.w2", "feed_forward.w3"))
+
+    def _qkv_decode(self, r, p, xn, q, kc, vc) -> None:
+        """Decode: the fused M = 1 kernel in one dispatch, or 2-3 where it binds more storage
+        buffers than the device allows (qkv_split; q4_1 needs 14, WebGPU's default is 8)."""
+        c = self.cfg
+        wd = self.wdims(p + "attention.wq")
+        avail = {"x": xn, "inv_freq": self.whole(self.inv_freq, 2 * c.head_dim), "q": q,
+                 "k_cache": kc, "v_cache": vc}
+        for nm in ("wq", "wk", "wv"):
+            avail.update(self.parts(self.single_block(p + "attention." + nm), nm))
+        for heads in self.qkv_heads(wd["fmt"]):
+            k = self.kernel("qkv_rope_decode", hidden=c.hidden_size,
+                            n_heads=c.num_attention_heads, n_kv_heads=c.num_key_value_heads,
+                            head_dim=c.head_dim, kv=self.kv, heads=heads, **wd)
+            r.dispatch(k, {b.name: avail[b.name] for b in k.bindings if b.kind != "uniform"},
+                       {"n_tok": 1, "pos": Dyn("pos")}, {"n_tok": 1})
 
     def _proj(self, r, name, src, dst, decode, n_tok, rows, cols) -> None:
         """dst (n_tok, rows) = src (n_tok, cols) W^T: matvec in decode, matmul in prefill."""
