@@ -113,7 +113,7 @@ fn kdot(p: u32, h: u32) -> array<f32, G> {{
     return decl, fns
 
 
-def v_phase(head_dim: int) -> tuple[str, str]:
+def v_phase(head_dim: int, n_group: int) -> tuple[str, str]:
     """(V prefetch, V accumulate) WGSL of one tile, unrolled over the NV = head_dim/8 positions
     an invocation owns (see kv_fragments for why unrolled)."""
     nv = head_dim // 8
@@ -121,13 +121,46 @@ def v_phase(head_dim: int) -> tuple[str, str]:
                   for i in range(nv))
     acc = ""
     for i in range(nv):
-        acc += (f"        {{\n            let v = vunpack(vr{i});\n"
-                f"            for (var g = 0u; g < G; g++) {{\n"
-                f"                let w = pw[g * TILE + pg + {i}u * PG];\n"
-                f"                acc[2u * g] += w * v.a;\n"
-                f"                acc[2u * g + 1u] += w * v.b;\n"
-                f"                l[g] += w;\n            }}\n        }}\n")
+        acc += f"        {{\n            let v = vunpack(vr{i});\n"
+        for g in range(n_group):
+            acc += (f"            let w{g} = pw[{g}u * TILE + pg + {i}u * PG];\n"
+                    f"            acc{g}a += w{g} * v.a;\n            acc{g}b += w{g} * v.b;\n"
+                    f"            l{g} += w{g};\n")
+        acc += "        }\n"
     return pre, acc
+
+
+_G_LOOP = "for (var g = 0u; g < G; g++) {"
+
+
+def unroll_g(src: str, n_group: int) -> str:
+    """Every ``for (var g = 0u; g < G; g++) { BODY }`` of ``src`` written out as G braced copies
+    of BODY with ``g`` a constant: private arrays indexed by the loop variable went to local
+    memory on an H200 and made a workgroup's time grow with G (see attention_decode.wgsl)."""
+    import re
+    while _G_LOOP in src:
+        i = src.index(_G_LOOP)
+        j, depth = i + len(_G_LOOP), 1
+        while depth:
+            depth += {"{": 1, "}": -1}.get(src[j], 0)
+            j += 1
+        body = src[i + len(_G_LOOP):j - 1]
+        copies = " ".join("{" + re.sub(r"\bg\b", f"{g}u", body) + "}" for g in range(n_group))
+        src = src[:i] + copies + src[j:]
+    return src
+
+
+def acc_fragments(n_group: int) -> dict[str, str]:
+    """ACC_DECL / ACC_RESCALE / FOLD of attention_decode.wgsl: the per-query-head accumulators
+    as named scalars (see the template for why), written out for the G heads of a group."""
+    return {
+        "ACC_DECL": "".join(f"    var l{g} = 0.0;\n    var acc{g}a = vec4<f32>();\n"
+                            f"    var acc{g}b = vec4<f32>();\n" for g in range(n_group)),
+        "ACC_RESCALE": "".join(f"        acc{g}a *= alpha[{g}];\n        acc{g}b *= alpha[{g}];\n"
+                               f"        l{g} *= alpha[{g}];\n" for g in range(n_group)),
+        "FOLD": "".join(f"    fold({g}u, h, c, t, o, pg, dg, acc{g}a, acc{g}b, l{g}, m[{g}]);\n"
+                        for g in range(n_group)),
+    }
 
 
 def _tile_max(subgroups: bool) -> str:
@@ -211,14 +244,15 @@ def build_decode(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int, kv: s
     key = KernelKey(op="attention_decode", fmt=kv, wg=wg, vec=4, subgroups=sg,
                     dims=(("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim), ("mc", mc)))
     decl, fns = kv_fragments(kv, head_dim)
-    vpre, vacc = v_phase(head_dim)
+    vpre, vacc = v_phase(head_dim, g)
     src = render(load_template("attention_decode"), {
-        "V_PREFETCH": vpre, "V_ACCUM": vacc,
+        "V_PREFETCH": vpre, "V_ACCUM": vacc, **acc_fragments(g),
         "ENABLES": enable_lines(False, sg), "N_HEADS": str(n_heads), "N_KV": str(n_kv_heads),
         "HEAD_DIM": str(head_dim), "WG": str(wg), "MAX_CHUNKS": str(mc),
         "SCALE": wgsl_float(1.0 / math.sqrt(head_dim)), "PARAMS": DECODE_PARAMS.wgsl(),
         "KV_DECL": decl, "KV_FNS": fns, "TILE_MAX": _tile_max(sg),
         "SG_ARGS": SG_ARGS if sg else "", "SG_CALL": SG_CALL if sg else ""}, key.slug())
+    src = unroll_g(src, g)
     kv_shape = f"(max_ctx, n_kv_heads, head_dim) {kv}" + (" packed 2 per u32" if kv == "f16"
                                                           else "")
     return Kernel(key=key, wgsl=src, params=DECODE_PARAMS, workgroup_size=(wg, 1, 1),

@@ -59,9 +59,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
 
     var m = array<f32, G>();          // running max per query head (same in every invocation)
-    var l = array<f32, G>();          // running sum of exp over this position group
-    var acc = array<vec4<f32>, 2u * G>();  // (G, 8) values of elements 8*dg .. 8*dg+7
-    for (var g = 0u; g < G; g++) { m[g] = NEG; l[g] = 0.0; }
+    for (var g = 0u; g < G; g++) { m[g] = NEG; }
+    // per query head g: l{g} running sum of exp over this position group, acc{g}a / acc{g}b the
+    // values of elements 8*dg .. 8*dg+7. Scalars named per head (written out by Python), not
+    // arrays indexed by a loop variable: those went to local memory, and the time of a
+    // workgroup grew with G (H200: 23 us at G=4, 37 us at G=8 for any tile size)
+{{ACC_DECL}}
     let dg = t % TPR;
     let pg = t / TPR;
 
@@ -86,37 +89,42 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         workgroupBarrier();
         // ---- values: 8 elements of positions pg, pg + PG, ... of the tile ----
-        for (var g = 0u; g < G; g++) {
-            acc[2u * g] *= alpha[g];
-            acc[2u * g + 1u] *= alpha[g];
-            l[g] *= alpha[g];
-        }
+{{ACC_RESCALE}}
 {{V_ACCUM}}
         workgroupBarrier();  // pw and red are rewritten by the next tile
     }
 
     // ---- fold the PG position groups, one query head at a time; write the partial ----
-    for (var g = 0u; g < G; g++) {
-        let o = pg * HD + dg * DPT;
-        for (var e = 0u; e < 4u; e++) {
-            red[o + e] = acc[2u * g][e];
-            red[o + 4u + e] = acc[2u * g + 1u][e];
-        }
-        if (dg == 0u) { red[PG * HD + pg] = l[g]; }
-        workgroupBarrier();
-        let hq = h * G + g;
-        for (var d = t; d < HD; d += WG) {
-            var sum = 0.0;
-            for (var i = 0u; i < PG; i++) { sum += red[i * HD + d]; }
-            part[(hq * MAX_CHUNKS + c) * HD + d] = sum;
-        }
-        if (t == 0u) {
-            var ls = 0.0;
-            for (var i = 0u; i < PG; i++) { ls += red[PG * HD + i]; }
-            let ml = N_HEADS * MAX_CHUNKS * HD + (hq * MAX_CHUNKS + c) * 2u;
-            part[ml] = m[g];
-            part[ml + 1u] = ls;
-        }
-        workgroupBarrier();
+    let o = pg * HD + dg * DPT;
+{{FOLD}}
+}
+
+// the fold of query head g (its acc a, b and sum lg; running max mg): sum over the PG position
+// groups, write the chunk's partial. Called in uniform control flow (it has barriers).
+fn fold(g: u32, h: u32, c: u32, t: u32, o: u32, pg: u32, dg: u32, a: vec4<f32>, b: vec4<f32>,
+        lg: f32, mg: f32) {
+    red[o] = a.x;
+    red[o + 1u] = a.y;
+    red[o + 2u] = a.z;
+    red[o + 3u] = a.w;
+    red[o + 4u] = b.x;
+    red[o + 5u] = b.y;
+    red[o + 6u] = b.z;
+    red[o + 7u] = b.w;
+    if (dg == 0u) { red[PG * HD + pg] = lg; }
+    workgroupBarrier();
+    let hq = h * G + g;
+    for (var d = t; d < HD; d += WG) {
+        var sum = 0.0;
+        for (var i = 0u; i < PG; i++) { sum += red[i * HD + d]; }
+        part[(hq * MAX_CHUNKS + c) * HD + d] = sum;
     }
+    if (t == 0u) {
+        var ls = 0.0;
+        for (var i = 0u; i < PG; i++) { ls += red[PG * HD + i]; }
+        let ml = N_HEADS * MAX_CHUNKS * HD + (hq * MAX_CHUNKS + c) * 2u;
+        part[ml] = mg;
+        part[ml + 1u] = ls;
+    }
+    workgroupBarrier();
 }
