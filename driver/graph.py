@@ -45,11 +45,11 @@ class Graph:
         self.weight_bytes_per_token = 0
         self._alloc()
         self.prefill = self._recorder("prefill", 64 + 16 * cfg.num_hidden_layers)
-        self._record_body(self.prefill, decode=False)
+        self._record_body(self.prefill)
         self.head = self._recorder("head", 64)
         self._record_head(self.head, src_row=None)
         self.decode = self._recorder("decode", 128 + 16 * cfg.num_hidden_layers)
-        self._record_body(self.decode, decode=True)
+        self._record_decode_body(self.decode)
         self._record_head(self.decode, src_row=0)
         self.lm_all = None
 
@@ -148,25 +148,21 @@ class Graph:
         return (buf, 0, nbytes)
 
     # ---- recording ----
-    def _record_body(self, r: Recorder, decode: bool) -> None:
+    def _record_body(self, r: Recorder) -> None:
+        """Prefill: one chunk of ``n_tok`` rows at position ``pos`` (see the module docstring)."""
         c, d = self.cfg, self.dims
         H, Q, KV, F = d["H"], d["Q"], d["KV"], d["F"]
-        rows = 1 if decode else self.chunk
-        n_tok = 1 if decode else Dyn("n_tok")
-        pos = Dyn("pos")
+        rows, n_tok, pos = self.chunk, Dyn("n_tok"), Dyn("pos")
         W = self.whole
         x, xn = W(self.x, 4 * rows * H), W(self.xn, 4 * rows * H)
         q, attn = W(self.q, 4 * rows * Q), W(self.attn, 4 * rows * Q)
         delta, act = W(self.delta, 4 * rows * H), W(self.act, 4 * rows * F)
-        ids = W(self.ids, 4 * rows)
+        kn, vn = W(self.k_new, 4 * rows * KV), W(self.v_new, 4 * rows * KV)
         rt_grid = {"n_tok": n_tok}
-        count = decode  # weight bytes per token are counted on the decode program
-
         # embedding gather, one dispatch per row block of the table
-        emb = self.tensor("tok_embeddings")
-        for blk in emb["blocks"]:
+        for blk in self.tensor("tok_embeddings")["blocks"]:
             k = self.kernel("embed", hidden=H, **self.wdims("tok_embeddings"))
-            r.dispatch(k, {"ids": ids, **self.parts(blk), "x": x},
+            r.dispatch(k, {"ids": W(self.ids, 4 * rows), **self.parts(blk), "x": x},
                        {"n_tok": n_tok, "row_start": blk["row_start"], "rows": blk["rows"]},
                        rt_grid)
         k = self.kernel("rmsnorm", hidden=H, eps=c.rms_norm_eps)
@@ -176,71 +172,131 @@ class Graph:
             p = f"layers.{i}."
             kc = W(self.k_cache[i], self.kv_bytes)
             vc = W(self.v_cache[i], self.kv_bytes)
-            # q, k, v projections + RoPE, k/v appended to the cache at pos..pos+n_tok-1
-            if decode:
-                self._qkv_decode(r, p, xn, q, kc, vc)
-            else:
-                # three tiled matmuls, then RoPE + append in one elementwise pass: the fused
-                # qkv_rope re-reads its weights per 4 tokens (63 % of an 8B prefill, measured)
-                kn, vn = W(self.k_new, 4 * rows * KV), W(self.v_new, 4 * rows * KV)
-                self._proj(r, p + "attention.wq", xn, q, False, n_tok, Q, H)
-                self._proj(r, p + "attention.wk", xn, kn, False, n_tok, KV, H)
-                self._proj(r, p + "attention.wv", xn, vn, False, n_tok, KV, H)
-                k = self.kernel("rope_append", n_heads=c.num_attention_heads,
-                                n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv)
-                r.dispatch(k, {"q": q, "k_new": kn, "v_new": vn,
-                               "inv_freq": W(self.inv_freq, 2 * c.head_dim),
-                               "k_cache": kc, "v_cache": vc}, {"n_tok": n_tok, "pos": pos}, rt_grid)
-            # attention over the cache
-            if decode:
-                self._attention_decode(r, q, kc, vc, attn)
-            else:
-                k = self.kernel("attention_prefill", n_heads=c.num_attention_heads,
-                                n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv)
-                r.dispatch(k, {"q": q, "k_cache": kc, "v_cache": vc, "out": attn},
-                           {"n_tok": n_tok, "pos": pos}, {"n_tok": n_tok, "pos": pos})
-            self._proj(r, p + "attention.wo", attn, delta, decode, n_tok, H, Q)
+            # q, k, v as three tiled matmuls, then RoPE + the KV append in one elementwise
+            # pass: the fused qkv_rope re-reads its weights per 4 tokens (it was 63 % of an 8B
+            # prefill, docs/PERFORMANCE.md)
+            self._proj(r, p + "attention.wq", xn, q, False, n_tok, Q, H)
+            self._proj(r, p + "attention.wk", xn, kn, False, n_tok, KV, H)
+            self._proj(r, p + "attention.wv", xn, vn, False, n_tok, KV, H)
+            k = self.kernel("rope_append", n_heads=c.num_attention_heads,
+                            n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv)
+            r.dispatch(k, {"q": q, "k_new": kn, "v_new": vn,
+                           "inv_freq": W(self.inv_freq, 2 * c.head_dim),
+                           "k_cache": kc, "v_cache": vc}, {"n_tok": n_tok, "pos": pos}, rt_grid)
+            k = self.kernel("attention_prefill", n_heads=c.num_attention_heads,
+                            n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv)
+            r.dispatch(k, {"q": q, "k_cache": kc, "v_cache": vc, "out": attn},
+                       {"n_tok": n_tok, "pos": pos}, {"n_tok": n_tok, "pos": pos})
+            self._proj(r, p + "attention.wo", attn, delta, False, n_tok, H, Q)
             k = self.kernel("add_rmsnorm", hidden=H, eps=c.rms_norm_eps)
             r.dispatch(k, {"x": x, "delta": delta, "w": self.norm_buf(p + "ffn_norm"),
                            "out": xn}, {"n_tok": n_tok}, rt_grid)
             # SwiGLU: act = silu(xn W1^T) * (xn W3^T), then delta = act W2^T
-            k = self.kernel("gate_up", ffn=F, hidden=H, decode=int(decode),
+            k = self.kernel("gate_up", ffn=F, hidden=H, decode=0,
                             **self.wdims(p + "feed_forward.w1"))
             r.dispatch(k, {"x": xn, **self.parts(self.single_block(p + "feed_forward.w1"), "w1"),
                            **self.parts(self.single_block(p + "feed_forward.w3"), "w3"),
                            "act": act}, self.fill(k, n_tok=n_tok), rt_grid)
-            self._proj(r, p + "feed_forward.w2", act, delta, decode, n_tok, H, F)
+            self._proj(r, p + "feed_forward.w2", act, delta, False, n_tok, H, F)
             nxt = f"layers.{i + 1}.attention_norm" if i + 1 < c.num_hidden_layers else "norm"
-            out = W(self.xlast, 4 * H) if decode and nxt == "norm" else xn
             k = self.kernel("add_rmsnorm", hidden=H, eps=c.rms_norm_eps)
-            r.dispatch(k, {"x": x, "delta": delta, "w": self.norm_buf(nxt), "out": out},
+            r.dispatch(k, {"x": x, "delta": delta, "w": self.norm_buf(nxt), "out": xn},
                        {"n_tok": n_tok}, rt_grid)
-            if count:
-                self.weight_bytes_per_token += sum(
-                    self.nbytes(p + n) for n in ("attention.wq", "attention.wk", "attention.wv",
-                                                 "attention.wo", "feed_forward.w1",
-                                                 "feed_forward.w2", "feed_forward.w3"))
 
-    def _qkv_decode(self, r, p, xn, q, kc, vc) -> None:
+    def _record_decode_body(self, r: Recorder) -> None:
+        """One token, residual stream kept un-normed in ``x``: the RMSNorms are fused into the
+        kernels that read them (qkv_rope_decode, gate_up: ``norm_eps``) and the wo / w2
+        matvecs add into ``x`` (accumulate=1), so a layer is 6 dispatches, not 8: two
+        dependent dispatches fewer per layer (~5-8 us each on an H200). Where a fused kernel
+        would bind more storage buffers than the device allows, that norm is its own
+        ``rmsnorm`` dispatch into ``xn`` instead (``_normed``)."""
+        c, d = self.cfg, self.dims
+        H, Q, F = d["H"], d["Q"], d["F"]
+        W = self.whole
+        x, q, attn, act = W(self.x, 4 * H), W(self.q, 4 * Q), W(self.attn, 4 * Q), W(self.act, 4 * F)
+        emb = self.tensor("tok_embeddings")
+        for blk in emb["blocks"]:   # embedding gather, one dispatch per row block of the table
+            k = self.kernel("embed", hidden=H, **self.wdims("tok_embeddings"))
+            r.dispatch(k, {"ids": W(self.ids, 4), **self.parts(blk), "x": x},
+                       {"n_tok": 1, "row_start": blk["row_start"], "rows": blk["rows"]},
+                       {"n_tok": 1})
+        for i in range(c.num_hidden_layers):
+            p = f"layers.{i}."
+            kc = W(self.k_cache[i], self.kv_bytes)
+            vc = W(self.v_cache[i], self.kv_bytes)
+            self._qkv_decode(r, p, q, kc, vc)
+            self._attention_decode(r, q, kc, vc, attn)
+            self._proj(r, p + "attention.wo", attn, x, True, 1, H, Q, accumulate=1)
+            wd = self.wdims(p + "feed_forward.w1")
+            wts = {**self.parts(self.single_block(p + "feed_forward.w1"), "w1"),
+                   **self.parts(self.single_block(p + "feed_forward.w3"), "w3"), "act": act}
+            self._normed(r, p + "ffn_norm", wts, lambda **kw: self.kernel(
+                "gate_up", ffn=F, hidden=H, decode=1, **wd, **kw), {"n_tok": 1}, {})
+            self._proj(r, p + "feed_forward.w2", act, x, True, 1, H, F, accumulate=1)
+            self.weight_bytes_per_token += sum(
+                self.nbytes(p + n) for n in ("attention.wq", "attention.wk", "attention.wv",
+                                             "attention.wo", "feed_forward.w1",
+                                             "feed_forward.w2", "feed_forward.w3"))
+        k = self.kernel("rmsnorm", hidden=H, eps=c.rms_norm_eps)   # final norm -> the LM head
+        r.dispatch(k, {"x": x, "w": self.norm_buf("norm"), "out": W(self.xlast, 4 * H)},
+                   {"n_tok": 1}, {"n_tok": 1})
+
+    def _normed(self, r, norm: str, bufs: dict, build, params: dict, grid: dict,
+                fuse: bool = True) -> None:
+        """Dispatch ``build(**kw)``'s kernel on RMSNorm(x) with weight ``norm``: fused
+        (``norm_eps``, x and norm_w bound) when ``fuse`` and the device's storage-buffer limit
+        allow it, else an ``rmsnorm`` dispatch into ``xn`` and the plain kernel on ``xn``."""
+        H, W = self.dims["H"], self.whole
+        x, eps = W(self.x, 4 * H), self.cfg.rms_norm_eps
+        try:
+            if not fuse:
+                raise ModelError("not fused")
+            k = build(norm_eps=eps)
+            avail = {**bufs, "x": x, "norm_w": self.norm_buf(norm)}
+        except ModelError:
+            kn = self.kernel("rmsnorm", hidden=H, eps=eps)
+            r.dispatch(kn, {"x": x, "w": self.norm_buf(norm), "out": W(self.xn, 4 * H)},
+                       {"n_tok": 1}, {"n_tok": 1})
+            k = build()
+            avail = {**bufs, "x": W(self.xn, 4 * H)}
+        r.dispatch(k, {b.name: avail[b.name] for b in k.bindings if b.kind != "uniform"},
+                   self.fill(k, **params), grid)
+
+    def _qkv_decode(self, r, p, q, kc, vc) -> None:
         """Decode: the fused M = 1 kernel in one dispatch, or 2-3 where it binds more storage
-        buffers than the device allows (qkv_split; q4_1 needs 14, WebGPU's default is 8)."""
+        buffers than the device allows (qkv_split; q4_1 needs 14, WebGPU's default is 8), each
+        with the attention RMSNorm fused where that fits too."""
         c = self.cfg
         wd = self.wdims(p + "attention.wq")
-        avail = {"x": xn, "inv_freq": self.whole(self.inv_freq, 2 * c.head_dim), "q": q,
+        avail = {"inv_freq": self.whole(self.inv_freq, 2 * c.head_dim), "q": q,
                  "k_cache": kc, "v_cache": vc}
         for nm in ("wq", "wk", "wv"):
             avail.update(self.parts(self.single_block(p + "attention." + nm), nm))
-        for heads in self.qkv_heads(wd["fmt"]):
-            k = self.kernel("qkv_rope_decode", hidden=c.hidden_size,
-                            n_heads=c.num_attention_heads, n_kv_heads=c.num_key_value_heads,
-                            head_dim=c.head_dim, kv=self.kv, heads=heads, **wd)
-            r.dispatch(k, {b.name: avail[b.name] for b in k.bindings if b.kind != "uniform"},
-                       {"n_tok": 1, "pos": Dyn("pos")}, {"n_tok": 1})
+        heads = self.qkv_heads(wd["fmt"])
+        dims = dict(hidden=c.hidden_size, n_heads=c.num_attention_heads,
+                    n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv, **wd)
+        try:   # the norm fused into every dispatch of the split, or into none (one rmsnorm)
+            for h in heads:
+                self.kernel("qkv_rope_decode", heads=h, norm_eps=c.rms_norm_eps, **dims)
+            fused = True
+        except ModelError:
+            fused = False
+        norm = p + "attention_norm"
+        for i, h in enumerate(heads):
+            if fused or i == 0:
+                self._normed(r, norm, avail, lambda h=h, **kw: self.kernel(
+                    "qkv_rope_decode", heads=h, **dims, **kw), {"n_tok": 1, "pos": Dyn("pos")},
+                    {"n_tok": 1}, fuse=fused)
+            else:   # xn holds the normed x from the first dispatch's rmsnorm
+                k = self.kernel("qkv_rope_decode", heads=h, **dims)
+                a = {**avail, "x": self.whole(self.xn, 4 * c.hidden_size)}
+                r.dispatch(k, {b.name: a[b.name] for b in k.bindings if b.kind != "uniform"},
+                           {"n_tok": 1, "pos": Dyn("pos")}, {"n_tok": 1})
 
-    def _proj(self, r, name, src, dst, decode, n_tok, rows, cols) -> None:
-        """dst (n_tok, rows) = src (n_tok, cols) W^T: matvec in decode, matmul in prefill."""
+    def _proj(self, r, name, src, dst, decode, n_tok, rows, cols, accumulate: int = 0) -> None:
+        """dst (n_tok, rows) (+)= src (n_tok, cols) W^T: matvec in decode, matmul in prefill."""
         op = "matvec" if decode else "matmul"
-        k = self.kernel(op, rows=rows, cols=cols, accumulate=0, **self.wdims(name))
+        k = self.kernel(op, rows=rows, cols=cols, accumulate=accumulate, **self.wdims(name))
         params = self.fill(k, n_tok=n_tok, row_offset=0)
         r.dispatch(k, {"x": src, **self.parts(self.single_block(name)), "y": dst}, params,
                    {"n_tok": n_tok})

@@ -11,7 +11,7 @@ Pure Python; numpy only inside the check cases.
 
 from __future__ import annotations
 
-from .core import Caps, Kernel, Params
+from .core import Caps, Kernel, Params, UnsupportedKernel
 from .matmul import tiled_kernel
 from . import matvec
 from .matvec import EPW, decode_kernel, decode_tol
@@ -23,14 +23,19 @@ SEM = "act[t, f] = silu(x[t] . W1[f]) * (x[t] . W3[f])"
 
 @register("gate_up")
 def build_gate_up(caps: Caps, fmt: str, ffn: int, hidden: int, group_size: int = 32,
-                  decode: int = 0, wg: int = 0, r: int = 0, unpack: int | None = None) -> Kernel:
+                  decode: int = 0, wg: int = 0, r: int = 0, unpack: int | None = None,
+                  norm_eps: float = 0.0) -> Kernel:
     """``wg`` / ``r`` / ``unpack`` override the decode kernel's workgroup size / rows per
-    workgroup / weight unpacking (matvec.DECODE_UNPACK; bench)."""
+    workgroup / weight unpacking (matvec.DECODE_UNPACK; bench). ``norm_eps`` > 0 (decode only):
+    x is un-normed and ``norm_w`` the fused RMSNorm weight (``matvec.norm_parts``)."""
     if decode:
         store = ("        let g = total(r * NW);\n"
                  "        act[row0 + r] = g / (1.0 + exp(-g)) * total(r * NW + 1u);")
         return decode_kernel("gate_up", caps, fmt, ffn, hidden, group_size, ("w1_", "w3_"),
-                             "act", store, SEM, GATE_UP_PARAMS, (("m1", 1),), wg, r, unpack)
+                             "act", store, SEM, GATE_UP_PARAMS, (("m1", 1),), wg, r, unpack,
+                             norm_eps)
+    if norm_eps:
+        raise UnsupportedKernel("gate_up: the fused RMSNorm (norm_eps) is for decode=1 only")
     store = ("        let g = acc_w1_{i}.{c};\n"
              "        act[o] = g / (1.0 + exp(-g)) * acc_w3_{i}.{c};")
     return tiled_kernel("gate_up", caps, fmt, ffn, hidden, group_size, ("w1_", "w3_"), "act",
@@ -38,7 +43,7 @@ def build_gate_up(caps: Caps, fmt: str, ffn: int, hidden: int, group_size: int =
 
 
 def _case(fmt: str, ffn: int, hidden: int, n_tok: int, decode: int,
-          group_size: int = 32, unpack: int | None = None) -> Case:
+          group_size: int = 32, unpack: int | None = None, norm: bool = False) -> Case:
     def make(rng):
         import numpy as np
 
@@ -46,15 +51,19 @@ def _case(fmt: str, ffn: int, hidden: int, n_tok: int, decode: int,
 
         b1, w1 = weight_parts(rng, fmt, ffn, hidden, group_size, prefix="w1_")
         b3, w3 = weight_parts(rng, fmt, ffn, hidden, group_size, prefix="w3_")
-        x = (rng.standard_normal((n_tok, hidden)) / np.sqrt(hidden)).astype(np.float32)
-        bufs = {**b1, **b3, "x": x, "act": n_tok * ffn * 4}   # act (n_tok, ffn) f32
+        if norm:   # decode with the fused RMSNorm: x un-normed, norm_w bound
+            x, extra = matvec.case_norm_input(rng, hidden, True)
+        else:
+            x, extra = (rng.standard_normal((n_tok, hidden)) / np.sqrt(hidden)).astype(
+                np.float32), {}
+        bufs = {**b1, **b3, "x": x, **extra, "act": n_tok * ffn * 4}   # act (n_tok, ffn) f32
         return {"buffers": bufs, "params": {"n_tok": n_tok}, "grid": {"n_tok": n_tok},
                 "w1": w1, "w3": w3, "x": x}
 
     def ref(inp):
         import numpy as np
 
-        x = inp["x"].astype(np.float64)
+        x = matvec.ref_normed(inp["x"], inp["buffers"])
         g = x @ inp["w1"].astype(np.float64).T
         u = x @ inp["w3"].astype(np.float64).T
         return {"act": (g / (1.0 + np.exp(-g)) * u).astype(np.float32)}
@@ -62,11 +71,13 @@ def _case(fmt: str, ffn: int, hidden: int, n_tok: int, decode: int,
     dims = dict(fmt=fmt, ffn=ffn, hidden=hidden, group_size=group_size, decode=decode)
     if unpack is not None:
         dims["unpack"] = unpack
+    if norm:
+        dims["norm_eps"] = matvec.NORM_EPS_CASE
     u = (matvec.DECODE_UNPACK.get(fmt, 0) if unpack is None else unpack) if decode else 0
     return Case("gate_up", dims, make, ref, decode_tol(fmt, u, "gate_up_f32"),
                 tol_f16="gate_up_f16",
                 label=f"{fmt} {ffn}x{hidden} M={n_tok}" + (" decode" if decode else "") +
-                      (f" u{unpack}" if unpack is not None else ""))
+                      (f" u{unpack}" if unpack is not None else "") + (" norm" if norm else ""))
 
 
 @register_cases("gate_up")
@@ -80,4 +91,9 @@ def gate_up_cases(quick: bool) -> list[Case]:
     # decode with int8 x + packed integer dot products, and the exact path explicitly
     out += [_case(f, 67, 64, 1, 1, unpack=u) for f in ("q4_0", "q4_1", "q8_0") for u in (2, 3)]
     out += [_case("q4_0", 67, 64, 1, 1, unpack=0)]
+    # decode with the fused RMSNorm of the residual stream (the driver's decode path)
+    out += [_case(f, 67, 64, 1, 1, norm=True) for f in EPW] + [_case("f32", 5, 6, 1, 1, norm=True)]
+    if not quick:
+        out += [_case("q4_0", 14336 // 4, 4096, 1, 1, norm=True),
+                _case("q4_1", 1536, 576, 1, 1, norm=True)]
     return out

@@ -248,6 +248,70 @@ def x_fns(cols: int, xvec: int, name: str = "x") -> str:
             f"fn x1(c: u32) -> f32 {{ return {name}[c]; }}\n")
 
 
+def norm_parts(cols: int, xvec: int, wg: int, sg: bool, eps: float) -> tuple[str, list[str]]:
+    """The fused RMSNorm of the decode kernels' input (``norm_eps`` > 0): x is bound un-normed
+    (the residual stream) beside ``norm_w`` (cols) f32, every workgroup reduces sum(x^2) itself
+    (COLS floats, cache-resident) and x4 / x1 return x * rinv * w, rmsnorm's formula. Why: it
+    replaces a dependent norm dispatch (~5-8 us each on an H200, two per layer) by a re-read
+    of x that the chunks' loads hit in cache anyway.
+
+    Returns (WGSL functions replacing ``x_fns``, prologue lines run first in ``main``, in
+    uniform control flow: the reduction has barriers)."""
+    from .norm import wg_reduce, wgsl_float
+    if xvec == 4:
+        fns = ("fn x4(i: u32) -> vec4<f32> { return x[i] * rinv * norm_w[i]; }\n"
+               "fn x1(c: u32) -> f32 { return x[c >> 2u][c & 3u] * rinv * norm_w[c >> 2u][c & 3u]; }\n")
+        sq = "let v = x[i]; ss += dot(v, v);"
+    else:
+        fns = ("fn x4(i: u32) -> vec4<f32> { return vec4<f32>(x1(4u * i), x1(4u * i + 1u), "
+               "x1(4u * i + 2u), x1(4u * i + 3u)); }\n"
+               "fn x1(c: u32) -> f32 { return x[c] * rinv * norm_w[c]; }\n")
+        sq = "let v = x[i]; ss += v * v;"
+    fns = "var<private> rinv: f32;   // 1 / rms(x), set by the prologue\n" + fns
+    fns += wg_reduce("norm_sum", "sum", wg, sg)
+    call = "norm_sum(ss, lid, sg_lane, sg_size)" if sg else "norm_sum(ss, lid)"
+    pro = ["// fused RMSNorm: this workgroup's own 1 / rms(x) (every workgroup the same value)",
+           "var ss = 0.0;",
+           f"for (var i = lid; i < {cols // xvec}u; i += WG) {{ {sq} }}",
+           f"rinv = inverseSqrt({call} * {wgsl_float(1.0 / cols)} + {wgsl_float(eps)});"]
+    return fns, pro
+
+
+NORM_EPS_CASE = 1e-5
+
+
+def case_norm_input(rng, n: int, on: bool):
+    """(x, buffers) of a decode check case: with ``on`` (fused RMSNorm) x is an un-normed
+    residual row of scale 3 and ``norm_w`` a weight around 1; else x is already small."""
+    import numpy as np
+    if not on:
+        return (rng.standard_normal((1, n)) / np.sqrt(n)).astype(np.float32), {}
+    x = (3.0 * rng.standard_normal((1, n))).astype(np.float32)
+    w = (1.0 + 0.2 * rng.standard_normal(n)).astype(np.float32)
+    return x, {"norm_w": w}
+
+
+def ref_normed(x, bufs: dict):
+    """x as the kernels see it: RMSNorm'd with ``norm_w`` when the case binds one."""
+    import numpy as np
+    x = np.asarray(x, np.float64)
+    if "norm_w" not in bufs:
+        return x
+    r = 1.0 / np.sqrt((x * x).mean(axis=-1, keepdims=True) + NORM_EPS_CASE)
+    return x * r * np.asarray(bufs["norm_w"], np.float64)
+
+
+def eps_tag(eps: float) -> str:
+    """The fused norm's epsilon as a slug-safe tag (pipelines are cached by slug): 1e-05 -> 1em05."""
+    return f"{eps:g}".replace("-", "m").replace(".", "p").replace("+", "")
+
+
+def norm_binding(xvec: int):
+    return (Binding("norm_w", "read", "(cols) f32 RMSNorm weight" + (" as vec4" if xvec == 4
+                                                                       else "")),
+            "vec4<f32>" if xvec == 4 else "f32")
+
+
 def fold_grid(n: int) -> tuple[int, int]:
     """(gx, gy) covering n workgroups within the 65535-per-dimension limit."""
     gx = max(1, min(n, MAX_GRID))
@@ -269,7 +333,7 @@ def enables(f16: bool, sg: bool) -> str:
 def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_size: int,
                   weights: tuple[str, ...], out_name: str, store: str, semantics: str,
                   params: Params, extra_dims: tuple = (), wg: int = 0, r: int = 0,
-                  unpack: int | None = None) -> Kernel:
+                  unpack: int | None = None, norm_eps: float = 0.0) -> Kernel:
     """One workgroup per R rows; ``weights`` are binding prefixes (``w_`` or ``w1_``, ``w3_``);
     ``store`` is WGSL run by thread r < R with ``row0``, ``r`` and ``total(i)`` in scope."""
     check_weight(op, fmt, rows, cols, group_size)
@@ -309,10 +373,17 @@ def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_siz
     gx, gy = fold_grid(n_wg)
     if gy > caps.max_workgroups_per_dim:
         raise UnsupportedKernel(f"{op}: {rows} rows need a {gx}x{gy} grid")
+    if norm_eps:
+        extra_dims = extra_dims + (("n", eps_tag(norm_eps)),)
     key = KernelKey(op=op, fmt=fmt, wg=wg, tile=r, vec=vec, subgroups=sg,
                     dims=(("r", rows), ("c", cols), ("g", group_size)) + extra_dims)
-    binds = [(Binding("x", "read", "(cols) f32" + (" as vec4" if xvec == 4 else "")),
+    binds = [(Binding("x", "read", "(cols) f32" + (" as vec4" if xvec == 4 else "")
+                      + (", un-normed (fused RMSNorm)" if norm_eps else "")),
               "vec4<f32>" if xvec == 4 else "f32")]
+    if norm_eps:
+        binds.append(norm_binding(xvec))
+    xfns, prologue = (norm_parts(cols, xvec, wg, sg, norm_eps) if norm_eps
+                      else (x_fns(cols, xvec), []))
     for p in weights:
         binds += weight_bindings(fmt, p, vec, "rows", "cols")
     binds += [(Binding(out_name, "read_write", "(row_offset + rows) f32"), "f32"),
@@ -341,7 +412,7 @@ def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_siz
         "ROWS": rows, "COLS": cols, "GS": group_size if fmt in QUANTIZED else 1,
         "GPR": cols // group_size if fmt in QUANTIZED else 1, "WPR": wpr, "VEC": vec,
         "NCH": nch, "CE": vec * EPW[fmt], "WG": wg, "R": r, "NW": nw, "GX": gx,
-        "XFNS": x_fns(cols, xvec),
+        "XFNS": xfns, "PROLOGUE": "\n".join("    " + ln for ln in prologue),
         "WFNS": "".join(weight_fns(fmt, p, vec) for p in weights) + (PK8_WGSL if i8 else ""),
         "REDVARS": load_template("matvec_reduce_sg" if sg else "matvec_reduce_wg"),
         "SGARGS": (",\n        @builtin(subgroup_invocation_id) sg_lane: u32,"

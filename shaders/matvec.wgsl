@@ -25,6 +25,7 @@ const GX: u32 = {{GX}}u;       // workgroups along x (the grid folds into y past
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>,
         @builtin(local_invocation_index) lid: u32{{SGARGS}}) {
+{{PROLOGUE}}
     let row0 = (wid.x + wid.y * GX) * R;
     // per-row clamped indices: rows past the end are read in bounds and never stored
 {{ROWS_DECL}}

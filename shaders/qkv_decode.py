@@ -29,7 +29,9 @@ from driver.formats import QUANTIZED
 from .core import Binding, Caps, Kernel, KernelKey, UnsupportedKernel, load_template, render
 from .matvec import (DECODE_UNPACK, EPW, default_unpack, PK8_WGSL, binding_decls, check_weight, chunk_dot,
                      chunk_dot_i8, decode_tol, enables, fold_grid, pick_vec, pow2_at_least,
-                     weight_bindings, weight_fns, words_per_row, x_chunk, x_fns)
+                     weight_bindings, weight_fns, words_per_row, x_chunk, x_fns,
+                     norm_binding, norm_parts, eps_tag, NORM_EPS_CASE,
+                     case_norm_input, ref_normed)
 from .qkv import HEADS, PARAMS, SECTIONS, _kv_store, _unit, ref_qkv_rope
 from .registry import Case, register, register_cases
 from .rope import ROPE_FN
@@ -96,9 +98,12 @@ def _epilogue(heads: str) -> str:
 @register(OP)
 def build_qkv_rope_decode(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_heads: int,
                           head_dim: int, group_size: int = 32, kv: str = "f16", heads: str = "qkv",
-                          wg: int = 0, r: int = 0, unpack: int | None = None) -> Kernel:
+                          wg: int = 0, r: int = 0, unpack: int | None = None,
+                          norm_eps: float = 0.0) -> Kernel:
     """``wg`` / ``r`` / ``unpack`` override the workgroup size / rows per workgroup (a multiple
-    of 4 whose half divides head_dim/2) / weight unpacking, as matvec's (benchmarks only)."""
+    of 4 whose half divides head_dim/2) / weight unpacking, as matvec's (benchmarks only).
+    ``norm_eps`` > 0: x is the un-normed residual and ``norm_w`` (bound after x) the RMSNorm
+    weight, applied in the kernel (``matvec.norm_parts``)."""
     if heads not in HEADS:
         raise UnsupportedKernel(f"{OP}: heads must be one of {', '.join(HEADS)}, got {heads!r}")
     if kv not in ("f16", "f32"):
@@ -137,7 +142,7 @@ def build_qkv_rope_decode(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_
     gx, gy = fold_grid(units)
     if gy > caps.max_workgroups_per_dim:
         raise UnsupportedKernel(f"{OP}: {units} workgroups exceed the grid limit")
-    extra = (("u", unpack),) if mask or i8 else ()
+    extra = ((("u", unpack),) if mask or i8 else ()) + ((("n", eps_tag(norm_eps)),) if norm_eps else ())
     key = KernelKey(op=OP, fmt=fmt, wg=wg, tile=r, vec=vec, subgroups=sg,
                     dims=(("h", hidden), ("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim),
                           ("g", group_size), ("kv", 16 if kv == "f16" else 32))
@@ -148,6 +153,8 @@ def build_qkv_rope_decode(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_
     kv_doc = f"(max_ctx, n_kv_heads, head_dim) {kv}" + (" packed 2 per u32" if kv == "f16" else "")
     binds = [(Binding("x", "read", "(n_tok = 1, hidden) f32" + (" as vec4" if xvec == 4 else "")),
               "vec4<f32>" if xvec == 4 else "f32")]
+    if norm_eps:
+        binds.append(norm_binding(xvec))
     for h in heads:
         binds += weight_bindings(fmt, f"w{h}_", vec, "n_heads*head_dim" if h == "q"
                                  else "n_kv_heads*head_dim", "hidden")
@@ -158,6 +165,8 @@ def build_qkv_rope_decode(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_
     binds += [(Binding(f"{h}_cache", "read_write", kv_doc), kv_ty) for h in "kv" if h in heads]
     binds.append((Binding("params", "uniform", "Params{n_tok, pos}"), "Params"))
     decls, bindings = binding_decls(binds)
+    xfns, prologue = (norm_parts(hidden, xvec, wg, sg, norm_eps) if norm_eps
+                      else (x_fns(hidden, xvec), []))
     xlines, xs = x_chunk(fmt, vec, mask, i8)
     rows_decl = [f"    let rr{i} = base + {i}u;" for i in range(r // 2)]
     rows_decl += [f"    let rr{i} = base + off2 + {i - r // 2}u;" for i in range(r // 2, r)]
@@ -169,7 +178,7 @@ def build_qkv_rope_decode(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_
         "GPR": hidden // group_size if fmt in QUANTIZED else 1, "WPR": wpr, "VEC": vec,
         "NCH": nch, "CE": vec * EPW[fmt], "WG": wg, "R": r, "GX": gx, "UNITS": units,
         "N_HEADS": n_heads, "N_KV": n_kv_heads, "HEAD_DIM": head_dim,
-        "XFNS": x_fns(hidden, xvec),
+        "XFNS": xfns, "PROLOGUE": "\n".join("    " + ln for ln in prologue),
         "WFNS": "".join(weight_fns(fmt, f"w{h}_", vec) for h in heads) + (PK8_WGSL if i8 else ""),
         "REDVARS": load_template("matvec_reduce_sg" if sg else "matvec_reduce_wg"),
         "ROPE_FN": ROPE_FN if set(heads) & {"q", "k"} else "",
@@ -198,7 +207,7 @@ def build_qkv_rope_decode(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_
 
 # ---- check cases ----
 def _case(fmt, hidden, n_heads, n_kv_heads, head_dim, kv, pos, scaled=True, group_size=32,
-          heads="qkv", split=(), unpack=None) -> Case:
+          heads="qkv", split=(), unpack=None, norm=False) -> Case:
     """One token at ``pos`` through the ``heads`` kernel (only its outputs compared), or with
     ``split`` the kernels of ``split`` in order on the same buffers (the driver's split)."""
     dims = dict(fmt=fmt, hidden=hidden, n_heads=n_heads, n_kv_heads=n_kv_heads,
@@ -207,6 +216,8 @@ def _case(fmt, hidden, n_heads, n_kv_heads, head_dim, kv, pos, scaled=True, grou
         dims["heads"] = split[0] if split else heads
     if unpack is not None:
         dims["unpack"] = unpack
+    if norm:   # the fused RMSNorm: x un-normed, norm_w bound (the driver's decode path)
+        dims["norm_eps"] = NORM_EPS_CASE
     max_ctx = pos + 3   # rows after pos must stay untouched
 
     def make(rng):
@@ -219,7 +230,8 @@ def _case(fmt, hidden, n_heads, n_kv_heads, head_dim, kv, pos, scaled=True, grou
                          ("wv", n_kv_heads * head_dim)):
             b, ws[nm] = weight_parts(rng, fmt, rows, hidden, group_size, prefix=nm + "_")
             bufs.update(b)
-        x = (rng.standard_normal((1, hidden)) / np.sqrt(hidden)).astype(np.float32)  # (1, hidden)
+        x, extra = case_norm_input(rng, hidden, norm)   # (1, hidden), norm_w when fused
+        bufs.update(extra)
         dt = np.float16 if kv == "f16" else np.float32
         kc = rng.standard_normal((max_ctx, n_kv_heads, head_dim)).astype(dt)  # old contents
         vc = rng.standard_normal((max_ctx, n_kv_heads, head_dim)).astype(dt)
@@ -230,8 +242,8 @@ def _case(fmt, hidden, n_heads, n_kv_heads, head_dim, kv, pos, scaled=True, grou
     def ref(inp):
         import numpy as np
         b = inp["buffers"]
-        q, k, v = ref_qkv_rope(b["x"], inp["wq"], inp["wk"], inp["wv"], b["inv_freq"],
-                               n_heads, n_kv_heads, head_dim, pos)
+        q, k, v = ref_qkv_rope(ref_normed(b["x"], b), inp["wq"], inp["wk"], inp["wv"],
+                               b["inv_freq"], n_heads, n_kv_heads, head_dim, pos)
         kc, vc = b["k_cache"].copy(), b["v_cache"].copy()
         kc[pos] = k.reshape(n_kv_heads, head_dim)
         vc[pos] = v.reshape(n_kv_heads, head_dim)
@@ -256,7 +268,7 @@ def _case(fmt, hidden, n_heads, n_kv_heads, head_dim, kv, pos, scaled=True, grou
     return Case(op=OP, dims=dims, make_inputs=make, reference=ref, steps=steps, tol=tol,
                 label=f"{fmt} h={hidden} nh={n_heads} nkv={n_kv_heads} hd={head_dim} {kv} "
                       f"pos={pos}" + (f" {what}" if what else "")
-                      + (f" u{unpack}" if unpack is not None else ""))
+                      + (f" u{unpack}" if unpack is not None else "") + (" norm" if norm else ""))
 
 
 @register_cases(OP)
@@ -285,10 +297,17 @@ def qkv_decode_cases(quick: bool) -> list[Case]:
            _case("q4_1", 96, 6, 2, 64, "f16", 9, split=("q", "k", "v")),
            _case("q4_0", 128, 8, 2, 32, "f16", 3000, split=("q", "kv")),
            # the exact fallback where the default is int8 x (no packed_4x8_integer_dot_product)
-           _case("q4_0", 128, 4, 1, 32, "f16", 4, unpack=0)]
+           _case("q4_0", 128, 4, 1, 32, "f16", 4, unpack=0),
+           # the fused RMSNorm of the residual stream (the driver's decode path)
+           _case("q4_0", 128, 4, 1, 64, "f16", 5, norm=True),
+           _case("q4_1", 96, 3, 3, 64, "f32", 0, norm=True),
+           _case("q8_0", 64, 2, 1, 128, "f16", 17, norm=True),
+           _case("f16", 72, 4, 2, 64, "f16", 2, norm=True),
+           _case("f32", 5, 3, 3, 32, "f16", 40, norm=True),
+           _case("q4_1", 96, 6, 2, 64, "f16", 9, split=("q", "k", "v"), norm=True)]
     if not quick:
         out += [_case("q4_0", 4096, 32, 8, 128, "f16", 4095),          # Llama-3-8B layer
-                _case("q4_0", 2048, 32, 8, 64, "f32", 131000),         # Llama-3.2-1B layer
+                _case("q4_0", 2048, 32, 8, 64, "f32", 65000),   # Llama-3.2-1B layer (cache < 128 MiB)
                 _case("q4_1", 576, 9, 3, 64, "f16", 100),               # SmolLM2-135M layer
                 _case("q8_0", 512, 8, 2, 128, "f16", 30),
                 _case("f16", 256, 4, 4, 128, "f32", 1),

@@ -41,6 +41,7 @@ const KVD: u32 = N_KV * HD;    // k / v row length (one cache position)
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>,
         @builtin(local_invocation_index) lid: u32{{SGARGS}}) {
+{{PROLOGUE}}
     let u = wid.x + wid.y * GX;
     if (u >= UNITS) { return; }          // workgroup-uniform: padding of the folded grid
     // sect: 0 Q, 1 K, 2 V; v: unit within its section
