@@ -90,13 +90,23 @@ def weight_fns(fmt: str, prefix: str, vec: int, dot: bool = False) -> str:
 
 
 # ---- decode chunk code (generated unrolled) ----
-def x_chunk(fmt: str, vec: int, mask: bool = False,
-            i8: int = 0) -> tuple[list[str], list[str]]:
+def x_chunk(fmt: str, vec: int, mask: bool = False, i8: int = 0,
+            norm: dict | None = None) -> tuple[list[str], list[str]]:
     """WGSL lines loading this chunk's x (column c4 * 4 = ch * CE) and the variable names;
     ``mask`` (q4 "mask" unpacking): the returned x vectors are pre-scaled by 16^-lane;
-    ``i8`` 1 / 2 (unpack=2 / 3): also the chunk's x quantized to int8 (``i8_quant_lines``)."""
+    ``i8`` 1 / 2 (unpack=2 / 3): also the chunk's x quantized to int8 (``i8_quant_lines``);
+    ``norm`` (``norm_parts``' dict): the fused RMSNorm's x * w, its squares summed from the
+    same raw loads (vec4 x) or by ``chunk_sq``."""
     ce = vec * EPW[fmt]
-    if ce % 4 == 0:
+    if norm and norm["XVEC"] == 4 and ce % 4 == 0:
+        n4 = ce // 4
+        names = [f"xv{i}" for i in range(n4)]
+        lines = ["let c4 = ch * (CE / 4u);"]
+        lines += [f"let xn{i} = x[c4 + {i}u];" for i in range(n4)]
+        lines += [f"let xv{i} = xn{i} * norm_w[c4 + {i}u];" for i in range(n4)]
+        lines.append(f"acc{norm['SS']} += " + " + ".join(f"dot(xn{i}, xn{i})" for i in range(n4))
+                     + ";")
+    elif ce % 4 == 0:
         names = [f"xv{i}" for i in range(ce // 4)]
         lines = ["let c4 = ch * (CE / 4u);"] + [f"let xv{i} = x4(c4 + {i}u);"
                                                for i in range(ce // 4)]
@@ -104,6 +114,8 @@ def x_chunk(fmt: str, vec: int, mask: bool = False,
         names, lines = ["xv0"], ["let xv0 = vec2<f32>(x1(2u * ch), x1(2u * ch + 1u));"]
     else:
         names, lines = ["xv0"], ["let xv0 = x1(ch);"]
+    if norm and not (norm["XVEC"] == 4 and ce % 4 == 0):
+        lines.append(norm["ACCUM"])
     if fmt == "q4_1":  # q4_1 needs sum(x) of the chunk: m * sum(x), shared by all rows
         lines.append("let sx = dot(" + " + ".join(names) + ", vec4<f32>(1.0));")
     if i8:
@@ -248,33 +260,48 @@ def x_fns(cols: int, xvec: int, name: str = "x") -> str:
             f"fn x1(c: u32) -> f32 {{ return {name}[c]; }}\n")
 
 
-def norm_parts(cols: int, xvec: int, wg: int, sg: bool, eps: float) -> tuple[str, list[str]]:
-    """The fused RMSNorm of the decode kernels' input (``norm_eps`` > 0): x is bound un-normed
-    (the residual stream) beside ``norm_w`` (cols) f32, every workgroup reduces sum(x^2) itself
-    (COLS floats, cache-resident) and x4 / x1 return x * rinv * w, rmsnorm's formula. Why: it
-    replaces a dependent norm dispatch (~5-8 us each on an H200, two per layer) by a re-read
-    of x that the chunks' loads hit in cache anyway.
+def norm_parts(cols: int, xvec: int, ce: int, eps: float, ss: int) -> dict[str, str]:
+    """The fused RMSNorm of the decode kernels' input (``norm_eps`` > 0). x is bound un-normed
+    (the residual stream) beside ``norm_w`` (cols) f32; x4 / x1 return x * w, and the same loop
+    that reads the chunks adds their squares into accumulator ``ss`` (the threads' chunks
+    cover every column once), reduced with the row sums; ``total(i)`` then returns the row
+    sum times rinv = 1 / rms(x). Why: it replaces a dependent norm dispatch (~5-8 us each on
+    an H200, two per layer). A first version reduced sum(x^2) in a prologue before the weight
+    loads; that serialised every workgroup and cost more than the dispatch it saved (H200,
+    8B shape: gate_up +10 us).
 
-    Returns (WGSL functions replacing ``x_fns``, prologue lines run first in ``main``, in
-    uniform control flow: the reduction has barriers)."""
-    from .norm import wg_reduce, wgsl_float
+    Keys: FNS (replaces ``x_fns``), ACCUM (one more line of the chunk loop), AFTER (after the
+    reduction), and ``total_raw`` must be the reduction template's ``total`` (``scaled``)."""
+    from .norm import wgsl_float
     if xvec == 4:
-        fns = ("fn x4(i: u32) -> vec4<f32> { return x[i] * rinv * norm_w[i]; }\n"
-               "fn x1(c: u32) -> f32 { return x[c >> 2u][c & 3u] * rinv * norm_w[c >> 2u][c & 3u]; }\n")
-        sq = "let v = x[i]; ss += dot(v, v);"
+        fns = ("fn x4(i: u32) -> vec4<f32> { return x[i] * norm_w[i]; }\n"
+               "fn x1(c: u32) -> f32 { return x[c >> 2u][c & 3u] * norm_w[c >> 2u][c & 3u]; }\n")
     else:
         fns = ("fn x4(i: u32) -> vec4<f32> { return vec4<f32>(x1(4u * i), x1(4u * i + 1u), "
                "x1(4u * i + 2u), x1(4u * i + 3u)); }\n"
-               "fn x1(c: u32) -> f32 { return x[c] * rinv * norm_w[c]; }\n")
-        sq = "let v = x[i]; ss += v * v;"
-    fns = "var<private> rinv: f32;   // 1 / rms(x), set by the prologue\n" + fns
-    fns += wg_reduce("norm_sum", "sum", wg, sg)
-    call = "norm_sum(ss, lid, sg_lane, sg_size)" if sg else "norm_sum(ss, lid)"
-    pro = ["// fused RMSNorm: this workgroup's own 1 / rms(x) (every workgroup the same value)",
-           "var ss = 0.0;",
-           f"for (var i = lid; i < {cols // xvec}u; i += WG) {{ {sq} }}",
-           f"rinv = inverseSqrt({call} * {wgsl_float(1.0 / cols)} + {wgsl_float(eps)});"]
-    return fns, pro
+               "fn x1(c: u32) -> f32 { return x[c] * norm_w[c]; }\n")
+    if xvec == 4 and ce % 4 == 0:   # the chunk's raw x, the same loads as x4's
+        terms = " + ".join(f"dot(x[b + {k}u], x[b + {k}u])" for k in range(ce // 4))
+        sq = f"    let b = ch * {ce // 4}u;\n    return {terms};\n"
+    else:
+        raw = "x[c >> 2u][c & 3u]" if xvec == 4 else "x[c]"
+        sq = (f"    var s = 0.0;\n    for (var c = ch * {ce}u; c < ch * {ce}u + {ce}u; c++) "
+              f"{{ let v = {raw}; s += v * v; }}\n    return s;\n")
+    fns = ("var<private> rinv: f32;   // 1 / rms(x), set after the reduction\n" + fns +
+           f"fn chunk_sq(ch: u32) -> f32 {{   // sum of the chunk's raw x^2\n{sq}}}\n")
+    return {"FNS": fns, "ACCUM": f"acc{ss} += chunk_sq(ch);", "SS": ss, "XVEC": xvec,
+            "AFTER": f"rinv = inverseSqrt(total_raw({ss}u) * {wgsl_float(1.0 / cols)} + "
+                     f"{wgsl_float(eps)});"}
+
+
+def reduce_template(sg: bool, norm: bool) -> str:
+    """The matvec reduction template; with the fused norm its ``total`` is ``total_raw`` and
+    ``total(i)`` scales by rinv."""
+    src = load_template("matvec_reduce_sg" if sg else "matvec_reduce_wg")
+    if not norm:
+        return src
+    return (src.replace("fn total(", "fn total_raw(") +
+            "\nfn total(i: u32) -> f32 { return total_raw(i) * rinv; }   // normed row sum\n")
 
 
 NORM_EPS_CASE = 1e-5
@@ -365,7 +392,7 @@ def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_siz
     # bitcast<vec2<f16>>(u32), which naga (wgpu-py 0.32) mistypes, so it could not be checked
     while r > 1 and r * nw * (wg // 4 if sg else wg) * 4 > caps.max_workgroup_storage:
         r //= 2   # keep the reduction within the workgroup storage limit
-    nacc = r * nw
+    nacc = r * nw + (1 if norm_eps else 0)   # + the fused norm's sum of squares
     red_floats = nacc * (wg // 4 if sg else wg)
     if red_floats * 4 > caps.max_workgroup_storage:
         raise UnsupportedKernel(f"{op}: reduction needs {red_floats * 4} B of workgroup storage")
@@ -382,15 +409,14 @@ def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_siz
               "vec4<f32>" if xvec == 4 else "f32")]
     if norm_eps:
         binds.append(norm_binding(xvec))
-    xfns, prologue = (norm_parts(cols, xvec, wg, sg, norm_eps) if norm_eps
-                      else (x_fns(cols, xvec), []))
+    nrm = norm_parts(cols, xvec, vec * EPW[fmt], norm_eps, r * nw) if norm_eps else None
     for p in weights:
         binds += weight_bindings(fmt, p, vec, "rows", "cols")
     binds += [(Binding(out_name, "read_write", "(row_offset + rows) f32"), "f32"),
               (Binding("params", "uniform", "Params"), "Params")]
     decls, bindings = binding_decls(binds)
     ind = " " * 8
-    xlines, xs = x_chunk(fmt, vec, mask, i8)
+    xlines, xs = x_chunk(fmt, vec, mask, i8, nrm)
     accum = []
     for i in range(r):
         for k, p in enumerate(weights):
@@ -405,6 +431,8 @@ def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_siz
         reduce += ["if (lid == 0u) { nsg = (WG + sg_size - 1u) / sg_size; }", "workgroupBarrier();"]
     else:
         reduce = [f"red[{i}u * WG + lid] = acc{i};" for i in range(nacc)] + ["tree_reduce(lid);"]
+    if nrm:
+        reduce.append(nrm["AFTER"])
     src = render(load_template("matvec"), {
         "ENABLES": enables(False, sg), "OP": op, "FMT": fmt, "SEMANTICS": semantics,
         "REDUCTION": "subgroupAdd" if sg else "shared-memory tree",
@@ -412,9 +440,9 @@ def decode_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_siz
         "ROWS": rows, "COLS": cols, "GS": group_size if fmt in QUANTIZED else 1,
         "GPR": cols // group_size if fmt in QUANTIZED else 1, "WPR": wpr, "VEC": vec,
         "NCH": nch, "CE": vec * EPW[fmt], "WG": wg, "R": r, "NW": nw, "GX": gx,
-        "XFNS": xfns, "PROLOGUE": "\n".join("    " + ln for ln in prologue),
+        "XFNS": nrm["FNS"] if nrm else x_fns(cols, xvec), "NACC": nacc,
         "WFNS": "".join(weight_fns(fmt, p, vec) for p in weights) + (PK8_WGSL if i8 else ""),
-        "REDVARS": load_template("matvec_reduce_sg" if sg else "matvec_reduce_wg"),
+        "REDVARS": reduce_template(sg, bool(nrm)),
         "SGARGS": (",\n        @builtin(subgroup_invocation_id) sg_lane: u32,"
                    "\n        @builtin(subgroup_size) sg_size: u32") if sg else "",
         "ROWS_DECL": "\n".join(f"    let rr{i} = min(row0 + {i}u, ROWS - 1u);" for i in range(r)),

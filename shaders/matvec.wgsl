@@ -16,7 +16,7 @@ const CE: u32 = {{CE}}u;       // columns per chunk
 const WG: u32 = {{WG}}u;       // threads per workgroup
 const R: u32 = {{R}}u;         // rows per workgroup
 const NW: u32 = {{NW}}u;       // weights read per row (2: gate_up's W1 and W3)
-const NACC: u32 = R * NW;      // partial sums per thread
+const NACC: u32 = {{NACC}}u;     // partial sums per thread: R * NW (+ 1: fused norm's sum x^2)
 const GX: u32 = {{GX}}u;       // workgroups along x (the grid folds into y past 65535)
 
 {{XFNS}}
@@ -25,7 +25,6 @@ const GX: u32 = {{GX}}u;       // workgroups along x (the grid folds into y past
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>,
         @builtin(local_invocation_index) lid: u32{{SGARGS}}) {
-{{PROLOGUE}}
     let row0 = (wid.x + wid.y * GX) * R;
     // per-row clamped indices: rows past the end are read in bounds and never stored
 {{ROWS_DECL}}

@@ -30,7 +30,7 @@ from .core import Binding, Caps, Kernel, KernelKey, UnsupportedKernel, load_temp
 from .matvec import (DECODE_UNPACK, EPW, default_unpack, PK8_WGSL, binding_decls, check_weight, chunk_dot,
                      chunk_dot_i8, decode_tol, enables, fold_grid, pick_vec, pow2_at_least,
                      weight_bindings, weight_fns, words_per_row, x_chunk, x_fns,
-                     norm_binding, norm_parts, eps_tag, NORM_EPS_CASE,
+                     norm_binding, norm_parts, reduce_template, eps_tag, NORM_EPS_CASE,
                      case_norm_input, ref_normed)
 from .qkv import HEADS, PARAMS, SECTIONS, _kv_store, _unit, ref_qkv_rope
 from .registry import Case, register, register_cases
@@ -133,9 +133,10 @@ def build_qkv_rope_decode(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_
     wg = wg or max(32, min(cap, pow2_at_least(nch)))
     wg = min(pow2_at_least(wg), cap)
     sg = caps.subgroups
-    while wg > 32 and r * (wg // 4 if sg else wg) * 4 > caps.max_workgroup_storage:
+    na = r + (1 if norm_eps else 0)   # partial sums per thread (+ the fused norm's)
+    while wg > 32 and na * (wg // 4 if sg else wg) * 4 > caps.max_workgroup_storage:
         wg //= 2   # keep the reduction within the workgroup storage limit
-    if r * (wg // 4 if sg else wg) * 4 > caps.max_workgroup_storage:
+    if na * (wg // 4 if sg else wg) * 4 > caps.max_workgroup_storage:
         raise UnsupportedKernel(f"{OP}: reduction of {r} rows exceeds the workgroup storage")
     sizes = {"q": qd // r, "k": kvd // r, "v": kvd // r}   # workgroups per section
     units = sum(sizes[h] for h in heads)
@@ -165,9 +166,9 @@ def build_qkv_rope_decode(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_
     binds += [(Binding(f"{h}_cache", "read_write", kv_doc), kv_ty) for h in "kv" if h in heads]
     binds.append((Binding("params", "uniform", "Params{n_tok, pos}"), "Params"))
     decls, bindings = binding_decls(binds)
-    xfns, prologue = (norm_parts(hidden, xvec, wg, sg, norm_eps) if norm_eps
-                      else (x_fns(hidden, xvec), []))
-    xlines, xs = x_chunk(fmt, vec, mask, i8)
+    nrm = norm_parts(hidden, xvec, vec * EPW[fmt], norm_eps, r) if norm_eps else None
+    nacc = r + (1 if nrm else 0)
+    xlines, xs = x_chunk(fmt, vec, mask, i8, nrm)
     rows_decl = [f"    let rr{i} = base + {i}u;" for i in range(r // 2)]
     rows_decl += [f"    let rr{i} = base + off2 + {i - r // 2}u;" for i in range(r // 2, r)]
     src = render(load_template("qkv_decode"), {
@@ -178,18 +179,19 @@ def build_qkv_rope_decode(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_
         "GPR": hidden // group_size if fmt in QUANTIZED else 1, "WPR": wpr, "VEC": vec,
         "NCH": nch, "CE": vec * EPW[fmt], "WG": wg, "R": r, "GX": gx, "UNITS": units,
         "N_HEADS": n_heads, "N_KV": n_kv_heads, "HEAD_DIM": head_dim,
-        "XFNS": xfns, "PROLOGUE": "\n".join("    " + ln for ln in prologue),
+        "XFNS": nrm["FNS"] if nrm else x_fns(hidden, xvec), "NACC": nacc,
         "WFNS": "".join(weight_fns(fmt, f"w{h}_", vec) for h in heads) + (PK8_WGSL if i8 else ""),
-        "REDVARS": load_template("matvec_reduce_sg" if sg else "matvec_reduce_wg"),
+        "REDVARS": reduce_template(sg, bool(nrm)),
         "ROPE_FN": ROPE_FN if set(heads) & {"q", "k"} else "",
         "KV_STORE": _kv_store(kv, heads),
         "SGARGS": (",\n        @builtin(subgroup_invocation_id) sg_lane: u32,"
                    "\n        @builtin(subgroup_size) sg_size: u32") if sg else "",
         "UNIT": _unit(heads, sizes), "ROWS_DECL": "\n".join(rows_decl),
-        "ACC_DECL": "\n".join(f"    var acc{i} = 0.0;" for i in range(r)),
+        "ACC_DECL": "\n".join(f"    var acc{i} = 0.0;" for i in range(nacc)),
         "XLOAD": "\n".join(" " * 8 + ln for ln in xlines),
         "ACCUM": "\n".join(" " * 8 + ln for ln in _accum(fmt, heads, vec, r, xs, mask, i8)),
-        "REDUCE": "\n".join("    " + ln for ln in _reduce(r, sg)),
+        "REDUCE": "\n".join("    " + ln for ln in _reduce(nacc, sg) +
+                             ([nrm["AFTER"]] if nrm else [])),
         "EPILOGUE": _epilogue(heads)}, slug=key.slug())
 
     def grid(n_tok=1, **_):

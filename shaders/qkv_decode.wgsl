@@ -22,7 +22,7 @@ const CE: u32 = {{CE}}u;       // columns per chunk
 const WG: u32 = {{WG}}u;       // threads per workgroup
 const R: u32 = {{R}}u;         // rows per workgroup
 const P: u32 = R / 2u;         // RoPE pairs per Q / K workgroup
-const NACC: u32 = R;           // partial sums per thread (one per row)
+const NACC: u32 = {{NACC}}u;     // partial sums per thread: one per row (+ 1: fused norm's sum x^2)
 const GX: u32 = {{GX}}u;       // workgroups along x
 const UNITS: u32 = {{UNITS}}u; // workgroups doing work (the folded grid may have a few more)
 const N_HEADS: u32 = {{N_HEADS}}u;
@@ -41,7 +41,6 @@ const KVD: u32 = N_KV * HD;    // k / v row length (one cache position)
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>,
         @builtin(local_invocation_index) lid: u32{{SGARGS}}) {
-{{PROLOGUE}}
     let u = wid.x + wid.y * GX;
     if (u >= UNITS) { return; }          // workgroup-uniform: padding of the folded grid
     // sect: 0 Q, 1 K, 2 V; v: unit within its section

@@ -183,7 +183,10 @@ def test_storage_buffer_limit_splits_qkv_same_results(q4_engine, backend, monkey
     ids = _ids(40, 1)
     assert np.array_equal(low.logits(ids, mode="prefill"), q4_engine.logits(ids, mode="prefill"))
     a, b = low.logits(ids, mode="decode"), q4_engine.logits(ids, mode="decode")
-    assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
+    # fused: dot(W, x*w) * rinv, x*w quantized to int8 per chunk; unfused: dot(W, x*rinv*w):
+    # the same sums up to f32 rounding and the int8 rounding of differently scaled inputs
+    # (measured 4e-5 of max |logit| on lavapipe)
+    assert np.abs(a - b).max() <= 2e-4 * np.abs(b).max()
     prompt = _ids(17, 3)
     assert list(low.generate(prompt, 16, stop_ids=())) == \
         list(q4_engine.generate(prompt, 16, stop_ids=()))
