@@ -32,7 +32,7 @@ import math
 
 from . import tolerances
 from .core import Binding, Caps, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
-from .norm import SG_ARGS, SG_CALL, enable_lines, features, wgsl_float
+from .norm import SG_ARGS, SG_CALL, enable_lines, features, wg_reduce, wgsl_float
 from .registry import Case, register, register_cases
 
 # shader-f16 prefill: q (scaled) and K rounded to f16 (2^-11) and q.k summed 4 products at a time
@@ -283,13 +283,18 @@ def build_combine(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int, kv: 
                     f"        let x{u} = part[base + i{u} * HD];\n" for u in range(unroll))
     loads += "".join(f"        num += select(0.0, sw[i{u}] * x{u}, c0 + {u}u * CS < n_chunks);\n"
                      for u in range(unroll))
-    key = KernelKey(op="attention_combine", wg=cwg, dims=(("nh", n_heads), ("hd", head_dim),
-                                                          ("tile", tile), ("mc", mc)))
+    sg = caps.subgroups
+    key = KernelKey(op="attention_combine", wg=cwg, subgroups=sg,
+                    dims=(("nh", n_heads), ("hd", head_dim), ("tile", tile), ("mc", mc)))
     src = render(load_template("attention_combine"), {
+        "ENABLES": enable_lines(False, sg), "SG_ARGS": SG_ARGS if sg else "",
+        "SG_CALL": SG_CALL if sg else "",
+        "FOLDS": wg_reduce("wg_max", "max", cwg, sg) + wg_reduce("wg_sum", "sum", cwg, sg),
         "N_HEADS": str(n_heads), "HEAD_DIM": str(head_dim), "WG": str(cwg), "TILE": str(tile),
         "MAX_CHUNKS": str(mc), "PARAMS": DECODE_PARAMS.wgsl(), "UNROLL": str(unroll),
         "VALUE_LOADS": loads.rstrip("\n")}, key.slug())
     return Kernel(key=key, wgsl=src, params=DECODE_PARAMS, workgroup_size=(cwg, 1, 1),
+                  features=features(False, sg),
                   bindings=(Binding("part", "read", "as written by attention_decode"),
                             Binding("out", "read_write", "(n_heads*head_dim) f32"),
                             Binding("params", "uniform", "Params{ctx}")),

@@ -1,3 +1,4 @@
+{{ENABLES}}
 // Decode attention, pass 2 of 2 (op "attention_combine"): merge the per-chunk partials of
 // attention_decode.wgsl. Workgroup hq: query head.
 // out[d] = sum_c exp(m_c - M) acc_c[d] / sum_c exp(m_c - M) l_c,  M = max_c m_c.
@@ -20,21 +21,11 @@ const NEG: f32 = -3.0e38;
 var<workgroup> sw: array<f32, MAX_CHUNKS>;   // exp(m_c - M) per chunk
 var<workgroup> red: array<f32, WG>;
 
-// tree reduction over red (max when is_max, else sum); every invocation gets the result
-fn wg_fold(v: f32, t: u32, is_max: bool) -> f32 {
-    red[t] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (t < s) { red[t] = select(red[t] + red[t + s], max(red[t], red[t + s]), is_max); }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
+// workgroup max / sum, every invocation gets the result (subgroup variant where available:
+// two barriers instead of a log2(WG)-level tree)
+{{FOLDS}}
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32{{SG_ARGS}}) {
     let hq = wid.x;
     let n_tiles = (params.ctx + TILE - 1u) / TILE;
     let tpc = (n_tiles + MAX_CHUNKS - 1u) / MAX_CHUNKS;
@@ -42,14 +33,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let ml = N_HEADS * MAX_CHUNKS * HD + hq * MAX_CHUNKS * 2u;
     var mx = NEG;
     for (var c = t; c < n_chunks; c += WG) { mx = max(mx, part[ml + 2u * c]); }
-    let big = wg_fold(mx, t, true);
+    let big = wg_max(mx, t{{SG_CALL}});
     var dl = 0.0;
     for (var c = t; c < n_chunks; c += WG) {
         let w = exp(part[ml + 2u * c] - big);
         sw[c] = w;
         dl += w * part[ml + 2u * c + 1u];
     }
-    let den = wg_fold(dl, t, false);   // its barriers also publish sw
+    let den = wg_sum(dl, t{{SG_CALL}});   // its barriers also publish sw
     let d = t % HD;
     let cs = t / HD;
     let base = hq * MAX_CHUNKS * HD + d;
