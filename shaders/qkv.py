@@ -17,6 +17,12 @@ q4_1, above WebGPU's default maxStorageBuffersPerShaderStage of 8 (SwiftShader: 
 ``qkv_split(caps, fmt)`` gives the fewest dispatches that fit ``caps.max_storage_buffers``
 (["qkv"], ["q", "kv"] or ["q", "k", "v"]); each keeps RoPE and the KV append fused.
 
+Where the driver uses what (measured on an H200, docs/PERFORMANCE.md): decode runs
+``qkv_rope_decode`` (the same bindings on matvec's M = 1 loop, 6.6x faster at M = 1), prefill runs
+three tiled matmuls + ``rope_append`` (this kernel's token blocking re-reads the weights per 4
+tokens: 63 % of an 8B prefill). This op stays the general any-n_tok reference of the fusion and
+the source of the split rules, bindings and epilogue both others share.
+
 Why fused, and why this shape: a decode step runs it once per layer instead of four dispatches
 (three matvecs + a rope/append pass, ~5 us each on an H200, see shared/notes/device-gpu.md), and
 the RoPE'd K goes straight into the packed f16 cache. One workgroup owns 4 output rows chosen so
