@@ -230,8 +230,8 @@ class Graph:
             wd = self.wdims(p + "feed_forward.w1")
             wts = {**self.parts(self.single_block(p + "feed_forward.w1"), "w1"),
                    **self.parts(self.single_block(p + "feed_forward.w3"), "w3"), "act": act}
-            self._normed(r, p + "ffn_norm", wts, lambda **kw: self.kernel(
-                "gate_up", ffn=F, hidden=H, decode=1, **wd, **kw), {"n_tok": 1}, {})
+            self._normed(r, p + "ffn_norm", [lambda **kw: self.kernel(
+                "gate_up", ffn=F, hidden=H, decode=1, **wd, **kw)], wts, {"n_tok": 1}, {})
             self._proj(r, p + "feed_forward.w2", act, x, True, 1, H, F, accumulate=1)
             self.weight_bytes_per_token += sum(
                 self.nbytes(p + n) for n in ("attention.wq", "attention.wk", "attention.wv",
@@ -241,57 +241,40 @@ class Graph:
         r.dispatch(k, {"x": x, "w": self.norm_buf("norm"), "out": W(self.xlast, 4 * H)},
                    {"n_tok": 1}, {"n_tok": 1})
 
-    def _normed(self, r, norm: str, bufs: dict, build, params: dict, grid: dict,
-                fuse: bool = True) -> None:
-        """Dispatch ``build(**kw)``'s kernel on RMSNorm(x) with weight ``norm``: fused
-        (``norm_eps``, x and norm_w bound) when ``fuse`` and the device's storage-buffer limit
-        allow it, else an ``rmsnorm`` dispatch into ``xn`` and the plain kernel on ``xn``."""
+    def _normed(self, r, norm: str, builds: list, bufs: dict, params: dict, grid: dict) -> None:
+        """Dispatch the kernels ``build(**kw)`` of ``builds`` in order on RMSNorm(x) with weight
+        ``norm``: all fused (``norm_eps``: x and norm_w bound) when every one fits the device's
+        limits, else one ``rmsnorm`` dispatch into ``xn`` and the plain kernels on ``xn``."""
         H, W = self.dims["H"], self.whole
-        x, eps = W(self.x, 4 * H), self.cfg.rms_norm_eps
         try:
-            if not fuse:
-                raise ModelError("not fused")
-            k = build(norm_eps=eps)
-            avail = {**bufs, "x": x, "norm_w": self.norm_buf(norm)}
-        except ModelError:
-            kn = self.kernel("rmsnorm", hidden=H, eps=eps)
-            r.dispatch(kn, {"x": x, "w": self.norm_buf(norm), "out": W(self.xn, 4 * H)},
-                       {"n_tok": 1}, {"n_tok": 1})
-            k = build()
+            ks = [b(norm_eps=self.cfg.rms_norm_eps) for b in builds]
+            avail = {**bufs, "x": W(self.x, 4 * H), "norm_w": self.norm_buf(norm)}
+        except ModelError:   # a fused kernel over maxStorageBuffersPerShaderStage
+            k = self.kernel("rmsnorm", hidden=H, eps=self.cfg.rms_norm_eps)
+            r.dispatch(k, {"x": W(self.x, 4 * H), "w": self.norm_buf(norm),
+                           "out": W(self.xn, 4 * H)}, {"n_tok": 1}, {"n_tok": 1})
+            ks = [b() for b in builds]
             avail = {**bufs, "x": W(self.xn, 4 * H)}
-        r.dispatch(k, {b.name: avail[b.name] for b in k.bindings if b.kind != "uniform"},
-                   self.fill(k, **params), grid)
+        for k in ks:
+            r.dispatch(k, {b.name: avail[b.name] for b in k.bindings if b.kind != "uniform"},
+                       self.fill(k, **params), grid)
 
     def _qkv_decode(self, r, p, q, kc, vc) -> None:
         """Decode: the fused M = 1 kernel in one dispatch, or 2-3 where it binds more storage
-        buffers than the device allows (qkv_split; q4_1 needs 14, WebGPU's default is 8), each
-        with the attention RMSNorm fused where that fits too."""
+        buffers than the device allows (qkv_split; q4_1 needs 14, WebGPU's default is 8), with
+        the attention RMSNorm fused into each where all of them fit."""
         c = self.cfg
         wd = self.wdims(p + "attention.wq")
         avail = {"inv_freq": self.whole(self.inv_freq, 2 * c.head_dim), "q": q,
                  "k_cache": kc, "v_cache": vc}
         for nm in ("wq", "wk", "wv"):
             avail.update(self.parts(self.single_block(p + "attention." + nm), nm))
-        heads = self.qkv_heads(wd["fmt"])
         dims = dict(hidden=c.hidden_size, n_heads=c.num_attention_heads,
                     n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv, **wd)
-        try:   # the norm fused into every dispatch of the split, or into none (one rmsnorm)
-            for h in heads:
-                self.kernel("qkv_rope_decode", heads=h, norm_eps=c.rms_norm_eps, **dims)
-            fused = True
-        except ModelError:
-            fused = False
-        norm = p + "attention_norm"
-        for i, h in enumerate(heads):
-            if fused or i == 0:
-                self._normed(r, norm, avail, lambda h=h, **kw: self.kernel(
-                    "qkv_rope_decode", heads=h, **dims, **kw), {"n_tok": 1, "pos": Dyn("pos")},
-                    {"n_tok": 1}, fuse=fused)
-            else:   # xn holds the normed x from the first dispatch's rmsnorm
-                k = self.kernel("qkv_rope_decode", heads=h, **dims)
-                a = {**avail, "x": self.whole(self.xn, 4 * c.hidden_size)}
-                r.dispatch(k, {b.name: a[b.name] for b in k.bindings if b.kind != "uniform"},
-                           {"n_tok": 1, "pos": Dyn("pos")}, {"n_tok": 1})
+        builds = [lambda h=h, **kw: self.kernel("qkv_rope_decode", heads=h, **dims, **kw)
+                  for h in self.qkv_heads(wd["fmt"])]
+        self._normed(r, p + "attention_norm", builds, avail, {"n_tok": 1, "pos": Dyn("pos")},
+                     {"n_tok": 1})
 
     def _proj(self, r, name, src, dst, decode, n_tok, rows, cols, accumulate: int = 0) -> None:
         """dst (n_tok, rows) (+)= src (n_tok, cols) W^T: matvec in decode, matmul in prefill."""
