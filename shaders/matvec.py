@@ -266,9 +266,9 @@ def norm_parts(cols: int, xvec: int, ce: int, eps: float, ss: int) -> dict[str, 
     that reads the chunks adds their squares into accumulator ``ss`` (the threads' chunks
     cover every column once), reduced with the row sums; ``total(i)`` then returns the row
     sum times rinv = 1 / rms(x). Why: it replaces a dependent norm dispatch (~5-8 us each on
-    an H200, two per layer). A first version reduced sum(x^2) in a prologue before the weight
-    loads; that serialised every workgroup and cost more than the dispatch it saved (H200,
-    8B shape: gate_up +10 us).
+    an H200, two per layer). Measured on the H200 (8B shape): the fused gate_up costs ~8 us a
+    dispatch more than the plain one, about what the saved rmsnorm dispatch cost; a first
+    version reducing sum(x^2) in a prologue before the weight loads was no cheaper.
 
     Keys: FNS (replaces ``x_fns``), ACCUM (one more line of the chunk loop), AFTER (after the
     reduction), and ``total_raw`` must be the reduction template's ``total`` (``scaled``)."""
@@ -280,15 +280,12 @@ def norm_parts(cols: int, xvec: int, ce: int, eps: float, ss: int) -> dict[str, 
         fns = ("fn x4(i: u32) -> vec4<f32> { return vec4<f32>(x1(4u * i), x1(4u * i + 1u), "
                "x1(4u * i + 2u), x1(4u * i + 3u)); }\n"
                "fn x1(c: u32) -> f32 { return x[c] * norm_w[c]; }\n")
-    if xvec == 4 and ce % 4 == 0:   # the chunk's raw x, the same loads as x4's
-        terms = " + ".join(f"dot(x[b + {k}u], x[b + {k}u])" for k in range(ce // 4))
-        sq = f"    let b = ch * {ce // 4}u;\n    return {terms};\n"
-    else:
+    fns = "var<private> rinv: f32;   // 1 / rms(x), set after the reduction\n" + fns
+    if not (xvec == 4 and ce % 4 == 0):   # else x_chunk sums the squares of its own raw loads
         raw = "x[c >> 2u][c & 3u]" if xvec == 4 else "x[c]"
-        sq = (f"    var s = 0.0;\n    for (var c = ch * {ce}u; c < ch * {ce}u + {ce}u; c++) "
-              f"{{ let v = {raw}; s += v * v; }}\n    return s;\n")
-    fns = ("var<private> rinv: f32;   // 1 / rms(x), set after the reduction\n" + fns +
-           f"fn chunk_sq(ch: u32) -> f32 {{   // sum of the chunk's raw x^2\n{sq}}}\n")
+        fns += (f"fn chunk_sq(ch: u32) -> f32 {{   // sum of the chunk's raw x^2\n"
+                f"    var s = 0.0;\n    for (var c = ch * {ce}u; c < ch * {ce}u + {ce}u; c++) "
+                f"{{ let v = {raw}; s += v * v; }}\n    return s;\n}}\n")
     return {"FNS": fns, "ACCUM": f"acc{ss} += chunk_sq(ch);", "SS": ss, "XVEC": xvec,
             "AFTER": f"rinv = inverseSqrt(total_raw({ss}u) * {wgsl_float(1.0 / cols)} + "
                      f"{wgsl_float(eps)});"}

@@ -27,11 +27,11 @@ from __future__ import annotations
 from driver.formats import QUANTIZED
 
 from .core import Binding, Caps, Kernel, KernelKey, UnsupportedKernel, load_template, render
-from .matvec import (DECODE_UNPACK, EPW, default_unpack, PK8_WGSL, binding_decls, check_weight, chunk_dot,
-                     chunk_dot_i8, decode_tol, enables, fold_grid, pick_vec, pow2_at_least,
-                     weight_bindings, weight_fns, words_per_row, x_chunk, x_fns,
-                     norm_binding, norm_parts, reduce_template, eps_tag, NORM_EPS_CASE,
-                     case_norm_input, ref_normed)
+from .matvec import (DECODE_UNPACK, EPW, NORM_EPS_CASE, PK8_WGSL, binding_decls,
+                     case_norm_input, check_weight, chunk_dot, chunk_dot_i8, decode_tol,
+                     default_unpack, enables, eps_tag, fold_grid, norm_binding, norm_parts,
+                     pick_vec, pow2_at_least, reduce_template, ref_normed, weight_bindings,
+                     weight_fns, words_per_row, x_chunk, x_fns)
 from .qkv import HEADS, PARAMS, SECTIONS, _kv_store, _unit, ref_qkv_rope
 from .registry import Case, register, register_cases
 from .rope import ROPE_FN
