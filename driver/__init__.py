@@ -1,7 +1,7 @@
-"""The Llama-3 runtime on WebGPU: pure Python over a small async GPU interface.
+"""The Llama-3 runtime on WebGPU: pure Python over a small async GPU interface (runs in Pyodide).
 
-``Engine`` is imported lazily so that ``driver.config`` / ``driver.formats`` stay importable with no
-GPU stack (weights_tool, Pyodide start-up).
+``Engine`` is imported lazily so that ``import driver`` stays light (Pyodide start-up). The
+native-only half (wgpu-py backend, CLIs, bench, numpy reference) lives in ``driver.native``.
 """
 
 __all__ = ["Engine"]

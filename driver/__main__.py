@@ -1,7 +1,7 @@
-"""``python -m driver``: see driver/cli.py."""
+"""``python -m driver``: the native command line (driver/native/cli.py)."""
 
 import sys
 
-from .cli import main
+from .native.cli import main
 
 sys.exit(main())

@@ -37,7 +37,7 @@ def open_source(model) -> ModelSource:
         return model
     s = str(model)
     if s.startswith("synth:"):
-        from .synthetic import SyntheticSource
+        from .native.synthetic import SyntheticSource
         parts = s.split(":")
         if len(parts) != 3:
             raise ModelError(f"{s}: expected synth:PRESET:QUANT, e.g. synth:llama3.2-1b-shape:q4_0")
@@ -94,7 +94,7 @@ class Engine:
         loop = asyncio.new_event_loop()
         source = open_source(model_dir)
         if backend is None:
-            from .backend_wgpu import WgpuBackend
+            from .native.backend_wgpu import WgpuBackend
             backend = loop.run_until_complete(WgpuBackend.create())
         eng = loop.run_until_complete(cls.load_async(source, backend, max_context=max_context,
                                                      kv=kv, chunk=chunk, progress=progress,

@@ -30,7 +30,7 @@ SLOTS = 4096      # uniform slices available to all recorders together
 class Graph:
     def __init__(self, gpu: g.GPU, manifest: dict, cfg, shard_bufs: list, *, max_ctx: int,
                  kv: str, chunk: int, f16_math: bool = True):
-        import shaders  # pure Python; imported here so that driver.config stays light
+        import shaders  # pure Python; imported here so that ``import driver`` stays light
 
         self.shaders = shaders
         self.gpu, self.m, self.cfg = gpu, manifest, cfg

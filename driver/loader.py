@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import formats
+from modelfmt import formats
 from . import gpu as g
-from .config import ConfigError, ModelConfig
+from modelfmt.config import ConfigError, ModelConfig
 
 UPLOAD_PIECE = 8 << 20  # bytes per write_buffer while uploading a shard
 

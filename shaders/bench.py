@@ -22,7 +22,7 @@ from .core import Kernel
 from .registry import kernel
 
 MIB = 1 << 20
-MAX_PART = 128 * MIB          # one binding (driver/formats.py MAX_PART_BYTES)
+MAX_PART = 128 * MIB          # one binding (modelfmt/formats.py MAX_PART_BYTES)
 ROTATE_BYTES = 384 * MIB      # weight bytes touched per pass (>> 50 MB L2 of an H100)
 
 FULL_SHAPES = [(4096, 4096), (14336, 4096), (4096, 14336), (128256, 2048)]
@@ -187,7 +187,7 @@ def fma_peak(device, f16: bool, quick: bool) -> float:
 # ---- weights on the GPU ----
 def row_blocks(fmt: str, rows: int, cols: int, max_part: int = MAX_PART) -> list[tuple[int, int]]:
     """(row_start, rows) blocks whose every part fits one binding of ``max_part`` bytes."""
-    from driver.formats import PART_NAMES, part_nbytes
+    from modelfmt.formats import PART_NAMES, part_nbytes
 
     per_row = max(part_nbytes(fmt, p, 1, cols) for p in PART_NAMES[fmt])
     n = max(1, max_part // per_row)
@@ -198,7 +198,7 @@ def _random_parts(rng, fmt: str, rows: int, cols: int, prefix: str = "w_") -> di
     """Packed random weights (valid f16 scales) without the cost of quantizing floats."""
     import numpy as np
 
-    from driver.formats import PART_NAMES, part_nbytes
+    from modelfmt.formats import PART_NAMES, part_nbytes
 
     out = {}
     for p in PART_NAMES[fmt]:

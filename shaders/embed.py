@@ -11,7 +11,7 @@ once per block. Pure Python; numpy only inside the check cases.
 
 from __future__ import annotations
 
-from driver.formats import QUANTIZED
+from modelfmt.formats import QUANTIZED
 
 from .core import Binding, Caps, Kernel, KernelKey, Params, load_template, render
 from .matvec import EPW, binding_decls, check_weight, weight_bindings, weight_fns, words_per_row

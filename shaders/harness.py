@@ -246,10 +246,10 @@ def run(kernel: Kernel, buffers: dict, params: dict | None = None, grid=(1, 1, 1
 # ---- test data ----
 def weight_parts(rng, fmt: str, rows: int, cols: int, group_size: int = 32, prefix: str = "w_"):
     """Random (rows, cols) weights in ``fmt``: ({prefix+part: packed bytes}, dequantized float32
-    (rows, cols)). Packing and dequantization are weights_tool.quantize's, so the kernels are
+    (rows, cols)). Packing and dequantization are modelfmt.quantize's, so the kernels are
     checked against the same layout the packer writes."""
     import numpy as np
-    from weights_tool.quantize import dequantize, part_bytes, quantize
+    from modelfmt.quantize import dequantize, part_bytes, quantize
 
     w = rng.standard_normal((rows, cols)).astype(np.float32)
     # a few larger rows/groups so the scales differ widely across groups

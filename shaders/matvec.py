@@ -10,7 +10,7 @@ Pure Python (runs in Pyodide); numpy only inside the check-case functions.
 
 from __future__ import annotations
 
-from driver.formats import PART_NAMES, QUANTIZED, check_shape
+from modelfmt.formats import PART_NAMES, QUANTIZED, check_shape
 
 from .core import Binding, Caps, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
 from .registry import Case, register, register_cases
@@ -57,7 +57,7 @@ def pick_vec(fmt: str, cols: int, group_size: int) -> int:
 
 
 def weight_bindings(fmt: str, prefix: str, vec: int, rows_doc: str, cols_doc: str):
-    """[(Binding, WGSL element type)] of one weight, in part order (driver/formats.py)."""
+    """[(Binding, WGSL element type)] of one weight, in part order (modelfmt/formats.py)."""
     out = []
     for part in PART_NAMES[fmt]:
         main = part in ("qs", "data")

@@ -36,7 +36,7 @@ cache); not a tiled matmul, but the QKV share of prefill FLOPs is ~1/8 of a laye
 
 from __future__ import annotations
 
-from driver.formats import QUANTIZED
+from modelfmt.formats import QUANTIZED
 
 from . import tolerances
 from .core import Binding, Caps, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
@@ -57,7 +57,7 @@ SPLITS = (("qkv",), ("q", "kv"), ("q", "k", "v"))   # fewest dispatches first
 def storage_buffers(fmt: str, heads: str = "qkv") -> int:
     """Storage buffers the kernel of ``heads`` binds: x, the weights' parts, inv_freq (q or k),
     and one output per projection (q, k_cache, v_cache)."""
-    from driver.formats import PART_NAMES
+    from modelfmt.formats import PART_NAMES
     return 1 + len(PART_NAMES[fmt]) * len(heads) + (1 if set(heads) & {"q", "k"} else 0) + len(heads)
 
 

@@ -24,7 +24,7 @@ Pure Python (runs in Pyodide); numpy only inside the check-case functions.
 
 from __future__ import annotations
 
-from driver.formats import QUANTIZED
+from modelfmt.formats import QUANTIZED
 
 from .core import Binding, Caps, Kernel, KernelKey, UnsupportedKernel, load_template, render
 from .matvec import (DECODE_UNPACK, EPW, NORM_EPS_CASE, PK8_WGSL, binding_decls,

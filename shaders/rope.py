@@ -1,6 +1,6 @@
 """Rotate-half RoPE (HF layout) with the Llama-3 ``llama3`` frequency scaling or without.
 
-The frequencies are not computed in WGSL: ``driver.config.ModelConfig.rope_inv_freq()`` gives the
+The frequencies are not computed in WGSL: ``modelfmt.config.ModelConfig.rope_inv_freq()`` gives the
 head_dim/2 inverse frequencies (scaled or plain) and the driver uploads them once as the ``inv_freq``
 f32 buffer, so one kernel serves both kinds. The angle (pos + t) * inv_freq[j] is rounded to f32 as
 transformers computes it, then reduced to [-pi, pi] before cos/sin (WGSL bounds their accuracy only
@@ -77,7 +77,7 @@ def ref_rope(x, n_heads: int, head_dim: int, pos: int, inv_freq):
 
 def case_inv_freq(head_dim: int, scaled: bool):
     """inv_freq of a Llama-3.1-like config (theta 500000, llama3 scaling factor 8) or plain."""
-    from driver.config import ModelConfig, RopeScaling
+    from modelfmt.config import ModelConfig, RopeScaling
     rs = RopeScaling(8.0, 1.0, 4.0, 8192) if scaled else None
     cfg = ModelConfig(vocab_size=8, hidden_size=head_dim, intermediate_size=8,
                       num_hidden_layers=1, num_attention_heads=1, num_key_value_heads=1,

@@ -1,7 +1,7 @@
 """driver.Engine on the GPU (lavapipe in CI) against the numpy reference and the HF goldens.
 
 Tiny random checkpoints are written with numpy + safetensors (tests/_checkpoints.py) and packed by
-weights_tool; driver.reference decodes the packed bytes independently and runs the plain math.
+weights_tool; driver.native.reference decodes the packed bytes independently and runs the plain math.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("wgpu", reason="wgpu-py is not installed")
 
 from driver.engine import BadOption, ContextOverflow, Engine, ModelError  # noqa: E402
-from driver.reference import Reference  # noqa: E402
+from driver.native.reference import Reference  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +41,7 @@ def _pack(tmp: Path, quant: str, **over) -> Path:
 
 @pytest.fixture(scope="module")
 def backend():
-    from driver.backend_wgpu import WgpuBackend
+    from driver.native.backend_wgpu import WgpuBackend
     b = WgpuBackend.create_sync()
     want = os.environ.get("WGPU_EXPECT_ADAPTER")
     if want:
@@ -301,7 +301,7 @@ def test_quantized_quality_vs_f32(name, golden_dir, backend):
     (transformers' own top-1/top-2 margins go down to 0.002), so argmax flips under weight noise
     are expected and KL is the meaningful figure; limits sit ~10x above the measured KL (a
     wrong dequantization gives KL >> 0.1) and well below the measured agreement."""
-    from driver.quality import run_quality
+    from driver.native.quality import run_quality
     import io
     models = [_golden_model(golden_dir, name, q) for q in ("f32", "f16", "q8_0", "q4_0")]
     rows = run_quality(models, n_tokens=64, out=io.StringIO(), backend=backend)

@@ -1,7 +1,7 @@
 """GGUF source: config from metadata, Q/K un-permutation, lossless transcodes, refusals.
 
 Oracles: the ``gguf`` package writes the files (GGUFWriter, gguf.quants.quantize) and decodes them
-(gguf.quants.dequantize); our ``weights_tool.quantize.dequantize`` of ``native()`` parts must be
+(gguf.quants.dequantize); our ``modelfmt.quantize.dequantize`` of ``native()`` parts must be
 bit-identical to it. The Q/K permutation is checked against an index-by-index implementation of
 convert_hf_to_gguf's definition in tests/_gguf_make.py.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from _gguf_make import Q, deinterleave_rows, interleave_rows, make_gguf
 
-from driver.config import ModelConfig, RopeScaling
+from modelfmt.config import ModelConfig, RopeScaling
 from weights_tool.errors import PackError
 from weights_tool.gguf_load import (
     GGUFSource,
@@ -25,7 +25,7 @@ from weights_tool.gguf_load import (
     repack_blocks,
     unpermute_qk,
 )
-from weights_tool.quantize import dequantize
+from modelfmt.quantize import dequantize
 
 NATIVE = {"F32": "f32", "F16": "f16", "Q8_0": "q8_0", "Q4_0": "q4_0", "Q4_1": "q4_1"}
 FORMATS = ("f32", "f16", "q8_0", "q4_0", "q4_1")

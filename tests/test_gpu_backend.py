@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("wgpu", reason="wgpu-py is not installed")
 
 from driver import gpu as g  # noqa: E402
-from driver.backend_wgpu import WgpuBackend  # noqa: E402
+from driver.native.backend_wgpu import WgpuBackend  # noqa: E402
 from shaders.core import Binding, Kernel, KernelKey, Params  # noqa: E402
 
 pytestmark = pytest.mark.gpu

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from _checkpoints import hf_config, hf_tensors, save_bf16, write_hf
 
-from driver import formats
-from driver.config import ModelConfig
-from driver.formats import HF_TO_CANON, PART_NAMES, canon_name, expected_tensors
+from modelfmt import formats
+from modelfmt.config import ModelConfig
+from modelfmt.formats import HF_TO_CANON, PART_NAMES, canon_name, expected_tensors
 from weights_tool.pack import pack
-from weights_tool.quantize import dequantize, quantize
+from modelfmt.quantize import dequantize, quantize
 from weights_tool.source import Source, SourceTensor
 from weights_tool.verify import verify
 

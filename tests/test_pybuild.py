@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 from pybuild import pins  # noqa: E402
 from pybuild.cli import build  # noqa: E402
 from pybuild.fetch import cache_root, problem, sha256_file  # noqa: E402
-from pybuild.wheels import BROWSER_DIST, browser_modules  # noqa: E402
+from pybuild.wheels import BROWSER_DIST, NATIVE_ONLY, browser_files  # noqa: E402
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
@@ -83,9 +83,10 @@ def test_browser_wheel_contents(built):
     assert w.name.endswith("-py3-none-any.whl")
     names = set(zipfile.ZipFile(w).namelist())
     for must in ("driver/__init__.py", "driver/engine.py", "driver/gpu.py", "driver/backend_js.py",
-                 "driver/loader.py", "driver/config.py", "shaders/__init__.py", "shaders/core.py"):
+                 "driver/loader.py", "modelfmt/config.py", "modelfmt/formats.py",
+                 "shaders/__init__.py", "shaders/core.py"):
         assert must in names, must
-    assert "driver/backend_wgpu.py" not in names and "driver/reference.py" not in names
+    assert not any(n.startswith("driver/native/") for n in names) and "modelfmt/quantize.py" not in names
     wgsl = {p.name for p in (REPO / "shaders").glob("*.wgsl")}
     assert wgsl and {f"shaders/{n}" for n in wgsl} <= names
     assert not any(n.endswith((".pyc", ".so")) for n in names)
@@ -128,19 +129,17 @@ def test_jinja2_is_the_pinned_file(built):
     assert sha256_file(_wheel(s, "jinja2-")) == pins.JINJA2.sha256
 
 
-def test_module_selection(tmp_path):
-    for pkg in ("driver", "shaders"):
-        (tmp_path / pkg).mkdir()
-        (tmp_path / pkg / "__init__.py").write_text("")
-    (tmp_path / "driver" / "heavy.py").write_text("import numpy as np\n")
-    (tmp_path / "driver" / "uses_heavy.py").write_text("from .heavy import np\n")
-    (tmp_path / "driver" / "lazy.py").write_text("def f():\n    import numpy\n    return numpy\n")
-    (tmp_path / "driver" / "guarded.py").write_text("try:\n    import wgpu\nexcept ImportError:\n    wgpu = None\n")
-    (tmp_path / "driver" / "ok.py").write_text("import json, re\nfrom . import lazy\nimport jinja2\n")
-    (tmp_path / "shaders" / "uses.py").write_text("from driver import heavy\n")
-    included, excluded = browser_modules(tmp_path)
-    assert set(excluded) == {"driver/heavy.py", "driver/uses_heavy.py", "driver/guarded.py", "shaders/uses.py"}
-    assert {"driver/lazy.py", "driver/ok.py", "driver/__init__.py", "shaders/__init__.py"} <= set(included)
+def test_browser_files_by_layout(tmp_path):
+    """The wheel's files follow the folders: every .py / .wgsl / .json of the packages, minus NATIVE_ONLY."""
+    for rel in ("modelfmt/__init__.py", "modelfmt/quantize.py", "modelfmt/formats.py", "driver/__init__.py",
+                "driver/engine.py", "driver/native/__init__.py", "driver/native/cli.py", "shaders/__init__.py",
+                "shaders/matvec.wgsl", "shaders/notes.txt", "driver/__pycache__/engine.cpython-312.pyc"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    got = set(browser_files(tmp_path))
+    assert got == {"modelfmt/__init__.py", "modelfmt/formats.py", "driver/__init__.py", "driver/engine.py",
+                   "shaders/__init__.py", "shaders/matvec.wgsl"}
+    assert not any(f.startswith(NATIVE_ONLY) for f in browser_files())
 
 
 # ---- lockfile ----
@@ -157,7 +156,7 @@ def test_lockfile_entries(built):
         assert f.is_file() and "/" not in e["file_name"], key
         assert e["sha256"] == sha256_file(f), key
     assert pk[BROWSER_DIST]["depends"] == ["jinja2"]
-    assert set(pk[BROWSER_DIST]["imports"]) == {"driver", "shaders"}
+    assert set(pk[BROWSER_DIST]["imports"]) == {"modelfmt", "driver", "shaders"}
     assert pk["jinja2"]["depends"] == ["markupsafe"]
     assert pk["markupsafe"]["file_name"].endswith("-py3-none-any.whl")
     # every other package of the pristine lock is untouched

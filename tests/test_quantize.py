@@ -1,13 +1,13 @@
-"""weights_tool.quantize: per-element error bound, exact round trip on the grid, and the bit layout
-of driver/formats.py checked against gguf's own dequantization (an independent oracle)."""
+"""modelfmt.quantize: per-element error bound, exact round trip on the grid, and the bit layout
+of modelfmt/formats.py checked against gguf's own dequantization (an independent oracle)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from driver.formats import part_nbytes
-from weights_tool.quantize import QuantError, dequantize, part_bytes, quantize
+from modelfmt.formats import part_nbytes
+from modelfmt.quantize import QuantError, dequantize, part_bytes, quantize
 
 QUANT = ("q4_0", "q4_1", "q8_0")
 

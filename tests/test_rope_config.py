@@ -8,7 +8,7 @@ import json
 import pytest
 from _checkpoints import write_hf
 
-from driver.config import ModelConfig
+from modelfmt.config import ModelConfig
 from weights_tool.errors import PackError
 from weights_tool.hf_load import load_config
 from weights_tool.pack import pack

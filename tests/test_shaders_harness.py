@@ -175,7 +175,7 @@ def test_package_renders_without_numpy_or_wgpu():
 
 
 def test_row_blocks_fit_one_binding():
-    from driver.formats import MAX_PART_BYTES, part_nbytes
+    from modelfmt.formats import MAX_PART_BYTES, part_nbytes
     from shaders.bench import row_blocks
 
     blocks = row_blocks("f16", 128256, 2048)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from driver.config import ModelConfig
-from driver.formats import HF_TO_CANON, canon_name, expected_tensors
+from modelfmt.config import ModelConfig
+from modelfmt.formats import HF_TO_CANON, canon_name, expected_tensors
 from tests.goldens import golden_names, make_checkpoint
 from weights_tool.synth import PRESETS, hf_config, synth
 

@@ -64,7 +64,7 @@ function startPyodide() {
     // loadPackage reports failures (e.g. an integrity mismatch) through errorCallback, it does not throw
     await py.loadPackage([WHEEL], { messageCallback: () => {}, errorCallback: (m) => errors.push(m) });
     try {
-      py.runPython('import driver.backend_js, shaders, jinja2');
+      py.runPython('import driver.backend_js, modelfmt, shaders, jinja2');
     } catch (e) {
       throw new Error(`the driver wheel did not load (${errors.join('; ') || e.message}); rebuild with python -m pybuild`);
     }

@@ -13,8 +13,8 @@ import signal
 import sys
 from pathlib import Path
 
-from driver.config import ConfigError
-from driver.formats import FORMATS
+from modelfmt.config import ConfigError
+from modelfmt.formats import FORMATS
 
 from .errors import PackError
 

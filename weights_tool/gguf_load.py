@@ -12,7 +12,7 @@ Layout facts this module undoes:
     rows are in HF rotate-half order. It moves whole rows, so it works on quantized rows too.
   * Q4_0 / Q4_1 / Q8_0 blocks hold 32 consecutive columns: f16 d [f16 m] then the quants
     (Q4: byte i = element i in the low nibble, element i+16 in the high nibble). ``native`` repacks
-    them bit for bit into driver/formats.py's u32 words, so the transcode is lossless.
+    them bit for bit into modelfmt/formats.py's u32 words, so the transcode is lossless.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from driver.config import ConfigError, ModelConfig, RopeScaling
-from driver.formats import GGUF_TO_CANON, canon_name, expected_tensors
+from modelfmt.config import ConfigError, ModelConfig, RopeScaling
+from modelfmt.formats import GGUF_TO_CANON, canon_name, expected_tensors
 
 from . import gguf_tokenizer
 from .errors import PackError
@@ -50,7 +50,7 @@ def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-# ---- lossless repacking into driver/formats.py layouts ----
+# ---- lossless repacking into modelfmt/formats.py layouts ----
 _CHUNK_ELEMS = 2 * 1024 * 1024  # elements per row chunk when decoding / repacking (8 MB of f32)
 _NATIVE = {"Q4_0": "q4_0", "Q4_1": "q4_1", "Q8_0": "q8_0", "F16": "f16", "F32": "f32"}
 

@@ -21,8 +21,8 @@ from typing import Iterator
 
 import numpy as np
 
-from driver.config import ConfigError, ModelConfig
-from driver.formats import HF_TO_CANON, canon_name, expected_tensors
+from modelfmt.config import ConfigError, ModelConfig
+from modelfmt.formats import HF_TO_CANON, canon_name, expected_tensors
 
 from .errors import PackError
 from .source import TOKENIZER_FILES, Source, SourceTensor, check_tensor_set

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from driver import formats
-from driver.formats import FORMATS, PART_ALIGN, PART_NAMES, QUANTIZED, check_shape, part_nbytes
+from modelfmt import formats
+from modelfmt.formats import FORMATS, PART_ALIGN, PART_NAMES, QUANTIZED, check_shape, part_nbytes
 from shaders import min_storage_buffers
 
 from .errors import PackError
-from .quantize import QuantError, error_stats, quantize
+from modelfmt.quantize import QuantError, error_stats, quantize
 from .source import Source, SourceTensor, open_source
 
 ROW_BLOCK_MULTIPLE = 64  # row blocks are multiples of 64 rows (kernel tile heights divide it)

@@ -13,8 +13,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Iterator
 
-from driver.config import ModelConfig
-from driver.formats import expected_tensors
+from modelfmt.config import ModelConfig
+from modelfmt.formats import expected_tensors
 
 from .errors import PackError
 
@@ -38,7 +38,7 @@ class SourceTensor(ABC):
         """Dequantized float32 ndarray of ``shape``, HF layout (Q/K rows un-permuted)."""
 
     def native(self, fmt: str):
-        """Lossless parts in OUR layout (driver/formats.py) when the source block type is ``fmt``.
+        """Lossless parts in OUR layout (modelfmt/formats.py) when the source block type is ``fmt``.
 
         Returns None when it is not. Parts are 2-D arrays with one row per tensor row:
           "qs":     uint32 (rows, cols/8) for q4_*, (rows, cols/4) for q8_0

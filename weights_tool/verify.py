@@ -12,9 +12,9 @@ import json
 import re
 from pathlib import Path
 
-from driver import formats
-from driver.config import ModelConfig
-from driver.formats import FORMATS, PART_ALIGN, PART_NAMES, QUANTIZED, expected_tensors, part_nbytes
+from modelfmt import formats
+from modelfmt.config import ModelConfig
+from modelfmt.formats import FORMATS, PART_ALIGN, PART_NAMES, QUANTIZED, expected_tensors, part_nbytes
 
 _SHARD_NAME = re.compile(r"shard-(\d{3,})-([0-9a-f]{12})\.bin")
 _HASH_CHUNK = 8 * 1024 * 1024

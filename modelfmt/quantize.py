@@ -1,4 +1,4 @@
-"""numpy reference quantization: float32 (rows, cols) <-> the bit layouts of driver/formats.py.
+"""numpy reference quantization: float32 (rows, cols) <-> the bit layouts of modelfmt/formats.py.
 
 Schemes (G = group_size consecutive columns of one row share a scale; scales are f16):
   q8_0  d = amax / 127                q = round(x / d)          in [-127, 127]   x' = q * d
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from driver.formats import FORMATS, check_shape, pad4
+from modelfmt.formats import FORMATS, check_shape, pad4
 
 _CHUNK_ELEMS = 2 * 1024 * 1024  # elements per row chunk: 8 MB f32 temporaries (RSS bound)
 _F16_MAX = 65504.0

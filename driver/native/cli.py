@@ -12,10 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-from .config import ConfigError
-from .gpu import GPUError
-from .loader import ContextOverflow, ModelError
-from .sampler import BadOption
+from modelfmt.config import ConfigError
+from driver.gpu import GPUError
+from driver.loader import ContextOverflow, ModelError
+from driver.sampler import BadOption
 
 USER_ERRORS = (ModelError, ContextOverflow, BadOption, ConfigError, GPUError)
 
@@ -27,9 +27,9 @@ def run_generate(model: Path, prompt: str | None = None, chat: str | None = None
                  err=sys.stderr) -> dict:
     """Load ``model``, generate from ``prompt`` (raw text) or ``chat`` (one user message), stream
     the text to ``out`` (or print one JSON object); speeds go to ``err``. Returns the result."""
-    from .engine import Engine
-    from .sampler import Sampling
-    from .tokenizer import StreamDecoder
+    from driver.engine import Engine
+    from driver.sampler import Sampling
+    from driver.tokenizer import StreamDecoder
 
     Sampling(temperature, top_k, top_p, repetition_penalty, seed)  # validate before loading
     if (prompt is None) == (chat is None):

@@ -10,9 +10,9 @@ the time it takes is not. The bench takes it as MODEL = ``synth:PRESET:QUANT``.
 
 from __future__ import annotations
 
-from . import formats
-from .config import ModelConfig
-from .loader import ModelError, ModelSource
+from modelfmt import formats
+from modelfmt.config import ModelConfig
+from driver.loader import ModelError, ModelSource
 
 PIECE = 8 << 20
 
@@ -29,7 +29,7 @@ def _rows_per_block(fmt: str, rows: int, cols: int, G: int) -> int:
 
 class SyntheticSource(ModelSource):
     def __init__(self, preset: str, quant: str = "q4_0", group_size: int = 32):
-        from weights_tool.synth import PRESETS  # native only
+        from modelfmt.presets import PRESETS
         if preset not in PRESETS:
             raise ModelError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
         if quant not in formats.FORMATS:

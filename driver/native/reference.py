@@ -1,7 +1,7 @@
 """A numpy forward pass of the whole model straight from a packed manifest. Native only.
 
 A second, independent check of the GPU engine (the HF goldens remain the oracle): it decodes the
-bit layouts of driver/formats.py itself (it does not share code with weights_tool's quantizer)
+bit layouts of modelfmt/formats.py itself (it does not share code with weights_tool's quantizer)
 and runs the plain Llama-3 math in float32 / float64 on the CPU.
 
     ref = Reference.load("models/x");  logits = ref.logits([1, 2, 3])   # (3, vocab) float32
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ModelConfig
+from modelfmt.config import ModelConfig
 
 
 def _f16_halves(words: np.ndarray) -> np.ndarray:

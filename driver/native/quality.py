@@ -43,8 +43,8 @@ def run_quality(models, n_tokens: int = 64, as_json: bool = False, out=sys.stdou
                 seed: int = 0, backend=None) -> list[dict]:
     import numpy as np
 
-    from .engine import Engine
-    from .sampler import BadOption
+    from driver.engine import Engine
+    from driver.sampler import BadOption
 
     if len(models) < 2:
         raise BadOption("give the f32 model first and at least one other model")

@@ -18,7 +18,7 @@ import struct
 import sys
 import time
 
-from .sampler import Sampling
+from driver.sampler import Sampling
 
 def rooflines(gpu, quick: bool, f16: bool) -> dict:
     """Copy bandwidth and FMA peak from shaders.bench (the same measurement the kernel bench
@@ -77,8 +77,8 @@ async def op_profile(eng, rec, rt: dict, reps: int) -> list[tuple[str, int, floa
     each op's dispatches replayed alone (same grids, bind groups and uniforms) ``reps`` times
     and timed to completion. Kernel timing does not depend on the values in the buffers, so
     the parts add up to about the whole; the rest is the dependency barriers between ops."""
-    from . import gpu as g
-    from .plan import _DispatchStep
+    from driver import gpu as g
+    from driver.plan import _DispatchStep
     rec.write_uniforms(rt)
     steps = [s for s in rec.steps if isinstance(s, _DispatchStep)]
     groups: dict[str, list] = {}
@@ -156,7 +156,7 @@ def run_bench(model, quick: bool = False, vs_torch: bool = False, as_json: bool 
               out=sys.stdout, profile: bool = False) -> dict:
     import asyncio
 
-    from .engine import Engine
+    from driver.engine import Engine
     loop_ctxs = [16, 64] if quick else [128, 1024, 4096]
     n_dec = 8 if quick else 128
     n_pre = 64 if quick else 512

@@ -20,7 +20,7 @@ if not os.environ.get("XDG_RUNTIME_DIR"):
 
 import wgpu  # noqa: E402
 
-from . import gpu as g
+from driver import gpu as g
 
 try:  # the raw wgpu-native bindings, for the per-dispatch hot loop only
     from wgpu.backends.wgpu_native._ffi import ffi as _ffi, lib as _lib
