@@ -99,7 +99,7 @@ class Graph:
             raise ModelError(f"this GPU cannot run the model: {e}") from None
 
     def qkv_heads(self, fmt: str) -> list[str]:
-        """qkv_rope's ``heads`` per dispatch on this device: ["qkv"] (fused) when it fits
+        """qkv_rope_decode's ``heads`` per dispatch on this device: ["qkv"] (fused) when it fits
         maxStorageBuffersPerShaderStage, else ["q", "kv"] or ["q", "k", "v"]."""
         try:
             return self.shaders.qkv_split(self.caps, fmt)
@@ -173,8 +173,8 @@ class Graph:
             kc = W(self.k_cache[i], self.kv_bytes)
             vc = W(self.v_cache[i], self.kv_bytes)
             # q, k, v as three tiled matmuls, then RoPE + the KV append in one elementwise
-            # pass: the fused qkv_rope re-reads its weights per 4 tokens (it was 63 % of an 8B
-            # prefill, docs/PERFORMANCE.md)
+            # pass: a fused token-blocked QKV kernel re-read its weights per 4 tokens (63 % of
+            # an 8B prefill, docs/PERFORMANCE.md)
             self._proj(r, p + "attention.wq", xn, q, False, n_tok, Q, H)
             self._proj(r, p + "attention.wk", xn, kn, False, n_tok, KV, H)
             self._proj(r, p + "attention.wv", xn, vn, False, n_tok, KV, H)

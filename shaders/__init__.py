@@ -42,8 +42,8 @@ def kernel(op: str, caps: Caps, **dims) -> Kernel:
 
 
 def qkv_split(caps: Caps, fmt: str) -> list[str]:
-    """The ``heads`` of each qkv_rope dispatch a layer needs on ``caps`` (see shaders.qkv)."""
-    from .qkv import qkv_split as split
+    """The ``heads`` of each qkv_rope_decode dispatch a layer needs on ``caps`` (shaders.qkv_decode)."""
+    from .qkv_decode import qkv_split as split
     return split(caps, fmt)
 
 

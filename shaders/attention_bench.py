@@ -1,4 +1,4 @@
-"""Benchmark of the attention / qkv_rope / sampling kernels against the copy roofline of the same run.
+"""Benchmark of the attention / qkv_rope_decode / sampling kernels against the copy roofline of the same run.
 
     python -m shaders.attention_bench [--quick] [--out FILE] [--sweep]
 
@@ -6,7 +6,7 @@ Decode attention (attention_decode + attention_combine, one pair per call) over 
 GB/s counts the K and V bytes read (the useful traffic); each call reads another copy of the
 cache so a pass touches more bytes than any L2. "indep" gives every call its own part/out buffers
 (throughput), "chain" reuses them (each pair waits for the previous one, like a decode step's
-layer chain). Also times qkv_rope (GB/s of weights), causal prefill attention (FLOP/s) and the
+layer chain). Also times qkv_rope_decode (GB/s of weights), causal prefill attention (FLOP/s) and the
 two sampling passes at vocab 128256. Native only (numpy, wgpu); reuses shaders.bench's timers.
 """
 
@@ -52,9 +52,8 @@ def bench_decode(dev, caps, rng, n_heads=32, n_kv=8, hd=128, kv="f16", ctx=4096,
 
 
 def bench_qkv(dev, caps, rng, fmt="q4_0", hidden=4096, n_heads=32, n_kv=8, hd=128,
-              op="qkv_rope", **knobs) -> dict:
-    """M = 1 through ``op`` (qkv_rope or its decode kernel qkv_rope_decode, ``knobs`` its
-    wg / r / unpack overrides)."""
+              op="qkv_rope_decode", **knobs) -> dict:
+    """M = 1 through ``op`` (qkv_rope_decode; ``knobs`` its wg / r / unpack overrides)."""
     import numpy as np
     k = kernel(op, caps, fmt=fmt, hidden=hidden, n_heads=n_heads, n_kv_heads=n_kv,
                head_dim=hd, kv="f16", **knobs)
@@ -148,7 +147,6 @@ def main(quick: bool = False, out_file: str | None = None, sweep: bool = False) 
                     say(f"| - | wg={wg} mc={mc} | {type(e).__name__}: {e} | | | |")
     qkv_dims = {"hidden": 512, "n_heads": 8, "n_kv": 2} if quick else {}
     row(bench_qkv(dev, caps, rng, **qkv_dims))
-    row(bench_qkv(dev, caps, rng, op="qkv_rope_decode", **qkv_dims))   # the decode kernel
     for arith in (("f32", "f16") if caps.shader_f16 else ("f32",)):
         row(bench_prefill(dev, caps, rng, arith=arith,
                           **({"n_tok": 64, "n_heads": 8, "n_kv": 2} if quick else {})))

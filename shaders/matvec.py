@@ -71,11 +71,9 @@ def weight_bindings(fmt: str, prefix: str, vec: int, rows_doc: str, cols_doc: st
     return out
 
 
-def weight_fns(fmt: str, prefix: str, vec: int, dot: bool = False) -> str:
+def weight_fns(fmt: str, prefix: str, vec: int) -> str:
     """WGSL: word/chunk accessors of the main part and the format's dequantization helpers
-    (scale/min, elem4, elem1, nibble/byte unpacking), all prefixed with ``prefix``; with ``dot``
-    also ``<prefix>dot(row, ch)`` (matvec_dot_<fmt>.wgsl: the looped chunk dot used by qkv_rope;
-    matvec itself generates the unrolled ``chunk_dot``)."""
+    (scale/min, elem4, elem1, nibble/byte unpacking), all prefixed with ``prefix``."""
     main = prefix + PART_NAMES[fmt][0]
     if vec == 4:
         acc = (f"fn {prefix}word(i: u32) -> u32 {{ return {main}[i >> 2u][i & 3u]; }}\n"
@@ -83,10 +81,7 @@ def weight_fns(fmt: str, prefix: str, vec: int, dot: bool = False) -> str:
     else:
         acc = (f"fn {prefix}word(i: u32) -> u32 {{ return {main}[i]; }}\n"
                f"fn {prefix}chunk(i: u32) -> vec4<u32> {{ return vec4<u32>({main}[i], 0u, 0u, 0u); }}\n")
-    src = acc + load_template(f"matvec_elem_{fmt}")
-    if dot:
-        src += load_template(f"matvec_dot_{fmt}")
-    return src.replace("{{W}}", prefix)
+    return (acc + load_template(f"matvec_elem_{fmt}")).replace("{{W}}", prefix)
 
 
 # ---- decode chunk code (generated unrolled) ----

@@ -1,30 +1,40 @@
-"""Decode (M = 1) variant of the fused QKV projection + RoPE + KV-cache append, on the decode
-matvec's inner loop.
+"""Fused QKV projection + RoPE + KV-cache append for one token (decode), on the decode matvec's
+inner loop.
 
     kernel("qkv_rope_decode", caps, fmt, hidden, n_heads, n_kv_heads, head_dim, group_size=32,
-           kv="f16", heads="qkv")
-      bindings and params: exactly qkv_rope's (shaders/qkv.py, OPS.md), so the driver swaps the
-      op name for decode steps; params {n_tok, pos}, n_tok must be 1 (grid refuses others)
+           kv="f16", heads="qkv", norm_eps=0.0)
+      bindings: x (1, hidden) f32 | [norm_w (hidden) f32 when norm_eps > 0] | wq_<parts>
+                (n_heads*hd, hidden) | wk_<parts> (n_kv*hd, hidden) | wv_<parts> (n_kv*hd, hidden)
+                | inv_freq (hd/2) f32 | q (1, n_heads*hd) f32 rw | k_cache, v_cache (max_ctx,
+                n_kv, hd) f16-packed or f32 rw | params {n_tok, pos}; only the bindings of the
+                projections in ``heads`` (inv_freq only with q or k); n_tok must be 1
       grid(n_tok=1) -> (units, 1, 1), units = (rows of the projections in heads) / R, folded into
       y past 65535; R = 8 rows per workgroup for q formats (4 where head_dim/2 is not a multiple
       of 4), 4 for f16 / f32
       q = rope(x Wq^T, pos); k_cache[pos] = rope(x Wk^T, pos); v_cache[pos] = x Wv^T
+      (rotate-half RoPE, HF layout; inv_freq from ModelConfig.rope_inv_freq())
 
-Why a second op: qkv_rope's token-blocked loop (4 token slots, looped dot, looped 16-slot
-reduction) wastes 3 of 4 slots at M = 1 and ran at 6 % of the copy roofline on an H100
-(docs/PERFORMANCE.md). This kernel is built from matvec's decode pieces (``x_chunk``,
-``chunk_dot`` / ``chunk_dot_i8``, ``weight_fns``, the reduction templates) and uses the same
-weight unpacking per format (``matvec.DECODE_UNPACK``: q4_0 int8 x + residual with dot4I8Packed,
-the others exact f32). A Q / K workgroup owns P rotate-half pairs (rows j .. j+P-1 and their
-partners j+HALF ..) of one head, so RoPE and the packed f16 K words need no other workgroup.
-Prefill stays on qkv_rope.
+``heads`` ("qkv", "q", "kv", "k", "v", "qk", "qv") selects the projections of one dispatch. Why:
+the fused kernel binds 8 storage buffers for f32/f16, 11 for q4_0/q8_0 and 14 for q4_1, above
+WebGPU's default maxStorageBuffersPerShaderStage of 8 (SwiftShader: 10). ``qkv_split(caps, fmt)``
+gives the fewest dispatches that fit ``caps.max_storage_buffers`` (["qkv"], ["q", "kv"] or
+["q", "k", "v"]); each keeps RoPE and the KV append fused. Prefill runs three tiled matmuls and
+``rope_append`` instead (the same cache store, ``rope_append.kv_store``).
+
+Why this shape: a decode step runs it once per layer instead of four dispatches (three matvecs +
+a rope/append pass, ~5 us each on an H200). It is built from matvec's decode pieces
+(``x_chunk``, ``chunk_dot`` / ``chunk_dot_i8``, ``weight_fns``, the reduction templates) and uses
+the same weight unpacking per format (``matvec.DECODE_UNPACK``: q4_0 int8 x + residual with
+dot4I8Packed, the others exact f32). A Q / K workgroup owns P rotate-half pairs (rows j .. j+P-1
+and their partners j+HALF ..) of one head, so RoPE and the packed f16 K words need no other
+workgroup.
 
 Pure Python (runs in Pyodide); numpy only inside the check-case functions.
 """
 
 from __future__ import annotations
 
-from modelfmt.formats import QUANTIZED
+from modelfmt.formats import PART_NAMES, QUANTIZED
 
 from .core import Binding, Caps, Kernel, KernelKey, UnsupportedKernel, load_template, render
 from .matvec import (DECODE_UNPACK, EPW, NORM_EPS_CASE, PK8_WGSL, binding_decls,
@@ -32,11 +42,47 @@ from .matvec import (DECODE_UNPACK, EPW, NORM_EPS_CASE, PK8_WGSL, binding_decls,
                      default_unpack, enables, eps_tag, fold_grid, norm_binding, norm_parts,
                      pick_vec, pow2_at_least, reduce_template, ref_normed, weight_bindings,
                      weight_fns, words_per_row, x_chunk, x_fns)
-from .qkv import HEADS, PARAMS, SECTIONS, _kv_store, _unit, ref_qkv_rope
 from .registry import Case, register, register_cases
-from .rope import ROPE_FN
+from .rope import PARAMS, ROPE_FN
+from .rope_append import kv_store
 
 OP = "qkv_rope_decode"
+
+
+SECTIONS = "qkv"          # section index 0 = Q, 1 = K, 2 = V (the template's ``sect``)
+HEADS = ("qkv", "q", "kv", "k", "v", "qk", "qv")
+SPLITS = (("qkv",), ("q", "kv"), ("q", "k", "v"))   # fewest dispatches first
+
+
+def storage_buffers(fmt: str, heads: str = "qkv") -> int:
+    """Storage buffers the kernel of ``heads`` binds: x, the weights' parts, inv_freq (q or k),
+    and one output per projection (q, k_cache, v_cache)."""
+    return 1 + len(PART_NAMES[fmt]) * len(heads) + (1 if set(heads) & {"q", "k"} else 0) + len(heads)
+
+
+def qkv_split(caps: Caps, fmt: str) -> list[str]:
+    """The ``heads`` of each qkv_rope_decode dispatch of a layer: the fewest that all fit
+    ``caps.max_storage_buffers`` (["qkv"] where the fused kernel does)."""
+    for split in SPLITS:
+        if all(storage_buffers(fmt, h) <= caps.max_storage_buffers for h in split):
+            return list(split)
+    raise UnsupportedKernel(f"{OP}: even one projection per dispatch binds "
+                            f"{max(storage_buffers(fmt, h) for h in SPLITS[-1])} storage buffers "
+                            f"({fmt}); this GPU allows {caps.max_storage_buffers}")
+
+
+def _unit(secs: str, sizes: dict) -> str:
+    """WGSL: ``sect`` (0 Q, 1 K, 2 V) and ``v`` (unit within its section) of workgroup unit u."""
+    ks = [SECTIONS.index(h) for h in secs]
+    n = [sizes[h] for h in secs]
+    if len(secs) == 1:
+        return f"    let sect = {ks[0]}u;\n    let v = u;"
+    if len(secs) == 2:
+        return (f"    let sect = select({ks[1]}u, {ks[0]}u, u < {n[0]}u);\n"
+                f"    let v = u - select({n[0]}u, 0u, u < {n[0]}u);")
+    a, b = n[0], n[0] + n[1]
+    return (f"    let sect = select(select({ks[2]}u, {ks[1]}u, u < {b}u), {ks[0]}u, u < {a}u);\n"
+            f"    let v = u - select(select({b}u, {a}u, u < {b}u), 0u, u < {a}u);")
 
 
 def _accum(fmt: str, heads: str, vec: int, r: int, xs: list[str], mask: bool, i8: int) -> list[str]:
@@ -149,7 +195,6 @@ def build_qkv_rope_decode(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_
                           ("g", group_size), ("kv", 16 if kv == "f16" else 32))
                     + ((("s", sum(1 << SECTIONS.index(h) for h in heads)),) if heads != "qkv" else ())
                     + extra)
-    # bindings: qkv_rope's, name for name and in its order
     kv_ty = "u32" if kv == "f16" else "f32"
     kv_doc = f"(max_ctx, n_kv_heads, head_dim) {kv}" + (" packed 2 per u32" if kv == "f16" else "")
     binds = [(Binding("x", "read", "(n_tok = 1, hidden) f32" + (" as vec4" if xvec == 4 else "")),
@@ -183,7 +228,7 @@ def build_qkv_rope_decode(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_
         "WFNS": "".join(weight_fns(fmt, f"w{h}_", vec) for h in heads) + (PK8_WGSL if i8 else ""),
         "REDVARS": reduce_template(sg, bool(nrm)),
         "ROPE_FN": ROPE_FN if set(heads) & {"q", "k"} else "",
-        "KV_STORE": _kv_store(kv, heads),
+        "KV_STORE": kv_store(kv, heads),
         "SGARGS": (",\n        @builtin(subgroup_invocation_id) sg_lane: u32,"
                    "\n        @builtin(subgroup_size) sg_size: u32") if sg else "",
         "UNIT": _unit(heads, sizes), "ROWS_DECL": "\n".join(rows_decl),
@@ -197,7 +242,7 @@ def build_qkv_rope_decode(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_
     def grid(n_tok=1, **_):
         if n_tok != 1:
             raise UnsupportedKernel(f"{OP}: decode kernel got n_tok={n_tok}; it computes one "
-                                    f"token (use qkv_rope for prefill)")
+                                    f"token (prefill: matmul + rope_append)")
         return (gx, gy, 1)
 
     meta = {"grid": grid, "rows_per_wg": r}
@@ -205,6 +250,19 @@ def build_qkv_rope_decode(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_
         meta["language_features"] = ("packed_4x8_integer_dot_product",)
     return Kernel(key=key, wgsl=src, bindings=bindings, params=PARAMS, workgroup_size=(wg, 1, 1),
                   features=("subgroups",) if sg else (), meta=meta)
+
+
+# ---- numpy reference ----
+def ref_qkv_rope(x, wq, wk, wv, inv_freq, n_heads, n_kv_heads, head_dim, pos):
+    """x (n_tok, hidden); w* dequantized (rows, hidden) -> (q, k, v) float64, q/k roped."""
+    import numpy as np
+
+    from .rope import ref_rope
+    x = np.asarray(x, np.float64)
+    q = ref_rope(x @ np.asarray(wq, np.float64).T, n_heads, head_dim, pos, inv_freq)
+    k = ref_rope(x @ np.asarray(wk, np.float64).T, n_kv_heads, head_dim, pos, inv_freq)
+    v = x @ np.asarray(wv, np.float64).T
+    return q, k, v
 
 
 # ---- check cases ----

@@ -50,7 +50,7 @@ def kernel(op: str, caps: Caps, **dims) -> Kernel:
         _CACHE[ck] = k
     # checked here, for every op: a layout over the limit would only fail at pipeline creation
     if k.storage_buffers > caps.max_storage_buffers:
-        hint = " (split it: shaders.qkv_split)" if op in ("qkv_rope", "qkv_rope_decode") else ""
+        hint = " (split it: shaders.qkv_split)" if op == "qkv_rope_decode" else ""
         raise UnsupportedKernel(f"{op}: {k.slug} binds {k.storage_buffers} storage buffers, this "
                                 f"GPU allows {caps.max_storage_buffers} per shader stage "
                                 f"(maxStorageBuffersPerShaderStage){hint}")

@@ -8,12 +8,12 @@ projection when it runs as three tiled matmuls.
       q[t] = rope(q[t], pos + t); k_cache[pos + t] = rope(k_new[t], pos + t);
       v_cache[pos + t] = v_new[t]
 
-Why: qkv_rope's token-blocked loop re-reads its weights once per 4 tokens and took 63 % of an
-8B-shape 512-token prefill on an H200 (docs/PERFORMANCE.md, ``driver bench --profile``); the
-tiled matmul does the same projections at its own FLOP rate and this pass adds one cheap
+Why: a fused QKV + RoPE prefill kernel with a token-blocked loop (the former ``qkv_rope``)
+re-read its weights once per 4 tokens and took 63 % of an 8B-shape 512-token prefill on an H200
+(docs/PERFORMANCE.md, ``driver bench --profile``); the tiled matmul does the same projections at its own FLOP rate and this pass adds one cheap
 elementwise dispatch. Decode keeps the fused qkv_rope_decode. The angle arithmetic is rope's
-(``ROPE_FN``) and the cache stores are qkv_rope's (``_kv_store``), so both paths write the same
-bits for the same projections.
+(``ROPE_FN``) and the cache store (``kv_store``, here) is shared with qkv_rope_decode, so both
+paths write the same bits for the same projections.
 
 Pure Python (runs in Pyodide); numpy only inside the check cases.
 """
@@ -21,12 +21,30 @@ Pure Python (runs in Pyodide); numpy only inside the check cases.
 from __future__ import annotations
 
 from .core import Binding, Caps, Kernel, KernelKey, UnsupportedKernel, load_template, render
-from .qkv import PARAMS, _kv_store
 from .registry import Case, register, register_cases
-from .rope import ROPE_FN
+from .rope import PARAMS, ROPE_FN
 
 OP = "rope_append"
 WG = 64
+
+
+def kv_store(kv: str, secs: str) -> str:
+    """store_kv(which 0 = k / 1 = v, even element index e, (value e, value e + 1)), over the
+    caches this kernel binds ('' when it binds none)."""
+    if kv == "f16":
+        put = {"k": "k_cache[e / 2u] = pack2x16float(val);",
+               "v": "v_cache[e / 2u] = pack2x16float(val);"}
+    else:
+        put = {"k": "k_cache[e] = val.x; k_cache[e + 1u] = val.y;",
+               "v": "v_cache[e] = val.x; v_cache[e + 1u] = val.y;"}
+    have = [h for h in "kv" if h in secs]
+    if not have:
+        return ""
+    if len(have) == 1:
+        body = f"    {put[have[0]]}\n"
+    else:
+        body = f"    if (which == 0u) {{ {put['k']} }}\n    else {{ {put['v']} }}\n"
+    return f"\nfn store_kv(which: u32, e: u32, val: vec2<f32>) {{\n{body}}}\n"
 
 
 @register(OP)
@@ -42,7 +60,7 @@ def build_rope_append(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int,
     src = render(load_template(OP), {
         "KV": kv, "KV_TY": "u32" if kv == "f16" else "f32", "PARAMS": PARAMS.wgsl(),
         "N_HEADS": n_heads, "N_KV": n_kv_heads, "HEAD_DIM": head_dim, "WG": WG,
-        "ROPE_FN": ROPE_FN, "KV_STORE": _kv_store(kv, "kv")}, key.slug())
+        "ROPE_FN": ROPE_FN, "KV_STORE": kv_store(kv, "kv")}, key.slug())
     units = (n_heads + n_kv_heads) * head_dim // 2
     kv_doc = f"(max_ctx, n_kv_heads, head_dim) {kv}" + (" packed 2 per u32" if kv == "f16" else "")
     return Kernel(key=key, wgsl=src, params=PARAMS, workgroup_size=(WG, 1, 1), bindings=(

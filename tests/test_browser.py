@@ -27,7 +27,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 # Core WebGPU on Chromium's SwiftShader (the project's browser-test setup: only --enable-unsafe-webgpu for WebGPU).
-# Its adapter allows 10 storage buffers per shader stage: the driver splits qkv_rope to fit (shaders.qkv_split).
+# Its adapter allows 10 storage buffers per shader stage: the driver splits qkv_rope_decode to fit (shaders.qkv_split).
 FLAGS = ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--enable-unsafe-webgpu"]
 PROMPT_IDS = [128000, 9906, 1917, 374]
@@ -179,7 +179,7 @@ def test_tiny_model_greedy_ids_match_native(browser, site, native_tiny):
     assert info["mode"] == "core (software fallback)", info["mode"]
     assert "swiftshader" in browser["page"].text_content("#adapter") and \
         info["mode"] in browser["page"].text_content("#adapter")
-    # SwiftShader allows 10 storage buffers per stage, the fused q4_0 qkv_rope binds 11: the page splits it
+    # SwiftShader allows 10 storage buffers per stage, the fused q4_0 qkv_rope_decode binds 11: the page splits it
     # in two dispatches a layer (q, kv) where the native lavapipe device (32) runs it fused
     assert native_tiny["qkv"] == ["qkv"]
     assert info["dispatches_per_token"] == native_tiny["dispatches"] + native_tiny["layers"]

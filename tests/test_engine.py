@@ -166,7 +166,7 @@ def test_decode_dispatch_count(q4_engine):
 def test_storage_buffer_limit_splits_qkv_same_results(q4_engine, backend, monkeypatch, limit,
                                                       split, unfused):
     """A device allowing only ``limit`` storage buffers per stage (WebGPU's default is 8, the
-    fused q4_0 qkv_rope binds 11): qkv_rope runs split, and where a fused RMSNorm does not fit
+    fused q4_0 qkv_rope_decode binds 11): it runs split, and where a fused RMSNorm does not fit
     (8: the kv kernel; 6: gate_up) the norm is its own dispatch (``unfused`` per layer). The
     ids equal the fused run's and the logits agree to float rounding (the norm's sum of squares
     is reduced in another order)."""

@@ -1,6 +1,6 @@
-"""Attention, RoPE, norms and qkv_rope beyond the generic case runner: the split-K chunk layout,
+"""Attention, RoPE, norms and qkv_rope_decode beyond the generic case runner: the split-K chunk layout,
 named refusals, the variants browsers get (default and compatibility-mode limits) for real model
-shapes, prefill/decode agreement on the GPU, and qkv_rope -> attention through one shared KV cache.
+shapes, prefill/decode agreement on the GPU, and qkv_rope_decode -> attention through one shared KV cache.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import shaders
-from shaders import attention, qkv, rope
+from shaders import attention, qkv_decode, rope
 
 MODELS = {  # (hidden, n_heads, n_kv_heads, head_dim)
     "llama3-8b": (4096, 32, 8, 128),
@@ -45,17 +45,17 @@ def test_refusals_name_op_and_reason():
                        n_kv_heads=4, head_dim=128)
     with pytest.raises(shaders.UnsupportedKernel, match="rope"):
         shaders.kernel("rope", c, n_heads=2, head_dim=63)
-    with pytest.raises(shaders.UnsupportedKernel, match="qkv_rope"):
-        shaders.kernel("qkv_rope", c, fmt="q4_0", hidden=100, n_heads=2, n_kv_heads=1,
+    with pytest.raises(shaders.UnsupportedKernel, match="qkv_rope_decode"):
+        shaders.kernel("qkv_rope_decode", c, fmt="q4_0", hidden=100, n_heads=2, n_kv_heads=1,
                        head_dim=64)   # 100 columns: not a multiple of the group size
     with pytest.raises(shaders.UnsupportedKernel, match="rmsnorm"):
         shaders.kernel("rmsnorm", c, hidden=0)
-    with pytest.raises(shaders.UnsupportedKernel, match="qkv_rope.*14 storage buffers.*allows 8"):
-        shaders.kernel("qkv_rope", c, fmt="q4_1", hidden=64, n_heads=2, n_kv_heads=1, head_dim=64)
+    with pytest.raises(shaders.UnsupportedKernel, match="qkv_rope_decode.*14 storage buffers.*allows 8"):
+        shaders.kernel("qkv_rope_decode", c, fmt="q4_1", hidden=64, n_heads=2, n_kv_heads=1, head_dim=64)
     with pytest.raises(shaders.UnsupportedKernel, match="gate_up.*8 storage buffers.*allows 7"):
         shaders.kernel("gate_up", replace(c, max_storage_buffers=7), fmt="q4_1", ffn=64, hidden=64)
     with pytest.raises(shaders.UnsupportedKernel, match="heads"):
-        shaders.kernel("qkv_rope", c, fmt="f32", hidden=64, n_heads=2, n_kv_heads=1, head_dim=64,
+        shaders.kernel("qkv_rope_decode", c, fmt="f32", hidden=64, n_heads=2, n_kv_heads=1, head_dim=64,
                        heads="vq")
 
 
@@ -67,7 +67,7 @@ def test_qkv_split_fewest_dispatches_that_fit(fmt, limit, split):
     caps = shaders.Caps(max_storage_buffers=limit)
     assert shaders.qkv_split(caps, fmt) == split
     for h in split:   # the count qkv_split uses is the kernel's own
-        k = shaders.kernel("qkv_rope", caps, fmt=fmt, hidden=64, n_heads=2, n_kv_heads=1,
+        k = shaders.kernel("qkv_rope_decode", caps, fmt=fmt, hidden=64, n_heads=2, n_kv_heads=1,
                            head_dim=64, heads=h)
         assert k.storage_buffers <= limit and {b.name[:2] for b in k.bindings} >= {f"w{x}" for x in h}
     with pytest.raises(shaders.UnsupportedKernel, match="storage buffers"):
@@ -91,8 +91,8 @@ def test_model_shapes_build_within_browser_limits(model, limits):
     ks = [shaders.kernel(op, caps, n_heads=nh, n_kv_heads=nkv, head_dim=hd, kv=kv)
           for op in ("attention_decode", "attention_combine", "attention_prefill")
           for kv in ("f16", "f32")]
-    # qkv_rope split to fit maxStorageBuffersPerShaderStage (8 by default: q4_* need a split)
-    ks += [shaders.kernel("qkv_rope", caps, fmt=f, hidden=hidden, n_heads=nh, n_kv_heads=nkv,
+    # qkv_rope_decode split to fit maxStorageBuffersPerShaderStage (8 by default: q4_* need a split)
+    ks += [shaders.kernel("qkv_rope_decode", caps, fmt=f, hidden=hidden, n_heads=nh, n_kv_heads=nkv,
                           head_dim=hd, heads=h) for f in ("q4_0", "q4_1", "q8_0", "f16", "f32")
            for h in shaders.qkv_split(caps, f)]
     ks += [shaders.kernel("rope", caps, n_heads=nh, head_dim=hd),
@@ -142,7 +142,7 @@ def test_prefill_last_row_equals_decode(gpu, kv):
 
 @pytest.mark.gpu
 def test_qkv_rope_then_decode_attention_share_the_cache(gpu):
-    """One decode step of one layer: qkv_rope appends k/v at pos into an f16 cache that already
+    """One decode step of one layer: qkv_rope_decode appends k/v at pos into an f16 cache that already
     holds pos positions, attention_decode/combine read it; numpy does the same in float64."""
     from shaders import harness
 
@@ -158,7 +158,7 @@ def test_qkv_rope_then_decode_attention_share_the_cache(gpu):
     kc = rng.standard_normal((pos + 4, nkv, hd)).astype(np.float16)
     vc = rng.standard_normal((pos + 4, nkv, hd)).astype(np.float16)
     dims = dict(n_heads=nh, n_kv_heads=nkv, head_dim=hd, kv="f16")
-    kq = shaders.kernel("qkv_rope", caps, fmt=fmt, hidden=hidden, group_size=32, **dims)
+    kq = shaders.kernel("qkv_rope_decode", caps, fmt=fmt, hidden=hidden, group_size=32, **dims)
     k1, k2 = (shaders.kernel("attention_decode", caps, **dims),
               shaders.kernel("attention_combine", caps, **dims))
     ctx = pos + 1
@@ -167,7 +167,7 @@ def test_qkv_rope_then_decode_attention_share_the_cache(gpu):
          (k1, {"ctx": ctx}, k1.meta["grid"](ctx=ctx)), (k2, {"ctx": ctx}, k2.meta["grid"]())],
         {**bufs, "x": x, "inv_freq": inv, "q": nh * hd * 4, "k_cache": kc, "v_cache": vc,
          "part": k1.meta["part_bytes"], "out": nh * hd * 4}, ["out"])
-    q, k, v = qkv.ref_qkv_rope(x, w["wq"], w["wk"], w["wv"], inv, nh, nkv, hd, pos)
+    q, k, v = qkv_decode.ref_qkv_rope(x, w["wq"], w["wk"], w["wv"], inv, nh, nkv, hd, pos)
     kc64, vc64 = kc.astype(np.float64), vc.astype(np.float64)
     kc64[pos] = k.reshape(nkv, hd).astype(np.float16)   # the cache stores f16
     vc64[pos] = v.reshape(nkv, hd).astype(np.float16)

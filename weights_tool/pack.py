@@ -314,7 +314,7 @@ def _pack(src: Source, out: Path, quant: str, G: int, shard_bytes: int, force: b
             "generation": generation,
             "requirements": {"max_storage_buffer_binding_size": largest,
                              "max_buffer_size": largest,
-                             # qkv_rope splits to fit; gate_up q4_1 binds 8 (WebGPU's default)
+                             # qkv_rope_decode splits to fit; gate_up q4_1 binds 8 (WebGPU's default)
                              "max_storage_buffers_per_shader_stage": min_storage_buffers(
                                  e["dtype"] for e in tensors.values() if "dtype" in e),
                              "features": []},
