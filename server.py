@@ -30,9 +30,10 @@ from pathlib import Path
 
 from flask import Flask, Response, jsonify, request
 
+from modelfmt import manifest
+
 REPO = Path(__file__).resolve().parent
 CHUNK = 256 * 1024
-MANIFEST_FORMAT = "llama3-webgpu"
 
 MIME = {
     ".html": "text/html; charset=utf-8",
@@ -177,7 +178,8 @@ def send_file_safely(path: Path) -> Response:
 # ---- model list ----
 
 def read_manifest(folder: Path) -> dict | None:
-    """The folder's manifest if it is a valid llama3-webgpu v1 manifest whose shards are all present."""
+    """The folder's manifest if it is one of this format and version (``modelfmt.manifest``) whose shards are all
+    present with their sizes (listing stays cheap: the page verifies every shard's sha256 itself)."""
     path = safe_file(folder, "manifest.json")
     if path is None:
         return None
@@ -185,7 +187,7 @@ def read_manifest(folder: Path) -> dict | None:
         m = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT or m.get("format_version") != 1:
+    if manifest.header_problem(m) is not None:
         return None
     shards = m.get("shards")
     if not isinstance(shards, list) or not shards:

@@ -2,8 +2,9 @@
 
 Pure Python over ``driver.gpu`` (numpy only in the native ``logits`` helper, imported lazily).
 One async core (``Engine.load_async``, ``Engine.generate_async``) is shared with the browser; the
-sync wrappers (``Engine.load``, ``generate``, ``chat``, ``complete``, ``logits``) run it on an
-event loop owned by the engine, for native use.
+sync wrappers (``generate``, ``chat``, ``complete``, ``logits``) run it on an event loop owned by
+the engine, for native use. Loading a folder or a ``synth:`` model on the wgpu-py backend is
+``driver.native.load`` (this module knows no backend and no file system).
 
 A decode step is: one uniform write, one submit (one command encoder), and a 4-byte map of the
 sampled id. The id never leaves the GPU on the critical path: the sample kernel writes it where
@@ -21,28 +22,13 @@ from collections import deque
 
 from . import gpu as g
 from .graph import RING, Graph
-from .loader import ContextOverflow, FolderSource, ModelError, ModelSource, upload_weights, \
-    validate_manifest
+from .loader import ContextOverflow, ModelError, ModelSource, upload_weights, validate_manifest
 from .sampler import BadOption, Sampling
 
 DEFAULT_MAX_CONTEXT = 4096
 KV_FORMATS = ("f16", "f32")
 
 __all__ = ["BadOption", "ContextOverflow", "Engine", "ModelError"]
-
-
-def open_source(model) -> ModelSource:
-    """A ModelSource as is, ``synth:PRESET:QUANT`` (random weights, bench), or a folder."""
-    if isinstance(model, ModelSource):
-        return model
-    s = str(model)
-    if s.startswith("synth:"):
-        from .native.synthetic import SyntheticSource
-        parts = s.split(":")
-        if len(parts) != 3:
-            raise ModelError(f"{s}: expected synth:PRESET:QUANT, e.g. synth:llama3.2-1b-shape:q4_0")
-        return SyntheticSource(parts[1], parts[2])
-    return FolderSource(model)
 
 
 class Engine:
@@ -85,22 +71,6 @@ class Engine:
             f16_math = (m.get("quant") or {}).get("scheme") != "f32"
         graph = Graph(gpu, m, cfg, bufs, max_ctx=max_ctx, kv=kv, chunk=chunk, f16_math=f16_math)
         return cls(gpu, source, cfg, graph, max_ctx, kv)
-
-    @classmethod
-    def load(cls, model_dir, *, backend: g.GPU | None = None, max_context: int | None = None,
-             kv: str = "f16", chunk: int | None = None, progress=None,
-             f16_math: bool | None = None) -> "Engine":
-        """Native: load a packed model folder on the wgpu-py backend (or ``backend``)."""
-        loop = asyncio.new_event_loop()
-        source = open_source(model_dir)
-        if backend is None:
-            from .native.backend_wgpu import WgpuBackend
-            backend = loop.run_until_complete(WgpuBackend.create())
-        eng = loop.run_until_complete(cls.load_async(source, backend, max_context=max_context,
-                                                     kv=kv, chunk=chunk, progress=progress,
-                                                     f16_math=f16_math))
-        eng._loop = loop
-        return eng
 
     # ---- facts ----
     @property
@@ -254,6 +224,10 @@ class Engine:
         return rows
 
     # ---- sync wrappers (native) ----
+    def adopt_loop(self, loop) -> None:
+        """Run the sync wrappers on ``loop`` (the one the engine was loaded on; closed by close)."""
+        self._loop = loop
+
     def _run(self, coro):
         if self._loop is None:
             self._loop = asyncio.new_event_loop()

@@ -19,10 +19,17 @@ T prefill chunk rows, C max context.
 
 from __future__ import annotations
 
+from modelfmt.manifest import resolve
+
 from . import gpu as g
-from .loader import ModelError, resolve
+from .loader import ModelError
 from .plan import Dyn, PipelineCache, Recorder
 
+# Every op this graph dispatches (``Graph.kernel`` refuses any other): the storage-buffer requirement
+# of a manifest (modelfmt.manifest.MIN_STORAGE_BUFFERS) is computed from this declaration.
+OPS = ("embed", "rmsnorm", "add_rmsnorm", "matmul", "matvec", "gate_up", "rope_append",
+       "qkv_rope_decode", "attention_prefill", "attention_decode", "attention_combine", "sample",
+       "sample_select")
 RING = 4          # readback buffers for sampled ids (pipelined steps in flight <= RING - 1)
 SLOTS = 4096      # uniform slices available to all recorders together
 
@@ -93,6 +100,8 @@ class Graph:
 
     # ---- helpers ----
     def kernel(self, op: str, **dims):
+        if op not in OPS:
+            raise ValueError(f"op {op!r} is not declared in driver.graph.OPS")
         try:
             return self.shaders.kernel(op, self.caps, **dims)
         except self.shaders.UnsupportedKernel as e:   # e.g. a storage-buffer limit below 6

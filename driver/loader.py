@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from modelfmt import formats
+from modelfmt import formats, manifest
+from modelfmt.config import ModelConfig
+
 from . import gpu as g
-from modelfmt.config import ConfigError, ModelConfig
 
 UPLOAD_PIECE = 8 << 20  # bytes per write_buffer while uploading a shard
 
@@ -21,59 +22,23 @@ UPLOAD_PIECE = 8 << 20  # bytes per write_buffer while uploading a shard
 class ModelError(ValueError):
     """A model folder or manifest we cannot load: the message says what, where, what to do."""
 
+    kind = "model"
+    hint = "Re-pack the model with `python -m weights_tool pack SRC OUT`, or pick another one."
+
 
 class ContextOverflow(ValueError):
     """prompt + max_tokens do not fit in the context the KV cache was sized for."""
 
+    kind = "context-overflow"
+    hint = "Shorten the conversation, lower max_tokens, or load the model with a larger context."
+
 
 def validate_manifest(m: dict, where: str) -> ModelConfig:
-    """Check the manifest's format, version and tensor set; return its ModelConfig."""
-    if not isinstance(m, dict):
-        raise ModelError(f"{where}: manifest must hold a JSON object")
-    if m.get("format") != formats.MANIFEST_FORMAT:
-        raise ModelError(f"{where}: format is {m.get('format')!r}, expected "
-                         f"{formats.MANIFEST_FORMAT!r}; pack the model with "
-                         "`python -m weights_tool pack`")
-    if m.get("format_version") != formats.MANIFEST_VERSION:
-        raise ModelError(f"{where}: format_version {m.get('format_version')!r} is not supported "
-                         f"(this driver reads {formats.MANIFEST_VERSION}); re-pack the model")
-    for key in ("config", "tensors", "shards"):
-        if key not in m:
-            raise ModelError(f"{where}: manifest lacks {key!r}; re-pack the model")
+    """The manifest's ModelConfig (modelfmt.manifest's rules), or ModelError naming the problem."""
     try:
-        cfg = ModelConfig.from_json(m["config"])
-    except (ConfigError, TypeError) as e:
-        raise ModelError(f"{where}: bad config: {e}") from None
-    tensors = m["tensors"]
-    n_shards = len(m["shards"])
-    for name, shape in formats.expected_tensors(cfg).items():
-        t = tensors.get(name)
-        if t is None:
-            raise ModelError(f"{where}: tensor {name!r} is missing; re-pack the model")
-        if "alias" in t:
-            if t["alias"] not in tensors or "alias" in tensors[t["alias"]]:
-                raise ModelError(f"{where}: tensor {name!r} aliases unknown {t['alias']!r}")
-            t = tensors[t["alias"]]
-        if tuple(t.get("shape", ())) != tuple(shape):
-            raise ModelError(f"{where}: tensor {name!r} has shape {t.get('shape')}, the config "
-                             f"needs {list(shape)}")
-        if t.get("dtype") not in formats.FORMATS:
-            raise ModelError(f"{where}: tensor {name!r} has unknown dtype {t.get('dtype')!r}")
-        for blk in t.get("blocks", []):
-            for pn, p in blk["parts"].items():
-                if pn not in formats.PART_NAMES[t["dtype"]]:
-                    raise ModelError(f"{where}: tensor {name!r} has unknown part {pn!r}")
-                if not (0 <= p["shard"] < n_shards) or p["offset"] % formats.PART_ALIGN:
-                    raise ModelError(f"{where}: tensor {name!r} part {pn!r} has a bad location")
-        if not t.get("blocks"):
-            raise ModelError(f"{where}: tensor {name!r} has no blocks")
-    return cfg
-
-
-def resolve(m: dict, name: str) -> dict:
-    """The tensor entry of ``name``, following an alias (tied embeddings)."""
-    t = m["tensors"][name]
-    return m["tensors"][t["alias"]] if "alias" in t else t
+        return manifest.validate(m, where)
+    except manifest.ManifestError as e:
+        raise ModelError(f"{e}; re-pack the model with `python -m weights_tool pack`") from None
 
 
 class ModelSource:

@@ -35,9 +35,6 @@ QUANTIZED = ("q4_0", "q4_1", "q8_0")
 PART_ALIGN = 256                     # minStorageBufferOffsetAlignment default
 MAX_PART_BYTES = 128 * 1024 * 1024   # maxStorageBufferBindingSize default (128 MiB)
 
-MANIFEST_FORMAT = "llama3-webgpu"
-MANIFEST_VERSION = 1
-
 
 def pad4(n: int) -> int:
     return (n + 3) & ~3

@@ -47,10 +47,11 @@ def qkv_split(caps: Caps, fmt: str) -> list[str]:
     return split(caps, fmt)
 
 
-def min_storage_buffers(fmts) -> int:
-    """Least maxStorageBuffersPerShaderStage the engine's kernels need (see shaders.limits)."""
+def min_storage_buffers(ops, fmt: str) -> int:
+    """Least maxStorageBuffersPerShaderStage a graph of ``ops`` needs for ``fmt`` weights
+    (shaders.limits)."""
     from .limits import min_storage_buffers as need
-    return need(fmts)
+    return need(ops, fmt)
 
 
 def all_ops() -> list[str]:

@@ -1,41 +1,53 @@
-"""Storage-buffer budget: the least maxStorageBuffersPerShaderStage the engine's kernels need.
+"""Storage-buffer budget: the least maxStorageBuffersPerShaderStage a set of ops needs.
 
 Pure Python (runs in Pyodide). Every kernel counts its storage bindings (``Kernel.storage_buffers``)
-and ``shaders.kernel`` refuses one above ``caps.max_storage_buffers``; qkv_rope_decode splits into up to
-three dispatches (``shaders.qkv_decode.qkv_split``) to fit. ``min_storage_buffers`` is what a model's
-manifest states in ``requirements`` so that the page can refuse a GPU before downloading anything.
+and ``shaders.kernel`` refuses one above ``caps.max_storage_buffers``; qkv_rope_decode splits into
+up to three dispatches (``shaders.qkv_decode.qkv_split``) to fit. ``min_storage_buffers(ops, fmt)``
+builds each op at small probe dims and counts: the driver's graph declares its ops
+(``driver.graph.OPS``), and ``modelfmt.manifest.MIN_STORAGE_BUFFERS`` is this function over them,
+per weight format (tests/test_layers.py recomputes it), so the page can refuse a GPU before
+downloading anything.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from .core import Caps
+from .core import Caps, UnsupportedKernel
 
 WEBGPU_DEFAULT = 8   # maxStorageBuffersPerShaderStage every core WebGPU adapter offers
+_ATT = dict(n_heads=2, n_kv_heads=1, head_dim=64)
 
 
-def min_storage_buffers(fmts) -> int:
-    """The most storage buffers one dispatch of the driver's graph binds for weights in ``fmts``
-    (format names), with qkv_rope_decode split as finely as it goes: a device allowing fewer cannot run
-    the model. Counted from the kernels themselves (built at small dims)."""
-    from . import kernel
+def _probes(op: str) -> list[dict]:
+    """Small dims that build ``op`` in every variant the driver may dispatch (the weight format is
+    added by the caller): fused RMSNorms left out (the driver falls back to unfused ones where a
+    fused kernel does not fit) and qkv_rope_decode split as finely as it goes."""
     from .qkv_decode import SPLITS
+    return {
+        "attention_decode": [_ATT], "attention_combine": [_ATT], "attention_prefill": [_ATT],
+        "rope_append": [_ATT], "sample": [{"vocab": 64}], "sample_select": [{"vocab": 64}],
+        "rmsnorm": [{"hidden": 64}], "add_rmsnorm": [{"hidden": 64}],
+        "embed": [{"hidden": 64}], "matvec": [{"rows": 64, "cols": 64}],
+        "matmul": [{"rows": 64, "cols": 64}],
+        "gate_up": [{"ffn": 64, "hidden": 64, "decode": d} for d in (0, 1)],
+        "qkv_rope_decode": [{"hidden": 64, **_ATT, "heads": h} for h in SPLITS[-1]],
+    }.get(op, [])
 
+
+WEIGHT_OPS = ("embed", "matvec", "matmul", "gate_up", "qkv_rope_decode")   # take fmt, group_size
+
+
+def min_storage_buffers(ops, fmt: str) -> int:
+    """The most storage buffers one dispatch of ``ops`` binds for weights in format ``fmt``: a
+    device allowing fewer cannot run a graph of these ops. Counted from the kernels themselves."""
+    from . import kernel
     caps = replace(Caps(), max_storage_buffers=1 << 20)
-    att = dict(n_heads=2, n_kv_heads=1, head_dim=64)
-    need = [kernel(op, caps, **att).storage_buffers
-            for op in ("attention_decode", "attention_combine", "attention_prefill")]
-    need += [kernel(op, caps, **d).storage_buffers
-             for op, d in (("sample", {"vocab": 64}), ("sample_select", {"vocab": 64}),
-                           ("rmsnorm", {"hidden": 64}), ("add_rmsnorm", {"hidden": 64}))]
-    for fmt in sorted(set(fmts)):
-        w = dict(fmt=fmt, group_size=32)
-        need += [kernel("gate_up", caps, ffn=64, hidden=64, decode=d, **w).storage_buffers
-                 for d in (0, 1)]
-        need += [kernel(op, caps, rows=64, cols=64, **w).storage_buffers
-                 for op in ("matvec", "matmul")]
-        need.append(kernel("embed", caps, hidden=64, **w).storage_buffers)
-        need.append(max(kernel("qkv_rope_decode", caps, hidden=64, **att, heads=h, **w).storage_buffers
-                        for h in SPLITS[-1]))
-    return max(need)
+    need = 0
+    for op in ops:
+        probes = _probes(op)
+        if not probes:
+            raise UnsupportedKernel(f"{op}: no probe dims in shaders/limits.py; add them")
+        w = {"fmt": fmt, "group_size": 32} if op in WEIGHT_OPS else {}
+        need = max([need] + [kernel(op, caps, **d, **w).storage_buffers for d in probes])
+    return need

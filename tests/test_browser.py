@@ -139,7 +139,7 @@ def open_and_load(browser, site, model: str, timeout_s: float = 300) -> dict:
 def native(code: str):
     """Run the native driver in a child process (Playwright's sync API owns this process's event loop)."""
     import json
-    r = subprocess.run([sys.executable, "-c", "import json, sys\nfrom driver import Engine\n" + code],
+    r = subprocess.run([sys.executable, "-c", "import json, sys\nfrom driver.native import load\n" + code],
                        capture_output=True, text=True, cwd=REPO, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -147,7 +147,7 @@ def native(code: str):
 
 @pytest.fixture(scope="module")
 def native_tiny(site):
-    return native(f"e = Engine.load({str(site['models'] / 'tiny')!r})\n"
+    return native(f"e = load({str(site['models'] / 'tiny')!r})\n"
                   f"ids = list(e.generate({PROMPT_IDS}, max_tokens={TINY_TOKENS}, temperature=0.0))\n"
                   "print(json.dumps({'ids': ids, 'dispatches': e.dispatches_per_token, "
                   "'layers': e.cfg.num_hidden_layers, 'qkv': e.graph.qkv_heads('q4_0')}))")
@@ -254,13 +254,13 @@ def test_stop_button_mid_chat(browser, site):
 
 @pytest.fixture(scope="module")
 def native_chat_text(site):
-    return native(f"e = Engine.load({str(site['models'] / SMOL)!r})\n"
+    return native(f"e = load({str(site['models'] / SMOL)!r})\n"
                   f"print(json.dumps(''.join(e.chat({CHAT!r}, max_tokens={CHAT_TOKENS}, temperature=0.0))))")
 
 
 @pytest.fixture(scope="module")
 def native_smol_ids(site):
-    return native(f"e = Engine.load({str(site['models'] / SMOL)!r})\n"
+    return native(f"e = load({str(site['models'] / SMOL)!r})\n"
                   f"print(json.dumps(list(e.generate({SMOL_PROMPT}, max_tokens={SMOL_TOKENS}, temperature=0.0))))")
 
 

@@ -17,7 +17,8 @@ import pytest
 
 pytest.importorskip("wgpu", reason="wgpu-py is not installed")
 
-from driver.engine import BadOption, ContextOverflow, Engine, ModelError  # noqa: E402
+from driver.engine import BadOption, ContextOverflow, ModelError  # noqa: E402
+from driver.native import load  # noqa: E402
 from driver.native.reference import Reference  # noqa: E402
 
 pytestmark = pytest.mark.gpu
@@ -58,12 +59,12 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def f32_engine(models, backend):
     # chunk 16: a 40-token prompt takes three prefill chunks
-    return Engine.load(models["f32"], backend=backend, max_context=96, kv="f32", chunk=16)
+    return load(models["f32"], backend=backend, max_context=96, kv="f32", chunk=16)
 
 
 @pytest.fixture(scope="module")
 def q4_engine(models, backend):
-    return Engine.load(models["q4_0"], backend=backend, max_context=96, kv="f16", chunk=16)
+    return load(models["q4_0"], backend=backend, max_context=96, kv="f16", chunk=16)
 
 
 def _ids(n, seed=0, vocab=256):
@@ -172,7 +173,7 @@ def test_storage_buffer_limit_splits_qkv_same_results(q4_engine, backend, monkey
     is reduced in another order)."""
     from dataclasses import replace
     monkeypatch.setattr(backend, "caps", replace(backend.caps, max_storage_buffers=limit))
-    low = Engine.load(q4_engine.source.folder, backend=backend, max_context=96, kv="f16", chunk=16)
+    low = load(q4_engine.source.folder, backend=backend, max_context=96, kv="f16", chunk=16)
     assert low.graph.qkv_heads("q4_0") == split and q4_engine.graph.qkv_heads("q4_0") == ["qkv"]
     g = low.graph
     used = [st.kernel for r in (g.prefill, g.decode, g.head) for st in r.steps]
@@ -196,16 +197,16 @@ def test_storage_buffer_limit_too_low_is_refused(q4_engine, backend, monkeypatch
     from dataclasses import replace
     monkeypatch.setattr(backend, "caps", replace(backend.caps, max_storage_buffers=4))
     with pytest.raises(ModelError, match="storage buffers"):
-        Engine.load(q4_engine.source.folder, backend=backend, max_context=96, kv="f16", chunk=16)
+        load(q4_engine.source.folder, backend=backend, max_context=96, kv="f16", chunk=16)
 
 
 def test_bad_model_dirs(tmp_path, backend):
     with pytest.raises(ModelError, match="not found"):
-        Engine.load(tmp_path / "nope", backend=backend)
+        load(tmp_path / "nope", backend=backend)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "manifest.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(ModelError, match="format"):
-        Engine.load(tmp_path / "bad", backend=backend)
+        load(tmp_path / "bad", backend=backend)
 
 
 def test_cli_bad_input_one_line_exit_2(tmp_path):
@@ -259,7 +260,7 @@ def _golden_model(golden_dir: Path, name: str, quant: str) -> Path:
 @pytest.mark.parametrize("name", golden_names())
 def test_golden_f32_logits_and_greedy(name, golden_dir, backend):
     gold = load_golden(name)
-    eng = Engine.load(_golden_model(golden_dir, name, "f32"), backend=backend, max_context=64,
+    eng = load(_golden_model(golden_dir, name, "f32"), backend=backend, max_context=64,
                       kv="f32", chunk=32)
     ids = gold["input_ids"].tolist()
     got = eng.logits(ids)
@@ -285,7 +286,7 @@ def test_smollm2_chat_greedy_matches_transformers(smollm2_native, backend):
     """Three chat prompts: 48 greedy tokens (no eos stop) identical to transformers' on the
     dequantized GGUF. f32 math and an f32 KV cache: the references are fp32 on the CPU."""
     gold = load_smollm2_chat()
-    eng = Engine.load(smollm2_native, backend=backend, max_context=256, kv="f32",
+    eng = load(smollm2_native, backend=backend, max_context=256, kv="f32",
                       f16_math=False)
     for case in gold["cases"]:
         got = list(eng.generate(case["prompt_ids"], gold["max_new_tokens"], stop_ids=()))

@@ -75,10 +75,15 @@ def test_qkv_split_fewest_dispatches_that_fit(fmt, limit, split):
 
 
 def test_min_storage_buffers_for_the_manifest():
-    # gate_up q4_1 binds 8 (x, w1 and w3 in 3 parts each, act): the most any split graph needs
-    assert shaders.min_storage_buffers(["q4_1", "q8_0", "f32"]) == 8
-    assert shaders.min_storage_buffers(["q4_0", "f32"]) == 6
-    assert shaders.min_storage_buffers(["f32"]) == 4
+    from driver.graph import OPS
+    # gate_up q4_1 binds 8 (x, w1 and w3 in 3 parts each, act): the most any split graph needs;
+    # rope_append's 6 (q, k_new, v_new, inv_freq, k_cache, v_cache) bounds every format from below
+    assert shaders.min_storage_buffers(OPS, "q4_1") == 8
+    assert shaders.min_storage_buffers(OPS, "q4_0") == 6
+    assert shaders.min_storage_buffers(OPS, "f32") == 6
+    assert shaders.min_storage_buffers(["matvec"], "f32") == 3
+    with pytest.raises(shaders.UnsupportedKernel, match="probe"):
+        shaders.min_storage_buffers(["rope"], "f32")   # not an op of the graph: no probe dims
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from modelfmt import manifest
+
 from .errors import PackError
 from .source import open_source
-from .verify import load_manifest
 
 # Bytes per element of source storage types (GGUF blocks: block bytes / block elements).
 _SRC_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "Q8_0": 34 / 32, "Q4_0": 18 / 32, "Q4_1": 20 / 32,
@@ -35,7 +36,7 @@ def inspect_text(path) -> str:
 
 
 def _packed(p: Path) -> str:
-    m, err = load_manifest(p)
+    m, err = manifest.read(p)
     if err:
         raise PackError(p / "manifest.json", err.split(": ", 1)[-1], "Re-pack the model")
     try:

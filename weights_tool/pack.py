@@ -23,15 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from modelfmt import formats
-from modelfmt.formats import FORMATS, PART_ALIGN, PART_NAMES, QUANTIZED, check_shape, part_nbytes
-from shaders import min_storage_buffers
+from modelfmt import formats, manifest
+from modelfmt.formats import FORMATS, PART_ALIGN, PART_NAMES, QUANTIZED, check_shape
+from modelfmt.quantize import QuantError, error_stats, quantize
 
 from .errors import PackError
-from modelfmt.quantize import QuantError, error_stats, quantize
 from .source import Source, SourceTensor, open_source
-
-ROW_BLOCK_MULTIPLE = 64  # row blocks are multiples of 64 rows (kernel tile heights divide it)
 
 
 @dataclass
@@ -142,19 +139,6 @@ class _Progress:
             sys.stderr.flush()
 
 
-# ---- layout decisions ----
-def rows_per_block(fmt: str, rows: int, cols: int, group_size: int, max_part: int) -> int:
-    """Rows per row block so that no part exceeds ``max_part`` bytes (a multiple of 64 rows)."""
-    def biggest(r):
-        return max(part_nbytes(fmt, p, r, cols, group_size) for p in PART_NAMES[fmt])
-    if biggest(rows) <= max_part:
-        return rows
-    rb = max_part // max(1, biggest(1)) // ROW_BLOCK_MULTIPLE * ROW_BLOCK_MULTIPLE
-    while rb > 0 and biggest(rb) > max_part:
-        rb -= ROW_BLOCK_MULTIPLE
-    return rb
-
-
 def _generation(src: Source, tok: dict[str, bytes]) -> dict:
     cfg = src.config
     g = {}
@@ -185,8 +169,8 @@ def _pack_tensor(t: SourceTensor, fmt: str, G: int, max_part: int, shards: _Shar
         if not np.isfinite(w).all():
             raise QuantError("holds NaN or infinite values")
         loc = shards.add(w)
-        return ({"dtype": "f32", "shape": list(t.shape),
-                 "blocks": [{"row_start": 0, "rows": 1, "parts": {"data": loc}}]}, 0.0, 0.0, 0)
+        blocks = [{"row_start": 0, "rows": 1, "parts": {"data": loc}}]
+        return manifest.tensor_entry("f32", t.shape, G, blocks), 0.0, 0.0, 0
     rows, cols = t.shape
     if keep_native and t.src_dtype.lower() in FORMATS and G == 32:
         fmt = t.src_dtype.lower()
@@ -194,13 +178,9 @@ def _pack_tensor(t: SourceTensor, fmt: str, G: int, max_part: int, shards: _Shar
     # values bit-exactly, and skipping native() avoids a second full copy of a big tensor.
     native = t.native(fmt) if fmt in QUANTIZED and G == 32 else None
     w = t.load_f32()  # (rows, cols) f32: the reference for the error stats
-    rb = rows_per_block(fmt, rows, cols, G, max_part)
-    entry = {"dtype": fmt, "shape": [rows, cols]}
-    if fmt in QUANTIZED:
-        entry["group_size"] = G
     blocks, worst, total = [], 0.0, 0.0
-    for r0 in range(0, rows, rb):
-        r1 = min(rows, r0 + rb)
+    for r0, nr in manifest.row_blocks(fmt, (rows, cols), G, max_part):
+        r1 = r0 + nr
         if native is not None:
             parts = {k: v[r0:r1] for k, v in native.items()}  # (r1-r0, ...) per part
         else:
@@ -211,7 +191,7 @@ def _pack_tensor(t: SourceTensor, fmt: str, G: int, max_part: int, shards: _Shar
             worst, total = max(worst, m), total + s
         blocks.append({"row_start": r0, "rows": r1 - r0, "parts": locs})
         del parts
-    entry["blocks"] = blocks
+    entry = manifest.tensor_entry(fmt, (rows, cols), G, blocks)
     entry["max_abs_err"] = worst
     entry["mean_abs_err"] = total / w.size
     return entry, worst, total, w.size
@@ -262,8 +242,8 @@ def _pack(src: Source, out: Path, quant: str, G: int, shard_bytes: int, force: b
             if why:
                 raise PackError(src.path, f"tensor {canon!r} {list(shape)} cannot be stored as "
                                 f"{quant}: {why}", "Choose another --group-size or --quant f32")
-            if rows_per_block(quant, shape[0], shape[1], G, max_part) <= 0:
-                raise PackError(src.path, f"{ROW_BLOCK_MULTIPLE} rows of tensor {canon!r} exceed "
+            if manifest.rows_per_block(quant, shape[0], shape[1], G, max_part) <= 0:
+                raise PackError(src.path, f"{manifest.ROW_BLOCK_MULTIPLE} rows of tensor {canon!r} exceed "
                                 f"the part limit of {max_part} bytes",
                                 "This model is too wide for WebGPU's binding limit")
     tok = src.tokenizer_files()
@@ -300,29 +280,18 @@ def _pack(src: Source, out: Path, quant: str, G: int, shard_bytes: int, force: b
         shard_list = shards.close()
         for fname, data in tok.items():
             _write_sync(tmp / fname, data)
-        largest = max((p["nbytes"] for e in tensors.values() for b in e.get("blocks", ())
-                       for p in b["parts"].values()), default=0)
+        largest = manifest.largest_part(tensors)
         total_bytes = sum(s["nbytes"] for s in shard_list)
         main_src = max(quant_src, key=quant_src.get) if quant_src else "?"
-        manifest = {
-            "format": formats.MANIFEST_FORMAT, "format_version": formats.MANIFEST_VERSION,
-            "name": name, "config": src.config.to_json(),
-            "quant": {"scheme": quant, "group_size": G, "source": f"{src.kind} {main_src}",
-                      "keep_native": keep_native},
-            "tensors": tensors, "shards": shard_list,
-            "tokenizer": {"files": sorted(tok)},
-            "generation": generation,
-            "requirements": {"max_storage_buffer_binding_size": largest,
-                             "max_buffer_size": largest,
-                             # qkv_rope_decode splits to fit; gate_up q4_1 binds 8 (WebGPU's default)
-                             "max_storage_buffers_per_shader_stage": min_storage_buffers(
-                                 e["dtype"] for e in tensors.values() if "dtype" in e),
-                             "features": []},
-            "stats": {"total_bytes": total_bytes, "max_abs_err": worst,
-                      "mean_abs_err": total_err / max(total_n, 1), "worst_tensor": worst_name},
-        }
+        man = manifest.build(
+            name, src.config,
+            {"scheme": quant, "group_size": G, "source": f"{src.kind} {main_src}",
+             "keep_native": keep_native},
+            tensors, shard_list, generation=generation, tokenizer_files=tok,
+            stats={"total_bytes": total_bytes, "max_abs_err": worst,
+                   "mean_abs_err": total_err / max(total_n, 1), "worst_tensor": worst_name})
         current = "manifest.json"
-        _write_sync(tmp / "manifest.json", json.dumps(manifest, indent=1).encode())
+        _write_sync(tmp / "manifest.json", json.dumps(man, indent=1).encode())
         _fsync_dir(tmp)
         _publish(tmp, out, force)
     except BaseException as e:
@@ -343,7 +312,7 @@ def _pack(src: Source, out: Path, quant: str, G: int, shard_bytes: int, force: b
     return PackSummary(out=out, name=name, quant=quant, group_size=G, total_bytes=total_bytes,
                        shards=len(shard_list), tensors=len(tensors), max_abs_err=worst,
                        mean_abs_err=total_err / max(total_n, 1), worst_tensor=worst_name,
-                       seconds=time.time() - t0, largest_part=largest, manifest=manifest)
+                       seconds=time.time() - t0, largest_part=largest, manifest=man)
 
 
 def _write_sync(path: Path, data: bytes) -> None:

@@ -156,11 +156,11 @@ def run_bench(model, quick: bool = False, vs_torch: bool = False, as_json: bool 
               out=sys.stdout, profile: bool = False) -> dict:
     import asyncio
 
-    from driver.engine import Engine
+    from driver.native import load
     loop_ctxs = [16, 64] if quick else [128, 1024, 4096]
     n_dec = 8 if quick else 128
     n_pre = 64 if quick else 512
-    eng = Engine.load(model, max_context=max(loop_ctxs) + n_dec + 8, chunk=n_pre)
+    eng = load(model, max_context=max(loop_ctxs) + n_dec + 8, chunk=n_pre)
     gpu = eng.gpu
     res = {"model": str(model), "adapter": gpu.info.get("description", ""),
            "date": time.strftime("%Y-%m-%d"), "quant": eng.manifest.get("quant", {}).get("scheme"),

@@ -27,7 +27,7 @@ def run_generate(model: Path, prompt: str | None = None, chat: str | None = None
                  err=sys.stderr) -> dict:
     """Load ``model``, generate from ``prompt`` (raw text) or ``chat`` (one user message), stream
     the text to ``out`` (or print one JSON object); speeds go to ``err``. Returns the result."""
-    from driver.engine import Engine
+    from driver.native import load
     from driver.sampler import Sampling
     from driver.tokenizer import StreamDecoder
 
@@ -35,7 +35,7 @@ def run_generate(model: Path, prompt: str | None = None, chat: str | None = None
     if (prompt is None) == (chat is None):
         raise BadOption("give exactly one of --prompt TEXT or --chat TEXT")
     t0 = time.perf_counter()
-    eng = Engine.load(model, max_context=max_context)
+    eng = load(model, max_context=max_context)
     load_s = time.perf_counter() - t0
     if chat is not None:
         ids = eng.chat_ids([{"role": "user", "content": chat}])

@@ -43,7 +43,7 @@ def run_quality(models, n_tokens: int = 64, as_json: bool = False, out=sys.stdou
                 seed: int = 0, backend=None) -> list[dict]:
     import numpy as np
 
-    from driver.engine import Engine
+    from driver.native import load
     from driver.sampler import BadOption
 
     if len(models) < 2:
@@ -52,7 +52,7 @@ def run_quality(models, n_tokens: int = 64, as_json: bool = False, out=sys.stdou
         raise BadOption(f"--tokens must be at least {GREEDY_PREFIX}")
     rows, base_logits, base_greedy, vocab = [], None, None, None
     for i, m in enumerate(models):
-        eng = Engine.load(m, backend=backend, max_context=max(n_tokens, GREEDY_PREFIX + N_GREEDY),
+        eng = load(m, backend=backend, max_context=max(n_tokens, GREEDY_PREFIX + N_GREEDY),
                           kv="f32")
         if vocab is None:
             vocab = eng.cfg.vocab_size
