@@ -50,17 +50,18 @@ class PipelineCache:
 class _DispatchStep:
     __slots__ = ("kernel", "pipeline", "bind_group", "grid_args", "grid_static")
 
-    def __init__(self, kernel, pipeline, bind_group, grid_args):
+    def __init__(self, kernel, pipeline, bind_group, grid_args: dict):
         self.kernel, self.pipeline, self.bind_group = kernel, pipeline, bind_group
-        self.grid_args = grid_args
-        dyn = any(isinstance(v, Dyn) for v in grid_args.values())
-        self.grid_static = None if dyn else kernel.meta["grid"](**grid_args)
+        # only the runtime values the kernel's grid reads (Grid.args) matter
+        self.grid_args = {a: grid_args[a] for a in kernel.grid.args if a in grid_args}
+        dyn = any(isinstance(v, Dyn) for v in self.grid_args.values())
+        self.grid_static = None if dyn else kernel.grid(**self.grid_args)
 
     def grid(self, rt: dict):
         if self.grid_static is not None:
             return self.grid_static
-        return self.kernel.meta["grid"](**{k: (rt[v.name] if isinstance(v, Dyn) else v)
-                                           for k, v in self.grid_args.items()})
+        return self.kernel.grid(**{k: (rt[v.name] if isinstance(v, Dyn) else v)
+                                   for k, v in self.grid_args.items()})
 
 
 class _CopyStep:
@@ -92,7 +93,7 @@ class Recorder:
     def dispatch(self, kernel, buffers: dict, params: dict | None = None,
                  grid: dict | None = None) -> None:
         """``buffers``: binding name -> (buffer, offset, size); ``params``: field -> value or
-        Dyn; ``grid``: runtime args of kernel.meta["grid"] (values or Dyn)."""
+        Dyn; ``grid``: runtime values of ``kernel.grid`` (values or Dyn; it reads its ``args``)."""
         entries = dict(buffers)
         if kernel.params is not None:
             if self.n_slots >= self.max_slots:

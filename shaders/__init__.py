@@ -15,12 +15,12 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from .core import Binding, Caps, Kernel, KernelKey, Params, UnsupportedKernel, render
+from .core import Binding, Caps, Grid, Kernel, KernelKey, Params, UnsupportedKernel, render
 from .registry import Case, all_ops as _all_ops, kernel as _kernel, register, register_cases
 
 # Modules of this package that define no op (everything else, except *_bench, is an op module).
 _NOT_OPS = {"__init__", "__main__", "core", "registry", "harness", "cli", "bench", "tolerances", "attention_bench",
-            "limits"}
+            "limits", "wgsl_common", "decode_loop"}
 _LOADED = False
 
 
@@ -59,6 +59,6 @@ def all_ops() -> list[str]:
     return _all_ops()
 
 
-__all__ = ["Binding", "Caps", "Case", "Kernel", "KernelKey", "Params", "UnsupportedKernel",
+__all__ = ["Binding", "Caps", "Case", "Grid", "Kernel", "KernelKey", "Params", "UnsupportedKernel",
            "all_ops", "kernel", "load_ops", "min_storage_buffers", "qkv_split", "register",
            "register_cases", "render"]

@@ -30,9 +30,8 @@ from __future__ import annotations
 
 import math
 
-from . import tolerances
-from .core import Binding, Caps, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
-from .norm import SG_ARGS, SG_CALL, enable_lines, features, wg_reduce, wgsl_float
+from .core import Binding, Caps, Grid, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
+from .wgsl_common import SG_ARGS, SG_CALL, enable_lines, features, wg_reduce, wgsl_float
 from .registry import Case, register, register_cases
 
 # shader-f16 prefill: q (scaled) and K rounded to f16 (2^-11) and q.k summed 4 products at a time
@@ -263,7 +262,8 @@ def build_decode(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int, kv: s
                       Binding("part", "read_write",
                               "(n_heads, MAX_CHUNKS, head_dim) + (n_heads, MAX_CHUNKS, 2) f32"),
                       Binding("params", "uniform", "Params{ctx}")),
-                  meta={"grid": lambda ctx=1, **_: (n_chunks(ctx, wg, mc), n_kv_heads, 1),
+                  grid=Grid(lambda ctx=1: (n_chunks(ctx, wg, mc), n_kv_heads, 1), ("ctx",)),
+                  meta={
                         "part_bytes": part_bytes(n_heads, head_dim, mc), "tile": wg,
                         "max_chunks": mc})
 
@@ -298,7 +298,7 @@ def build_combine(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int, kv: 
                   bindings=(Binding("part", "read", "as written by attention_decode"),
                             Binding("out", "read_write", "(n_heads*head_dim) f32"),
                             Binding("params", "uniform", "Params{ctx}")),
-                  meta={"grid": lambda **_: (n_heads, 1, 1)})
+                  grid=Grid.fixed(n_heads))
 
 
 PREFILL_PARAMS = Params((("n_tok", "u32"), ("pos", "u32")))
@@ -396,7 +396,7 @@ def build_prefill(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int,
         Binding("k_cache", "read", kv_shape), Binding("v_cache", "read", kv_shape),
         Binding("out", "read_write", "(n_tok, n_heads*head_dim) f32"),
         Binding("params", "uniform", "Params{n_tok, pos}")),
-        meta={"grid": lambda n_tok=1, **_: (-(-n_tok // tq), n_heads, 1)})
+        grid=Grid(lambda n_tok=1: (-(-n_tok // tq), n_heads, 1), ("n_tok",)))
 
 
 # ---- numpy references (float64) ----
@@ -458,7 +458,7 @@ def _decode_case(n_heads, n_kv_heads, head_dim, kv, ctx, **knobs) -> Case:
         k1 = build_decode(caps, **dims)
         k2 = build_combine(caps, **dims)
         p = {"ctx": ctx}
-        return [(k1, p, k1.meta["grid"](ctx=ctx)), (k2, p, k2.meta["grid"](ctx=ctx))]
+        return [(k1, p, k1.grid(ctx=ctx)), (k2, p, k2.grid(ctx=ctx))]
 
     return Case(op="attention_decode", dims=dims, make_inputs=make, reference=ref, tol="attention",
                 steps=steps, label=f"nh={n_heads},nkv={n_kv_heads},hd={head_dim},{kv},ctx={ctx}"

@@ -43,8 +43,8 @@ def bench_decode(dev, caps, rng, n_heads=32, n_kv=8, hd=128, kv="f16", ctx=4096,
         bufs = {**q, **harness.make_buffers({"k_cache": kb, "v_cache": vb}, dev)}
         bufs.update(shared if chain else harness.make_buffers(
             {"part": k1.meta["part_bytes"], "out": n_heads * hd * 4}, dev))
-        calls.append([bench._calls(dev, k1, bufs, {"ctx": ctx}, k1.meta["grid"](ctx=ctx)),
-                      bench._calls(dev, k2, bufs, {"ctx": ctx}, k2.meta["grid"](ctx=ctx))])
+        calls.append([bench._calls(dev, k1, bufs, {"ctx": ctx}, k1.grid(ctx=ctx)),
+                      bench._calls(dev, k2, bufs, {"ctx": ctx}, k2.grid(ctx=ctx))])
     t, src = bench.time_calls(calls, dev)
     return {"kernel": k1.slug, "shape": f"ctx={ctx} {n_heads}/{n_kv} hd={hd} {kv}"
             + "".join(f" {k}={v}" for k, v in knobs.items()) + (" chain" if chain else " indep"),
@@ -67,7 +67,7 @@ def bench_qkv(dev, caps, rng, fmt="q4_0", hidden=4096, n_heads=32, n_kv=8, hd=12
         "inv_freq": np.ones(hd // 2, np.float32), "q": n_heads * hd * 4,
         "k_cache": 2 * n_kv * hd * 2, "v_cache": 2 * n_kv * hd * 2}, dev)
     calls = [[bench._calls(dev, k, {**io, **harness.make_buffers(host, dev)},
-                           {"n_tok": 1, "pos": 1}, k.meta["grid"](n_tok=1))]
+                           {"n_tok": 1, "pos": 1}, k.grid(n_tok=1))]
              for _ in range(copies)]
     t, src = bench.time_calls(calls, dev)
     return {"kernel": k.slug, "shape": f"{fmt} h={hidden} {n_heads}/{n_kv} hd={hd} M=1"
@@ -84,7 +84,7 @@ def bench_prefill(dev, caps, rng, n_tok=512, n_heads=32, n_kv=8, hd=128, kv="f16
     bufs = harness.make_buffers({
         "q": rng.standard_normal((n_tok, n_heads * hd)).astype(np.float32),
         "k_cache": kb, "v_cache": vb, "out": n_tok * n_heads * hd * 4}, dev)
-    call = bench._calls(dev, k, bufs, {"n_tok": n_tok, "pos": 0}, k.meta["grid"](n_tok=n_tok))
+    call = bench._calls(dev, k, bufs, {"n_tok": n_tok, "pos": 0}, k.grid(n_tok=n_tok))
     t, src = bench.time_calls([[call]], dev, min_secs=0.1)
     flops = 2 * 2 * n_heads * hd * n_tok * (n_tok + 1) / 2   # QK^T and PV over the causal half
     return {"kernel": k.slug, "shape": f"n_tok={n_tok} {n_heads}/{n_kv} hd={hd} {kv} {arith}",
@@ -99,7 +99,7 @@ def bench_sample(dev, caps, rng, vocab=128256, **params) -> dict:
     bufs = harness.make_buffers({"logits": (rng.standard_normal(vocab) * 3).astype(np.float32),
                                  "history": np.arange(64, dtype=np.uint32),
                                  "cand": k1.meta["cand_bytes"], "out": 4}, dev)
-    calls = [[bench._calls(dev, k1, bufs, p, k1.meta["grid"]()),
+    calls = [[bench._calls(dev, k1, bufs, p, k1.grid()),
               bench._calls(dev, k2, bufs, p, (1, 1, 1))]]
     t, src = bench.time_calls(calls, dev)
     mode = ("greedy" if p["temperature"] <= 0 else

@@ -239,10 +239,10 @@ def bench_matvec(device, caps, fmt, rows, cols, rng, op="matvec", **knobs) -> di
         for (r0, n), wb in zip(blocks, c):
             if op == "gate_up":
                 k = kernel("gate_up", caps, fmt=fmt, ffn=n, hidden=cols, decode=1, **knobs)
-                it.append(_calls(device, k, {**wb, **io}, {"n_tok": 1}, k.meta["grid"]()))
+                it.append(_calls(device, k, {**wb, **io}, {"n_tok": 1}, k.grid()))
             else:
                 k = kernel("matvec", caps, fmt=fmt, rows=n, cols=cols, **knobs)
-                it.append(_calls(device, k, {**wb, **io}, {"row_offset": r0}, k.meta["grid"]()))
+                it.append(_calls(device, k, {**wb, **io}, {"row_offset": r0}, k.grid()))
         calls.append(it)
     t, src = time_calls(calls, device)
     moved = wbytes + 4 * cols + 4 * rows
@@ -262,7 +262,7 @@ def bench_matmul(device, caps, fmt, rows, cols, m, rng, **knobs) -> dict:
         for (r0, n), wb in zip(blocks, c):
             # each row block writes its own (m, n) slab: the driver concatenates per block
             k = kernel("matmul", caps, fmt=fmt, rows=n, cols=cols, **knobs)
-            it.append(_calls(device, k, {**wb, **io}, {"n_tok": m}, k.meta["grid"](n_tok=m)))
+            it.append(_calls(device, k, {**wb, **io}, {"n_tok": m}, k.grid(n_tok=m)))
         calls.append(it)
     t, src = time_calls(calls, device, min_secs=0.1)
     moved = wbytes + 4 * m * cols + 4 * m * rows

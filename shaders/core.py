@@ -11,6 +11,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 _HERE = Path(__file__).resolve().parent
 
@@ -118,6 +119,29 @@ class KernelKey:
 
 
 @dataclass(frozen=True)
+class Grid:
+    """The workgroup counts (x, y, z) of a kernel's dispatch: ``fn`` of the runtime values named
+    in ``args`` (``("n_tok",)`` for prefill kernels, ``("ctx",)`` for split-K attention), or
+    constant (``Grid.fixed``, no args). Called with any runtime dict: it reads only its ``args``
+    (missing ones take ``fn``'s defaults)."""
+
+    fn: Callable[..., tuple] = field(compare=False)
+    args: tuple[str, ...] = ()
+
+    @classmethod
+    def fixed(cls, x: int, y: int = 1, z: int = 1) -> "Grid":
+        xyz = (int(x), int(y), int(z))
+        return cls(lambda: xyz)
+
+    def __call__(self, **rt) -> tuple[int, int, int]:
+        return tuple(self.fn(**{a: rt[a] for a in self.args if a in rt}))
+
+    @property
+    def dynamic(self) -> bool:
+        return bool(self.args)
+
+
+@dataclass(frozen=True)
 class Kernel:
     key: KernelKey
     wgsl: str
@@ -126,6 +150,9 @@ class Kernel:
     entry: str = "main"
     workgroup_size: tuple[int, int, int] = (64, 1, 1)
     features: tuple[str, ...] = ()    # WebGPU features the device must have enabled
+    grid: Grid | None = field(default=None, compare=False, hash=False)   # its dispatch grid
+    # extras of some ops: rows_per_wg, part_bytes (split-K partials), cand_bytes, tile,
+    # language_features (WGSL language features the source needs)
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property

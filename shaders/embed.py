@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from modelfmt.formats import QUANTIZED
 
-from .core import Binding, Caps, Kernel, KernelKey, Params, load_template, render
-from .matvec import EPW, binding_decls, check_weight, weight_bindings, weight_fns, words_per_row
+from .core import Binding, Caps, Grid, Kernel, KernelKey, Params, load_template, render
+from .wgsl_common import EPW, binding_decls, check_weight, weight_bindings, weight_fns, words_per_row
 from .registry import Case, register, register_cases
 
 EMBED_PARAMS = Params((("n_tok", "u32"), ("row_start", "u32"), ("rows", "u32")))
@@ -43,7 +43,7 @@ def build_embed(caps: Caps, fmt: str, hidden: int, group_size: int = 32) -> Kern
         "NC4": nc4, "WFNS": weight_fns(fmt, "w_", 1), "COPY": copy}, slug=key.slug())
     return Kernel(key=key, wgsl=src, bindings=bindings, params=EMBED_PARAMS,
                   workgroup_size=(64, 1, 1),
-                  meta={"grid": lambda n_tok=1: (-(-nc4 // 64), int(n_tok), 1)})
+                  grid=Grid(lambda n_tok=1: (-(-nc4 // 64), int(n_tok), 1), ("n_tok",)))
 
 
 def _case(fmt: str, hidden: int, rows: int, row_start: int, ids: list[int]) -> Case:

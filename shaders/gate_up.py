@@ -11,10 +11,12 @@ Pure Python; numpy only inside the check cases.
 
 from __future__ import annotations
 
+from . import decode_loop
 from .core import Caps, Kernel, Params, UnsupportedKernel
+from .decode_loop import decode_tol
 from .matmul import tiled_kernel
-from . import matvec
-from .matvec import EPW, decode_kernel, decode_tol
+from .matvec import decode_kernel
+from .wgsl_common import EPW, WeightSpec
 from .registry import Case, register, register_cases
 
 GATE_UP_PARAMS = Params((("n_tok", "u32"),))
@@ -26,20 +28,20 @@ def build_gate_up(caps: Caps, fmt: str, ffn: int, hidden: int, group_size: int =
                   decode: int = 0, wg: int = 0, r: int = 0, unpack: int | None = None,
                   norm_eps: float = 0.0) -> Kernel:
     """``wg`` / ``r`` / ``unpack`` override the decode kernel's workgroup size / rows per
-    workgroup / weight unpacking (matvec.DECODE_UNPACK; bench). ``norm_eps`` > 0 (decode only):
-    x is un-normed and ``norm_w`` the fused RMSNorm weight (``matvec.norm_parts``)."""
+    workgroup / weight unpacking (decode_loop.DECODE_UNPACK; bench). ``norm_eps`` > 0 (decode only):
+    x is un-normed and ``norm_w`` the fused RMSNorm weight (``decode_loop.norm_parts``)."""
     if decode:
         store = ("        let g = total(r * NW);\n"
                  "        act[row0 + r] = g / (1.0 + exp(-g)) * total(r * NW + 1u);")
-        return decode_kernel("gate_up", caps, fmt, ffn, hidden, group_size, ("w1_", "w3_"),
-                             "act", store, SEM, GATE_UP_PARAMS, (("m1", 1),), wg, r, unpack,
-                             norm_eps)
+        spec = WeightSpec("gate_up", fmt, ffn, hidden, group_size, ("w1_", "w3_"), "act", store,
+                          SEM, GATE_UP_PARAMS, (("m1", 1),))
+        return decode_kernel(caps, spec, wg=wg, r=r, unpack=unpack, norm_eps=norm_eps)
     if norm_eps:
         raise UnsupportedKernel("gate_up: the fused RMSNorm (norm_eps) is for decode=1 only")
     store = ("        let g = acc_w1_{i}.{c};\n"
              "        act[o] = g / (1.0 + exp(-g)) * acc_w3_{i}.{c};")
-    return tiled_kernel("gate_up", caps, fmt, ffn, hidden, group_size, ("w1_", "w3_"), "act",
-                        store, SEM, GATE_UP_PARAMS)
+    return tiled_kernel(caps, WeightSpec("gate_up", fmt, ffn, hidden, group_size, ("w1_", "w3_"),
+                                         "act", store, SEM, GATE_UP_PARAMS))
 
 
 def _case(fmt: str, ffn: int, hidden: int, n_tok: int, decode: int,
@@ -52,7 +54,7 @@ def _case(fmt: str, ffn: int, hidden: int, n_tok: int, decode: int,
         b1, w1 = weight_parts(rng, fmt, ffn, hidden, group_size, prefix="w1_")
         b3, w3 = weight_parts(rng, fmt, ffn, hidden, group_size, prefix="w3_")
         if norm:   # decode with the fused RMSNorm: x un-normed, norm_w bound
-            x, extra = matvec.case_norm_input(rng, hidden, True)
+            x, extra = decode_loop.case_norm_input(rng, hidden, True)
         else:
             x, extra = (rng.standard_normal((n_tok, hidden)) / np.sqrt(hidden)).astype(
                 np.float32), {}
@@ -63,7 +65,7 @@ def _case(fmt: str, ffn: int, hidden: int, n_tok: int, decode: int,
     def ref(inp):
         import numpy as np
 
-        x = matvec.ref_normed(inp["x"], inp["buffers"])
+        x = decode_loop.ref_normed(inp["x"], inp["buffers"])
         g = x @ inp["w1"].astype(np.float64).T
         u = x @ inp["w3"].astype(np.float64).T
         return {"act": (g / (1.0 + np.exp(-g)) * u).astype(np.float32)}
@@ -72,8 +74,8 @@ def _case(fmt: str, ffn: int, hidden: int, n_tok: int, decode: int,
     if unpack is not None:
         dims["unpack"] = unpack
     if norm:
-        dims["norm_eps"] = matvec.NORM_EPS_CASE
-    u = (matvec.DECODE_UNPACK.get(fmt, 0) if unpack is None else unpack) if decode else 0
+        dims["norm_eps"] = decode_loop.NORM_EPS_CASE
+    u = (decode_loop.DECODE_UNPACK.get(fmt, 0) if unpack is None else unpack) if decode else 0
     return Case("gate_up", dims, make, ref, decode_tol(fmt, u, "gate_up_f32"),
                 tol_f16="gate_up_f16",
                 label=f"{fmt} {ffn}x{hidden} M={n_tok}" + (" decode" if decode else "") +

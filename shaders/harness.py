@@ -306,7 +306,7 @@ def run_case(case, caps: Caps, device=None, seed: int = 0) -> list[dict]:
         if case.steps:
             steps = case.steps(c, inputs)
         else:
-            grid = k.meta["grid"](**inputs.get("grid", {}))
+            grid = k.grid(**inputs.get("grid", {}))
             steps = [(k, inputs.get("params"), grid)]
         t0 = time.perf_counter()
         row = {"slug": k.slug, "variant": variant_name(k), "shape": case.shape(), "msg": ""}

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from modelfmt.formats import QUANTIZED
 
-from .core import Binding, Caps, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
-from .matvec import (EPW, binding_decls, check_weight, enables, weight_bindings, weight_fns,
-                     words_per_row)
+from .core import Binding, Caps, Grid, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
+from .wgsl_common import (EPW, WeightSpec, binding_decls, check_weight, enable_lines, weight_bindings,
+                          weight_fns, words_per_row)
 from .registry import Case, register, register_cases
 
 TN = 64   # weight rows per tile (tokens per tile: 16 * tokens per thread)
@@ -35,12 +35,13 @@ def _wload(prefix: str, cols: int, tk: int) -> str:
             f"vec4<f32>(vec4<u32>(4u * c4) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(COLS))")
 
 
-def tiled_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_size: int,
-                 weights: tuple[str, ...], out_name: str, store: str, semantics: str,
-                 params: Params, extra_dims: tuple = (), mt: int = 4) -> Kernel:
+def tiled_kernel(caps: Caps, spec: WeightSpec, mt: int = 4) -> Kernel:
     """16*mt tokens x 64 rows per workgroup of 256 threads (mt = 4 or 8 tokens per thread);
-    ``store`` is the WGSL run per output element with ``o`` (flat index) in scope, where ``{i}`` /
-    ``{c}`` become the token index (0..mt-1) and row component (x..w) of ``acc_<prefix>{i}.{c}``."""
+    ``spec.store`` is the WGSL run per output element with ``o`` (flat index) in scope, where
+    ``{i}`` / ``{c}`` become the token index (0..mt-1) and row component (x..w) of
+    ``acc_<prefix>{i}.{c}``."""
+    op, fmt, rows, cols, group_size = spec.op, spec.fmt, spec.rows, spec.cols, spec.group_size
+    weights, store, params = spec.weights, spec.store, spec.params
     if mt not in (4, 8):
         raise UnsupportedKernel(f"{op}: tokens per thread must be 4 or 8, got {mt}")
     tm = 16 * mt
@@ -57,13 +58,13 @@ def tiled_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_size
     if fmt in QUANTIZED and group_size % 4:
         raise UnsupportedKernel(f"{op}: group size {group_size} is not a multiple of 4")
     key = KernelKey(op=op, fmt=fmt, wg=256, tile=tm, vec=4, f16=f16,
-                    dims=(("r", rows), ("c", cols), ("g", group_size), ("k", tk)) + extra_dims)
+                    dims=(("r", rows), ("c", cols), ("g", group_size), ("k", tk)) + spec.extra_dims)
     xvec = cols % 4 == 0
     binds = [(Binding("x", "read", "(n_tok, cols) f32" + (" as vec4" if xvec else "")),
               "vec4<f32>" if xvec else "f32")]
     for p in weights:
         binds += weight_bindings(fmt, p, 1, "rows", "cols")
-    binds += [(Binding(out_name, "read_write", f"(n_tok, rows) f32"), "f32"),
+    binds += [(Binding(spec.out_name, "read_write", "(n_tok, rows) f32"), "f32"),
               (Binding("params", "uniform", "Params"), "Params")]
     decls, bindings = binding_decls(binds)
     tiles = f"var<workgroup> xs: array<vec4<{st}>, TK * TM / 4u>;   // (TK, TM) x tile, k-major\n"
@@ -111,7 +112,7 @@ def tiled_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_size
                  "        if (c < COLS) { v[e] = x[t * COLS + c]; }\n    }\n    return v;\n}\n")
     wfns = "".join(weight_fns(fmt, p, 1) for p in weights)
     src = render(load_template("matmul"), {
-        "ENABLES": enables(f16, False), "OP": op, "FMT": fmt, "SEMANTICS": semantics,
+        "ENABLES": enable_lines(f16, False), "OP": op, "FMT": fmt, "SEMANTICS": spec.semantics,
         "PARAMS": params.wgsl(), "BINDINGS": decls, "ROWS": rows, "COLS": cols,
         "GS": group_size if fmt in QUANTIZED else 1,
         "GPR": cols // group_size if fmt in QUANTIZED else 1, "WPR": words_per_row(fmt, cols),
@@ -121,8 +122,8 @@ def tiled_kernel(op: str, caps: Caps, fmt: str, rows: int, cols: int, group_size
         "STORE": store_all}, slug=key.slug())
     return Kernel(key=key, wgsl=src, bindings=bindings, params=params,
                   workgroup_size=(256, 1, 1), features=("shader-f16",) if f16 else (),
-                  meta={"grid": lambda n_tok=1: (-(-rows // TN), -(-int(n_tok) // tm), 1),
-                        "tile": (tm, TN, tk)})
+                  grid=Grid(lambda n_tok=1: (-(-rows // TN), -(-int(n_tok) // tm), 1), ("n_tok",)),
+                  meta={"tile": (tm, TN, tk)})
 
 
 @register("matmul")
@@ -133,9 +134,9 @@ def build_matmul(caps: Caps, fmt: str, rows: int, cols: int, group_size: int = 3
     prev = "y[o] + " if accumulate else ""
     store = f"        y[o] = {prev}acc_w_{{i}}.{{c}};"
     sem = "Y[t, r] " + ("+= " if accumulate else "= ") + "sum_c X[t, c] * W[r, c]"
-    return tiled_kernel("matmul", caps, fmt, rows, cols, group_size, ("w_",), "y", store, sem,
-                        MATMUL_PARAMS, (("acc", int(accumulate)),) + ((("mt", mt),) if mt != 4
-                                                                        else ()), mt)
+    spec = WeightSpec("matmul", fmt, rows, cols, group_size, ("w_",), "y", store, sem,
+                      MATMUL_PARAMS, (("acc", int(accumulate)),) + ((("mt", mt),) if mt != 4 else ()))
+    return tiled_kernel(caps, spec, mt)
 
 
 # ---- check cases ----

@@ -1,9 +1,5 @@
 """RMSNorm and residual-add + RMSNorm kernels, their numpy references and check cases.
 
-Also holds the small WGSL fragments the other op families of this helper share (enable lines,
-workgroup reductions with a subgroup variant and a shared-memory fallback), so each reduction is
-written once.
-
   rmsnorm      x (n_tok, hidden) f32, w (hidden) f32, out (n_tok, hidden) f32, params{n_tok}
   add_rmsnorm  x (n_tok, hidden) f32 read_write, delta (n_tok, hidden), w, out, params{n_tok}
                x += delta; out = x / rms(x) * w
@@ -12,90 +8,10 @@ written once.
 
 from __future__ import annotations
 
-from .core import Binding, Caps, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
+from .core import Binding, Caps, Grid, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
 from .registry import Case, register, register_cases
+from .wgsl_common import SG_ARGS, SG_CALL, enable_lines, features, pow2_at_most, wg_reduce, wgsl_float
 
-# ---- shared WGSL fragments ----
-
-def enable_lines(f16: bool, subgroups: bool) -> str:
-    out = []
-    if f16:
-        out.append("enable f16;")
-    if subgroups:  # the harness comments this line out for naga, which rejects it
-        out.append("enable subgroups;")
-    return "\n".join(out)
-
-
-def features(f16: bool, subgroups: bool) -> tuple[str, ...]:
-    """WebGPU feature names a device needs for these variants."""
-    return (("shader-f16",) if f16 else ()) + (("subgroups",) if subgroups else ())
-
-
-# Subgroup builtins of the entry point. Not subgroup_id / num_subgroups: those need WGSL's
-# `subgroup_id` language extension (Chrome 144+, not Firefox/Safari); like matvec, the subgroup of
-# an invocation is taken as local_invocation_index / subgroup_size (subgroups are consecutive
-# index ranges on NVIDIA, AMD, Intel, lavapipe, SwiftShader; Dawn emulates subgroup_id so on D3D).
-SG_ARGS = (", @builtin(subgroup_invocation_id) sg_lane: u32"
-           ", @builtin(subgroup_size) sg_size: u32")
-SG_CALL = ", sg_lane, sg_size"
-SG_IDS = "let sg_id = {lid} / sg_size;\n    let n_sg = ({wg} + sg_size - 1u) / sg_size;"
-
-
-def wg_reduce(name: str, op: str, wg: int, subgroups: bool) -> str:
-    """WGSL ``fn name(v: f32, lid: u32[, sg_lane, sg_size]) -> f32``: the workgroup-wide sum or max.
-
-    Must be called from uniform control flow by every invocation. ``op`` is "sum" or "max".
-    Subgroup variant: one subgroup reduction, one slot per subgroup in shared memory, every
-    invocation then folds the (few) slots itself. Fallback: a shared-memory tree (WG is a power
-    of two)."""
-    comb = "a + b" if op == "sum" else "max(a, b)"
-    sgop = "subgroupAdd" if op == "sum" else "subgroupMax"
-    buf = f"red_{name}"
-    if subgroups:
-        return f"""
-var<workgroup> {buf}: array<f32, {max(1, wg // 4)}>;  // one slot per subgroup (size >= 4)
-fn {name}_comb(a: f32, b: f32) -> f32 {{ return {comb}; }}
-fn {name}(v: f32, lid: u32, sg_lane: u32, sg_size: u32) -> f32 {{
-    {SG_IDS.format(lid="lid", wg=f"{wg}u")}
-    let s = {sgop}(v);
-    if (sg_lane == 0u) {{ {buf}[sg_id] = s; }}
-    workgroupBarrier();
-    var r = {buf}[0];
-    for (var i = 1u; i < n_sg; i++) {{ r = {name}_comb(r, {buf}[i]); }}
-    workgroupBarrier();  // the slots are reused by the next call
-    return r;
-}}
-"""
-    return f"""
-var<workgroup> {buf}: array<f32, {wg}>;
-fn {name}_comb(a: f32, b: f32) -> f32 {{ return {comb}; }}
-fn {name}(v: f32, lid: u32) -> f32 {{
-    {buf}[lid] = v;
-    workgroupBarrier();
-    for (var s = {wg}u / 2u; s > 0u; s >>= 1u) {{
-        if (lid < s) {{ {buf}[lid] = {name}_comb({buf}[lid], {buf}[lid + s]); }}
-        workgroupBarrier();
-    }}
-    let r = {buf}[0];
-    workgroupBarrier();  // the tree buffer is reused by the next call
-    return r;
-}}
-"""
-
-
-def pow2_at_most(n: int, cap: int) -> int:
-    p = 1
-    while p * 2 <= min(n, cap):
-        p *= 2
-    return p
-
-
-def wgsl_float(v: float) -> str:
-    s = repr(float(v))
-    return s if ("." in s or "e" in s) else s + ".0"
-
-
-# ---- kernels ----
 PARAMS = Params((("n_tok", "u32"),))
 MAX_UNROLL = 16   # elements per invocation written out; longer rows loop
 
@@ -165,7 +81,7 @@ def build(op: str, caps: Caps, hidden: int, eps: float = 1e-5) -> Kernel:
         Binding("params", "uniform", "Params{n_tok}"),)
     return Kernel(key=key, wgsl=src, bindings=binds, params=PARAMS, workgroup_size=(wg, 1, 1),
                   features=features(False, sg),
-                  meta={"grid": lambda n_tok=1, **_: (n_tok, 1, 1)})
+                  grid=Grid(lambda n_tok=1: (n_tok, 1, 1), ("n_tok",)))
 
 
 # ---- numpy references (float64) ----

@@ -36,15 +36,14 @@ from __future__ import annotations
 
 from modelfmt.formats import PART_NAMES, QUANTIZED
 
-from .core import Binding, Caps, Kernel, KernelKey, UnsupportedKernel, load_template, render
-from .matvec import (DECODE_UNPACK, EPW, NORM_EPS_CASE, PK8_WGSL, binding_decls,
-                     case_norm_input, check_weight, chunk_dot, chunk_dot_i8, decode_tol,
-                     default_unpack, enables, eps_tag, fold_grid, norm_binding, norm_parts,
-                     pick_vec, pow2_at_least, reduce_template, ref_normed, weight_bindings,
-                     weight_fns, words_per_row, x_chunk, x_fns)
+from dataclasses import dataclass
+
+from .core import Binding, Caps, Grid, Kernel, KernelKey, UnsupportedKernel
+from .decode_loop import (DECODE_UNPACK, NORM_EPS_CASE, DecodeLoop, case_norm_input, decode_tol,
+                          ref_normed, x_chunk)
 from .registry import Case, register, register_cases
 from .rope import PARAMS, ROPE_FN
-from .rope_append import kv_store
+from .wgsl_common import binding_decls, check_weight, fold_grid, kv_store, weight_bindings
 
 OP = "qkv_rope_decode"
 
@@ -85,36 +84,20 @@ def _unit(secs: str, sizes: dict) -> str:
             f"    let v = u - select(select({b}u, {a}u, u < {b}u), 0u, u < {a}u);")
 
 
-def _accum(fmt: str, heads: str, vec: int, r: int, xs: list[str], mask: bool, i8: int) -> list[str]:
+def _accum(lp: DecodeLoop, heads: str, r: int, xs: list[str]) -> list[str]:
     """WGSL: the R unrolled dot statements of one chunk, per section of ``heads`` behind a
     workgroup-uniform ``sect`` branch (one weight per workgroup)."""
     out = []
     for n, h in enumerate(heads):
-        p = f"w{h}_"
         if len(heads) > 1:
             k = SECTIONS.index(h)
             out.append("if (sect == %du) {" % k if n == 0 else
                        "} else {" if n == len(heads) - 1 else "} else if (sect == %du) {" % k)
         pad = "    " if len(heads) > 1 else ""
-        for i in range(r):
-            wv = f"{p}chunk(rr{i} * NCH + ch)"
-            out.append(f"{pad}acc{i} += " + (
-                chunk_dot_i8(fmt, p, vec, wv, f"rr{i}", i8 == 2) if i8
-                else chunk_dot(fmt, p, vec, wv, xs, f"rr{i}", mask)) + ";")
+        out += [f"{pad}acc{i} += {lp.dot(f'w{h}_', f'rr{i}', xs)};" for i in range(r)]
     if len(heads) > 1:
         out.append("}")
     return out
-
-
-def _reduce(r: int, sg: bool) -> list[str]:
-    """WGSL: the R partial sums into the reduction template's shared slots (as matvec's)."""
-    if sg:
-        out = [f"let s{i} = subgroupAdd(acc{i});" for i in range(r)]
-        out += ["if (sg_lane == 0u) {"] + [f"    red[(lid / sg_size) * NACC + {i}u] = s{i};"
-                                          for i in range(r)] + ["}"]
-        return out + ["if (lid == 0u) { nsg = (WG + sg_size - 1u) / sg_size; }",
-                      "workgroupBarrier();"]
-    return [f"red[{i}u * WG + lid] = acc{i};" for i in range(r)] + ["tree_reduce(lid);"]
 
 
 def _epilogue(heads: str) -> str:
@@ -141,115 +124,112 @@ def _epilogue(heads: str) -> str:
     return out + f"{ind}{{\n{q_store if 'q' in heads else k_store}{ind}}}"
 
 
-@register(OP)
-def build_qkv_rope_decode(caps: Caps, fmt: str, hidden: int, n_heads: int, n_kv_heads: int,
-                          head_dim: int, group_size: int = 32, kv: str = "f16", heads: str = "qkv",
-                          wg: int = 0, r: int = 0, unpack: int | None = None,
-                          norm_eps: float = 0.0) -> Kernel:
-    """``wg`` / ``r`` / ``unpack`` override the workgroup size / rows per workgroup (a multiple
-    of 4 whose half divides head_dim/2) / weight unpacking, as matvec's (benchmarks only).
+@dataclass(frozen=True)
+class QkvDecodeSpec:
+    """The dims of one qkv_rope_decode kernel (``kernel(OP, caps, **dims)`` builds it from them).
+    ``wg`` / ``r`` / ``unpack`` override the workgroup size / rows per workgroup (a multiple of 4
+    whose half divides head_dim/2) / weight unpacking, as matvec's (benchmarks only);
     ``norm_eps`` > 0: x is the un-normed residual and ``norm_w`` (bound after x) the RMSNorm
-    weight, applied in the kernel (``matvec.norm_parts``)."""
-    if heads not in HEADS:
-        raise UnsupportedKernel(f"{OP}: heads must be one of {', '.join(HEADS)}, got {heads!r}")
-    if kv not in ("f16", "f32"):
-        raise UnsupportedKernel(f"{OP}: kv must be 'f16' or 'f32', got {kv!r}")
-    if n_kv_heads <= 0 or n_heads % n_kv_heads or head_dim % 4 or head_dim <= 0:
-        raise UnsupportedKernel(f"{OP}: need n_heads % n_kv_heads == 0 and head_dim % 4 == 0, "
-                                f"got {n_heads}, {n_kv_heads}, {head_dim}")
-    qd, kvd, half = n_heads * head_dim, n_kv_heads * head_dim, head_dim // 2
-    for rows in (qd, kvd):
-        check_weight(OP, fmt, rows, hidden, group_size)
-    vec = pick_vec(fmt, hidden, group_size)
-    xvec = 4 if hidden % 4 == 0 else 1
-    if unpack is None:
-        unpack = default_unpack(caps, fmt)
-    mask = unpack == 1 and fmt in ("q4_0", "q4_1")
-    i8 = unpack - 1 if unpack in (2, 3) and fmt in QUANTIZED and vec == 4 else 0
+    weight, applied in the kernel (``decode_loop.norm_parts``)."""
+
+    fmt: str
+    hidden: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    group_size: int = 32
+    kv: str = "f16"
+    heads: str = "qkv"
+    wg: int = 0
+    r: int = 0
+    unpack: int | None = None
+    norm_eps: float = 0.0
+
+    def __post_init__(self):
+        if self.heads not in HEADS:
+            raise UnsupportedKernel(f"{OP}: heads must be one of {', '.join(HEADS)}, "
+                                    f"got {self.heads!r}")
+        if self.kv not in ("f16", "f32"):
+            raise UnsupportedKernel(f"{OP}: kv must be 'f16' or 'f32', got {self.kv!r}")
+        if (self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads or self.head_dim % 4
+                or self.head_dim <= 0):
+            raise UnsupportedKernel(f"{OP}: need n_heads % n_kv_heads == 0 and head_dim % 4 == 0, "
+                                    f"got {self.n_heads}, {self.n_kv_heads}, {self.head_dim}")
+        for rows in (self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim):
+            check_weight(OP, self.fmt, rows, self.hidden, self.group_size)
+
+
+def _bindings(s: QkvDecodeSpec, lp: DecodeLoop) -> list:
+    """[(Binding, type)]: x [, norm_w], the weights of ``heads``, inv_freq (with q or k), q (with
+    q), the caches of k / v, params."""
+    kv_ty = "u32" if s.kv == "f16" else "f32"
+    kv_doc = f"(max_ctx, n_kv_heads, head_dim) {s.kv}" + (" packed 2 per u32" if s.kv == "f16"
+                                                           else "")
+    binds = lp.x_binding("(n_tok = 1, hidden) f32", s.norm_eps)
+    for h in s.heads:
+        binds += weight_bindings(s.fmt, f"w{h}_", lp.vec, "n_heads*head_dim" if h == "q"
+                                 else "n_kv_heads*head_dim", "hidden")
+    if set(s.heads) & {"q", "k"}:
+        binds.append((Binding("inv_freq", "read", "(head_dim/2) f32"), "f32"))
+    if "q" in s.heads:
+        binds.append((Binding("q", "read_write", "(n_tok = 1, n_heads*head_dim) f32"), "f32"))
+    binds += [(Binding(f"{h}_cache", "read_write", kv_doc), kv_ty) for h in "kv" if h in s.heads]
+    return binds + [(Binding("params", "uniform", "Params{n_tok, pos}"), "Params")]
+
+
+@register(OP)
+def build_qkv_rope_decode(caps: Caps, **dims) -> Kernel:
+    """The kernel of ``QkvDecodeSpec(**dims)`` for ``caps``."""
+    s = QkvDecodeSpec(**dims)
+    half = s.head_dim // 2
+    lp = DecodeLoop.plan(caps, s.fmt, s.hidden, s.group_size, s.unpack, s.wg)
     # rows per workgroup: matvec's 8 for q formats (x chunk and its int8 quantization shared by
     # more rows); f16/f32 matvec measured best at 1 row, but a workgroup here needs 2 pairs (4
     # rows) so that the packed f16 K/V words are whole
-    r = r or (8 if fmt in QUANTIZED and half % 4 == 0 else 4)
+    r = s.r or (8 if s.fmt in QUANTIZED and half % 4 == 0 else 4)
     if r % 4 or half % (r // 2):
         raise UnsupportedKernel(f"{OP}: r={r} rows per workgroup: need a multiple of 4 whose "
                                 f"half divides head_dim/2 = {half}")
-    wpr = words_per_row(fmt, hidden)
-    nch = wpr // vec
-    cap = min(256, caps.max_workgroup_size)
-    wg = wg or max(32, min(cap, pow2_at_least(nch)))
-    wg = min(pow2_at_least(wg), cap)
-    sg = caps.subgroups
-    na = r + (1 if norm_eps else 0)   # partial sums per thread (+ the fused norm's)
-    while wg > 32 and na * (wg // 4 if sg else wg) * 4 > caps.max_workgroup_storage:
-        wg //= 2   # keep the reduction within the workgroup storage limit
-    if na * (wg // 4 if sg else wg) * 4 > caps.max_workgroup_storage:
+    nacc = r + (1 if s.norm_eps else 0)   # partial sums per thread (+ the fused norm's)
+    while lp.wg > 32 and lp.red_bytes(nacc) > caps.max_workgroup_storage:
+        lp = lp.with_wg(lp.wg // 2)   # keep the reduction within the workgroup storage limit
+    if lp.red_bytes(nacc) > caps.max_workgroup_storage:
         raise UnsupportedKernel(f"{OP}: reduction of {r} rows exceeds the workgroup storage")
+    qd, kvd = s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim
     sizes = {"q": qd // r, "k": kvd // r, "v": kvd // r}   # workgroups per section
-    units = sum(sizes[h] for h in heads)
+    units = sum(sizes[h] for h in s.heads)
     gx, gy = fold_grid(units)
     if gy > caps.max_workgroups_per_dim:
         raise UnsupportedKernel(f"{OP}: {units} workgroups exceed the grid limit")
-    extra = ((("u", unpack),) if mask or i8 else ()) + ((("n", eps_tag(norm_eps)),) if norm_eps else ())
-    key = KernelKey(op=OP, fmt=fmt, wg=wg, tile=r, vec=vec, subgroups=sg,
-                    dims=(("h", hidden), ("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim),
-                          ("g", group_size), ("kv", 16 if kv == "f16" else 32))
-                    + ((("s", sum(1 << SECTIONS.index(h) for h in heads)),) if heads != "qkv" else ())
-                    + extra)
-    kv_ty = "u32" if kv == "f16" else "f32"
-    kv_doc = f"(max_ctx, n_kv_heads, head_dim) {kv}" + (" packed 2 per u32" if kv == "f16" else "")
-    binds = [(Binding("x", "read", "(n_tok = 1, hidden) f32" + (" as vec4" if xvec == 4 else "")),
-              "vec4<f32>" if xvec == 4 else "f32")]
-    if norm_eps:
-        binds.append(norm_binding(xvec))
-    for h in heads:
-        binds += weight_bindings(fmt, f"w{h}_", vec, "n_heads*head_dim" if h == "q"
-                                 else "n_kv_heads*head_dim", "hidden")
-    if set(heads) & {"q", "k"}:
-        binds.append((Binding("inv_freq", "read", "(head_dim/2) f32"), "f32"))
-    if "q" in heads:
-        binds.append((Binding("q", "read_write", "(n_tok = 1, n_heads*head_dim) f32"), "f32"))
-    binds += [(Binding(f"{h}_cache", "read_write", kv_doc), kv_ty) for h in "kv" if h in heads]
-    binds.append((Binding("params", "uniform", "Params{n_tok, pos}"), "Params"))
-    decls, bindings = binding_decls(binds)
-    nrm = norm_parts(hidden, xvec, vec * EPW[fmt], norm_eps, r) if norm_eps else None
-    nacc = r + (1 if nrm else 0)
-    xlines, xs = x_chunk(fmt, vec, mask, i8, nrm)
+    key = KernelKey(op=OP, fmt=s.fmt, wg=lp.wg, tile=r, vec=lp.vec, subgroups=lp.sg,
+                    dims=(("h", s.hidden), ("nh", s.n_heads), ("nkv", s.n_kv_heads),
+                          ("hd", s.head_dim), ("g", s.group_size), ("kv", 16 if s.kv == "f16" else 32))
+                    + ((("s", sum(1 << SECTIONS.index(h) for h in s.heads)),)
+                       if s.heads != "qkv" else ())
+                    + lp.key_dims(s.norm_eps))
+    decls, bindings = binding_decls(_bindings(s, lp))
+    nrm = lp.norm(s.norm_eps, r)
+    xlines, xs = x_chunk(s.fmt, lp.vec, lp.mask, lp.i8, nrm)
     rows_decl = [f"    let rr{i} = base + {i}u;" for i in range(r // 2)]
     rows_decl += [f"    let rr{i} = base + off2 + {i - r // 2}u;" for i in range(r // 2, r)]
-    src = render(load_template("qkv_decode"), {
-        "ENABLES": enables(False, sg), "FMT": fmt, "HEADS": heads,
-        "REDUCTION": "subgroupAdd" if sg else "shared-memory tree",
-        "PARAMS": PARAMS.wgsl(), "BINDINGS": decls,
-        "COLS": hidden, "GS": group_size if fmt in QUANTIZED else 1,
-        "GPR": hidden // group_size if fmt in QUANTIZED else 1, "WPR": wpr, "VEC": vec,
-        "NCH": nch, "CE": vec * EPW[fmt], "WG": wg, "R": r, "GX": gx, "UNITS": units,
-        "N_HEADS": n_heads, "N_KV": n_kv_heads, "HEAD_DIM": head_dim,
-        "XFNS": nrm["FNS"] if nrm else x_fns(hidden, xvec), "NACC": nacc,
-        "WFNS": "".join(weight_fns(fmt, f"w{h}_", vec) for h in heads) + (PK8_WGSL if i8 else ""),
-        "REDVARS": reduce_template(sg, bool(nrm)),
-        "ROPE_FN": ROPE_FN if set(heads) & {"q", "k"} else "",
-        "KV_STORE": kv_store(kv, heads),
-        "SGARGS": (",\n        @builtin(subgroup_invocation_id) sg_lane: u32,"
-                   "\n        @builtin(subgroup_size) sg_size: u32") if sg else "",
-        "UNIT": _unit(heads, sizes), "ROWS_DECL": "\n".join(rows_decl),
-        "ACC_DECL": "\n".join(f"    var acc{i} = 0.0;" for i in range(nacc)),
-        "XLOAD": "\n".join(" " * 8 + ln for ln in xlines),
-        "ACCUM": "\n".join(" " * 8 + ln for ln in _accum(fmt, heads, vec, r, xs, mask, i8)),
-        "REDUCE": "\n".join("    " + ln for ln in _reduce(nacc, sg) +
-                             ([nrm["AFTER"]] if nrm else [])),
-        "EPILOGUE": _epilogue(heads)}, slug=key.slug())
+    src = lp.render("qkv_decode", key.slug(), prefixes=[f"w{h}_" for h in s.heads], r=r,
+                    nacc=nacc, nrm=nrm, accum=_accum(lp, s.heads, r, xs), xs_lines=xlines,
+                    subs={"FMT": s.fmt, "HEADS": s.heads, "PARAMS": PARAMS.wgsl(),
+                          "BINDINGS": decls, "GX": gx, "UNITS": units, "N_HEADS": s.n_heads,
+                          "N_KV": s.n_kv_heads, "HEAD_DIM": s.head_dim,
+                          "ROPE_FN": ROPE_FN if set(s.heads) & {"q", "k"} else "",
+                          "KV_STORE": kv_store(s.kv, s.heads), "UNIT": _unit(s.heads, sizes),
+                          "ROWS_DECL": "\n".join(rows_decl), "EPILOGUE": _epilogue(s.heads)})
 
-    def grid(n_tok=1, **_):
+    def grid(n_tok=1):
         if n_tok != 1:
             raise UnsupportedKernel(f"{OP}: decode kernel got n_tok={n_tok}; it computes one "
                                     f"token (prefill: matmul + rope_append)")
         return (gx, gy, 1)
 
-    meta = {"grid": grid, "rows_per_wg": r}
-    if i8:   # a WGSL language feature, not a device feature (as matvec's)
-        meta["language_features"] = ("packed_4x8_integer_dot_product",)
-    return Kernel(key=key, wgsl=src, bindings=bindings, params=PARAMS, workgroup_size=(wg, 1, 1),
-                  features=("subgroups",) if sg else (), meta=meta)
+    return Kernel(key=key, wgsl=src, bindings=bindings, params=PARAMS,
+                  workgroup_size=(lp.wg, 1, 1), features=("subgroups",) if lp.sg else (),
+                  grid=Grid(grid, ("n_tok",)), meta={"rows_per_wg": r, **lp.meta()})
 
 
 # ---- numpy reference ----
@@ -316,7 +296,7 @@ def _case(fmt, hidden, n_heads, n_kv_heads, head_dim, kv, pos, scaled=True, grou
         def steps(caps, inp):
             from . import kernel
             ks = [kernel(OP, caps, **{**dims, "heads": h}) for h in split]
-            return [(k, inp["params"], k.meta["grid"](**inp["grid"])) for k in ks]
+            return [(k, inp["params"], k.grid(**inp["grid"])) for k in ks]
 
     u = DECODE_UNPACK.get(fmt, 0) if unpack is None else unpack
     tol = decode_tol(fmt, u, "dot_f32")

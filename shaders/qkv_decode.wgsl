@@ -6,23 +6,13 @@
 //   Q / K unit: rows j .. j+P-1 and j+HALF .. j+HALF+P-1 of one head (P RoPE pairs; P is even,
 //               so the packed f16 words (j+2i, j+2i+1) of the K cache row are whole);
 //   V unit:     rows R*v .. R*v+R-1.
-// The inner loop is the decode matvec's (shaders/matvec.py): the threads stride along the R rows
+// The inner loop is the decode matvec's (shaders/decode_loop.py): the threads stride along the R rows
 // one chunk of VEC words at a time, the chunk's x is loaded (and, on the int8 paths, quantized)
 // once for all R rows, one unrolled dot per row; then a {{REDUCTION}} reduction, and thread
 // i < P/2 rotates and stores rows 2i, 2i+1 with their partners 2i+P, 2i+1+P.
 {{PARAMS}}
 {{BINDINGS}}
-const COLS: u32 = {{COLS}}u;   // hidden size = length of x
-const GS: u32 = {{GS}}u;       // quantization group size (columns)
-const GPR: u32 = {{GPR}}u;     // groups per row = COLS / GS
-const WPR: u32 = {{WPR}}u;     // u32 words per row
-const VEC: u32 = {{VEC}}u;     // words per weight load (4: vec4<u32>, 1: u32)
-const NCH: u32 = {{NCH}}u;     // chunks per row = WPR / VEC
-const CE: u32 = {{CE}}u;       // columns per chunk
-const WG: u32 = {{WG}}u;       // threads per workgroup
-const R: u32 = {{R}}u;         // rows per workgroup
-const P: u32 = R / 2u;         // RoPE pairs per Q / K workgroup
-const NACC: u32 = {{NACC}}u;     // partial sums per thread: one per row (+ 1: fused norm's sum x^2)
+{{CONSTS}}const P: u32 = R / 2u;         // RoPE pairs per Q / K workgroup
 const GX: u32 = {{GX}}u;       // workgroups along x
 const UNITS: u32 = {{UNITS}}u; // workgroups doing work (the folded grid may have a few more)
 const N_HEADS: u32 = {{N_HEADS}}u;
@@ -52,15 +42,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
     let off2 = select(P, HALF, qk);      // rows P .. R-1 of the unit start at base + off2
     // the unit's R rows (all in range: R divides head_dim)
 {{ROWS_DECL}}
-    // partial sums, one register per row (unrolled, as matvec's)
-{{ACC_DECL}}
-    for (var ch = lid; ch < NCH; ch += WG) {
-        // this chunk's x, loaded once and reused for all R rows
-{{XLOAD}}
-{{ACCUM}}
-    }
-{{REDUCE}}
-    if (lid < P / 2u) {
+{{LOOP}}    if (lid < P / 2u) {
         let i = 2u * lid;                // rows i, i+1 (first half) and i+P, i+1+P (partners)
         let p = params.pos;              // n_tok is 1: the one token sits at pos
         let a = vec4<f32>(total(i), total(i + 1u), total(i + P), total(i + 1u + P));

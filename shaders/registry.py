@@ -86,7 +86,7 @@ class Case:
     ``make_inputs(rng)`` returns a dict with
       "buffers": {binding name: np.ndarray | bytes | int (byte size of a zeroed output)},
       "params":  {field: value} for the kernel's uniform (may be omitted when it has none),
-      "grid":    {runtime: value} passed to ``kernel.meta["grid"](**grid)`` (may be omitted),
+      "grid":    {runtime: value} passed to ``kernel.grid(**grid)`` (may be omitted),
     and anything else the reference needs. ``reference(inputs)`` returns {output binding name:
     expected np.ndarray}; the GPU output is viewed with the expected array's dtype and shape.
     ``tol`` is a key of ``shaders.tolerances.TOL``. ``steps``, when given, replaces the single

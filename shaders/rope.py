@@ -14,7 +14,7 @@ there; positions reach 1e5 radians).
 
 from __future__ import annotations
 
-from .core import Binding, Caps, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
+from .core import Binding, Caps, Grid, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
 from .registry import Case, register, register_cases
 
 ROPE_FN = """
@@ -52,7 +52,7 @@ def build_rope(caps: Caps, n_heads: int, head_dim: int) -> Kernel:
         Binding("x", "read_write", "(n_tok, n_heads*head_dim) f32"),
         Binding("inv_freq", "read", "(head_dim/2) f32"),
         Binding("params", "uniform", "Params{n_tok, pos}")),
-        meta={"grid": lambda n_tok=1, **_: ((pairs + WG - 1) // WG, n_tok, 1)})
+        grid=Grid(lambda n_tok=1: ((pairs + WG - 1) // WG, n_tok, 1), ("n_tok",)))
 
 
 # ---- numpy reference ----

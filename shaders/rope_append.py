@@ -12,7 +12,7 @@ Why: a fused QKV + RoPE prefill kernel with a token-blocked loop (the former ``q
 re-read its weights once per 4 tokens and took 63 % of an 8B-shape 512-token prefill on an H200
 (docs/PERFORMANCE.md, ``driver bench --profile``); the tiled matmul does the same projections at its own FLOP rate and this pass adds one cheap
 elementwise dispatch. Decode keeps the fused qkv_rope_decode. The angle arithmetic is rope's
-(``ROPE_FN``) and the cache store (``kv_store``, here) is shared with qkv_rope_decode, so both
+(``ROPE_FN``) and the cache store (``wgsl_common.kv_store``) is shared with qkv_rope_decode, so both
 paths write the same bits for the same projections.
 
 Pure Python (runs in Pyodide); numpy only inside the check cases.
@@ -20,31 +20,13 @@ Pure Python (runs in Pyodide); numpy only inside the check cases.
 
 from __future__ import annotations
 
-from .core import Binding, Caps, Kernel, KernelKey, UnsupportedKernel, load_template, render
+from .core import Binding, Caps, Grid, Kernel, KernelKey, UnsupportedKernel, load_template, render
 from .registry import Case, register, register_cases
 from .rope import PARAMS, ROPE_FN
+from .wgsl_common import kv_store
 
 OP = "rope_append"
 WG = 64
-
-
-def kv_store(kv: str, secs: str) -> str:
-    """store_kv(which 0 = k / 1 = v, even element index e, (value e, value e + 1)), over the
-    caches this kernel binds ('' when it binds none)."""
-    if kv == "f16":
-        put = {"k": "k_cache[e / 2u] = pack2x16float(val);",
-               "v": "v_cache[e / 2u] = pack2x16float(val);"}
-    else:
-        put = {"k": "k_cache[e] = val.x; k_cache[e + 1u] = val.y;",
-               "v": "v_cache[e] = val.x; v_cache[e + 1u] = val.y;"}
-    have = [h for h in "kv" if h in secs]
-    if not have:
-        return ""
-    if len(have) == 1:
-        body = f"    {put[have[0]]}\n"
-    else:
-        body = f"    if (which == 0u) {{ {put['k']} }}\n    else {{ {put['v']} }}\n"
-    return f"\nfn store_kv(which: u32, e: u32, val: vec2<f32>) {{\n{body}}}\n"
 
 
 @register(OP)
@@ -71,7 +53,7 @@ def build_rope_append(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int,
         Binding("k_cache", "read_write", kv_doc),
         Binding("v_cache", "read_write", kv_doc),
         Binding("params", "uniform", "Params{n_tok, pos}")),
-        meta={"grid": lambda n_tok=1, **_: ((units + WG - 1) // WG, n_tok, 1)})
+        grid=Grid(lambda n_tok=1: ((units + WG - 1) // WG, n_tok, 1), ("n_tok",)))
 
 
 # ---- check cases ----

@@ -23,8 +23,8 @@ The algorithm of each pass is described at the top of sample_chunks.wgsl / sampl
 
 from __future__ import annotations
 
-from .core import Binding, Caps, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
-from .norm import SG_ARGS, SG_CALL, enable_lines, features
+from .core import Binding, Caps, Grid, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
+from .wgsl_common import SG_ARGS, SG_CALL, enable_lines, features
 from .registry import Case, register, register_cases
 
 KMAX = 64
@@ -129,7 +129,7 @@ def build_sample(caps: Caps, vocab: int) -> Kernel:
                       Binding("cand", "read_write", "(n_chunks, KMAX) (key, id) u32 pairs"),
                       Binding("params", "uniform", "Params{temperature, top_k, top_p, "
                                                    "rep_penalty, seed, step, n_hist}")),
-                  meta={"grid": lambda **_: (nb, 1, 1), "cand_bytes": nb * KMAX * 8,
+                  grid=Grid.fixed(nb), meta={"cand_bytes": nb * KMAX * 8,
                         "kmax": KMAX})
 
 
@@ -152,7 +152,7 @@ def build_select(caps: Caps, vocab: int) -> Kernel:
                       Binding("cand", "read", "(n_chunks, KMAX) (key, id) u32 pairs"),
                       Binding("out", "read_write", "(1) u32 chosen token id"),
                       Binding("params", "uniform", "same Params as sample")),
-                  meta={"grid": lambda **_: (1, 1, 1)})
+                  grid=Grid.fixed(1))
 
 
 # ---- numpy reference (mirrors the hash exactly, probabilities in float64) ----
@@ -252,7 +252,7 @@ def _case(vocab, temperature, top_k, top_p, rep_penalty, seed, step, n_hist, lab
 
     def steps(caps, inp):
         k1, k2 = build_sample(caps, vocab), build_select(caps, vocab)
-        return [(k1, params, k1.meta["grid"]()), (k2, params, k2.meta["grid"]())]
+        return [(k1, params, k1.grid()), (k2, params, k2.grid())]
 
     return Case(op="sample", dims={"vocab": vocab}, make_inputs=make, reference=ref,
                 tol="exact", steps=steps, label=f"V={vocab},{label}")

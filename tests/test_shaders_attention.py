@@ -108,7 +108,7 @@ def test_model_shapes_build_within_browser_limits(model, limits):
         assert k.storage_buffers <= caps.max_storage_buffers, k.slug
         assert ("enable subgroups;" in k.wgsl) == ("subgroups" in k.features), k.slug
         assert "{{" not in k.wgsl
-    gx, gy, gz = ks[0].meta["grid"](ctx=131072)
+    gx, gy, gz = ks[0].grid(ctx=131072)
     assert gx <= caps.max_workgroups_per_dim and gy <= caps.max_workgroups_per_dim
 
 
@@ -133,13 +133,13 @@ def test_prefill_last_row_equals_decode(gpu, kv):
     dims = dict(n_heads=nh, n_kv_heads=nkv, head_dim=hd, kv=kv)
     kp = shaders.kernel("attention_prefill", caps, **dims)
     pre = harness.run(kp, {"q": q, "k_cache": kb, "v_cache": vb, "out": q.nbytes},
-                      {"n_tok": n_tok, "pos": pos}, kp.meta["grid"](n_tok=n_tok), ["out"])
+                      {"n_tok": n_tok, "pos": pos}, kp.grid(n_tok=n_tok), ["out"])
     last = pre["out"].view(np.float32).reshape(n_tok, nh * hd)[-1]
     k1, k2 = (shaders.kernel("attention_decode", caps, **dims),
               shaders.kernel("attention_combine", caps, **dims))
     ctx = pos + n_tok
     dec = harness.run_steps(
-        [(k1, {"ctx": ctx}, k1.meta["grid"](ctx=ctx)), (k2, {"ctx": ctx}, k2.meta["grid"]())],
+        [(k1, {"ctx": ctx}, k1.grid(ctx=ctx)), (k2, {"ctx": ctx}, k2.grid())],
         {"q": q[-1], "k_cache": kb, "v_cache": vb, "part": k1.meta["part_bytes"],
          "out": nh * hd * 4}, ["out"])
     np.testing.assert_allclose(dec["out"].view(np.float32), last, atol=2e-6, rtol=1e-5)
@@ -168,8 +168,8 @@ def test_qkv_rope_then_decode_attention_share_the_cache(gpu):
               shaders.kernel("attention_combine", caps, **dims))
     ctx = pos + 1
     got = harness.run_steps(
-        [(kq, {"n_tok": 1, "pos": pos}, kq.meta["grid"](n_tok=1)),
-         (k1, {"ctx": ctx}, k1.meta["grid"](ctx=ctx)), (k2, {"ctx": ctx}, k2.meta["grid"]())],
+        [(kq, {"n_tok": 1, "pos": pos}, kq.grid(n_tok=1)),
+         (k1, {"ctx": ctx}, k1.grid(ctx=ctx)), (k2, {"ctx": ctx}, k2.grid())],
         {**bufs, "x": x, "inv_freq": inv, "q": nh * hd * 4, "k_cache": kc, "v_cache": vc,
          "part": k1.meta["part_bytes"], "out": nh * hd * 4}, ["out"])
     q, k, v = qkv_decode.ref_qkv_rope(x, w["wq"], w["wk"], w["wv"], inv, nh, nkv, hd, pos)

@@ -36,7 +36,7 @@ def test_lm_head_row_blocks(gpu, fmt):
     for r0, n in blocks:
         parts, w = harness.weight_parts(rng, fmt, n, cols)
         k = shaders.kernel("matvec", caps, fmt=fmt, rows=n, cols=cols)
-        out = harness.run(k, {**parts, "x": x, "y": y}, {"row_offset": r0}, k.meta["grid"](),
+        out = harness.run(k, {**parts, "x": x, "y": y}, {"row_offset": r0}, k.grid(),
                           ["y"], dev)
         y = _f32(out["y"], (82,)).copy()
         want[r0:r0 + n] = w.astype(np.float64) @ x
@@ -53,7 +53,7 @@ def test_matmul_m512(gpu):
     x = rng.standard_normal((m, cols)).astype(np.float32)
     k = shaders.kernel("matmul", caps, fmt="q4_0", rows=rows, cols=cols)
     out = harness.run(k, {**parts, "x": x, "y": m * rows * 4}, {"n_tok": m},
-                      k.meta["grid"](n_tok=m), ["y"], dev)
+                      k.grid(n_tok=m), ["y"], dev)
     got = _f32(out["y"], (m, rows))
     want = x.astype(np.float64) @ w.astype(np.float64).T
     _, _, ok = harness.compare(got, want, "dot_f16" if k.key.f16 else "dot_f32")
@@ -70,7 +70,7 @@ def test_gate_up_decode_matches_tiled(gpu):
     res = []
     for decode in (1, 0):
         k = shaders.kernel("gate_up", caps, fmt="q8_0", ffn=ffn, hidden=hidden, decode=decode)
-        grid = k.meta["grid"]() if decode else k.meta["grid"](n_tok=1)
+        grid = k.grid() if decode else k.grid(n_tok=1)
         out = harness.run(k, {**p1, **p3, "x": x, "act": ffn * 4}, {"n_tok": 1}, grid, ["act"], dev)
         res.append(_f32(out["act"], (ffn,)))
     tol = "gate_up_f16" if not decode and k.key.f16 else "gate_up_f32"
@@ -90,7 +90,7 @@ def test_embed_vocab_split_across_blocks(gpu):
         k = shaders.kernel("embed", caps, fmt="q4_1", hidden=hidden)
         out = harness.run(k, {**parts, "ids": ids, "x": x},
                           {"n_tok": len(ids), "row_start": r0, "rows": n},
-                          k.meta["grid"](n_tok=len(ids)), ["x"], dev)
+                          k.grid(n_tok=len(ids)), ["x"], dev)
         x = _f32(out["x"], x.shape).copy()
     assert np.array_equal(x, np.concatenate(table)[ids])
 
@@ -109,7 +109,7 @@ def test_int8_x_residual_recovers_precision(gpu):
     for u in (2, 3, None):
         k = shaders.kernel("matvec", caps, fmt="q4_0", rows=rows, cols=cols, unpack=u)
         out = harness.run(k, {**parts, "x": x, "y": np.zeros(rows, np.float32)},
-                          {"row_offset": 0}, k.meta["grid"](), ["y"], dev)
+                          {"row_offset": 0}, k.grid(), ["y"], dev)
         y = _f32(out["y"], (rows,)).astype(np.float64)
         nmse[u] = float(np.sum((y - ref) ** 2) / np.sum(ref ** 2))
     assert 1e-6 < nmse[2] < 1e-3, nmse            # int8 x: ~0.4 % per dot

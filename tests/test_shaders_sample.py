@@ -50,7 +50,7 @@ def draws(gpu, logits, history, param_list, caps=None):
                 "step": 0, "n_hist": len(history), **p}
         out = harness.make_buffers({"out": 4}, dev)
         cp = enc.begin_compute_pass()
-        for k, grid in ((k1, k1.meta["grid"]()), (k2, (1, 1, 1))):
+        for k, grid in ((k1, k1.grid()), (k2, (1, 1, 1))):
             pipe, _ = harness.pipeline(k, dev)
             cp.set_pipeline(pipe)
             cp.set_bind_group(0, harness.bind_group(k, {**bufs, **out}, full, dev))

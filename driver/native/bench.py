@@ -154,8 +154,6 @@ def torch_speed(model_dir, cfg, prompt_len: int, n_new: int) -> dict | None:
 
 def run_bench(model, quick: bool = False, vs_torch: bool = False, as_json: bool = False,
               out=sys.stdout, profile: bool = False) -> dict:
-    import asyncio
-
     from driver.native import load
     loop_ctxs = [16, 64] if quick else [128, 1024, 4096]
     n_dec = 8 if quick else 128
