@@ -1,8 +1,8 @@
 """The browser GPU backend: driver.gpu.GPU over WebGPU in Pyodide, through the JS helper web/gpu-replay.js.
 
 Runs in the page's Web Worker. The worker registers gpu-replay.js as the JS module ``llgpu`` before Python starts.
-Each method is ONE Python->JS call into that helper (measured FFI cost: 1-10 us a crossing, see
-docs/ARCHITECTURE.md and the shared browser note), and the hot ones avoid per-dispatch chatter:
+Each method is ONE Python->JS call into that helper (a Pyodide FFI crossing costs about 1-10 us), and the hot
+ones avoid per-dispatch chatter:
 
 - ``submit(program)`` converts the program's op list to a JS array ONCE (cached on ``program.cache``) and the
   helper replays it: one encoder, one compute pass per run of dispatches, one queue.submit.
@@ -18,18 +18,15 @@ imports in CPython too (its pure helpers are tested natively).
 
 from __future__ import annotations
 
+import functools
 import json
-import re
+
+from modelfmt.device import snake
 
 from . import gpu as g
 from .loader import ModelSource
 
 ALIGN = 16  # buffer sizes rounded up: uniform slices and copies need multiples of 4, 16 keeps vec4 loads whole
-
-
-def snake(name: str) -> str:
-    """WebGPU limit name to the snake_case the engine and manifests use (maxBufferSize -> max_buffer_size)."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 def aligned(size: int) -> int:
@@ -136,12 +133,6 @@ class JsBackend(g.GPU):
     def submit(self, program: g.Program) -> None:
         self.h.submit(self.device, self.js_ops(program))
 
-    async def step(self, ubuf, uoff: int, data, program: g.Program, rbuf, roff: int, size: int) -> bytes:
-        """write_buffer + submit + map_read in ONE crossing (the decode step's whole host cost)."""
-        u8 = _u8(data) if data else None
-        out = await self.h.step(self.device, ubuf, int(uoff), u8, self.js_ops(program), rbuf, int(roff), int(size))
-        return out.to_bytes()
-
     async def read(self, buf, offset: int, size: int) -> bytes:
         return (await self.h.read(self.device, buf, int(offset), int(size))).to_bytes()
 
@@ -171,6 +162,38 @@ class BrowserSource(ModelSource):
         return Path(self.files_dir) / name
 
 
+# ---- errors, as the page gets them ----
+
+def error_info(exc: BaseException) -> dict:
+    """{kind, message, hint} of an exception: the driver's error classes carry a stable ``kind``
+    (model, context-overflow, bad-option, config, tokenizer, chat-template, capability,
+    no-webgpu, gpu, shader) and a ``hint`` (what to do); anything else is kind "error"."""
+    return {"kind": getattr(exc, "kind", "error"), "message": str(exc) or type(exc).__name__,
+            "hint": getattr(exc, "hint", "")}
+
+
+_last_error: dict | None = None
+
+
+def last_error_json() -> str:
+    """The error_info of the last exception an entry point below raised, as JSON (web/worker.js
+    asks for it when a Python call rejects, instead of parsing the traceback text)."""
+    return json.dumps(_last_error or {"kind": "error", "message": "unknown error", "hint": ""})
+
+
+def _reported(fn):
+    """An entry point the worker calls: its exception is kept for ``last_error_json``."""
+    @functools.wraps(fn)
+    async def call(*args, **kw):
+        global _last_error
+        try:
+            return await fn(*args, **kw)
+        except Exception as e:
+            _last_error = error_info(e)
+            raise
+    return call
+
+
 # ---- the worker's entry points (web/worker.js calls these) ----
 
 class Session:
@@ -185,7 +208,7 @@ class Session:
         return json.dumps({
             "adapter": {**self.gpu.info, "vendor": self.gpu.info.get("vendor", "")},
             "mode": self.gpu.mode, "features": sorted(self.gpu.features),
-            "kernels": len(e.graph.pipes) if hasattr(e.graph, "pipes") else None,
+            "kernels": len(e.graph.pipes),
             "dispatches_per_token": e.dispatches_per_token, "max_context": e.max_context,
             "layers": cfg.num_hidden_layers, "hidden_size": cfg.hidden_size, "vocab_size": cfg.vocab_size,
         })
@@ -193,6 +216,7 @@ class Session:
     def lost_promise(self):
         return self.gpu.lost
 
+    @_reported
     async def generate(self, request_json: str, on_token, control) -> str:
         """Run one request: {messages | prompt_ids, options}. Calls ``on_token(id, text)`` per token (id -1 for
         trailing text flushed at the end); stops between tokens once ``control.stop`` is true. Returns stats JSON."""
@@ -250,6 +274,7 @@ class Session:
         self.gpu.destroy()
 
 
+@_reported
 async def open_session(manifest_json: str, where: str, files_dir: str, progress=None) -> Session:
     """Open the device (adapter choice in the helper), then load the model: plan, shaders, weight upload."""
     from .engine import Engine

@@ -41,6 +41,9 @@ _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 class ChatTemplateError(ValueError):
     """A chat template that does not compile, raised ``raise_exception``, or bad messages."""
 
+    kind = "chat-template"
+    hint = "Check the messages (roles and order); the model's chat template refused them."
+
 
 # ---- the jinja2 environment (transformers' _compile_jinja_template) ----
 

@@ -98,32 +98,38 @@ class Engine:
         return {**samp, "pos": pos, "n_tok": n_tok, "ctx": pos + n_tok, "step": step,
                 "n_hist": pos + n_tok, "vocab": self.cfg.vocab_size}
 
-    def _tail(self, samp: dict, j: int, hist_pos: int) -> list:
+    def _tail(self, samp: dict, j: int, hist_pos: int) -> list[g.Copy]:
         """Copies after step j: the sampled id to readback slot j % RING and, when a repetition
         penalty reads the history, to hist[hist_pos] (an offset that changes every step, so such
         programs are not cached: plain greedy decoding replays the same few programs)."""
         G = self.graph
-        tail = [(G.ids, 0, G.rb[j % RING], 0, 4)]
+        tail = [g.Copy(G.ids, 0, G.rb[j % RING], 0, 4)]
         if samp["rep_penalty"] != 1.0 and hist_pos < self.max_context:
-            tail.append((G.ids, 0, G.hist, 4 * hist_pos, 4))
+            tail.append(g.Copy(G.ids, 0, G.hist, 4 * hist_pos, 4))
         return tail
+
+    def _prefill_chunks(self, ids: list[int], samp: dict):
+        """The one prefill chunk loop: writes the sequence into ``hist``, then per chunk of up to
+        ``graph.chunk`` ids writes them into ``ids`` and yields (rt, n, last) for the caller to
+        submit that chunk's programs (prefill, then the head or the all-rows LM head)."""
+        G = self.graph
+        self.gpu.write_buffer(G.hist, 0, struct.pack(f"<{len(ids)}I", *ids))
+        for start in range(0, len(ids), G.chunk):
+            part = ids[start:start + G.chunk]
+            self.gpu.write_buffer(G.ids, 0, struct.pack(f"<{len(part)}I", *part))
+            yield self._rt(samp, start, len(part), 0), len(part), start + len(part) == len(ids)
 
     def _submit_prefill(self, ids: list[int], samp: dict, head: bool) -> None:
         """Submit the whole prompt in chunks; with ``head``, the last chunk also samples the first
         new token into ids[0] and copies it to readback slot 0."""
-        G = self.graph
-        H = self.cfg.hidden_size
-        self.gpu.write_buffer(G.hist, 0, struct.pack(f"<{len(ids)}I", *ids))
-        for start in range(0, len(ids), G.chunk):
-            part = ids[start:start + G.chunk]
-            n = len(part)
-            self.gpu.write_buffer(G.ids, 0, struct.pack(f"<{n}I", *part))
-            rt = self._rt(samp, start, n, 0)
-            last = start + n == len(ids)
-            tail = [(G.xn, 4 * H * (n - 1), G.xlast, 0, 4 * H)] if (last and head) else None
-            G.prefill.run(rt, tail)
-            if last and head:
-                G.head.run(rt, self._tail(samp, 0, len(ids)), cache_tail=False)
+        G, H = self.graph, self.cfg.hidden_size
+        for rt, n, last in self._prefill_chunks(ids, samp):
+            if not (last and head):
+                G.prefill.run(rt)
+                continue
+            # the chunk's last normed row is the LM head's input
+            G.prefill.run(rt, [g.Copy(G.xn, 4 * H * (n - 1), G.xlast, 0, 4 * H)])
+            G.head.run(rt, self._tail(samp, 0, len(ids)), cache_tail=False)
 
     async def generate_async(self, prompt_ids, max_tokens: int = 128, temperature: float = 0.0,
                              top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
@@ -202,19 +208,14 @@ class Engine:
             self.gpu.write_buffer(G.hist, 0, struct.pack(f"<{len(ids)}I", *ids))
             for pos, t in enumerate(ids):
                 self.gpu.write_buffer(G.ids, 0, struct.pack("<I", t))
-                G.decode.run(self._rt(samp, pos, 1, pos), [(G.ids, 0, G.rb[0], 0, 4)])
+                G.decode.run(self._rt(samp, pos, 1, pos), [g.Copy(G.ids, 0, G.rb[0], 0, 4)])
                 await self.gpu.map_read(G.rb[0], 0, 4)
                 rows.append(await self.gpu.read(G.logits, 0, 4 * V))
             return rows
         if mode != "prefill":
             raise BadOption(f"mode must be 'prefill' or 'decode', got {mode!r}")
         G.record_lm_all()
-        self.gpu.write_buffer(G.hist, 0, struct.pack(f"<{len(ids)}I", *ids))
-        for start in range(0, len(ids), G.chunk):
-            part = ids[start:start + G.chunk]
-            n = len(part)
-            self.gpu.write_buffer(G.ids, 0, struct.pack(f"<{n}I", *part))
-            rt = self._rt(samp, start, n, 0)
+        for rt, n, _ in self._prefill_chunks(ids, samp):
             G.prefill.run(rt)
             G.lm_all.run(rt)
             blocks = [await self.gpu.read(buf, 0, 4 * n * rb) for _, rb, buf in G.lm_blocks]
@@ -281,7 +282,7 @@ class Engine:
             piece = dec.push(t)
             if piece:
                 yield piece
-        rest = dec.flush() if hasattr(dec, "flush") else ""
+        rest = dec.flush()
         if rest:
             yield rest
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from modelfmt import device
+
 # Buffer kinds: what the buffer is used for decides its WebGPU usage flags (backend maps them).
 STORAGE = "storage"    # STORAGE | COPY_SRC | COPY_DST: weights, activations, KV cache
 UNIFORM = "uniform"    # UNIFORM | COPY_DST: per-dispatch params slices
@@ -24,14 +26,24 @@ UNIFORM_STRIDE = 256   # minUniformBufferOffsetAlignment default: one params sli
 
 
 class GPUError(RuntimeError):
-    """Base of every GPU-side failure the engine reports."""
+    """Base of every GPU-side failure the engine reports. ``kind`` / ``hint``: the structured
+    form the page gets (driver.backend_js.error_info)."""
+
+    kind = "gpu"
+    hint = "Reload the page; if it persists, update the graphics driver."
 
 
 class WebGPUNotAvailable(GPUError):
     """No adapter at all (no WebGPU, no driver)."""
 
+    kind = "no-webgpu"
+    hint = "Use a browser with WebGPU (a recent Chrome or Edge) on a machine with a GPU driver."
+
 
 class FeatureMissing(GPUError):
+    kind = "capability"
+    hint = "Use a smaller model or a GPU that has this feature."
+
     def __init__(self, feature: str, why: str = ""):
         super().__init__(f"the GPU adapter lacks the WebGPU feature {feature!r}"
                          + (f" ({why})" if why else ""))
@@ -39,6 +51,9 @@ class FeatureMissing(GPUError):
 
 
 class LimitTooLow(GPUError):
+    kind = "capability"
+    hint = "Use a smaller model or a GPU with a higher limit."
+
     def __init__(self, name: str, need: int, have: int):
         super().__init__(f"the GPU adapter's limit {name} is {have}, the model needs {need}; "
                          "use a smaller model or a GPU with a higher limit")
@@ -47,6 +62,9 @@ class LimitTooLow(GPUError):
 
 class ShaderError(GPUError):
     """A kernel failed to compile or validate; the message names the kernel slug."""
+
+    kind = "shader"
+    hint = "This GPU or browser rejected a kernel: please report it with the message."
 
 
 @dataclass(frozen=True)
@@ -71,8 +89,8 @@ class Program:
     """A recorded command list: dispatches (one compute pass per run of them) and buffer copies.
 
     Built once at load time and replayed by ``submit``; a backend may cache whatever it derives
-    from it (e.g. a JS array) on ``cache``, keyed by itself, since programs are never mutated
-    after ``freeze``.
+    from it (e.g. a JS array) on ``cache``: the recorder never changes a program once it has
+    handed it out (a different tail makes a new Program).
     """
 
     ops: list = field(default_factory=list)   # [Dispatch | Copy]
@@ -156,16 +174,12 @@ class GPU(ABC):
 
     # ---- helpers shared by backends ----
     def check_requirements(self, requirements: dict) -> None:
-        """Raise FeatureMissing / LimitTooLow when the device cannot run a manifest's model."""
-        for feat in requirements.get("features", []) or []:
-            if feat not in self.features:
-                raise FeatureMissing(feat, "required by the model manifest")
-        for name in ("max_storage_buffer_binding_size", "max_buffer_size",
-                     "max_storage_buffers_per_shader_stage"):
-            need = int(requirements.get(name, 0) or 0)
-            have = int(self.limits.get(name, 0))
-            if need > have:
-                raise LimitTooLow(name, need, have)
+        """Raise FeatureMissing / LimitTooLow when the device cannot run a manifest's model
+        (``modelfmt.device.unmet``: the same rules as the page's check)."""
+        for miss in device.unmet(requirements, self.limits, self.features):
+            if miss[0] == "feature":
+                raise FeatureMissing(miss[1], "required by the model manifest")
+            raise LimitTooLow(miss[1], miss[3], miss[4])
 
 
 def check_kind(kind: str) -> None:

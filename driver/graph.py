@@ -22,7 +22,7 @@ from __future__ import annotations
 from modelfmt.manifest import resolve
 
 from . import gpu as g
-from .loader import ModelError
+from .loader import DeviceCannotRun, ModelError
 from .plan import Dyn, PipelineCache, Recorder
 
 # Every op this graph dispatches (``Graph.kernel`` refuses any other): the storage-buffer requirement
@@ -50,6 +50,9 @@ class Graph:
         self.ubuf = gpu.create_buffer(SLOTS * g.UNIFORM_STRIDE, g.UNIFORM, "params")
         self._next_slot = 0
         self.weight_bytes_per_token = 0
+        self.part = self.part_bytes = None    # split-K attention partials (made by _attention_decode)
+        self.cand = self.cand_bytes = None    # sampling candidates (made by _record_head)
+        self.lm_all, self.lm_blocks = None, []  # logits of every prefill row (record_lm_all)
         self._alloc()
         self.prefill = self._recorder("prefill", 64 + 16 * cfg.num_hidden_layers)
         self._record_body(self.prefill)
@@ -58,7 +61,6 @@ class Graph:
         self.decode = self._recorder("decode", 128 + 16 * cfg.num_hidden_layers)
         self._record_decode_body(self.decode)
         self._record_head(self.decode, src_row=0)
-        self.lm_all = None
 
     # ---- allocation ----
     def _buf(self, nbytes: int, label: str, kind: str = g.STORAGE):
@@ -99,13 +101,18 @@ class Graph:
         return r
 
     # ---- helpers ----
+    def _fits(self, op: str, **dims) -> bool:
+        if op not in OPS:
+            raise ValueError(f"op {op!r} is not declared in driver.graph.OPS")
+        return self.shaders.fits(op, self.caps, **dims)
+
     def kernel(self, op: str, **dims):
         if op not in OPS:
             raise ValueError(f"op {op!r} is not declared in driver.graph.OPS")
         try:
             return self.shaders.kernel(op, self.caps, **dims)
         except self.shaders.UnsupportedKernel as e:   # e.g. a storage-buffer limit below 6
-            raise ModelError(f"this GPU cannot run the model: {e}") from None
+            raise DeviceCannotRun(f"this GPU cannot run the model: {e}") from None
 
     def qkv_heads(self, fmt: str) -> list[str]:
         """qkv_rope_decode's ``heads`` per dispatch on this device: ["qkv"] (fused) when it fits
@@ -113,7 +120,7 @@ class Graph:
         try:
             return self.shaders.qkv_split(self.caps, fmt)
         except self.shaders.UnsupportedKernel as e:
-            raise ModelError(f"this GPU cannot run the model: {e}") from None
+            raise DeviceCannotRun(f"this GPU cannot run the model: {e}") from None
 
     def tensor(self, name: str) -> dict:
         return resolve(self.m, name)
@@ -184,9 +191,10 @@ class Graph:
             # q, k, v as three tiled matmuls, then RoPE + the KV append in one elementwise
             # pass: a fused token-blocked QKV kernel re-read its weights per 4 tokens (63 % of
             # an 8B prefill, docs/PERFORMANCE.md)
-            self._proj(r, p + "attention.wq", xn, q, False, n_tok, Q, H)
-            self._proj(r, p + "attention.wk", xn, kn, False, n_tok, KV, H)
-            self._proj(r, p + "attention.wv", xn, vn, False, n_tok, KV, H)
+            pre = dict(decode=False, n_tok=n_tok)
+            self._proj(r, p + "attention.wq", xn, q, rows=Q, cols=H, **pre)
+            self._proj(r, p + "attention.wk", xn, kn, rows=KV, cols=H, **pre)
+            self._proj(r, p + "attention.wv", xn, vn, rows=KV, cols=H, **pre)
             k = self.kernel("rope_append", n_heads=c.num_attention_heads,
                             n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv)
             r.dispatch(k, {"q": q, "k_new": kn, "v_new": vn,
@@ -196,7 +204,7 @@ class Graph:
                             n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv)
             r.dispatch(k, {"q": q, "k_cache": kc, "v_cache": vc, "out": attn},
                        {"n_tok": n_tok, "pos": pos}, {"n_tok": n_tok, "pos": pos})
-            self._proj(r, p + "attention.wo", attn, delta, False, n_tok, H, Q)
+            self._proj(r, p + "attention.wo", attn, delta, rows=H, cols=Q, **pre)
             k = self.kernel("add_rmsnorm", hidden=H, eps=c.rms_norm_eps)
             r.dispatch(k, {"x": x, "delta": delta, "w": self.norm_buf(p + "ffn_norm"),
                            "out": xn}, {"n_tok": n_tok}, rt_grid)
@@ -206,7 +214,7 @@ class Graph:
             r.dispatch(k, {"x": xn, **self.parts(self.single_block(p + "feed_forward.w1"), "w1"),
                            **self.parts(self.single_block(p + "feed_forward.w3"), "w3"),
                            "act": act}, self.fill(k, n_tok=n_tok), rt_grid)
-            self._proj(r, p + "feed_forward.w2", act, delta, False, n_tok, H, F)
+            self._proj(r, p + "feed_forward.w2", act, delta, rows=H, cols=F, **pre)
             nxt = f"layers.{i + 1}.attention_norm" if i + 1 < c.num_hidden_layers else "norm"
             k = self.kernel("add_rmsnorm", hidden=H, eps=c.rms_norm_eps)
             r.dispatch(k, {"x": x, "delta": delta, "w": self.norm_buf(nxt), "out": xn},
@@ -233,15 +241,16 @@ class Graph:
             p = f"layers.{i}."
             kc = W(self.k_cache[i], self.kv_bytes)
             vc = W(self.v_cache[i], self.kv_bytes)
+            dec = dict(decode=True, n_tok=1, accumulate=1)   # wo / w2 add into the residual x
             self._qkv_decode(r, p, q, kc, vc)
             self._attention_decode(r, q, kc, vc, attn)
-            self._proj(r, p + "attention.wo", attn, x, True, 1, H, Q, accumulate=1)
+            self._proj(r, p + "attention.wo", attn, x, rows=H, cols=Q, **dec)
             wd = self.wdims(p + "feed_forward.w1")
             wts = {**self.parts(self.single_block(p + "feed_forward.w1"), "w1"),
                    **self.parts(self.single_block(p + "feed_forward.w3"), "w3"), "act": act}
-            self._normed(r, p + "ffn_norm", [lambda **kw: self.kernel(
-                "gate_up", ffn=F, hidden=H, decode=1, **wd, **kw)], wts, {"n_tok": 1}, {})
-            self._proj(r, p + "feed_forward.w2", act, x, True, 1, H, F, accumulate=1)
+            self._normed(r, p + "ffn_norm", [("gate_up", dict(ffn=F, hidden=H, decode=1, **wd))],
+                         wts, {"n_tok": 1}, {})
+            self._proj(r, p + "feed_forward.w2", act, x, rows=H, cols=F, **dec)
             self.weight_bytes_per_token += sum(
                 self.nbytes(p + n) for n in ("attention.wq", "attention.wk", "attention.wv",
                                              "attention.wo", "feed_forward.w1",
@@ -250,19 +259,21 @@ class Graph:
         r.dispatch(k, {"x": x, "w": self.norm_buf("norm"), "out": W(self.xlast, 4 * H)},
                    {"n_tok": 1}, {"n_tok": 1})
 
-    def _normed(self, r, norm: str, builds: list, bufs: dict, params: dict, grid: dict) -> None:
-        """Dispatch the kernels ``build(**kw)`` of ``builds`` in order on RMSNorm(x) with weight
-        ``norm``: all fused (``norm_eps``: x and norm_w bound) when every one fits the device's
-        limits, else one ``rmsnorm`` dispatch into ``xn`` and the plain kernels on ``xn``."""
-        H, W = self.dims["H"], self.whole
-        try:
-            ks = [b(norm_eps=self.cfg.rms_norm_eps) for b in builds]
+    def _normed(self, r, norm: str, kernels: list, bufs: dict, params: dict, grid: dict) -> None:
+        """Dispatch the kernels ``(op, dims)`` of ``kernels`` in order on RMSNorm(x) with weight
+        ``norm``: all fused (``norm_eps``: x and norm_w bound) when every one fits the device
+        (``shaders.fits``), else one ``rmsnorm`` dispatch into ``xn`` and the plain kernels on
+        ``xn``."""
+        H, W, eps = self.dims["H"], self.whole, self.cfg.rms_norm_eps
+        fused = [(op, {**dims, "norm_eps": eps}) for op, dims in kernels]
+        if all(self._fits(op, **dims) for op, dims in fused):
+            ks = [self.kernel(op, **dims) for op, dims in fused]
             avail = {**bufs, "x": W(self.x, 4 * H), "norm_w": self.norm_buf(norm)}
-        except ModelError:   # a fused kernel over maxStorageBuffersPerShaderStage
-            k = self.kernel("rmsnorm", hidden=H, eps=self.cfg.rms_norm_eps)
+        else:   # a fused kernel over maxStorageBuffersPerShaderStage
+            k = self.kernel("rmsnorm", hidden=H, eps=eps)
             r.dispatch(k, {"x": W(self.x, 4 * H), "w": self.norm_buf(norm),
                            "out": W(self.xn, 4 * H)}, {"n_tok": 1}, {"n_tok": 1})
-            ks = [b() for b in builds]
+            ks = [self.kernel(op, **dims) for op, dims in kernels]
             avail = {**bufs, "x": W(self.xn, 4 * H)}
         for k in ks:
             r.dispatch(k, {b.name: avail[b.name] for b in k.bindings if b.kind != "uniform"},
@@ -280,12 +291,12 @@ class Graph:
             avail.update(self.parts(self.single_block(p + "attention." + nm), nm))
         dims = dict(hidden=c.hidden_size, n_heads=c.num_attention_heads,
                     n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv, **wd)
-        builds = [lambda h=h, **kw: self.kernel("qkv_rope_decode", heads=h, **dims, **kw)
-                  for h in self.qkv_heads(wd["fmt"])]
-        self._normed(r, p + "attention_norm", builds, avail, {"n_tok": 1, "pos": Dyn("pos")},
+        kernels = [("qkv_rope_decode", {**dims, "heads": h}) for h in self.qkv_heads(wd["fmt"])]
+        self._normed(r, p + "attention_norm", kernels, avail, {"n_tok": 1, "pos": Dyn("pos")},
                      {"n_tok": 1})
 
-    def _proj(self, r, name, src, dst, decode, n_tok, rows, cols, accumulate: int = 0) -> None:
+    def _proj(self, r, name, src, dst, *, decode: bool, n_tok, rows: int, cols: int,
+              accumulate: int = 0) -> None:
         """dst (n_tok, rows) (+)= src (n_tok, cols) W^T: matvec in decode, matmul in prefill."""
         op = "matvec" if decode else "matmul"
         # prefill: 8 tokens a thread (128-token tiles) where that still gives >= 256 workgroups
@@ -306,7 +317,7 @@ class Graph:
                     head_dim=c.head_dim, kv=self.kv)
         k1 = self.kernel("attention_decode", **dims)
         k2 = self.kernel("attention_combine", **dims)
-        if getattr(self, "part", None) is None:
+        if self.part is None:
             self.part_bytes = k1.meta["part_bytes"]
             self.part = self._buf(self.part_bytes, "attn_part")  # split-K partials, reused
         part = (self.part, 0, self.part_bytes)
@@ -335,7 +346,7 @@ class Graph:
         # sampling: per-chunk candidates, then the pick -> ids[0] (read by the next embed)
         k1 = self.kernel("sample", vocab=V)
         k2 = self.kernel("sample_select", vocab=V)
-        if getattr(self, "cand", None) is None:
+        if self.cand is None:
             self.cand_bytes = k1.meta["cand_bytes"]
             self.cand = self._buf(self.cand_bytes, "sample_cand")  # (n_chunks, KMAX) key/id
         cand = (self.cand, 0, self.cand_bytes)

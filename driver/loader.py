@@ -26,6 +26,14 @@ class ModelError(ValueError):
     hint = "Re-pack the model with `python -m weights_tool pack SRC OUT`, or pick another one."
 
 
+class DeviceCannotRun(ModelError):
+    """The model needs a kernel this device cannot run (e.g. more storage buffers per shader
+    stage than it allows, even split)."""
+
+    kind = "capability"
+    hint = "Use a smaller model or a GPU with higher limits."
+
+
 class ContextOverflow(ValueError):
     """prompt + max_tokens do not fit in the context the KV cache was sized for."""
 

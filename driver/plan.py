@@ -64,14 +64,6 @@ class _DispatchStep:
                                    for k, v in self.grid_args.items()})
 
 
-class _CopyStep:
-    __slots__ = ("src", "src_off", "dst", "dst_off", "size")
-
-    def __init__(self, src, src_off, dst, dst_off, size):
-        self.src, self.src_off, self.dst, self.dst_off, self.size = (src, src_off, dst, dst_off,
-                                                                       size)
-
-
 class Recorder:
     """The steps of one program and its slices of the uniform buffer.
 
@@ -88,6 +80,7 @@ class Recorder:
         self._template = bytearray()
         self._patches: dict[tuple[str, str], list[int]] = {}  # (runtime name, code) -> offsets
         self._programs: dict[tuple, g.Program] = {}
+        self._grid_groups: list | None = None   # steps with runtime grids, one per distinct grid
 
     # ---- recording ----
     def dispatch(self, kernel, buffers: dict, params: dict | None = None,
@@ -105,6 +98,7 @@ class Recorder:
         pipe = self.pipes.get(kernel)
         bg = self.gpu.create_bind_group(pipe, kernel, entries)
         self.steps.append(_DispatchStep(kernel, pipe, bg, dict(grid or {})))
+        self._grid_groups = None
 
     def _add_params(self, kernel, params: dict) -> None:
         fields = kernel.params.fields
@@ -123,7 +117,7 @@ class Recorder:
                 self._patches.setdefault((v.name, _CODES[t]), []).append(base + 4 * i)
 
     def copy(self, src, src_off: int, dst, dst_off: int, size: int) -> None:
-        self.steps.append(_CopyStep(src, src_off, dst, dst_off, size))
+        self.steps.append(g.Copy(src, src_off, dst, dst_off, size))
 
     # ---- replay ----
     @property
@@ -150,7 +144,7 @@ class Recorder:
     def _grids(self, rt: dict) -> tuple:
         """The runtime-dependent grids, each distinct (kernel, grid args) computed once: a decode
         step has one per layer of the same attention kernel, all equal."""
-        groups = getattr(self, "_grid_groups", None)
+        groups = self._grid_groups
         if groups is None:
             seen: dict = {}
             for s in self.steps:
@@ -161,10 +155,11 @@ class Recorder:
             groups = self._grid_groups = list(seen.values())
         return tuple(s.grid(rt) for s in groups)
 
-    def program(self, rt: dict, tail: list | None = None, cache_tail: bool = True) -> g.Program:
-        """The Program for runtime ``rt`` (cached by the grids that depend on it) + ``tail``
-        extra Copy tuples (src, src_off, dst, dst_off, size). ``cache_tail=False`` for tails
-        that change every step: the Program is then the cached body's ops plus the copies."""
+    def program(self, rt: dict, tail: list[g.Copy] | None = None,
+                cache_tail: bool = True) -> g.Program:
+        """The Program for runtime ``rt`` (cached by the grids that depend on it) + ``tail``, a
+        list of ``gpu.Copy`` run after it. ``cache_tail=False`` for tails that change every step:
+        the Program is then the cached body's ops plus the copies."""
         grids = self._grids(rt)
         body = self._programs.get(grids)
         if body is None:
@@ -173,23 +168,24 @@ class Recorder:
                 if isinstance(s, _DispatchStep):
                     body.dispatch(s.pipeline, s.bind_group, s.grid(rt), s.kernel.slug)
                 else:
-                    body.copy(s.src, s.src_off, s.dst, s.dst_off, s.size)
+                    body.copy(s.src, s.src_offset, s.dst, s.dst_offset, s.size)
             if len(self._programs) > 256:
                 self._programs.clear()
             self._programs[grids] = body
         if not tail:
             return body
-        key = (grids, tuple((id(c[0]), c[1], id(c[2]), c[3], c[4]) for c in tail))
+        key = (grids, tuple((id(c.src), c.src_offset, id(c.dst), c.dst_offset, c.size)
+                            for c in tail))
         prog = self._programs.get(key) if cache_tail else None
         if prog is None:
             prog = g.Program(ops=list(body.ops))
             for c in tail:
-                prog.copy(*c)
+                prog.copy(c.src, c.src_offset, c.dst, c.dst_offset, c.size)
             if cache_tail:
                 self._programs[key] = prog
         return prog
 
-    def run(self, rt: dict, tail: list | None = None, cache_tail: bool = True) -> None:
+    def run(self, rt: dict, tail: list[g.Copy] | None = None, cache_tail: bool = True) -> None:
         """One uniform write + one submit."""
         self.write_uniforms(rt)
         self.gpu.submit(self.program(rt, tail, cache_tail))

@@ -41,6 +41,9 @@ PreTok = Callable[[str], list[str]]
 class TokenizerError(ValueError):
     """A tokenizer.json this package cannot reproduce exactly, or bad input to it."""
 
+    kind = "tokenizer"
+    hint = "Re-pack the model with its tokenizer files, or pick another model."
+
 
 PreTokenizeError = TokenizerError
 

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 class BadOption(ValueError):
     """A sampling or generation option out of range."""
 
+    kind = "bad-option"
+    hint = "Change the generation settings named in the message."
+
 
 @dataclass(frozen=True)
 class Sampling:

@@ -13,7 +13,11 @@ from dataclasses import asdict, dataclass, field
 
 
 class ConfigError(ValueError):
-    """A model configuration we cannot run: the message says which field and why."""
+    """A model configuration we cannot run: the message says which field and why.
+    ``kind`` / ``hint``: the structured form the page shows (driver.backend_js.error_info)."""
+
+    kind = "config"
+    hint = "This engine runs Llama-3-family models (LlamaForCausalLM) only."
 
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)

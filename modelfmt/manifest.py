@@ -38,6 +38,9 @@ MIN_STORAGE_BUFFERS = {"f16": 6, "f32": 6, "q4_0": 6, "q4_1": 8, "q8_0": 6}
 class ManifestError(ValueError):
     """A manifest that cannot be used: the message names the file and the first problem."""
 
+    kind = "model"
+    hint = "Re-pack the model with `python -m weights_tool pack SRC OUT`."
+
 
 # ---- reading ----
 def read(folder) -> tuple[dict | None, str | None]:

@@ -4,7 +4,9 @@ Each file in ``HASHED`` is written as ``<stem>.<sha256[:12]><suffix>`` after the
 hashed before it (``"./name.ext"`` in quotes) are rewritten, so a change anywhere changes the names up the chain and
 browsers may cache them forever (server.py sends ``immutable`` for such names). ``STABLE`` files keep their names
 (entry points: the page, the embedding module, the service worker) and are served ``no-cache``. ``sw.js`` gets the
-list of files to precache between its ``/*@SHELL@*/`` markers. ``asset-map.json`` maps source names to hashed names.
+list of files to precache between its ``/*@SHELL@*/`` markers, and ``gpu-replay.js`` the device table of
+``modelfmt.device`` between its ``/*@DEVICE@*/`` markers (generated, never typed into the JS). ``asset-map.json`` maps
+source names to hashed names.
 """
 
 from __future__ import annotations
@@ -17,12 +19,27 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from modelfmt import device
+
 from .fetch import BuildError
 
 # leaves first: a file may only reference files listed before it
 HASHED = ("gpu-replay.js", "cache.js", "worker.js", "style.css", "engine.mjs", "app.js")
 STABLE = ("index.html", "engine.mjs", "sw.js")
 SHELL_MARK = re.compile(r"/\*@SHELL@\*/.*?/\*@END@\*/", re.DOTALL)
+DEVICE_MARK = re.compile(r"/\*@DEVICE@\*/.*?/\*@END@\*/", re.DOTALL)
+DEVICE_FILE = "gpu-replay.js"
+
+
+def device_table_js() -> str:
+    """The device table as the JS literal between gpu-replay.js's markers."""
+    return "/*@DEVICE@*/" + json.dumps(device.table(), separators=(",", ":")) + "/*@END@*/"
+
+
+def with_device_table(text: str, where: Path) -> str:
+    if not DEVICE_MARK.search(text):
+        raise BuildError(f"{where}: no /*@DEVICE@*/ ... /*@END@*/ markers")
+    return DEVICE_MARK.sub(lambda m: device_table_js(), text)
 
 
 def _rewrite(text: str, mapping: dict[str, str]) -> str:
@@ -51,6 +68,8 @@ def build_dist(src: Path, vendor: Path, dist: Path) -> dict[str, str]:
         mapping: dict[str, str] = {}
         for name in HASHED:
             text = _rewrite((src / name).read_text(encoding="utf-8"), mapping)
+            if name == DEVICE_FILE:
+                text = with_device_table(text, src / name)
             data = text.encode("utf-8")
             stem, dot, suffix = name.rpartition(".")
             hashed = f"{stem}.{hashlib.sha256(data).hexdigest()[:12]}.{suffix}"

@@ -16,7 +16,7 @@ import importlib
 from pathlib import Path
 
 from .core import Binding, Caps, Grid, Kernel, KernelKey, Params, UnsupportedKernel, render
-from .registry import Case, all_ops as _all_ops, kernel as _kernel, register, register_cases
+from .registry import Case, all_ops as _all_ops, fits as _fits, kernel as _kernel, register, register_cases
 
 # Modules of this package that define no op (everything else, except *_bench, is an op module).
 _NOT_OPS = {"__init__", "__main__", "core", "registry", "harness", "cli", "bench", "tolerances", "attention_bench",
@@ -41,6 +41,12 @@ def kernel(op: str, caps: Caps, **dims) -> Kernel:
     return _kernel(op, caps, **dims)
 
 
+def fits(op: str, caps: Caps, **dims) -> bool:
+    """Whether ``kernel(op, caps, **dims)`` would succeed (shaders.registry.fits)."""
+    load_ops()
+    return _fits(op, caps, **dims)
+
+
 def qkv_split(caps: Caps, fmt: str) -> list[str]:
     """The ``heads`` of each qkv_rope_decode dispatch a layer needs on ``caps`` (shaders.qkv_decode)."""
     from .qkv_decode import qkv_split as split
@@ -60,5 +66,5 @@ def all_ops() -> list[str]:
 
 
 __all__ = ["Binding", "Caps", "Case", "Grid", "Kernel", "KernelKey", "Params", "UnsupportedKernel",
-           "all_ops", "kernel", "load_ops", "min_storage_buffers", "qkv_split", "register",
+           "all_ops", "fits", "kernel", "load_ops", "min_storage_buffers", "qkv_split", "register",
            "register_cases", "render"]

@@ -20,18 +20,20 @@ import re
 import sys
 import time
 
+from modelfmt import device
+
 from . import registry, tolerances
 from .core import Caps, Kernel, UnsupportedKernel
 
 NO_ADAPTER = "no WebGPU adapter (install mesa-vulkan-drivers)"
 
 # wgpu-native names the subgroup feature "subgroup"; browsers say "subgroups".
-_WANTED_FEATURES = ("shader-f16", "subgroup", "subgroups", "timestamp-query",
-                    "timestamp-query-inside-passes")
-_RAISED_LIMITS = ("max-storage-buffer-binding-size", "max-buffer-size",
-                  "max-compute-workgroup-storage-size", "max-compute-invocations-per-workgroup",
-                  "max-compute-workgroup-size-x", "max-compute-workgroup-size-y",
-                  "max-compute-workgroup-size-z", "max-storage-buffers-per-shader-stage")
+# modelfmt.device's features and raised limits in wgpu-py's spelling, plus timestamps inside
+# passes for the kernel bench's timers
+_WANTED_FEATURES = tuple(n for f in device.WANTED_FEATURES
+                         for n in (f, *device.FEATURE_ALIASES.get(f, ()))) + (
+    "timestamp-query-inside-passes",)
+_RAISED_LIMITS = tuple(device.kebab(n) for n in device.RAISED_LIMITS)
 
 
 class NoAdapter(RuntimeError):

@@ -41,13 +41,7 @@ def kernel(op: str, caps: Caps, **dims) -> Kernel:
 
     Raises ``UnsupportedKernel`` (naming the op and the reason) for an unknown op, a combination
     no variant supports, or a kernel binding more storage buffers than ``caps.max_storage_buffers``."""
-    if op not in _BUILDERS:
-        raise UnsupportedKernel(f"unknown op {op!r}; known: {', '.join(all_ops())}")
-    ck = (op, caps, tuple(sorted(dims.items())))
-    k = _CACHE.get(ck)
-    if k is None:
-        k = _BUILDERS[op](caps, **dims)
-        _CACHE[ck] = k
+    k = _build(op, caps, dims)
     # checked here, for every op: a layout over the limit would only fail at pipeline creation
     if k.storage_buffers > caps.max_storage_buffers:
         hint = " (split it: shaders.qkv_split)" if op == "qkv_rope_decode" else ""
@@ -55,6 +49,29 @@ def kernel(op: str, caps: Caps, **dims) -> Kernel:
                                 f"GPU allows {caps.max_storage_buffers} per shader stage "
                                 f"(maxStorageBuffersPerShaderStage){hint}")
     return k
+
+
+def _build(op: str, caps: Caps, dims: dict) -> Kernel:
+    if op not in _BUILDERS:
+        raise UnsupportedKernel(f"unknown op {op!r}; known: {', '.join(all_ops())}")
+    ck = (op, caps, tuple(sorted(dims.items())))
+    k = _CACHE.get(ck)
+    if k is None:
+        k = _BUILDERS[op](caps, **dims)
+        _CACHE[ck] = k
+    return k
+
+
+def fits(op: str, caps: Caps, **dims) -> bool:
+    """Whether ``kernel(op, caps, **dims)`` exists on ``caps``: a variant for these dims, within
+    the storage-buffer limit. The driver asks before choosing between a fused kernel and its
+    unfused fallback (an unknown op is still an error)."""
+    if op not in _BUILDERS:
+        raise UnsupportedKernel(f"unknown op {op!r}; known: {', '.join(all_ops())}")
+    try:
+        return _build(op, caps, dims).storage_buffers <= caps.max_storage_buffers
+    except UnsupportedKernel:
+        return False
 
 
 def all_ops() -> list[str]:

@@ -142,6 +142,21 @@ def test_browser_files_by_layout(tmp_path):
     assert not any(f.startswith(NATIVE_ONLY) for f in browser_files())
 
 
+def test_device_table_is_generated_into_the_page(built):
+    """gpu-replay.js reads modelfmt.device's table: pybuild writes it into the built copy, and the source copy (used when
+    web/ itself is served) is the same text."""
+    from modelfmt import device
+    from pybuild.assets import DEVICE_MARK, device_table_js
+    s, _ = built
+    mapping = json.loads((s.dist / "asset-map.json").read_text())
+    built_js = (s.dist / mapping["gpu-replay.js"]).read_text()
+    want = device_table_js()
+    assert DEVICE_MARK.search(built_js).group(0) == want
+    assert json.loads(want[len("/*@DEVICE@*/"):-len("/*@END@*/")]) == device.table()
+    assert DEVICE_MARK.search((REPO / "web" / "gpu-replay.js").read_text()).group(0) == want, \
+        "web/gpu-replay.js: paste pybuild.assets.device_table_js() between its markers"
+
+
 # ---- lockfile ----
 
 def test_lockfile_entries(built):

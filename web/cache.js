@@ -10,8 +10,8 @@
 export const SHARD_CACHE = 'llama3-webgpu-shards-v1';
 export const FILE_CACHE = 'llama3-webgpu-files-v1';
 
-export class IntegrityError extends Error { constructor(m) { super(m); this.name = 'IntegrityError'; } }
-export class QuotaError extends Error { constructor(m) { super(m); this.name = 'QuotaError'; } }
+export class IntegrityError extends Error { constructor(m) { super(m); this.name = 'IntegrityError'; this.kind = 'integrity'; } }
+export class QuotaError extends Error { constructor(m) { super(m); this.name = 'QuotaError'; this.kind = 'quota'; } }
 
 const keyFor = (sha256) => new URL(`./__shards__/${sha256}`, self.location.href).href;
 

@@ -12,7 +12,7 @@ import { pickAdapter, describeAdapter, checkRequirements } from './gpu-replay.js
 const HERE = new URL('./', import.meta.url);
 
 export class EngineError extends Error {
-  constructor(kind, message) { super(message); this.name = 'EngineError'; this.kind = kind; }
+  constructor(kind, message, hint = '') { super(message); this.name = 'EngineError'; this.kind = kind; this.hint = hint; }
 }
 
 // The server's model list: [{name, bytes, quant, requirements, ...}].
@@ -62,7 +62,7 @@ class Engine {
         this.listeners.set(id, (m) => {
           if (m.type === 'token') onToken(m);
           else if (m.type === 'done') { this.listeners.delete(id); resolve(m.stats); }
-          else if (m.type === 'error') { this.listeners.delete(id); reject(new EngineError(m.kind, m.message)); }
+          else if (m.type === 'error') { this.listeners.delete(id); reject(new EngineError(m.kind, m.message, m.hint)); }
         });
         this.worker.postMessage({ ...payload, id });
       }),
@@ -143,7 +143,7 @@ class Engine {
     return new Promise((resolve, reject) => {
       const h = (ev) => {
         if (ev.data.type === 'deleted') { this.worker.removeEventListener('message', h); resolve(ev.data.n); }
-        if (ev.data.type === 'error') { this.worker.removeEventListener('message', h); reject(new EngineError(ev.data.kind, ev.data.message)); }
+        if (ev.data.type === 'error') { this.worker.removeEventListener('message', h); reject(new EngineError(ev.data.kind, ev.data.message, ev.data.hint)); }
       };
       this.worker.addEventListener('message', h);
       this.worker.postMessage({ type: 'delete', model: this.model, base: this.base });
@@ -168,7 +168,7 @@ export async function createEngine({ model, base = HERE, onProgress = () => {}, 
       const m = ev.data;
       if (m.type === 'progress' || m.type === 'warning') onProgress(m);
       else if (m.type === 'loaded') { w.removeEventListener('message', h); resolve(m.info); }
-      else if (m.type === 'error' && m.id == null) { w.removeEventListener('message', h); reject(new EngineError(m.kind, m.message)); }
+      else if (m.type === 'error' && m.id == null) { w.removeEventListener('message', h); reject(new EngineError(m.kind, m.message, m.hint)); }
     };
     w.addEventListener('message', h);
     w.addEventListener('error', (e) => reject(new EngineError('error', `worker failed to start: ${e.message || e}`)), { once: true });

@@ -8,7 +8,7 @@
 // Adapter choice: core WebGPU first; when there is none, or only a fallback (software) adapter, try
 // requestAdapter({featureLevel: 'compatibility'}) and use it if it is a real (non-fallback) adapter.
 // Limits the kernels need are raised to the adapter's maximum in requiredLimits (maxStorageBuffersPerShaderStage
-// too: the more the device allows, the fewer dispatches qkv_rope is split into).
+// too: the more the device allows, the fewer dispatches qkv_rope_decode is split into).
 
 const KIND_USAGE = () => ({
   storage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
@@ -16,39 +16,32 @@ const KIND_USAGE = () => ({
   readback: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
 });
 const BINDING_TYPE = { read: 'read-only-storage', read_write: 'storage', uniform: 'uniform' };
-// limits raised to the adapter's maximum (the 128/256 MiB defaults are too small for the embeddings)
-const RAISED_LIMITS = [
-  'maxStorageBufferBindingSize', 'maxBufferSize', 'maxComputeWorkgroupStorageSize',
-  'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupSizeX', 'maxComputeWorkgroupSizeY',
-  'maxComputeWorkgroupSizeZ', 'maxStorageBuffersPerShaderStage', 'maxComputeWorkgroupsPerDimension',
-  'maxUniformBufferBindingSize',
-];
-const WANTED_FEATURES = ['shader-f16', 'subgroups', 'timestamp-query'];
+// Device knowledge from modelfmt/device.py (never edit by hand): the limits a manifest's requirements name with their
+// WebGPU defaults, the limits raised to the adapter's maximum, the features asked for. `python -m pybuild` writes the
+// table between the markers of the built copy; tests/test_pybuild.py checks this copy equals it.
+export const DEVICE = /*@DEVICE@*/{"requiredLimits":[{"requirement":"max_storage_buffer_binding_size","limit":"maxStorageBufferBindingSize","default":134217728},{"requirement":"max_buffer_size","limit":"maxBufferSize","default":268435456},{"requirement":"max_storage_buffers_per_shader_stage","limit":"maxStorageBuffersPerShaderStage","default":8}],"raisedLimits":["maxStorageBufferBindingSize","maxBufferSize","maxComputeWorkgroupStorageSize","maxComputeInvocationsPerWorkgroup","maxComputeWorkgroupSizeX","maxComputeWorkgroupSizeY","maxComputeWorkgroupSizeZ","maxStorageBuffersPerShaderStage","maxComputeWorkgroupsPerDimension","maxUniformBufferBindingSize"],"wantedFeatures":["shader-f16","subgroups","timestamp-query"]}/*@END@*/;
 
-// Plain reasons why a manifest's requirements exceed what the adapter offers ([] when it can run).
+// What the adapter lacks for a manifest's requirements, as plain reasons ([] when it can run the model): the rules of
+// modelfmt.device.unmet (a limit the device does not report has its WebGPU default).
 export function checkRequirements(req, limits, features) {
   const problems = [];
   for (const f of (req && req.features) || []) {
     if (!features.includes(f)) problems.push(`the GPU lacks the WebGPU feature "${f}"`);
   }
-  const names = { max_storage_buffer_binding_size: 'maxStorageBufferBindingSize', max_buffer_size: 'maxBufferSize' };
-  for (const [k, js] of Object.entries(names)) {
-    const need = (req && req[k]) || 0;
-    if (need > (limits[js] || 0)) {
-      problems.push(`the model needs ${js} ≥ ${(need / 2 ** 20).toFixed(0)} MiB, this GPU allows ` +
-        `${((limits[js] || 0) / 2 ** 20).toFixed(0)} MiB`);
-    }
-  }
-  // storage buffers one kernel binds (the engine splits qkv_rope to need at most 8, WebGPU's default)
-  const needSb = (req && req.max_storage_buffers_per_shader_stage) || 0;
-  const haveSb = limits.maxStorageBuffersPerShaderStage ?? 8;  // absent: the WebGPU default
-  if (needSb > haveSb) {
-    problems.push(`the model needs maxStorageBuffersPerShaderStage ≥ ${needSb}, this GPU allows ${haveSb}`);
+  for (const { requirement, limit, default: dflt } of DEVICE.requiredLimits) {
+    const need = (req && req[requirement]) || 0;
+    const have = limits[limit] ?? dflt;
+    if (need <= have) continue;
+    const mib = limit !== 'maxStorageBuffersPerShaderStage';
+    const fmt = (n) => (mib ? `${(n / 2 ** 20).toFixed(0)} MiB` : `${n}`);
+    problems.push(`the model needs ${limit} ≥ ${fmt(need)}, this GPU allows ${fmt(have)}`);
   }
   return problems;
 }
 
-export class GpuUnavailable extends Error { constructor(m) { super(m); this.name = 'WebGPUNotAvailable'; } }
+export class GpuUnavailable extends Error {
+  constructor(m) { super(m); this.name = 'WebGPUNotAvailable'; this.kind = 'no-webgpu'; }
+}
 
 function limitsObject(limits) {
   const out = {};
@@ -95,9 +88,9 @@ export function describeAdapter(adapter, mode) {
 // Open a device with the wanted features and raised limits. Returns {device, info, features, limits}.
 export async function openDevice(opts = {}) {
   const { adapter, mode } = await pickAdapter(opts);
-  const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f));
+  const requiredFeatures = DEVICE.wantedFeatures.filter((f) => adapter.features.has(f));
   const requiredLimits = {};
-  for (const k of RAISED_LIMITS) if (typeof adapter.limits[k] === 'number') requiredLimits[k] = adapter.limits[k];
+  for (const k of DEVICE.raisedLimits) if (typeof adapter.limits[k] === 'number') requiredLimits[k] = adapter.limits[k];
   const device = await adapter.requestDevice({ requiredFeatures, requiredLimits, label: 'llama3-webgpu' });
   // allocation failures during the load are collected here and reported as "out of memory" (popLoadScope)
   device.pushErrorScope('out-of-memory');
@@ -112,7 +105,7 @@ export async function openDevice(opts = {}) {
 // End the load's out-of-memory scope: throws a plain error if any allocation failed.
 export async function popLoadScope(device) {
   const err = await device.popErrorScope();
-  if (err) throw new Error(`GPU out of memory while loading the model (${err.message})`);
+  if (err) throw Object.assign(new Error(`GPU out of memory while loading the model (${err.message})`), { kind: 'oom' });
 }
 
 export function createBuffer(device, size, kind, label) {
@@ -186,13 +179,6 @@ export function submit(device, ops) {
   }
   if (cp !== null) cp.end();
   device.queue.submit([enc.finish()]);
-}
-
-// One decode step in one crossing: write the step's uniform bytes, replay, read `size` bytes back.
-export async function step(device, ubuf, uoff, u8, ops, rbuf, roff, size) {
-  if (u8) device.queue.writeBuffer(ubuf, uoff, u8, 0, u8.byteLength);
-  submit(device, ops);
-  return mapRead(rbuf, roff, size);
 }
 
 // Map a READBACK buffer, COPY the bytes (unmap detaches the ArrayBuffer), unmap.

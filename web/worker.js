@@ -4,7 +4,7 @@
 //
 //   in:  probe | load {model, base} | generate {id, messages|prompt_ids, options} | stop {id} | delete {model} | unload
 //   out: probe {adapter} | progress {phase, ...} | loaded {info} | token {id, token, text} | done {id, stats}
-//        | error {id?, kind, message} | deleted {model, n} | lost {message}
+//        | error {id?, kind, message, hint} | deleted {model, n} | lost {message}
 
 import * as gpu from './gpu-replay.js';
 import * as cache from './cache.js';
@@ -20,28 +20,19 @@ let busy = Promise.resolve();
 
 const post = (m) => self.postMessage(m);
 
-function errorKind(e) {
-  const s = `${e && e.name} ${e && e.message}`;
-  if (/WebGPUNotAvailable|no WebGPU|no GPU adapter/i.test(s)) return 'no-webgpu';
-  if (/IntegrityError|sha256/i.test(s)) return 'integrity';
-  if (/QuotaError|quota/i.test(s)) return 'quota';
-  if (/out of memory|OutOfMemory|allocation failed/i.test(s)) return 'oom';
-  if (/device (was )?lost|DeviceLost/i.test(s)) return 'device-lost';
-  if (/LimitTooLow|FeatureMissing|cannot run/i.test(s)) return 'capability';
-  return 'error';
+// Errors go to the page as {type: 'error', id?, kind, message, hint} (docs/WEB.md). A Python exception is described
+// by the driver itself (driver.backend_js.error_info: the error class's stable kind and hint); JS errors carry a kind.
+let backend = null;        // the Python module driver.backend_js, once Pyodide runs
+
+function errorInfo(e) {
+  if (e && e.type && backend) { // a PythonError: ask Python, never parse the traceback
+    try { return JSON.parse(backend.last_error_json()); } catch (_) { /* fall through */ }
+  }
+  return { kind: (e && e.kind) || 'error', message: String((e && e.message) || e), hint: (e && e.hint) || '' };
 }
 
 function report(e, id) {
-  let msg = String((e && e.message) || e);
-  // Python exceptions arrive as "PythonError: Traceback ...\nKind: message": keep the last line only
-  // (the message itself may span lines: keep everything from the last unindented "Name: " line)
-  if (e && e.type && msg.includes('Traceback')) {
-    const lines = msg.trim().split('\n');
-    let i = lines.length - 1;
-    while (i > 0 && !/^[A-Za-z_][\w.]*: /.test(lines[i])) i--;
-    msg = lines.slice(i).join('\n');
-  }
-  post({ type: 'error', id, kind: errorKind({ name: e && (e.type || e.name), message: msg }), message: msg });
+  post({ type: 'error', id, ...errorInfo(e) });
 }
 
 // ---- capability check (before any download) ----
@@ -87,7 +78,8 @@ async function load(model, base) {
   const problems = gpu.checkRequirements(manifest.requirements || {}, opened.limits, opened.features);
   opened.device.destroy();
   if (problems.length) {
-    throw Object.assign(new Error(`This model cannot run on this GPU: ${problems.join('; ')}.`), { name: 'LimitTooLow' });
+    throw Object.assign(new Error(`This model cannot run on this GPU: ${problems.join('; ')}.`),
+      { kind: 'capability', hint: 'Use a smaller model or a GPU with higher limits.' });
   }
   const py = startPyodide(); // in parallel with the download
 
@@ -134,7 +126,7 @@ async function load(model, base) {
   });
   if (session) { try { session.close(); } catch (e) { /* old device */ } session = null; }
   gpu.setCompileListener((n) => post({ type: 'progress', phase: 'compile', done: n }));
-  const backend = pyo.pyimport('driver.backend_js');
+  backend = backend || pyo.pyimport('driver.backend_js');
   const tPrep = performance.now();
   session = await backend.open_session(JSON.stringify(manifest), modelBase, dir, (phase, done, total2) => {
     post({ type: 'progress', phase, done, total: total2 });
@@ -142,7 +134,7 @@ async function load(model, base) {
   verified.clear();
   const dev = session.gpu.device;
   await gpu.popLoadScope(dev);
-  dev.onuncapturederror = (ev) => post({ type: 'warning', kind: /memory/i.test(ev.error.message) ? 'oom' : 'error',
+  dev.onuncapturederror = (ev) => post({ type: 'warning', kind: ev.error instanceof GPUOutOfMemoryError ? 'oom' : 'error',
     message: `GPU error: ${ev.error.message}` });
   const info = JSON.parse(session.info_json());
   session.lost_promise().then((li) => {

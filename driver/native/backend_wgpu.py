@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import tempfile
 import time
 
@@ -21,19 +20,18 @@ if not os.environ.get("XDG_RUNTIME_DIR"):
 import wgpu  # noqa: E402
 
 from driver import gpu as g
+from modelfmt import device as dev
+from shaders.harness import native_source
 
 try:  # the raw wgpu-native bindings, for the per-dispatch hot loop only
     from wgpu.backends.wgpu_native._ffi import ffi as _ffi, lib as _lib
 except ImportError:  # another wgpu-py layout: use the public API
     _ffi = _lib = None
 
-# Features we enable when the adapter has them (WebGPU names; wgpu-py spells subgroups "subgroup").
-WANTED_FEATURES = ("shader-f16", "subgroup", "timestamp-query")
-# Limits raised to the adapter's maximum: big weight bindings, big workgroups, shared memory.
-RAISED_LIMITS = ("max-storage-buffer-binding-size", "max-buffer-size",
-                 "max-compute-workgroup-storage-size", "max-compute-invocations-per-workgroup",
-                 "max-compute-workgroup-size-x", "max-storage-buffers-per-shader-stage",
-                 "max-compute-workgroups-per-dimension")
+# Features enabled when the adapter has them and limits raised to its maximum: modelfmt.device's,
+# in wgpu-py's spelling (kebab-case limits, "subgroup").
+WANTED_FEATURES = tuple(n for f in dev.WANTED_FEATURES for n in (f, *dev.FEATURE_ALIASES.get(f, ())))
+RAISED_LIMITS = tuple(dev.kebab(n) for n in dev.RAISED_LIMITS)
 
 _USAGE = {
     g.STORAGE: wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST,
@@ -66,6 +64,7 @@ class WgpuBackend(g.GPU):
         from shaders.core import Caps
         self.caps = Caps.from_adapter(self.features, self.limits)
         self._staging: dict[int, object] = {}
+        self._fence = None   # a 16-byte buffer sync() reads after all submitted work
         self._self_poll = _own_polling(device)
 
     # ---- creation ----
@@ -209,7 +208,7 @@ class WgpuBackend(g.GPU):
     async def sync(self) -> None:
         # wgpu-py 0.32's on_submitted_work_done_* is broken (a cffi callback signature
         # mismatch): a 4-byte read after all submitted work waits for the queue instead.
-        if getattr(self, "_fence", None) is None:
+        if self._fence is None:
             self._fence = self.create_buffer(16, g.STORAGE, "fence")
         await self.read(self._fence, 0, 4)
 
@@ -250,13 +249,6 @@ def _flatten(program: g.Program) -> list:
         else:
             runs.append(("copy", (op.src, op.src_offset, op.dst, op.dst_offset, op.size)))
     return runs
-
-
-def native_source(wgsl: str) -> str:
-    """Naga (wgpu-py) rejects ``enable subgroups;`` (it enables subgroup builtins through the device
-    feature) while browsers require it: comment the line out, keeping line numbers."""
-    return re.sub(r"^enable subgroups;", "// enable subgroups; (naga: device feature)", wgsl,
-                  flags=re.M)
 
 
 class _Pipeline:
