@@ -111,12 +111,7 @@ class JsBackend(g.GPU):
             raise g.ShaderError(str(e).split("Error: ", 1)[-1]) from None
 
     def create_bind_group(self, pipeline, kernel, entries: dict):
-        names = [b.name for b in kernel.bindings]
-        missing = [n for n in names if n not in entries]
-        extra = [n for n in entries if n not in names]
-        if missing or extra:
-            raise ValueError(f"{kernel.slug}: bind group missing {missing}, unexpected {extra}")
-        rows = [[entries[n][0], int(entries[n][1]), int(entries[n][2])] for n in names]
+        rows = [list(e) for e in self.bind_entries(kernel, entries)]
         try:
             return self.h.createBindGroup(self.device, pipeline, _to_js(rows), kernel.slug)
         except Exception as e:

@@ -173,6 +173,17 @@ class GPU(ABC):
         pass
 
     # ---- helpers shared by backends ----
+    @staticmethod
+    def bind_entries(kernel, entries: dict) -> list[tuple]:
+        """(buffer, offset, size) per binding of ``kernel`` in binding order; ValueError naming
+        the kernel when ``entries`` lacks a binding or has one the kernel does not declare."""
+        names = [b.name for b in kernel.bindings]
+        missing = [n for n in names if n not in entries]
+        extra = [n for n in entries if n not in names]
+        if missing or extra:
+            raise ValueError(f"{kernel.slug}: bind group missing {missing}, unexpected {extra}")
+        return [(entries[n][0], int(entries[n][1]), int(entries[n][2])) for n in names]
+
     def check_requirements(self, requirements: dict) -> None:
         """Raise FeatureMissing / LimitTooLow when the device cannot run a manifest's model
         (``modelfmt.device.unmet``: the same rules as the page's check)."""

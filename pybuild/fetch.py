@@ -26,17 +26,12 @@ class BuildError(Exception):
 
 
 # One cache and one way of hashing for every pinned download of the project (weights_tool.fetch).
-from weights_tool.fetch import cache_root, npm_integrity, sha256_file  # noqa: E402,F401
+from weights_tool.fetch import cache_root, pin_problem, sha256_file  # noqa: E402,F401
 
 
 def problem(pin: Pin, path: Path) -> str | None:
     """None when ``path`` matches the pin, else what differs."""
-    got = sha256_file(path)
-    if got != pin.sha256:
-        return f"{path.name}: sha256 {got}, pinned {pin.sha256}"
-    if pin.integrity and npm_integrity(path) != pin.integrity:
-        return f"{path.name}: npm integrity differs from the pinned {pin.integrity}"
-    return None
+    return pin_problem(path, pin.sha256, pin.integrity)
 
 
 def _client(pin: Pin, dest: Path) -> list[str]:

@@ -111,15 +111,8 @@ def bench_sample(dev, caps, rng, vocab=128256, **params) -> dict:
 def main(quick: bool = False, out_file: str | None = None, sweep: bool = False) -> int:
     import time
 
-    import numpy as np
-    dev = harness.get_device()
-    caps = harness.caps_of(dev)
-    rng = np.random.default_rng(0)
-    lines = []
-
-    def say(s=""):
-        print(s, flush=True)
-        lines.append(s)
+    rep = bench.Report()
+    dev, caps, rng, say = rep.dev, rep.caps, rep.rng, rep.say
 
     say(f"# attention/qkv/sample bench {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
         f"{harness.adapter_name(dev)}; caps f16={caps.shader_f16} subgroups={caps.subgroups}")
@@ -155,9 +148,7 @@ def main(quick: bool = False, out_file: str | None = None, sweep: bool = False) 
     row(bench_sample(dev, caps, rng, vocab=v, temperature=0.7, top_k=40, top_p=0.9,
                      rep_penalty=1.1, n_hist=64))
     row(bench_sample(dev, caps, rng, vocab=v, temperature=1.0))
-    if out_file:
-        with open(out_file, "w") as f:
-            f.write("\n".join(lines) + "\n")
+    rep.save(out_file)
     return 0
 
 

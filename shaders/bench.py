@@ -370,18 +370,31 @@ def decode_unpack(device, caps, rng, say, quick: bool, roof: float) -> None:
             say(f"rows per workgroup, {op} q4_0 {r}x{c} unpack 3, GB/s: " + ", ".join(cells))
 
 
+class Report:
+    """What every bench script starts with: the harness device and its caps, a seeded rng, and
+    ``say`` (print a line and keep it); ``save(out_file)`` writes the kept lines."""
+
+    def __init__(self):
+        import numpy as np
+        self.dev = harness.get_device()
+        self.caps = harness.caps_of(self.dev)
+        self.rng = np.random.default_rng(0)
+        self.lines: list[str] = []
+
+    def say(self, s: str = "") -> None:
+        print(s, flush=True)
+        self.lines.append(s)
+
+    def save(self, out_file: str | None) -> None:
+        if out_file:
+            with open(out_file, "w") as f:
+                f.write("\n".join(self.lines) + "\n")
+
+
 def main(quick: bool = False, vs_torch: bool = False, out_file: str | None = None,
          tune_: bool = False, decode: bool = False) -> int:
-    import numpy as np
-
-    dev = harness.get_device()
-    caps = harness.caps_of(dev)
-    rng = np.random.default_rng(0)
-    lines = []
-
-    def say(s=""):
-        print(s, flush=True)
-        lines.append(s)
+    rep = Report()
+    dev, caps, rng, say = rep.dev, rep.caps, rep.rng, rep.say
 
     say(f"# shaders bench {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
         f"{harness.adapter_name(dev)}")
@@ -400,9 +413,7 @@ def main(quick: bool = False, vs_torch: bool = False, out_file: str | None = Non
     if decode:
         decode_unpack(dev, caps, rng, say, quick, roof["roofline_gbs"])
         say(f"timer: {roof['timer']}")
-        if out_file:
-            with open(out_file, "w") as f:
-                f.write("\n".join(lines) + "\n")
+        rep.save(out_file)
         return 0
     say("| kernel | shape | blocks | time (us) | GB/s | % copy roofline | TFLOP/s | % FMA peak | torch (us) |")
     say("|---|---|---|---|---|---|---|---|---|")
@@ -445,7 +456,5 @@ def main(quick: bool = False, vs_torch: bool = False, out_file: str | None = Non
         tune_unpack(dev, caps, rng, say, shapes)
         tune_matmul(dev, caps, rng, say, shapes, m)
     say(f"timer: {roof['timer']}")
-    if out_file:
-        with open(out_file, "w") as f:
-            f.write("\n".join(lines) + "\n")
+    rep.save(out_file)
     return 0

@@ -245,13 +245,19 @@ def download(item: Item, dest_dir: Path) -> None:
         _run_client(cmd + [item.spec], item)
 
 
-def _archive_problem(item: Item, path: Path) -> str | None:
+def pin_problem(path: Path, sha256: str, integrity: str = "") -> str | None:
+    """None when the archive at ``path`` has the pinned sha256 (and npm sha512 ``integrity``),
+    else what differs. The one check of a pinned download (pybuild's too)."""
     got = sha256_file(path)
-    if got != item.sha256:
-        return f"{path}: sha256 is {got}, pinned {item.sha256}"
-    if item.integrity and npm_integrity(path) != item.integrity:
-        return f"{path}: npm integrity differs from the pinned {item.integrity}"
+    if got != sha256:
+        return f"{path}: sha256 is {got}, pinned {sha256}"
+    if integrity and npm_integrity(path) != integrity:
+        return f"{path}: npm integrity differs from the pinned {integrity}"
     return None
+
+
+def _archive_problem(item: Item, path: Path) -> str | None:
+    return pin_problem(path, item.sha256, item.integrity)
 
 
 def _ensure_archive(item: Item, downloads: Path, force: bool, log: Callable[[str], None]) -> Path:

@@ -117,16 +117,8 @@ class WgpuBackend(g.GPU):
         return _Pipeline(pipe, bgl, kernel)
 
     def create_bind_group(self, pipeline, kernel, entries: dict):
-        names = [b.name for b in kernel.bindings]
-        missing = [n for n in names if n not in entries]
-        extra = [n for n in entries if n not in names]
-        if missing or extra:
-            raise ValueError(f"{kernel.slug}: bind group missing {missing}, unexpected {extra}")
-        res = []
-        for i, n in enumerate(names):
-            buf, off, size = entries[n]
-            res.append({"binding": i, "resource": {"buffer": buf, "offset": int(off),
-                                                   "size": int(size)}})
+        res = [{"binding": i, "resource": {"buffer": buf, "offset": off, "size": size}}
+               for i, (buf, off, size) in enumerate(self.bind_entries(kernel, entries))]
         try:
             return self.device.create_bind_group(layout=pipeline.bgl, entries=res,
                                                  label=kernel.slug)
