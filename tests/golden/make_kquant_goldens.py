@@ -4,7 +4,7 @@
     .oracle-venv/bin/python tests/golden/make_kquant_goldens.py [--only NAME ...]
 
 Per entry of KQUANT_GOLDENS: ``tests/_gguf_make.make_gguf`` writes a small llama GGUF whose
-matrices are K-quant blocks from our quantizer (weights_tool/kquant.py), typed as llama-quantize
+matrices are K-quant blocks from our quantizer (modelfmt/kquant.py), typed as llama-quantize
 types a Q4_K_M file (Q6_K output, attn_v / ffn_down of the use_more_bits layers; Q4_K elsewhere)
 or a Q6_K file. The file is then read back with ``gguf.GGUFReader``, every tensor dequantized with
 ``gguf.quants.dequantize`` and the Q/K rows un-permuted (tests/_gguf_make.deinterleave_rows,
