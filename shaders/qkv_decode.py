@@ -24,8 +24,8 @@ gives the fewest dispatches that fit ``caps.max_storage_buffers`` (["qkv"], ["q"
 Why this shape: a decode step runs it once per layer instead of four dispatches (three matvecs +
 a rope/append pass, ~5 us each on an H200). It is built from matvec's decode pieces
 (``x_chunk``, ``chunk_dot`` / ``chunk_dot_i8``, ``weight_fns``, the reduction templates) and uses
-the same weight unpacking per format (``matvec.DECODE_UNPACK``: q4_0 int8 x + residual with
-dot4I8Packed, the others exact f32). A Q / K workgroup owns P rotate-half pairs (rows j .. j+P-1
+the same weight unpacking per format (``decode_loop.DECODE_UNPACK``: q4_0 and the K-quants int8 x
++ residual with dot4I8Packed, the others exact f32). A Q / K workgroup owns P rotate-half pairs (rows j .. j+P-1
 and their partners j+HALF ..) of one head, so RoPE and the packed f16 K words need no other
 workgroup.
 
