@@ -18,7 +18,7 @@ row-major, quantized along cols in groups of ``group_size`` (32 by default). WGS
 Scale index for element (r, c) is ``r * (cols / G) + c // G``; f16 number k sits in u32 word k >> 1,
 half k & 1 (WGSL ``unpack2x16float(word)[k & 1]``). Part byte sizes are padded up to a multiple of 4.
 
-GGUF's K-quants, re-laid out bit-exactly (weights_tool/kquant.py transcodes GGUF blocks both ways;
+GGUF's K-quants, re-laid out bit-exactly (modelfmt/kquant.py transcodes GGUF blocks both ways;
 dequantizing these parts gives exactly ``gguf.quants.dequantize`` of the GGUF blocks). A row is
 cut in super-blocks of 256 columns (cols must be a multiple of 256; ``group_size`` does not apply).
 Two parts each, so that a kernel binds as few storage buffers as q4_0 does:

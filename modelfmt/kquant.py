@@ -6,7 +6,7 @@ Three forms of the same weights:
                per 256 weights); the oracle is ``gguf.quants.dequantize`` of these bytes
   KBlocks      the logical content: f16 super-block scales d (and dmin), per-sub-block scales
                sc (and mins m), one unsigned quant q per weight
-  parts        our shard layout {"qs", "sb"} (driver/formats.py), built for the kernels
+  parts        our shard layout {"qs", "sb"} (modelfmt/formats.py), built for the kernels
 
 ``from_gguf`` / ``to_gguf`` and ``from_parts`` / ``to_parts`` convert losslessly between them, so
 a GGUF file's K-quant tensors are copied bit for bit; ``dequantize`` reproduces gguf's float32

@@ -1,4 +1,4 @@
-"""The K-quant formats (q4_k, q5_k, q6_k: GGUF's Q4_K / Q5_K / Q6_K re-laid out, driver/formats.py)
+"""The K-quant formats (q4_k, q5_k, q6_k: GGUF's Q4_K / Q5_K / Q6_K re-laid out, modelfmt/formats.py)
 in the decode kernels: bindings and the WGSL of one 32-column chunk per row, generated unrolled
 like the group formats' (``shaders.decode_loop``: ``x_chunk`` and ``DecodeLoop.accum``, shared by
 matvec, gate_up's M = 1 kernel and qkv_rope_decode, call these).

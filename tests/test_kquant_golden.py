@@ -51,7 +51,7 @@ def packed(tmp_path_factory):
         make_gguf(path, **meta["make_gguf"])
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
         assert sha == meta["gguf_sha256"], (
-            f"golden {name}: tests/_gguf_make + weights_tool.kquant now make a different GGUF "
+            f"golden {name}: tests/_gguf_make + modelfmt.kquant now make a different GGUF "
             f"({sha[:12]} != {meta['gguf_sha256'][:12]}); regenerate with "
             "tests/golden/make_kquant_goldens.py")
         out[name] = pack(path, root / name, quant="q4_k", keep_native=True, progress=False)
@@ -73,7 +73,7 @@ def test_kept_formats(packed, name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_reference_decoder_matches_transformers(packed, name):
-    """driver.reference (its own K-quant decoder, numpy) on the packed shards."""
+    """driver.native.reference (its own K-quant decoder, numpy) on the packed shards."""
     gold = load_gold(name)
     got = Reference.load(packed[name].out).logits(gold["input_ids"].tolist())
     rel = np.abs(got - gold["logits"]).max(-1) / np.abs(gold["logits"]).max(-1)
