@@ -289,8 +289,9 @@ def _pack(src: Source, out: Path, quant: str, G: int, shard_bytes: int, force: b
             current = t.canon
             entry, m, s, n = _pack_tensor(t, quant, G, max_part, shards, keep_native)
             tensors[t.canon] = entry
-            fallback += (quant in KQUANT and len(t.shape) == 2
-                         and entry["dtype"] == KQUANT_FALLBACK[quant])
+            # matrices stored in the fallback format because of their width
+            fb = target_format(quant, t.shape[-1]) if len(t.shape) == 2 else quant
+            fallback += fb != quant and entry["dtype"] == fb
             if n:
                 quant_src[t.src_dtype] = quant_src.get(t.src_dtype, 0) + 1
             if m > worst or not worst_name and n:
