@@ -114,13 +114,38 @@ class Graph:
         except self.shaders.UnsupportedKernel as e:   # e.g. a storage-buffer limit below 6
             raise DeviceCannotRun(f"this GPU cannot run the model: {e}") from None
 
-    def qkv_heads(self, fmt: str) -> list[str]:
+    def qkv_heads(self, fmt: str, heads: str = "qkv") -> list[str]:
         """qkv_rope_decode's ``heads`` per dispatch on this device: ["qkv"] (fused) when it fits
-        maxStorageBuffersPerShaderStage, else ["q", "kv"] or ["q", "k", "v"]."""
+        maxStorageBuffersPerShaderStage, else ["q", "kv"] or ["q", "k", "v"] (restricted to
+        ``heads``)."""
         try:
-            return self.shaders.qkv_split(self.caps, fmt)
+            return self.shaders.qkv_split(self.caps, fmt, heads)
         except self.shaders.UnsupportedKernel as e:
             raise DeviceCannotRun(f"this GPU cannot run the model: {e}") from None
+
+    def qkv_groups(self, p: str) -> list[tuple[str, dict]]:
+        """(heads, weight dims) of each decode QKV dispatch of layer prefix ``p``: one group per
+        weight format in q, k, v order (a Q4_K_M file keeps some attn_v at Q6_K beside Q4_K
+        attn_q / attn_k), each split as ``qkv_heads`` says."""
+        wds = {h: self.wdims(p + "attention.w" + h) for h in "qkv"}
+        groups: list[tuple[str, dict]] = []
+        for h in "qkv":
+            same = [i for i, (_, wd) in enumerate(groups) if wd == wds[h]]
+            if same:
+                groups[same[0]] = (groups[same[0]][0] + h, wds[h])
+            else:
+                groups.append((h, wds[h]))
+        return [(s, wd) for g, wd in groups for s in self.qkv_heads(wd["fmt"], g)]
+
+    def gate_up_dims(self, p: str) -> dict:
+        """The weight dims of gate_up, which reads w1 and w3 in one format."""
+        wd = self.wdims(p + "feed_forward.w1")
+        if self.wdims(p + "feed_forward.w3") != wd:
+            raise ModelError(f"{p}feed_forward.w1 and .w3 have different formats "
+                             f"({wd['fmt']}, {self.wdims(p + 'feed_forward.w3')['fmt']}); the "
+                             "fused gate_up kernel reads both in one: re-pack the model with one "
+                             "--quant for both")
+        return wd
 
     def tensor(self, name: str) -> dict:
         return resolve(self.m, name)
@@ -209,8 +234,7 @@ class Graph:
             r.dispatch(k, {"x": x, "delta": delta, "w": self.norm_buf(p + "ffn_norm"),
                            "out": xn}, {"n_tok": n_tok}, rt_grid)
             # SwiGLU: act = silu(xn W1^T) * (xn W3^T), then delta = act W2^T
-            k = self.kernel("gate_up", ffn=F, hidden=H, decode=0,
-                            **self.wdims(p + "feed_forward.w1"))
+            k = self.kernel("gate_up", ffn=F, hidden=H, decode=0, **self.gate_up_dims(p))
             r.dispatch(k, {"x": xn, **self.parts(self.single_block(p + "feed_forward.w1"), "w1"),
                            **self.parts(self.single_block(p + "feed_forward.w3"), "w3"),
                            "act": act}, self.fill(k, n_tok=n_tok), rt_grid)
@@ -245,7 +269,7 @@ class Graph:
             self._qkv_decode(r, p, q, kc, vc)
             self._attention_decode(r, q, kc, vc, attn)
             self._proj(r, p + "attention.wo", attn, x, rows=H, cols=Q, **dec)
-            wd = self.wdims(p + "feed_forward.w1")
+            wd = self.gate_up_dims(p)
             wts = {**self.parts(self.single_block(p + "feed_forward.w1"), "w1"),
                    **self.parts(self.single_block(p + "feed_forward.w3"), "w3"), "act": act}
             self._normed(r, p + "ffn_norm", [("gate_up", dict(ffn=F, hidden=H, decode=1, **wd))],
@@ -281,17 +305,17 @@ class Graph:
 
     def _qkv_decode(self, r, p, q, kc, vc) -> None:
         """Decode: the fused M = 1 kernel in one dispatch, or 2-3 where it binds more storage
-        buffers than the device allows (qkv_split; q4_1 needs 14, WebGPU's default is 8), with
-        the attention RMSNorm fused into each where all of them fit."""
+        buffers than the device allows (qkv_split; q4_1 needs 14, WebGPU's default is 8) or wq /
+        wk / wv differ in format (``qkv_groups``), with the attention RMSNorm fused into each
+        where all of them fit."""
         c = self.cfg
-        wd = self.wdims(p + "attention.wq")
         avail = {"inv_freq": self.whole(self.inv_freq, 2 * c.head_dim), "q": q,
                  "k_cache": kc, "v_cache": vc}
         for nm in ("wq", "wk", "wv"):
             avail.update(self.parts(self.single_block(p + "attention." + nm), nm))
         dims = dict(hidden=c.hidden_size, n_heads=c.num_attention_heads,
-                    n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv, **wd)
-        kernels = [("qkv_rope_decode", {**dims, "heads": h}) for h in self.qkv_heads(wd["fmt"])]
+                    n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv)
+        kernels = [("qkv_rope_decode", {**dims, **wd, "heads": h}) for h, wd in self.qkv_groups(p)]
         self._normed(r, p + "attention_norm", kernels, avail, {"n_tok": 1, "pos": Dyn("pos")},
                      {"n_tok": 1})
 

@@ -17,19 +17,57 @@ row-major, quantized along cols in groups of ``group_size`` (32 by default). WGS
 
 Scale index for element (r, c) is ``r * (cols / G) + c // G``; f16 number k sits in u32 word k >> 1,
 half k & 1 (WGSL ``unpack2x16float(word)[k & 1]``). Part byte sizes are padded up to a multiple of 4.
+
+GGUF's K-quants, re-laid out bit-exactly (modelfmt/kquant.py transcodes GGUF blocks both ways;
+dequantizing these parts gives exactly ``gguf.quants.dequantize`` of the GGUF blocks). A row is
+cut in super-blocks of 256 columns (cols must be a multiple of 256; ``group_size`` does not apply).
+Two parts each, so that a kernel binds as few storage buffers as q4_0 does:
+
+  format  parts                                                        value of element (r, c)
+  q4_k    qs: (rows, cols/8)     u32, nibble j of word w = low 4 bits of col 8w+j (as q4_0)
+          sb: (rows, cols/256, 4) u32 per super-block:                 d1 * q - m1, with
+              w0 = f16 d | f16 dmin << 16                               d1 = d * sc_j (f32),
+              w1 nibble j = sc_j & 15, w2 nibble j = m_j & 15,          m1 = dmin * m_j (f32),
+              w3 bits 2j..2j+1 = sc_j >> 4, bits 16+2j.. = m_j >> 4     j = sub-block (32 cols)
+  q5_k    qs: as q4_k (low 4 bits)                                     as q4_k, q = qs | h << 4
+          sb: (rows, cols/256, 12) u32: w0..w3 as q4_k, then one word per sub-block j:
+              w4+j byte i bit 2k+p = 5th bit h of column 8k+2i+p of sub-block j
+  q6_k    qs: as q4_k (low 4 bits of the 6-bit q)                      d * s_i * (q - 32),
+          sb: (rows, cols/256, 21) u32: w0..w3 = 16 int8 scales s_i     q = qs | h << 4,
+              (byte i = sub-block i of 16 cols), w4 = f16 d (low half),  i = sub-block (16 cols)
+              w5+2j+h byte i bits 4g+2p..+1 = high 2 bits h of col 8(2h+g)+2i+p of chunk j
+              (the j-th 32 columns of the super-block)
+
+The high bits are ordered for the packed int8 dot: for qs word k of a 32-column chunk, the
+even / odd columns' high bits land in bit 4 (q5_k) or bits 4-5 (q6_k) of the bytes of
+``w & 0x0F0F0F0F`` / ``(w >> 4) & 0x0F0F0F0F`` after one shift and one mask. Why a record per
+super-block: one vec4 load (q4_k) gives a 32-column chunk's scale and min, shared by the 8
+chunks of the super-block; sizes per 256 weights: q4_k 144 B (= GGUF), q5_k 176 B (= GGUF),
+q6_k 212 B (GGUF 210: d padded to a word).
 """
 
 from __future__ import annotations
 
-FORMATS = ("q4_0", "q4_1", "q8_0", "f16", "f32")
+FORMATS = ("q4_0", "q4_1", "q8_0", "f16", "f32", "q4_k", "q5_k", "q6_k")
 PART_NAMES = {
     "f32": ("data",),
     "f16": ("data",),
     "q8_0": ("qs", "scales"),
     "q4_0": ("qs", "scales"),
     "q4_1": ("qs", "scales", "mins"),
+    "q4_k": ("qs", "sb"),
+    "q5_k": ("qs", "sb"),
+    "q6_k": ("qs", "sb"),
 }
-QUANTIZED = ("q4_0", "q4_1", "q8_0")
+QUANTIZED = ("q4_0", "q4_1", "q8_0")   # group formats: one f16 scale per group_size columns
+KQUANT = ("q4_k", "q5_k", "q6_k")      # GGUF K-quants: 256-column super-blocks
+QK_K = 256                             # columns per K-quant super-block
+SB_WORDS = {"q4_k": 4, "q5_k": 12, "q6_k": 21}   # u32 words of one super-block record
+# the GGUF type each K format transcodes losslessly, and the fallback for a matrix whose width is
+# not a multiple of 256 (llama.cpp falls back to Q5_0 / Q5_1 / Q8_0; we keep at least the
+# K format's quant bits with a format we have: 4-bit q4_1, else q8_0)
+KQUANT_GGUF = {"q4_k": "Q4_K", "q5_k": "Q5_K", "q6_k": "Q6_K"}
+KQUANT_FALLBACK = {"q4_k": "q4_1", "q5_k": "q8_0", "q6_k": "q8_0"}
 
 # Limits every packed model respects, so the page works with WebGPU's default limits.
 PART_ALIGN = 256                     # minStorageBufferOffsetAlignment default
@@ -48,6 +86,8 @@ def part_nbytes(fmt: str, part: str, rows: int, cols: int, group_size: int = 32)
         return rows * cols * 4
     if fmt == "f16":
         return pad4(rows * cols * 2)
+    if fmt in KQUANT:
+        return rows * cols // 2 if part == "qs" else rows * (cols // QK_K) * SB_WORDS[fmt] * 4
     if part == "qs":
         return rows * cols if fmt == "q8_0" else rows * cols // 2
     return pad4(rows * (cols // group_size) * 2)  # scales / mins: f16 each
@@ -57,6 +97,8 @@ def check_shape(fmt: str, rows: int, cols: int, group_size: int = 32) -> str | N
     """Why (rows, cols) cannot be stored in ``fmt``, or None when it can."""
     if fmt == "f16" and cols % 2:
         return f"f16 needs an even number of columns, got {cols}"
+    if fmt in KQUANT and cols % QK_K:
+        return f"{fmt} needs a multiple of {QK_K} columns (its super-blocks), got {cols}"
     if fmt in QUANTIZED:
         if group_size % 8 or group_size <= 0:
             return f"group size must be a positive multiple of 8, got {group_size}"

@@ -32,7 +32,8 @@ ROW_BLOCK_MULTIPLE = 64   # row blocks are multiples of 64 rows (kernel tile hei
 # it goes and the RMSNorms unfused. GENERATED, not typed: tests/test_layers.py recomputes it from
 # the ops driver.graph declares (``OPS``) and the kernels themselves (shaders.min_storage_buffers)
 # and prints the dict to paste here when a kernel or a format changes.
-MIN_STORAGE_BUFFERS = {"f16": 6, "f32": 6, "q4_0": 6, "q4_1": 8, "q8_0": 6}
+MIN_STORAGE_BUFFERS = {"f16": 6, "f32": 6, "q4_0": 6, "q4_1": 8, "q4_k": 6, "q5_k": 6, "q6_k": 6,
+                       "q8_0": 6}
 
 
 class ManifestError(ValueError):

@@ -11,6 +11,7 @@ Schemes (G = group_size consecutive columns of one row share a scale; scales are
   q4_1  m = min, d = (max - m) / 15   q = round((x - m) / d)    in [0, 15]       x' = q * d + m
   f16   IEEE half of x (round to nearest)
   f32   x unchanged
+  q4_k / q5_k / q6_k   GGUF's K-quants (256-column super-blocks): modelfmt/kquant.py
 Scales (and q4_1 mins) are rounded to f16 FIRST, in the safe direction: d up, m down, so that
 every x of the group lies within the grid the stored f16 values describe. q is then computed
 against those rounded values, which makes |x - x'| <= d/2 hold per element for the STORED d.
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from modelfmt.formats import FORMATS, check_shape, pad4
+from modelfmt.formats import FORMATS, KQUANT, check_shape, pad4
 
 _CHUNK_ELEMS = 2 * 1024 * 1024  # elements per row chunk: 8 MB f32 temporaries (RSS bound)
 _F16_MAX = 65504.0
@@ -84,8 +85,9 @@ def quantize(w: np.ndarray, fmt: str, group_size: int = 32) -> dict[str, np.ndar
     """Quantize float (rows, cols) ``w`` into ``fmt``'s parts.
 
     Returns {"qs": uint32 (rows, cols/8 | cols/4), "scales": uint16 (rows, cols/G) f16 bits,
-    "mins": uint16 (rows, cols/G)} for q4_0 / q4_1 / q8_0, or {"data": float32 (rows, cols)} /
-    {"data": uint16 (rows, cols) f16 bits}. Raises QuantError for bad shapes or values.
+    "mins": uint16 (rows, cols/G)} for q4_0 / q4_1 / q8_0, {"qs", "sb"} uint32 for the
+    K-quants, or {"data": float32 (rows, cols)} / {"data": uint16 (rows, cols) f16 bits}.
+    Raises QuantError for bad shapes or values.
     """
     if fmt not in FORMATS:
         raise QuantError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -97,6 +99,12 @@ def quantize(w: np.ndarray, fmt: str, group_size: int = 32) -> dict[str, np.ndar
     if why:
         raise QuantError(why)
     G = group_size
+    if fmt in KQUANT:   # {"qs": u32 (rows, cols/8), "sb": u32 (rows, cols/256 * words)}
+        from . import kquant
+        try:
+            return kquant.to_parts(kquant.quantize(w, fmt))
+        except kquant.KQuantError as e:
+            raise QuantError(str(e)) from None
     if fmt == "f32":
         data = np.ascontiguousarray(w, dtype=np.float32)  # (rows, cols) f32
         for r0, r1 in _row_chunks(rows, cols):
@@ -164,6 +172,12 @@ def dequantize(parts: dict[str, np.ndarray], fmt: str, rows: int, cols: int,
     """Inverse of ``quantize``: parts (arrays, or raw shard bytes) -> float32 (rows, cols)."""
     if fmt not in FORMATS:
         raise QuantError(f"unknown format {fmt!r}")
+    if fmt in KQUANT:
+        from . import kquant
+        try:
+            return kquant.dequantize(kquant.from_parts(parts, fmt, rows, cols))
+        except kquant.KQuantError as e:
+            raise QuantError(str(e)) from None
     G = group_size
     ng = cols // G if fmt in ("q4_0", "q4_1", "q8_0") else 0
 

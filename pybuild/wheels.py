@@ -20,7 +20,7 @@ BROWSER_DIST = "llama3-webgpu-browser"   # the name the worker passes to pyodide
 # The browser wheel by LAYOUT (docs/ARCHITECTURE.md): these packages, minus the native-only paths below. Nothing is
 # decided by reading imports; tests/test_layers.py checks that what ships imports no numpy / wgpu at module level.
 PACKAGES = ("modelfmt", "driver", "shaders")
-NATIVE_ONLY = ("driver/native/", "modelfmt/quantize.py")
+NATIVE_ONLY = ("driver/native/", "modelfmt/quantize.py", "modelfmt/kquant.py")
 DATA_SUFFIXES = (".wgsl", ".json")       # non-Python files shipped with the packages
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 

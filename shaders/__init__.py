@@ -20,7 +20,7 @@ from .registry import Case, all_ops as _all_ops, fits as _fits, kernel as _kerne
 
 # Modules of this package that define no op (everything else, except *_bench, is an op module).
 _NOT_OPS = {"__init__", "__main__", "core", "registry", "harness", "cli", "bench", "tolerances", "attention_bench",
-            "limits", "wgsl_common", "decode_loop"}
+            "limits", "wgsl_common", "decode_loop", "kquant"}
 _LOADED = False
 
 
@@ -47,10 +47,10 @@ def fits(op: str, caps: Caps, **dims) -> bool:
     return _fits(op, caps, **dims)
 
 
-def qkv_split(caps: Caps, fmt: str) -> list[str]:
+def qkv_split(caps: Caps, fmt: str, heads: str = "qkv") -> list[str]:
     """The ``heads`` of each qkv_rope_decode dispatch a layer needs on ``caps`` (shaders.qkv_decode)."""
     from .qkv_decode import qkv_split as split
-    return split(caps, fmt)
+    return split(caps, fmt, heads)
 
 
 def min_storage_buffers(ops, fmt: str) -> int:

@@ -203,7 +203,14 @@ def _random_parts(rng, fmt: str, rows: int, cols: int, prefix: str = "w_") -> di
     out = {}
     for p in PART_NAMES[fmt]:
         nb = part_nbytes(fmt, p, rows, cols)
-        if p in ("scales", "mins") or fmt == "f16":
+        if p == "sb":   # K-quant records: random words, finite f16 super-block scales
+            from modelfmt.formats import SB_WORDS
+            rec = rng.integers(0, 2**32, (nb // 4 // SB_WORDS[fmt], SB_WORDS[fmt]), dtype=np.uint32)
+            col, h = (4, (0.0005, 0.0)) if fmt == "q6_k" else (0, (0.002, 0.001))
+            f = np.array(h, np.float16).view(np.uint16).astype(np.uint32)
+            rec[:, col] = f[0] | (f[1] << 16)
+            out[prefix + p] = rec.tobytes()
+        elif p in ("scales", "mins") or fmt == "f16":
             h = (rng.standard_normal(nb // 2) * 0.02).astype(np.float16)
             out[prefix + p] = h.tobytes()
         elif fmt == "f32":
@@ -352,7 +359,8 @@ def decode_unpack(device, caps, rng, say, quick: bool, roof: float) -> None:
     for op, lst in (("matvec", shapes), ("gate_up", ffns)):
         for r, c in lst:
             for fmt, u in (("q4_0", 0), ("q4_0", 1), ("q4_0", 2), ("q4_0", 3), ("q4_1", 0),
-                           ("q4_1", 3), ("q8_0", 0), ("q8_0", 3)):
+                           ("q4_1", 3), ("q8_0", 0), ("q8_0", 3), ("q4_k", 0), ("q4_k", 2),
+                           ("q4_k", 3), ("q6_k", 0), ("q6_k", 2), ("q6_k", 3)):
                 if fmt != "q4_0" and (r, c) not in (lst[0], lst[-1]):
                     continue
                 res = bench_matvec(device, caps, fmt, r, c, rng, op=op, unpack=u)
@@ -418,7 +426,9 @@ def main(quick: bool = False, vs_torch: bool = False, out_file: str | None = Non
     say("| kernel | shape | blocks | time (us) | GB/s | % copy roofline | TFLOP/s | % FMA peak | torch (us) |")
     say("|---|---|---|---|---|---|---|---|---|")
     rows_out = []
-    for fmt in ("q4_0", "f16"):
+    # the K-quants beside q4_0 (targets: q4_k decode >= 90 % of q4_0's tok/s, q6_k matvec >= 60 %
+    # of the copy roofline), f16 as the byte-bound reference
+    for fmt in ("q4_0", "q4_k", "q6_k", "f16"):
         for r, c in shapes:
             res = bench_matvec(dev, caps, fmt, r, c, rng)
             tt = torch_times(r, c, m) if vs_torch and fmt == "f16" else {}
@@ -428,20 +438,22 @@ def main(quick: bool = False, vs_torch: bool = False, out_file: str | None = Non
                 f"{res['secs'] * 1e6:.1f} | {res['gbs']:.0f} | "
                 f"{100 * res['gbs'] / roof['roofline_gbs']:.0f}% | | | "
                 f"{'' if res['torch'] is None else f'{res["torch"] * 1e6:.1f} (f16 mv)'} |")
-    for r, c in (shapes[1:2] if quick else [(14336, 4096)]):
-        res = bench_matvec(dev, caps, "q4_0", r, c, rng, op="gate_up")
-        say(f"| {res['kernel']} | q4_0 gate_up {r}x{c} (2 weights) | 1 | "
+    for (r, c), fmt in [(s, f) for s in (shapes[1:2] if quick else [(14336, 4096)])
+                        for f in ("q4_0", "q4_k")]:
+        res = bench_matvec(dev, caps, fmt, r, c, rng, op="gate_up")
+        say(f"| {res['kernel']} | {fmt} gate_up {r}x{c} (2 weights) | 1 | "
             f"{res['secs'] * 1e6:.1f} | {res['gbs']:.0f} | "
             f"{100 * res['gbs'] / roof['roofline_gbs']:.0f}% | | | |")
     from dataclasses import replace
 
     variants = [caps, replace(caps, shader_f16=False)] if caps.shader_f16 else [caps]
-    for (r, c), cv in [(s, v) for s in shapes for v in variants]:
-        res = bench_matmul(dev, cv, "q4_0", r, c, m, rng)
+    for (r, c), cv, fmt in ([(s, v, "q4_0") for s in shapes for v in variants]
+                           + [(s, caps, "q4_k") for s in shapes]):
+        res = bench_matmul(dev, cv, fmt, r, c, m, rng)
         peak = peak16 if res["f16"] else peak32
-        tt = torch_times(r, c, m) if vs_torch and cv is caps else {}
+        tt = torch_times(r, c, m) if vs_torch and cv is caps and fmt == "q4_0" else {}
         tb = tt.get("gemm_bf16")
-        say(f"| {res['kernel']} | q4_0 {res['shape']} | {res['blocks']} | "
+        say(f"| {res['kernel']} | {fmt} {res['shape']} | {res['blocks']} | "
             f"{res['secs'] * 1e6:.1f} | {res['gbs']:.0f} | | {res['flops'] / 1e12:.2f} | "
             f"{100 * res['flops'] / peak:.0f}% of {'f16' if res['f16'] else 'f32'} | "
             f"{'' if tb is None else f'{tb * 1e6:.1f} (bf16 mm)'} |")

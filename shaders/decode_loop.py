@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from modelfmt.formats import QUANTIZED
+from modelfmt.formats import KQUANT, QUANTIZED
 
+from . import kquant as kq
 from .core import Binding, Caps, load_template, render
-from .wgsl_common import (EPW, SG_ARGS, enable_lines, pick_vec, pow2_at_least, weight_fns,
-                          words_per_row, wgsl_float)
+from .wgsl_common import (EPW, SCALED, SG_ARGS, enable_lines, pick_vec, pow2_at_least,
+                          weight_fns, words_per_row, wgsl_float)
 
 # decode weight unpacking per format when a kernel does not name one: 0 shift (nibbles shifted
 # into f32 mantissas, exact f32 math), 1 mask (shift-free), 2 int8 x + dot4I8Packed (x rounded to
@@ -28,7 +29,8 @@ from .wgsl_common import (EPW, SG_ARGS, enable_lines, pick_vec, pow2_at_least, w
 # language feature; unpack=0 is the fallback. q4_0: 3 (H100: docs/PERFORMANCE.md); q4_1 / q8_0
 # stay exact: the SmolLM2 (q4_1 + q8_0 head) f32 chat test must match transformers token for
 # token, and unpack=3 flipped one near-tie there (token 10 of 48).
-DECODE_UNPACK: dict[str, int] = {"q4_0": 3}
+# The K-quants take q4_0's unpack=3 (the same instruction mix; bench rows u0 / u2 / u3 compare).
+DECODE_UNPACK: dict[str, int] = {"q4_0": 3, "q4_k": 3, "q5_k": 3, "q6_k": 3}
 
 
 def default_unpack(caps: Caps, fmt: str) -> int:
@@ -65,10 +67,12 @@ def x_chunk(fmt: str, vec: int, mask: bool = False, i8: int = 0,
         names, lines = ["xv0"], ["let xv0 = x1(ch);"]
     if norm and not (norm["XVEC"] == 4 and ce % 4 == 0):
         lines.append(norm["ACCUM"])
-    if fmt == "q4_1":  # q4_1 needs sum(x) of the chunk: m * sum(x), shared by all rows
+    if fmt in ("q4_1", "q4_k", "q5_k"):  # sum(x) of the chunk: m * sum(x), shared by all rows
         lines.append("let sx = dot(" + " + ".join(names) + ", vec4<f32>(1.0));")
+    if fmt in KQUANT:
+        lines += kq.chunk_lines(fmt)
     if i8:
-        lines += i8_quant_lines(fmt, names, i8 == 2)
+        lines += i8_quant_lines(fmt, names, i8 == 2) + kq.i8_lines(fmt, i8 == 2)
     if mask:   # exact: powers of two
         lines += [f"let xm{i} = {n} * vec4<f32>(1.0, 0.0625, 0.00390625, 0.000244140625);"
                   for i, n in enumerate(names)]
@@ -273,7 +277,7 @@ def norm_binding(xvec: int):
 
 def decode_tol(fmt: str, unpack: int, f32_key: str) -> str:
     """Tolerance key of a decode check case: int8 x (unpack=2/3) on a q format is looser."""
-    if unpack in (2, 3) and fmt in QUANTIZED:
+    if unpack in (2, 3) and fmt in SCALED:
         k = "dot_i8x" if f32_key == "dot_f32" else "gate_up_i8x"
         return k.replace("i8x", "i16x") if unpack == 3 else k
     return f32_key
@@ -305,7 +309,7 @@ class DecodeLoop:
             unpack = default_unpack(caps, fmt)
         mask = unpack == 1 and fmt in ("q4_0", "q4_1")
         # unpack=2/3 (int8 x, dot4I8Packed) needs whole vec4 chunks inside one group
-        i8 = unpack - 1 if unpack in (2, 3) and fmt in QUANTIZED and vec == 4 else 0
+        i8 = unpack - 1 if unpack in (2, 3) and fmt in SCALED and vec == 4 else 0
         nch = words_per_row(fmt, cols) // vec
         cap = min(256, caps.max_workgroup_size)
         wg = wg or max(32, min(cap, pow2_at_least(nch)))
@@ -349,6 +353,14 @@ class DecodeLoop:
         if self.i8:
             return chunk_dot_i8(self.fmt, prefix, self.vec, wv, row, self.i8 == 2)
         return chunk_dot(self.fmt, prefix, self.vec, wv, xs, row, self.mask)
+
+    def accum(self, acc: str, prefix: str, row: str, xs: list[str], tag: str) -> list[str]:
+        """WGSL adding that dot to ``acc``: one line, or the K-quants' several (record decode;
+        ``tag`` keeps their temporaries apart, shaders/kquant.py)."""
+        if self.fmt in KQUANT:
+            return kq.accum_lines(self.fmt, prefix, f"{prefix}chunk({row} * NCH + ch)", xs, row,
+                                  acc, tag, self.i8)
+        return [f"{acc} += {self.dot(prefix, row, xs)};"]
 
     def render(self, template: str, slug: str, *, prefixes, r: int, nacc: int, nrm: dict | None,
                accum, xs_lines: list[str], subs: dict) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from modelfmt.formats import QUANTIZED
 
 from .core import Binding, Caps, Grid, Kernel, KernelKey, Params, load_template, render
-from .wgsl_common import EPW, binding_decls, check_weight, weight_bindings, weight_fns, words_per_row
+from .wgsl_common import BASE, binding_decls, check_weight, weight_bindings, weight_fns, words_per_row
 from .registry import Case, register, register_cases
 
 EMBED_PARAMS = Params((("n_tok", "u32"), ("row_start", "u32"), ("rows", "u32")))
@@ -74,11 +74,11 @@ def _case(fmt: str, hidden: int, rows: int, row_start: int, ids: list[int]) -> C
 @register_cases("embed")
 def embed_cases(quick: bool) -> list[Case]:
     out = []
-    for f in EPW:
+    for f in BASE:
         out.append(_case(f, 96, 7, 0, [0, 6, 3]))
         # a row block: ids below, inside and past it (only the inside ones are written)
         out.append(_case(f, 576, 13, 20, [19, 20, 32, 33, 5, 25, 1000]))
     out += [_case("f16", 6, 5, 2, [2, 6, 1]), _case("f32", 7, 3, 0, [2, 0, 3])]
     if not quick:
-        out += [_case(f, 4096, 64, 100, list(range(90, 170, 3))) for f in EPW]
+        out += [_case(f, 4096, 64, 100, list(range(90, 170, 3))) for f in BASE]
     return out

@@ -16,7 +16,7 @@ from .core import Caps, Kernel, Params, UnsupportedKernel
 from .decode_loop import decode_tol
 from .matmul import tiled_kernel
 from .matvec import decode_kernel
-from .wgsl_common import EPW, WeightSpec
+from .wgsl_common import BASE, WeightSpec
 from .registry import Case, register, register_cases
 
 GATE_UP_PARAMS = Params((("n_tok", "u32"),))
@@ -87,14 +87,14 @@ def gate_up_cases(quick: bool) -> list[Case]:
     shapes = [(7, 96), (67, 64), (1, 32)]
     if not quick:
         shapes += [(1536, 576), (14336 // 4, 4096)]
-    out = [_case(f, ffn, h, 1, 1) for f in EPW for ffn, h in shapes]
-    out += [_case(f, ffn, h, m, 0) for f in EPW for (ffn, h), m in zip(shapes, (3, 17, 130, 64, 33))]
+    out = [_case(f, ffn, h, 1, 1) for f in BASE for ffn, h in shapes]
+    out += [_case(f, ffn, h, m, 0) for f in BASE for (ffn, h), m in zip(shapes, (3, 17, 130, 64, 33))]
     out += [_case("f16", 5, 6, 1, 1), _case("f32", 9, 7, 4, 0)]
     # decode with int8 x + packed integer dot products, and the exact path explicitly
     out += [_case(f, 67, 64, 1, 1, unpack=u) for f in ("q4_0", "q4_1", "q8_0") for u in (2, 3)]
     out += [_case("q4_0", 67, 64, 1, 1, unpack=0)]
     # decode with the fused RMSNorm of the residual stream (the driver's decode path)
-    out += [_case(f, 67, 64, 1, 1, norm=True) for f in EPW] + [_case("f32", 5, 6, 1, 1, norm=True)]
+    out += [_case(f, 67, 64, 1, 1, norm=True) for f in BASE] + [_case("f32", 5, 6, 1, 1, norm=True)]
     if not quick:
         out += [_case("q4_0", 14336 // 4, 4096, 1, 1, norm=True),
                 _case("q4_1", 1536, 576, 1, 1, norm=True)]

@@ -28,10 +28,11 @@ def _probes(op: str) -> list[dict]:
         "attention_decode": [_ATT], "attention_combine": [_ATT], "attention_prefill": [_ATT],
         "rope_append": [_ATT], "sample": [{"vocab": 64}], "sample_select": [{"vocab": 64}],
         "rmsnorm": [{"hidden": 64}], "add_rmsnorm": [{"hidden": 64}],
-        "embed": [{"hidden": 64}], "matvec": [{"rows": 64, "cols": 64}],
-        "matmul": [{"rows": 64, "cols": 64}],
-        "gate_up": [{"ffn": 64, "hidden": 64, "decode": d} for d in (0, 1)],
-        "qkv_rope_decode": [{"hidden": 64, **_ATT, "heads": h} for h in SPLITS[-1]],
+        # weight widths of 256: a multiple of every format's block (the K-quants' super-block)
+        "embed": [{"hidden": 256}], "matvec": [{"rows": 64, "cols": 256}],
+        "matmul": [{"rows": 64, "cols": 256}],
+        "gate_up": [{"ffn": 64, "hidden": 256, "decode": d} for d in (0, 1)],
+        "qkv_rope_decode": [{"hidden": 256, **_ATT, "heads": h} for h in SPLITS[-1]],
     }.get(op, [])
 
 

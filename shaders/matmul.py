@@ -14,7 +14,7 @@ from __future__ import annotations
 from modelfmt.formats import QUANTIZED
 
 from .core import Binding, Caps, Grid, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
-from .wgsl_common import (EPW, WeightSpec, binding_decls, check_weight, enable_lines, weight_bindings,
+from .wgsl_common import (BASE, WeightSpec, binding_decls, check_weight, enable_lines, weight_bindings,
                           weight_fns, words_per_row)
 from .registry import Case, register, register_cases
 
@@ -177,7 +177,7 @@ def matmul_cases(quick: bool) -> list[Case]:
     if not quick:
         shapes += [(576, 576, 64), (576, 1536, 130), (1536, 576, 17), (4096, 4096, 64),
                    (67, 1536, 512)]
-    out = [_case(f, r, c, m) for f in EPW for r, c, m in shapes]
+    out = [_case(f, r, c, m) for f in BASE for r, c, m in shapes]
     out += [_case("q4_0", 33, 64, 5, acc=1), _case("f16", 5, 6, 3), _case("f32", 9, 7, 66),
             _case("f32", 6, 20, 2), _case("q4_1", 6, 48, 4, group_size=16)]
     # 8 tokens per thread (bench candidate): partial token and row tiles, K tail

@@ -15,7 +15,8 @@ from modelfmt.formats import QUANTIZED
 from .core import Binding, Caps, Grid, Kernel, KernelKey, Params, UnsupportedKernel
 from .decode_loop import DECODE_UNPACK, DecodeLoop, decode_tol, x_chunk
 from .registry import Case, register, register_cases
-from .wgsl_common import EPW, WeightSpec, binding_decls, check_weight, fold_grid, weight_bindings
+from .wgsl_common import (BASE, SCALED, WeightSpec, binding_decls, check_weight, fold_grid,
+                          weight_bindings)
 
 
 # ---- the decode kernel (matvec, and gate_up's M = 1 variant) ----
@@ -34,7 +35,7 @@ def decode_kernel(caps: Caps, spec: WeightSpec, *, wg: int = 0, r: int = 0,
     # (docs/PERFORMANCE.md, bench --tune)
     # int8-x paths (unpack 2/3) also quantize x once per chunk for all R rows: gate_up at R=8
     # measured 1910 against 1755 GB/s at R=4 (H100, 14336x4096, unpack 3; 8192x2048 equal)
-    r = r or min((8 if nw == 1 or lp.i8 else 4) if fmt in QUANTIZED else 1, rows)
+    r = r or min((8 if nw == 1 or lp.i8 else 4) if fmt in SCALED else 1, rows)
     while r > 1 and lp.red_bytes(r * nw) > caps.max_workgroup_storage:
         r //= 2   # keep the reduction within the workgroup storage limit
     nacc = r * nw + (1 if norm_eps else 0)   # + the fused norm's sum of squares
@@ -55,8 +56,8 @@ def decode_kernel(caps: Caps, spec: WeightSpec, *, wg: int = 0, r: int = 0,
     decls, bindings = binding_decls(binds)
     nrm = lp.norm(norm_eps, r * nw)
     xlines, xs = x_chunk(fmt, lp.vec, lp.mask, lp.i8, nrm)
-    accum = [f"acc{i * nw + k} += {lp.dot(p, f'rr{i}', xs)};"
-             for i in range(r) for k, p in enumerate(spec.weights)]
+    accum = [ln for i in range(r) for k, p in enumerate(spec.weights)
+             for ln in lp.accum(f"acc{i * nw + k}", p, f"rr{i}", xs, str(i))]
     src = lp.render("matvec", key.slug(), prefixes=spec.weights, r=r, nacc=nacc, nrm=nrm,
                     accum=accum, xs_lines=xlines, subs={
                         "OP": op, "FMT": fmt, "SEMANTICS": spec.semantics,
@@ -118,7 +119,7 @@ def _matvec_case(fmt: str, rows: int, cols: int, acc: int = 0, row_offset: int =
     return Case("matvec", dims, make, ref, decode_tol(fmt, u, "dot_f32"),
                 label=f"{fmt} {rows}x{cols}" + (" acc" if acc else "") +
                       (f" off{row_offset}" if row_offset else "") +
-                      {1: " mask", 2: " i8x", 3: " i16x"}.get(u, "") * (fmt in QUANTIZED))
+                      {1: " mask", 2: " i8x", 3: " i16x"}.get(u, "") * (fmt in SCALED))
 
 
 @register_cases("matvec")
@@ -126,9 +127,9 @@ def matvec_cases(quick: bool) -> list[Case]:
     shapes = [(1, 32), (7, 96), (67, 576), (13, 1536)]
     if not quick:
         shapes += [(576, 576), (576, 1536), (1536, 576), (4096, 4096)]
-    out = [_matvec_case(f, r, c) for f in EPW for r, c in shapes]
+    out = [_matvec_case(f, r, c) for f in BASE for r, c in shapes]
     # accumulate (residual fusion) and an LM-head row block written at an offset
-    out += [_matvec_case(f, 33, 64, acc=1) for f in EPW]
+    out += [_matvec_case(f, 33, 64, acc=1) for f in BASE]
     out += [_matvec_case("q4_0", 19, 128, row_offset=45), _matvec_case("f16", 5, 6),
             _matvec_case("f32", 3, 5), _matvec_case("q8_0", 9, 64, group_size=64),
             _matvec_case("q4_1", 6, 48, group_size=16)]

@@ -24,8 +24,8 @@ gives the fewest dispatches that fit ``caps.max_storage_buffers`` (["qkv"], ["q"
 Why this shape: a decode step runs it once per layer instead of four dispatches (three matvecs +
 a rope/append pass, ~5 us each on an H200). It is built from matvec's decode pieces
 (``x_chunk``, ``chunk_dot`` / ``chunk_dot_i8``, ``weight_fns``, the reduction templates) and uses
-the same weight unpacking per format (``matvec.DECODE_UNPACK``: q4_0 int8 x + residual with
-dot4I8Packed, the others exact f32). A Q / K workgroup owns P rotate-half pairs (rows j .. j+P-1
+the same weight unpacking per format (``decode_loop.DECODE_UNPACK``: q4_0 and the K-quants int8 x
++ residual with dot4I8Packed, the others exact f32). A Q / K workgroup owns P rotate-half pairs (rows j .. j+P-1
 and their partners j+HALF ..) of one head, so RoPE and the packed f16 K words need no other
 workgroup.
 
@@ -34,7 +34,7 @@ Pure Python (runs in Pyodide); numpy only inside the check-case functions.
 
 from __future__ import annotations
 
-from modelfmt.formats import PART_NAMES, QUANTIZED
+from modelfmt.formats import PART_NAMES
 
 from dataclasses import dataclass
 
@@ -43,7 +43,7 @@ from .decode_loop import (DECODE_UNPACK, NORM_EPS_CASE, DecodeLoop, case_norm_in
                           ref_normed, x_chunk)
 from .registry import Case, register, register_cases
 from .rope import PARAMS, ROPE_FN
-from .wgsl_common import binding_decls, check_weight, fold_grid, kv_store, weight_bindings
+from .wgsl_common import SCALED, binding_decls, check_weight, fold_grid, kv_store, weight_bindings
 
 OP = "qkv_rope_decode"
 
@@ -59,12 +59,15 @@ def storage_buffers(fmt: str, heads: str = "qkv") -> int:
     return 1 + len(PART_NAMES[fmt]) * len(heads) + (1 if set(heads) & {"q", "k"} else 0) + len(heads)
 
 
-def qkv_split(caps: Caps, fmt: str) -> list[str]:
+def qkv_split(caps: Caps, fmt: str, heads: str = "qkv") -> list[str]:
     """The ``heads`` of each qkv_rope_decode dispatch of a layer: the fewest that all fit
-    ``caps.max_storage_buffers`` (["qkv"] where the fused kernel does)."""
+    ``caps.max_storage_buffers`` (["qkv"] where the fused kernel does). ``heads``: only these
+    projections (a layer whose wq, wk, wv have different formats, e.g. a Q4_K_M file's Q6_K
+    attn_v, runs one group per format: driver.graph)."""
     for split in SPLITS:
-        if all(storage_buffers(fmt, h) <= caps.max_storage_buffers for h in split):
-            return list(split)
+        parts = [g for g in ("".join(c for c in s if c in heads) for s in split) if g]
+        if all(storage_buffers(fmt, h) <= caps.max_storage_buffers for h in parts):
+            return parts
     raise UnsupportedKernel(f"{OP}: even one projection per dispatch binds "
                             f"{max(storage_buffers(fmt, h) for h in SPLITS[-1])} storage buffers "
                             f"({fmt}); this GPU allows {caps.max_storage_buffers}")
@@ -94,7 +97,8 @@ def _accum(lp: DecodeLoop, heads: str, r: int, xs: list[str]) -> list[str]:
             out.append("if (sect == %du) {" % k if n == 0 else
                        "} else {" if n == len(heads) - 1 else "} else if (sect == %du) {" % k)
         pad = "    " if len(heads) > 1 else ""
-        out += [f"{pad}acc{i} += {lp.dot(f'w{h}_', f'rr{i}', xs)};" for i in range(r)]
+        out += [pad + ln for i in range(r) for ln in lp.accum(f"acc{i}", f"w{h}_", f"rr{i}", xs,
+                                                              str(i))]
     if len(heads) > 1:
         out.append("}")
     return out
@@ -186,7 +190,7 @@ def build_qkv_rope_decode(caps: Caps, **dims) -> Kernel:
     # rows per workgroup: matvec's 8 for q formats (x chunk and its int8 quantization shared by
     # more rows); f16/f32 matvec measured best at 1 row, but a workgroup here needs 2 pairs (4
     # rows) so that the packed f16 K/V words are whole
-    r = s.r or (8 if s.fmt in QUANTIZED and half % 4 == 0 else 4)
+    r = s.r or (8 if s.fmt in SCALED and half % 4 == 0 else 4)
     if r % 4 or half % (r // 2):
         raise UnsupportedKernel(f"{OP}: r={r} rows per workgroup: need a multiple of 4 whose "
                                 f"half divides head_dim/2 = {half}")

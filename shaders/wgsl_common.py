@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelfmt.formats import PART_NAMES, QUANTIZED, check_shape
+from modelfmt.formats import KQUANT, PART_NAMES, QUANTIZED, check_shape
 
 from .core import Binding, Params, UnsupportedKernel, load_template
+from .kquant import sb_binding
 
-EPW = {"q4_0": 8, "q4_1": 8, "q8_0": 4, "f16": 2, "f32": 1}  # columns per u32 word of qs/data
+EPW = {"q4_0": 8, "q4_1": 8, "q8_0": 4, "f16": 2, "f32": 1,   # columns per u32 word of qs/data
+       "q4_k": 8, "q5_k": 8, "q6_k": 8}
+SCALED = QUANTIZED + KQUANT   # per-block scales: R rows a workgroup, the int8-x decode paths
+BASE = tuple(f for f in EPW if f not in KQUANT)   # the op modules' own check cases (K: kquant_cases)
 MAX_GRID = 65535   # maxComputeWorkgroupsPerDimension default
 
 
@@ -65,9 +69,12 @@ def weight_bindings(fmt: str, prefix: str, vec: int, rows_doc: str, cols_doc: st
     """[(Binding, WGSL element type)] of one weight, in part order (modelfmt/formats.py)."""
     out = []
     for part in PART_NAMES[fmt]:
+        if part == "sb":   # K-quant super-block records (shaders/kquant.py)
+            out.append(sb_binding(fmt, prefix, rows_doc, cols_doc))
+            continue
         main = part in ("qs", "data")
         if main:
-            per = {"q4_0": "/8", "q4_1": "/8", "q8_0": "/4", "f16": "/2", "f32": ""}[fmt]
+            per = {"q8_0": "/4", "f16": "/2", "f32": ""}.get(fmt, "/8")
             shape = f"({rows_doc}, {cols_doc}{per}) u32" + (" as vec4" if vec == 4 else "")
         else:
             shape = f"({rows_doc} * {cols_doc}/GS) f16, 2 per u32"

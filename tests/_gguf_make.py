@@ -75,19 +75,57 @@ def _random_blocks(rows: int, cols: int, qtype, rng) -> np.ndarray:
     block, size = gguf.GGML_QUANT_SIZES[qtype]
     raw = rng.integers(0, 256, size=(rows, cols // block, size), dtype=np.uint8)
     d = rng.uniform(1e-3, 1e-2, size=(rows, cols // block, 2)).astype(np.float16).view(np.uint8)
-    if qtype == Q.Q6_K:
+    if qtype in (Q.Q6_K, Q.Q3_K):          # d last
         raw[..., size - 2:] = d[..., 0:2]
+    elif qtype == Q.Q2_K:                   # d, dmin last
+        raw[..., size - 4:] = d[..., 0:4]
     else:
         raw[..., 0:2] = d[..., 0:2]
         raw[..., 2:4] = d[..., 2:4]
     return raw.reshape(rows, -1)
 
 
-def encode(w: np.ndarray, qtype, rng) -> np.ndarray:
-    """float32 (rows, cols) -> GGUF tensor data of ``qtype``."""
+_OURS = {Q.Q4_K: "q4_k", Q.Q5_K: "q5_k", Q.Q6_K: "q6_k"}
+
+
+def encode(w: np.ndarray, qtype, rng, ours: bool = False) -> np.ndarray:
+    """float32 (rows, cols) -> GGUF tensor data of ``qtype``. K-quants, which gguf 0.19 cannot
+    quantize: random valid blocks, or with ``ours`` modelfmt.kquant's quantizer."""
+    if ours and qtype in _OURS:
+        from modelfmt import kquant
+        return kquant.to_gguf(kquant.quantize(w, _OURS[qtype]))
     if qtype in (Q.Q4_K, Q.Q5_K, Q.Q6_K, Q.Q2_K, Q.Q3_K):
         return _random_blocks(w.shape[0], w.shape[1], qtype, rng)
     return gguf.quants.quantize(w, qtype)
+
+
+def use_more_bits(i: int, n: int) -> bool:
+    """llama.cpp's rule for the layers that get more bits in Q4_K_M (first and last eighth, and
+    every third layer between)."""
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+# llama.cpp's fallback for a K type on a width that is not a multiple of 256
+K_FALLBACK = {Q.Q4_K: Q.Q5_0, Q.Q5_K: Q.Q5_1, Q.Q6_K: Q.Q8_0}
+
+
+def mix_type(mix: str, name: str, layer: int, n_layers: int, tied: bool, cols: int):
+    """The GGML type llama-quantize gives tensor ``name`` (GGUF name) in a ``mix`` file:
+    "q4_k_m": Q6_K for output (and a tied token_embd), attn_v and ffn_down of the use_more_bits
+    layers, Q4_K elsewhere; "q6_k": Q6_K everywhere. Then the width fallback."""
+    if mix == "q6_k":
+        t = Q.Q6_K
+    elif mix == "q4_k_m":
+        more = use_more_bits(layer, n_layers)
+        if name == "output.weight" or (tied and name == "token_embd.weight"):
+            t = Q.Q6_K if cols % 256 == 0 else Q.Q8_0
+        elif (name.endswith("attn_v.weight") or name.endswith("ffn_down.weight")) and more:
+            t = Q.Q6_K
+        else:
+            t = Q.Q4_K
+    else:
+        raise ValueError(f"unknown mix {mix!r}")
+    return K_FALLBACK[t] if cols % 256 and t in K_FALLBACK else t
 
 
 def make_gguf(path: Path, *, vocab_pad: int = 0, hidden: int = 64, ffn: int = 128, layers: int = 2,
@@ -96,8 +134,10 @@ def make_gguf(path: Path, *, vocab_pad: int = 0, hidden: int = 64, ffn: int = 12
               rope_freqs: np.ndarray | None = None,
               arch: str = "llama", extra_kv: dict | None = None, skip: tuple = (),
               extra_tensors: dict | None = None, seed: int = 0, ctx: int = 2048,
-              theta: float = 10000.0) -> dict:
-    """Write a tiny llama GGUF; returns {"tensors": {canon: (raw, ref_f32_hf)}, "tokens", ...}."""
+              theta: float = 10000.0, mix: str | None = None) -> dict:
+    """Write a tiny llama GGUF; returns {"tensors": {canon: (raw, ref_f32_hf)}, "tokens", ...}.
+    ``mix`` ("q4_k_m" | "q6_k"): per-tensor types as llama-quantize picks them (``mix_type``),
+    K-quant blocks from modelfmt.kquant's quantizer; ``qtype`` / ``embed_qtype`` unused."""
     rng = np.random.default_rng(seed)
     tokens, types, merges = tiny_vocab()
     tokens = tokens + [f"<pad_{i}>" for i in range(vocab_pad)]
@@ -139,16 +179,21 @@ def make_gguf(path: Path, *, vocab_pad: int = 0, hidden: int = 64, ffn: int = 12
             w.add_string(k, v)
 
     out: dict = {}
+    qtypes: dict = {}
 
     def put(name: str, canon: str, hf: np.ndarray, qt, n_head: int | None = None) -> None:
         if name in skip:
             return
+        if mix and hf.ndim == 2:
+            layer = int(name.split(".")[1]) if name.startswith("blk.") else 0
+            qt = mix_type(mix, name, layer, layers, tied, hf.shape[1])
         g = interleave_rows(hf, n_head) if n_head else hf
-        raw = encode(g, qt, rng) if hf.ndim == 2 else hf.astype(np.float32)
+        raw = encode(g, qt, rng, ours=bool(mix)) if hf.ndim == 2 else hf.astype(np.float32)
         w.add_tensor(name, raw, raw_dtype=qt if hf.ndim == 2 and qt not in (Q.F32, Q.F16) else None)
         ref = np.asarray(gguf.quants.dequantize(raw, qt if hf.ndim == 2 else Q.F32), np.float32)
         ref = ref.reshape(hf.shape)
         out[canon] = (raw, deinterleave_rows(ref, n_head) if n_head else ref)
+        qtypes[canon] = qt if hf.ndim == 2 else Q.F32
 
     def mat(r: int, c: int) -> np.ndarray:
         return (rng.standard_normal((r, c)) / math.sqrt(c)).astype(np.float32)
@@ -180,4 +225,5 @@ def make_gguf(path: Path, *, vocab_pad: int = 0, hidden: int = 64, ffn: int = 12
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    return {"tensors": out, "tokens": tokens, "types": types, "merges": merges, "vocab": vocab}
+    return {"tensors": out, "tokens": tokens, "types": types, "merges": merges, "vocab": vocab,
+            "qtypes": qtypes}

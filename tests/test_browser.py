@@ -4,7 +4,8 @@ SwiftShader adapter (only --enable-unsafe-webgpu, see FLAGS).
 What is checked (issue 5): the page loads the tiny synthetic model and its 16 greedy ids equal the native driver's
 on the same packed model; a second load takes every shard from the browser cache (server request log); a corrupted
 cached shard is detected and fetched again; stop works mid-generation; the default SmolLM2 model answers a chat
-prompt with the native driver's greedy text; no request leaves localhost (a route guard counts and aborts them).
+prompt with the native driver's greedy text; a Q4_K_M-style K-quant packing (q4_k + q6_k kept from a GGUF) gives the
+native driver's greedy ids; no request leaves localhost (a route guard counts and aborts them).
 A screenshot of the finished chat goes to artifacts/browser-chat.png.
 
 SwiftShader is slow: token counts are small. Service workers are blocked in the test context so that every request
@@ -37,6 +38,9 @@ CHAT_TOKENS = 8
 SMOL = "smollm2-135m-instruct"
 SMOL_PROMPT = [1, 9906, 1917, 314, 2]  # raw ids (no chat template): the trained model's greedy continuation
 SMOL_TOKENS = 16
+KQ = "tiny-q4km"               # a Q4_K_M-style GGUF (q4_k + q6_k) packed as it is
+KQ_PROMPT = [1, 72, 101, 108]
+KQ_TOKENS = 12
 
 pytestmark = pytest.mark.browser
 
@@ -73,6 +77,12 @@ def site(tmp_path_factory, llama3_tokenizer_dir, default_model_dir):
     models = root / "models"
     synth(root / "tiny-hf", "llama3-tiny", tokenizer_dir=llama3_tokenizer_dir)
     pack(root / "tiny-hf", models / "tiny", quant="q4_0", progress=False)
+    # widths multiples of 256 (K-quant super-blocks); layer 1 of 2 gets llama.cpp's Q6_K attn_v /
+    # ffn_down beside Q4_K, the untied output Q6_K: every K kernel runs in the page
+    from _gguf_make import make_gguf
+    make_gguf(root / "q4km.gguf", mix="q4_k_m", tied=False, hidden=256, ffn=512, layers=2,
+              heads=4, kv_heads=2, vocab_pad=242)
+    pack(root / "q4km.gguf", models / KQ, quant="q4_k", keep_native=True, progress=False)
     link_tree(default_model_dir, models / SMOL)
     port = free_port()
     log = open(root / "server.log", "w")
@@ -287,6 +297,22 @@ def test_smollm2_chat_matches_native(browser, site, native_chat_text):
     assert reply.strip(), "empty reply"
     (REPO / "artifacts").mkdir(exist_ok=True)
     page.screenshot(path=str(REPO / "artifacts" / "browser-chat.png"), full_page=True)
+
+
+def test_q4_k_m_greedy_ids_match_native(browser, site):
+    """A Q4_K_M-style packing (mixed q4_k / q6_k, kept bit-exact from the GGUF) in the page:
+    the same greedy ids as the native driver on the same files."""
+    import json
+    nat = native(f"e = load({str(site['models'] / KQ)!r})\n"
+                 f"print(json.dumps(list(e.generate({KQ_PROMPT}, max_tokens={KQ_TOKENS}, "
+                 "temperature=0.0))))")
+    kinds = {e.get("dtype") for e in json.loads(
+        (site["models"] / KQ / "manifest.json").read_text())["tensors"].values()}
+    assert {"q4_k", "q6_k"} <= kinds
+    info = open_and_load(browser, site, KQ)
+    assert info["layers"] == 2
+    ids = browser_ids(browser["page"], KQ_TOKENS, KQ_PROMPT)
+    assert len(nat) == KQ_TOKENS and ids == nat
 
 
 def test_delete_model_clears_its_shards(browser, site):

@@ -27,8 +27,9 @@ from weights_tool.gguf_load import (
 )
 from modelfmt.quantize import dequantize
 
-NATIVE = {"F32": "f32", "F16": "f16", "Q8_0": "q8_0", "Q4_0": "q4_0", "Q4_1": "q4_1"}
-FORMATS = ("f32", "f16", "q8_0", "q4_0", "q4_1")
+NATIVE = {"F32": "f32", "F16": "f16", "Q8_0": "q8_0", "Q4_0": "q4_0", "Q4_1": "q4_1",
+          "Q4_K": "q4_k", "Q5_K": "q5_k", "Q6_K": "q6_k"}
+FORMATS = ("f32", "f16", "q8_0", "q4_0", "q4_1", "q4_k", "q5_k", "q6_k")
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -51,9 +52,11 @@ def test_permutation_matches_convert_hf_to_gguf_and_inverts(n_head, hd, cols):
 
 
 # ---- lossless transcodes ----
-@pytest.mark.parametrize("qt", [Q.F32, Q.F16, Q.Q8_0, Q.Q4_0, Q.Q4_1])
+@pytest.mark.parametrize("qt", [Q.F32, Q.F16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q4_K, Q.Q5_K, Q.Q6_K])
 def test_native_is_bit_identical_to_gguf_dequantize(tmp_path, qt):
-    info = make_gguf(tmp_path / "m.gguf", qtype=qt, tied=False)
+    k = qt in (Q.Q4_K, Q.Q5_K, Q.Q6_K)   # 256-column super-blocks: wider matrices
+    info = make_gguf(tmp_path / "m.gguf", qtype=qt, tied=False,
+                     **(dict(hidden=256, ffn=512, heads=4, kv_heads=2) if k else {}))
     with GGUFSource(tmp_path / "m.gguf") as src:
         seen = set()
         for t in src.tensors():
@@ -67,7 +70,8 @@ def test_native_is_bit_identical_to_gguf_dequantize(tmp_path, qt):
             parts = t.native(fmt)
             assert parts is not None and set(parts) == {
                 "f32": {"data"}, "f16": {"data"}, "q8_0": {"qs", "scales"},
-                "q4_0": {"qs", "scales"}, "q4_1": {"qs", "scales", "mins"}}[fmt]
+                "q4_0": {"qs", "scales"}, "q4_1": {"qs", "scales", "mins"},
+                "q4_k": {"qs", "sb"}, "q5_k": {"qs", "sb"}, "q6_k": {"qs", "sb"}}[fmt]
             rows, cols = t.shape
             assert same_bits(dequantize(parts, fmt, rows, cols), ref), t
             for other in FORMATS:
@@ -75,6 +79,8 @@ def test_native_is_bit_identical_to_gguf_dequantize(tmp_path, qt):
                     assert t.native(other) is None
             if fmt in ("q4_0", "q4_1", "q8_0"):
                 assert t.native(fmt, group_size=64) is None  # blocks are 32 wide
+            if k:   # the group size does not apply to super-blocks
+                assert same_bits(dequantize(t.native(fmt, group_size=64), fmt, rows, cols), ref)
         assert seen == set(info["tensors"])
 
 
@@ -95,7 +101,7 @@ def test_repack_layout_by_hand():
     assert same_bits(dequantize(parts, "q4_1", 1, 32), ref)
 
 
-@pytest.mark.parametrize("qt,hidden", [(Q.BF16, 64), (Q.Q5_0, 64), (Q.Q4_K, 256), (Q.Q6_K, 256)])
+@pytest.mark.parametrize("qt,hidden", [(Q.BF16, 64), (Q.Q5_0, 64), (Q.Q2_K, 256), (Q.Q3_K, 256)])
 def test_other_types_dequantize_through_gguf(tmp_path, qt, hidden):
     info = make_gguf(tmp_path / "m.gguf", qtype=qt, hidden=hidden, ffn=256, layers=1,
                      embed_qtype=Q.F16)

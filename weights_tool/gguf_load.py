@@ -13,6 +13,9 @@ Layout facts this module undoes:
   * Q4_0 / Q4_1 / Q8_0 blocks hold 32 consecutive columns: f16 d [f16 m] then the quants
     (Q4: byte i = element i in the low nibble, element i+16 in the high nibble). ``native`` repacks
     them bit for bit into modelfmt/formats.py's u32 words, so the transcode is lossless.
+  * Q4_K / Q5_K / Q6_K super-blocks (256 columns) are re-laid out by modelfmt/kquant.py, also
+    bit for bit; a non-finite super-block scale is refused there (one PackError naming the
+    tensor, row and super-block), both for the copy and before dequantizing.
 """
 
 from __future__ import annotations
@@ -52,7 +55,9 @@ def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
 
 # ---- lossless repacking into modelfmt/formats.py layouts ----
 _CHUNK_ELEMS = 2 * 1024 * 1024  # elements per row chunk when decoding / repacking (8 MB of f32)
-_NATIVE = {"Q4_0": "q4_0", "Q4_1": "q4_1", "Q8_0": "q8_0", "F16": "f16", "F32": "f32"}
+_NATIVE = {"Q4_0": "q4_0", "Q4_1": "q4_1", "Q8_0": "q8_0", "F16": "f16", "F32": "f32",
+           "Q4_K": "q4_k", "Q5_K": "q5_k", "Q6_K": "q6_k"}
+_KQUANT = {"Q4_K": "q4_k", "Q5_K": "q5_k", "Q6_K": "q6_k"}
 
 
 def _f16_bits(b: np.ndarray) -> np.ndarray:
@@ -105,20 +110,31 @@ class GGUFTensor(SourceTensor):
         step = max(1, _CHUNK_ELEMS // max(1, math.prod(self.shape[1:])))
         return [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
 
+    def _kquant_error(self, e) -> PackError:
+        return PackError(self._file, f"tensor {self.src_name!r} ({self.src_dtype}): {e}",
+                         CORRUPT_HINT)
+
     def load_f32(self) -> np.ndarray:
         import gguf
 
+        from modelfmt import kquant
         out = np.empty(self.shape, np.float32)  # (rows, cols) or (n,)
+        kq = _KQUANT.get(self.src_dtype) if len(self.shape) == 2 else None
         try:
             if len(self.shape) == 1:
                 out[:] = gguf.quants.dequantize(np.asarray(self._data), self._qtype)
             else:
                 for r0, r1 in self._chunks():
-                    out[r0:r1] = gguf.quants.dequantize(np.asarray(self._data[r0:r1]), self._qtype)
+                    raw = np.asarray(self._data[r0:r1])
+                    if kq:   # refuse a non-finite super-block scale before it becomes NaNs
+                        kquant.check_gguf(raw, kq, r1 - r0, self.shape[1], r0)
+                    out[r0:r1] = gguf.quants.dequantize(raw, self._qtype)
         except NotImplementedError:
             raise PackError(self._file, f"tensor {self.src_name!r} has type {self.src_dtype}, "
                             "which the gguf package cannot dequantize",
                             "Requantize it with llama.cpp to Q4_K/Q8_0/F16") from None
+        except kquant.KQuantError as e:
+            raise self._kquant_error(e) from None
         return np.ascontiguousarray(self._rows(out))
 
     def native(self, fmt: str, group_size: int = 32):
@@ -128,12 +144,19 @@ class GGUFTensor(SourceTensor):
             data = np.asarray(self._data)
             data = data.view("<u2") if fmt == "f16" else data.astype("<f4", copy=False)
             return {"data": np.ascontiguousarray(self._rows(data.reshape(self.shape)))}
-        if group_size != 32 or len(self.shape) != 2:
+        kq = self.src_dtype in _KQUANT
+        if len(self.shape) != 2 or (group_size != 32 and not kq):
             return None  # GGUF blocks are 32 wide: another group size cannot be a copy
+        from modelfmt import kquant
         rows, cols = self.shape
         out: dict[str, np.ndarray] = {}
         for r0, r1 in self._chunks():
-            parts = repack_blocks(np.asarray(self._data[r0:r1]), self.src_dtype, r1 - r0, cols)
+            raw = np.asarray(self._data[r0:r1])
+            try:
+                parts = (kquant.gguf_to_parts(raw, fmt, r1 - r0, cols, r0) if kq
+                         else repack_blocks(raw, self.src_dtype, r1 - r0, cols))
+            except kquant.KQuantError as e:
+                raise self._kquant_error(e) from None
             for k, v in parts.items():
                 if k not in out:
                     # qs (rows, cols/8) or (rows, cols/4); scales / mins (rows, nb)

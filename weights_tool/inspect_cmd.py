@@ -46,15 +46,16 @@ def _packed(p: Path) -> str:
         q = m.get("quant", {})
         lines.append(f"quant: {q.get('scheme')} group {q.get('group_size')} "
                      f"(source {q.get('source')})")
-        lines.append(f"{'tensor':<34} {'dtype':<6} {'shape':<16} {'bytes':>12} {'blocks':>6} "
-                     f"{'max err':>10}")
+        lines.append(f"{'tensor':<34} {'dtype':<6} {'source':<6} {'shape':<16} {'bytes':>12} "
+                     f"{'blocks':>6} {'max err':>10}")
         for name, e in m.get("tensors", {}).items():
             if "alias" in e:
                 lines.append(f"{name:<34} -> alias of {e['alias']}")
                 continue
             nbytes = sum(pt["nbytes"] for b in e["blocks"] for pt in b["parts"].values())
             err = e.get("max_abs_err")
-            lines.append(f"{name:<34} {e['dtype']:<6} {str(e['shape']):<16} {nbytes:>12} "
+            lines.append(f"{name:<34} {e['dtype']:<6} {e.get('src', '?'):<6} "
+                         f"{str(e['shape']):<16} {nbytes:>12} "
                          f"{len(e['blocks']):>6} {'' if err is None else f'{err:.3g}':>10}")
         shards = m.get("shards", [])
         st, req = m.get("stats", {}), m.get("requirements", {})

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from modelfmt import formats, manifest
-from modelfmt.formats import FORMATS, PART_ALIGN, PART_NAMES, QUANTIZED, check_shape
+from modelfmt.formats import (FORMATS, KQUANT, KQUANT_FALLBACK, PART_ALIGN, PART_NAMES, QK_K,
+                              QUANTIZED, check_shape)
 from modelfmt.quantize import QuantError, error_stats, quantize
 
 from .errors import PackError
@@ -48,8 +49,10 @@ class PackSummary:
     manifest: dict = field(repr=False, default_factory=dict)
 
     def line(self) -> str:
+        fb = self.manifest.get("quant", {}).get("fallback") if self.manifest else None
+        fb = f", {fb['tensors']} matrices as {fb['dtype']} ({fb['why']})" if fb else ""
         return (f"packed {self.name}: {self.total_bytes / 1e6:.1f} MB in {self.shards} shards, "
-                f"{self.tensors} tensors, {self.quant} (group {self.group_size}), worst error "
+                f"{self.tensors} tensors, {self.quant} (group {self.group_size}){fb}, worst error "
                 f"{self.max_abs_err:.3g} in {self.worst_tensor or '-'}, {self.seconds:.1f} s "
                 f"-> {self.out}")
 
@@ -160,6 +163,21 @@ def _generation(src: Source, tok: dict[str, bytes]) -> dict:
     return out
 
 
+def target_format(quant: str, cols: int, src_dtype: str = "", keep_native: bool = False,
+                  G: int = 32) -> str:
+    """The format one matrix is stored in: its source block type with ``keep_native`` when it is
+    one of ours (GGUF Q4_0/Q4_1/Q8_0/Q4_K/Q5_K/Q6_K/F16/F32; the 32-wide group types only at
+    group size 32), else ``quant``; a K-quant ``quant`` on a width that is not a multiple of 256
+    falls back to KQUANT_FALLBACK (q4_k -> q4_1, q5_k / q6_k -> q8_0), as llama.cpp falls back
+    to Q5_0 / Q5_1 / Q8_0 for such tensors."""
+    src = src_dtype.lower()
+    if keep_native and src in FORMATS and (G == 32 or src in KQUANT):
+        return src
+    if quant in KQUANT and cols % QK_K:
+        return KQUANT_FALLBACK[quant]
+    return quant
+
+
 # ---- one tensor ----
 def _pack_tensor(t: SourceTensor, fmt: str, G: int, max_part: int, shards: _Shards,
                  keep_native: bool) -> tuple[dict, float, float, int]:
@@ -172,11 +190,11 @@ def _pack_tensor(t: SourceTensor, fmt: str, G: int, max_part: int, shards: _Shar
         blocks = [{"row_start": 0, "rows": 1, "parts": {"data": loc}}]
         return manifest.tensor_entry("f32", t.shape, G, blocks), 0.0, 0.0, 0
     rows, cols = t.shape
-    if keep_native and t.src_dtype.lower() in FORMATS and G == 32:
-        fmt = t.src_dtype.lower()
-    # Lossless copy of GGUF blocks (32 wide). F32/F16 need none: quantize() keeps f16 and f32
-    # values bit-exactly, and skipping native() avoids a second full copy of a big tensor.
-    native = t.native(fmt) if fmt in QUANTIZED and G == 32 else None
+    fmt = target_format(fmt, cols, t.src_dtype, keep_native, G)
+    # Lossless copy of GGUF blocks (32 wide, or K-quant super-blocks). F32/F16 need none:
+    # quantize() keeps f16 and f32 values bit-exactly, and skipping native() avoids a second
+    # full copy of a big tensor.
+    native = t.native(fmt) if (fmt in QUANTIZED and G == 32) or fmt in KQUANT else None
     w = t.load_f32()  # (rows, cols) f32: the reference for the error stats
     blocks, worst, total = [], 0.0, 0.0
     for r0, nr in manifest.row_blocks(fmt, (rows, cols), G, max_part):
@@ -192,6 +210,7 @@ def _pack_tensor(t: SourceTensor, fmt: str, G: int, max_part: int, shards: _Shar
         blocks.append({"row_start": r0, "rows": r1 - r0, "parts": locs})
         del parts
     entry = manifest.tensor_entry(fmt, (rows, cols), G, blocks)
+    entry["src"] = t.src_dtype
     entry["max_abs_err"] = worst
     entry["mean_abs_err"] = total / w.size
     return entry, worst, total, w.size
@@ -238,11 +257,12 @@ def _pack(src: Source, out: Path, quant: str, G: int, shard_bytes: int, force: b
     infos = src.tensor_info()
     for canon, shape, sdt in infos:
         if len(shape) == 2:
-            why = check_shape(quant, shape[0], shape[1], G)
+            fmt = target_format(quant, shape[1], sdt, keep_native, G)
+            why = check_shape(fmt, shape[0], shape[1], G)
             if why:
                 raise PackError(src.path, f"tensor {canon!r} {list(shape)} cannot be stored as "
-                                f"{quant}: {why}", "Choose another --group-size or --quant f32")
-            if manifest.rows_per_block(quant, shape[0], shape[1], G, max_part) <= 0:
+                                f"{fmt}: {why}", "Choose another --group-size or --quant f32")
+            if manifest.rows_per_block(fmt, shape[0], shape[1], G, max_part) <= 0:
                 raise PackError(src.path, f"{manifest.ROW_BLOCK_MULTIPLE} rows of tensor {canon!r} exceed "
                                 f"the part limit of {max_part} bytes",
                                 "This model is too wide for WebGPU's binding limit")
@@ -264,10 +284,14 @@ def _pack(src: Source, out: Path, quant: str, G: int, shard_bytes: int, force: b
         tensors: dict[str, dict] = {}
         worst, worst_name, total_err, total_n = 0.0, "", 0.0, 0
         quant_src: dict[str, int] = {}
+        fallback = 0
         for t in src.tensors():
             current = t.canon
             entry, m, s, n = _pack_tensor(t, quant, G, max_part, shards, keep_native)
             tensors[t.canon] = entry
+            # matrices stored in the fallback format because of their width
+            fb = target_format(quant, t.shape[-1]) if len(t.shape) == 2 else quant
+            fallback += fb != quant and entry["dtype"] == fb
             if n:
                 quant_src[t.src_dtype] = quant_src.get(t.src_dtype, 0) + 1
             if m > worst or not worst_name and n:
@@ -286,7 +310,9 @@ def _pack(src: Source, out: Path, quant: str, G: int, shard_bytes: int, force: b
         man = manifest.build(
             name, src.config,
             {"scheme": quant, "group_size": G, "source": f"{src.kind} {main_src}",
-             "keep_native": keep_native},
+             "keep_native": keep_native,
+             **({"fallback": {"dtype": KQUANT_FALLBACK[quant], "tensors": fallback,
+                              "why": f"width not a multiple of {QK_K}"}} if fallback else {})},
             tensors, shard_list, generation=generation, tokenizer_files=tok,
             stats={"total_bytes": total_bytes, "max_abs_err": worst,
                    "mean_abs_err": total_err / max(total_n, 1), "worst_tensor": worst_name})

@@ -22,9 +22,46 @@ def _f16_halves(words: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(words).astype("<u4").view("<f2").astype(np.float32)
 
 
+def _dequant_k(fmt: str, parts: dict[str, np.ndarray], rows: int, cols: int) -> np.ndarray:
+    """K-quant parts (modelfmt/formats.py: qs nibbles + one sb record per 256 columns) ->
+    (rows, cols) float32, in gguf's float32 order: (d * sc) * q - dmin * m, (d * s) * (q - 32)."""
+    words = {"q4_k": 4, "q5_k": 12, "q6_k": 21}[fmt]
+    nsb = cols // 256
+    b = parts["qs"].view(np.uint8)[: rows * cols // 2].reshape(rows, cols // 2)
+    q = np.empty((rows, cols), np.uint32)
+    q[:, 0::2] = b & 0x0F
+    q[:, 1::2] = b >> 4
+    sb = parts["sb"][: rows * nsb * words].reshape(rows, nsb, words).astype(np.uint32)
+    qc = q.reshape(rows, nsb, 8, 4, 4, 2)          # (row, super-block, chunk, k, i, p)
+    k = np.arange(4).reshape(4, 1, 1)
+    i = np.arange(4).reshape(1, 4, 1)
+    p = np.arange(2).reshape(1, 1, 2)
+    if fmt == "q6_k":   # high 2 bits: word 5 + 2 chunk + k // 2, bits 8 i + 4 (k % 2) + 2 p
+        hw = sb[:, :, 5:].reshape(rows, nsb, 8, 2)[:, :, :, k // 2]       # (.., 8, 4, 1, 1)
+        qc |= ((hw >> (8 * i + 4 * (k % 2) + 2 * p).astype(np.uint32)) & 3) << 4
+        s = sb[:, :, 0:4].astype("<u4").view(np.int8).reshape(rows, nsb, 16).astype(np.float32)
+        d = _f16_halves(sb[:, :, 4].reshape(-1)).reshape(rows, nsb, 2)[:, :, 0:1]
+        v = (qc.reshape(rows, nsb, 16, 16).astype(np.int32) - 32).astype(np.float32)
+        return ((d * s)[..., None] * v).reshape(rows, cols)
+    if fmt == "q5_k":   # 5th bit: word 4 + chunk, bit 8 i + 2 k + p
+        hw = sb[:, :, 4:12].reshape(rows, nsb, 8, 1, 1, 1)
+        qc |= ((hw >> (8 * i + 2 * k + p).astype(np.uint32)) & 1) << 4
+    dd = _f16_halves(sb[:, :, 0].reshape(-1)).reshape(rows, nsb, 2)   # (d, dmin)
+    j = np.arange(8, dtype=np.uint32)
+    w1, w2, w3 = sb[:, :, 1:2], sb[:, :, 2:3], sb[:, :, 3:4]
+    sc = ((w1 >> 4 * j) & 15) | (((w3 >> 2 * j) & 3) << 4)
+    mn = ((w2 >> 4 * j) & 15) | (((w3 >> (16 + 2 * j)) & 3) << 4)
+    d1 = dd[:, :, 0:1] * sc.astype(np.float32)
+    m1 = dd[:, :, 1:2] * mn.astype(np.float32)
+    v = qc.reshape(rows, nsb, 8, 32).astype(np.float32)
+    return (d1[..., None] * v - m1[..., None]).reshape(rows, cols)
+
+
 def dequant_block(fmt: str, parts: dict[str, np.ndarray], rows: int, cols: int,
                   group_size: int) -> np.ndarray:
     """Parts as raw u32 arrays -> (rows, cols) float32."""
+    if fmt in ("q4_k", "q5_k", "q6_k"):
+        return _dequant_k(fmt, parts, rows, cols)
     if fmt == "f32":
         return parts["data"].view("<f4")[: rows * cols].reshape(rows, cols).astype(np.float32)
     if fmt == "f16":

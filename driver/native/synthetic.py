@@ -3,7 +3,8 @@
 ``SyntheticSource(preset, quant)`` is a ``ModelSource`` whose manifest has the exact tensor table
 ``weights_tool pack`` would write for ``weights_tool synth --preset PRESET`` (same shapes, formats,
 row blocks: both build it with ``modelfmt.manifest``), but whose "shards" are virtual: one per
-part, filled from a reused 8 MiB random pattern (quantized values) or a constant (f16 scales near 0.01, f32 norms of 1). Nothing is
+part, filled from a reused 8 MiB random pattern (quantized values) or a constant (f16 scales near 0.01, f32 norms of 1; K-quant
+super-block records repeat one random record with finite small f16 d / dmin). Nothing is
 written to disk, so an 8B-shape model is ready in seconds; the numbers it computes are meaningless,
 the time it takes is not. The bench takes it as MODEL = ``synth:PRESET:QUANT``.
 """
@@ -35,6 +36,8 @@ class SyntheticSource(ModelSource):
                 continue
             fmt = quant if len(shape) == 2 else "f32"
             cols = shape[-1]
+            if fmt in formats.KQUANT and cols % formats.QK_K:   # pack's fallback (target_format)
+                fmt = formats.KQUANT_FALLBACK[fmt]
             blocks = []
             for r0, rb in manifest.row_blocks(fmt, shape, group_size):
                 parts = {}
@@ -54,6 +57,16 @@ class SyntheticSource(ModelSource):
 
     def _fill(self, fmt: str, part: str, norm: bool) -> bytes:
         import numpy as np
+        if part == "sb":   # whole K-quant records (the piece repeats), random but finite scales
+            words = formats.SB_WORDS[fmt]
+            rec = np.random.default_rng(3).integers(0, 2 ** 32, (PIECE // 4 // words, words),
+                                                    dtype=np.uint32)
+            if fmt == "q6_k":
+                rec[:, 4] = int(np.float16(0.0005).view(np.uint16))          # d
+            else:
+                rec[:, 0] = int(np.float16(0.002).view(np.uint16)) | (
+                    int(np.float16(0.001).view(np.uint16)) << 16)            # d | dmin << 16
+            return rec.tobytes()
         if part in ("scales", "mins"):
             v = np.full(PIECE // 2, 0.01 if part == "scales" else -0.05, np.float16)
             return v.tobytes()
