@@ -125,12 +125,13 @@ class Graph:
         self.decode = r
 
     def _weight_bytes(self) -> int:
-        """Weight bytes one decode step reads: every layer matrix, the LM head, one embedding row."""
+        """Weight bytes a decode step reads: every layer matrix, the LM head, an embedding row."""
         names = ("attention.wq", "attention.wk", "attention.wv", "attention.wo",
                  "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
         n = sum(self.nbytes(f"layers.{i}.{nm}") for i in range(self.cfg.num_hidden_layers)
                 for nm in names)
-        return n + self.nbytes("output") + self.nbytes("tok_embeddings") // max(1, self.cfg.vocab_size)
+        row = self.nbytes("tok_embeddings") // max(1, self.cfg.vocab_size)
+        return n + self.nbytes("output") + row
 
     # ---- allocation ----
     def _buf(self, nbytes: int, label: str, kind: str = g.STORAGE):

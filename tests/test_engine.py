@@ -277,6 +277,41 @@ def test_bench_quick_output_parses(models):
     assert all(v["tok_s"] > 0 for v in res["decode"])
 
 
+def test_sweep_measures_candidates_on_one_model(models, tmp_path):
+    """``python -m driver sweep``: the chosen candidates measured in one process, dispatch counts
+    per context as recorded (the one-pass attention while ctx <= short_ctx), JSON written;
+    ``--count-only`` gives the same counts without GPU work; a bad candidate name is one line,
+    exit 2."""
+    out = tmp_path / "sweep.json"
+    prev = "previous (split-K always, head norm separate)"
+    base = [sys.executable, "-m", "driver", "sweep", str(models["q4_0"]), "--quick", "--ctx",
+            "8,40"]
+    p = subprocess.run(base + ["--only", "default", "--only", prev, "--only", "depth 4",
+                               "--tokens", "3", "--rounds", "1", "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "copy roofline" in p.stdout and prev in p.stdout
+    (res,) = json.loads(out.read_text())
+    rows = {r["name"]: r for r in res["rows"]}
+    assert list(rows) == ["default", prev, "depth 4"] and res["copy_gb_s"] > 0
+    assert rows["default"]["dispatches"] == rows["depth 4"]["dispatches"] == {"8": 19, "40": 19}
+    assert rows[prev]["dispatches"] == {"8": 23, "40": 23}
+    for r in rows.values():
+        for b in r["best"].values():
+            assert b["tok_s"] > 0 and b["gpu_ms"] > 0 and b["weight_share_of_copy"] > 0
+    p = subprocess.run(base + ["--count-only", "--json"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    counts = {r["name"]: r["dispatches"] for r in res["rows"]}
+    assert counts["default"] == {"1": 19, "8": 19, "40": 19} and counts[prev]["40"] == 23
+    assert counts["short off"]["8"] == 22 and counts["head norm separate"]["8"] == 20
+    p = subprocess.run(base + ["--only", "nope"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "unknown candidate" in p.stderr
+
+
 # ---- HF transformers goldens (tests/golden/README.md) ----
 from goldens import golden_names, load_golden, load_smollm2_chat, make_checkpoint  # noqa: E402
 
