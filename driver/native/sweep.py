@@ -12,8 +12,8 @@ a share of the copy roofline. Candidates are measured in interleaved rounds (bes
 ``--rounds``), so a clock or thermal drift hits all of them alike.
 
 ``--count-only``: dispatches per token of each candidate without running anything (a null GPU
-with the local adapter's capabilities records the programs: big shapes in seconds, no GPU
-memory).
+with the local adapter's capabilities records the programs, the adapter compiles every
+pipeline: big shapes in seconds, no GPU memory, every candidate's kernels validated).
 """
 
 from __future__ import annotations
@@ -102,7 +102,9 @@ def sweep_model(model, cands, ctxs: list[int], n: int, rounds: int, quick: bool,
            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "ctxs": ctxs, "tokens": n,
            "rounds": rounds, "weight_bytes_per_token": eng.weight_bytes_per_token,
            "load_s": time.perf_counter() - t0}
-    res.update(rooflines(eng.gpu, quick, False))
+    # the 512 MiB copy needs a binding that large (lavapipe allows 128 MiB): else the quick one
+    small = eng.gpu.limits.get("max_storage_buffer_binding_size", 0) < (512 << 20)
+    res.update(rooflines(eng.gpu, quick or small, False))
     rows = [{"name": name, "depth": depth, "options": _opts_json(o), "samples": {}}
             for name, o, depth in cands]
     reps = 5 if quick else 20
@@ -169,13 +171,15 @@ def format_table(r: dict) -> str:
 
 # ---- dispatch counts without running ----
 class CountingGPU(g.GPU):
-    """A GPU that records nothing: buffers, pipelines and bind groups are placeholders, work is
-    dropped. With ``caps`` / ``limits`` / ``features`` of a real adapter the engine builds exactly
-    the programs it would build there (kernels rendered and checked against the caps)."""
+    """A GPU that runs nothing: buffers and bind groups are placeholders, work is dropped, and
+    pipelines are compiled by ``compiler`` (a real backend: every kernel of every candidate is
+    validated for these exact shapes) or not at all. With the ``caps`` / ``limits`` /
+    ``features`` of a real adapter the engine builds exactly the programs it would build there."""
 
-    def __init__(self, caps, limits: dict, features, info: dict):
+    def __init__(self, caps, limits: dict, features, info: dict, compiler=None):
         self.caps, self.limits, self.features = caps, dict(limits), frozenset(features)
         self.info = {**info, "description": info.get("description", "") + " (count only)"}
+        self.compiler = compiler
 
     def create_buffer(self, size: int, kind: str, label: str = ""):
         g.check_kind(kind)
@@ -185,6 +189,8 @@ class CountingGPU(g.GPU):
         pass
 
     def create_pipeline(self, kernel):
+        if self.compiler is not None:
+            self.compiler.create_pipeline(kernel)   # raises ShaderError naming the kernel
         return ("pipeline", kernel.slug)
 
     def create_bind_group(self, pipeline, kernel, entries: dict):
@@ -203,14 +209,16 @@ class CountingGPU(g.GPU):
         pass
 
 
-def count_model(model, cands, ctxs: list[int], backend=None) -> dict:
+def count_model(model, cands, ctxs: list[int], backend=None, compile: bool = True) -> dict:
     """Dispatches per decode token of every candidate at every context, and the ops of the
-    default program, from a CountingGPU with the local adapter's capabilities."""
+    default program, from a CountingGPU with the local adapter's capabilities (``compile``:
+    its pipelines compiled there too)."""
     from driver.native import load
     if backend is None:
         from .backend_wgpu import WgpuBackend
         backend = WgpuBackend.create_sync()
-    null = CountingGPU(backend.caps, backend.limits, backend.features, backend.info)
+    null = CountingGPU(backend.caps, backend.limits, backend.features, backend.info,
+                       backend if compile else None)
     eng = load(model, backend=null, max_context=max(ctxs) + 8, chunk=64)
     res = {"model": str(model), "adapter": null.info["description"], "ctxs": ctxs, "rows": []}
     try:
@@ -263,7 +271,7 @@ def run_sweep(models, quick: bool = False, out_path=None, ctxs=None, tokens: int
     """The ``python -m driver sweep`` entry point: every model in turn (one process), a table
     per model to ``out`` (or JSON lines), everything to ``out_path`` as one JSON document."""
     cands = select(candidates(quick), names)
-    ctxs = ctxs or ([16, 64] if quick else [128, 4096])
+    ctxs = ctxs or ([16, 600] if quick else [128, 4096])
     n = tokens or (8 if quick else 96)
     rounds = rounds or (2 if quick else 3)
     results = []
