@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="packed model folders or synth:PRESET:QUANT, measured in turn")
     sp.add_argument("--quick", action="store_true", help="few candidates, small contexts (CI)")
     sp.add_argument("--ctx", type=_ctx_list, default=None,
-                    help="comma-separated decode contexts (default 128,4096; quick 16,600)")
+                    help="comma-separated decode contexts (default 128,384,4096; quick 16,600)")
     sp.add_argument("--tokens", type=_positive_int, default=None,
                     help="decode steps per measurement (default 96; quick 8)")
     sp.add_argument("--rounds", type=_positive_int, default=None,

@@ -271,7 +271,7 @@ def run_sweep(models, quick: bool = False, out_path=None, ctxs=None, tokens: int
     """The ``python -m driver sweep`` entry point: every model in turn (one process), a table
     per model to ``out`` (or JSON lines), everything to ``out_path`` as one JSON document."""
     cands = select(candidates(quick), names)
-    ctxs = ctxs or ([16, 600] if quick else [128, 4096])
+    ctxs = ctxs or ([16, 600] if quick else [128, 384, 4096])
     n = tokens or (8 if quick else 96)
     rounds = rounds or (2 if quick else 3)
     results = []
