@@ -312,6 +312,21 @@ def test_sweep_measures_candidates_on_one_model(models, tmp_path):
     assert "unknown candidate" in p.stderr
 
 
+def test_sweep_reports_a_candidate_the_device_cannot_build(models, backend):
+    """A candidate whose kernels do not exist on the device is a row saying why; the others
+    are measured."""
+    import io
+    from driver.graph import DecodeOptions
+    from driver.native.sweep import format_table, sweep_model
+    bad = DecodeOptions(short_ctx=4, knobs=DecodeOptions.knobs_of({"attention_decode": {"wg": 3}}))
+    res = sweep_model(models["q4_0"], [("default", DecodeOptions(), 3), ("bad", bad, 3)], [8],
+                      2, 1, True, log=io.StringIO().write, backend=backend)
+    ok, no = res["rows"]
+    assert ok["best"]["8"]["tok_s"] > 0 and "error" not in ok
+    assert "power of two" in no["error"] and no["best"] == {}
+    assert "not run: " in format_table(res)
+
+
 # ---- HF transformers goldens (tests/golden/README.md) ----
 from goldens import golden_names, load_golden, load_smollm2_chat, make_checkpoint  # noqa: E402
 

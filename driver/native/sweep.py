@@ -25,6 +25,7 @@ from dataclasses import asdict
 
 from driver import gpu as g
 from driver.graph import DecodeOptions
+from driver.loader import ModelError
 from driver.sampler import BadOption, Sampling
 
 from .bench import decode_speed, rooflines
@@ -92,12 +93,12 @@ async def program_gpu_ms(eng, ctx: int, reps: int) -> float:
 
 
 def sweep_model(model, cands, ctxs: list[int], n: int, rounds: int, quick: bool,
-                log=None) -> dict:
+                log=None, backend=None) -> dict:
     """Load ``model`` once, measure the copy roofline, then every candidate at every context in
     ``rounds`` interleaved rounds. Returns the result dict (rows: best of the rounds)."""
     from driver.native import load
     t0 = time.perf_counter()
-    eng = load(model, max_context=max(ctxs) + n + 8, chunk=64)
+    eng = load(model, backend=backend, max_context=max(ctxs) + n + 8, chunk=64)
     res = {"model": str(model), "adapter": eng.gpu.info.get("description", ""),
            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "ctxs": ctxs, "tokens": n,
            "rounds": rounds, "weight_bytes_per_token": eng.weight_bytes_per_token,
@@ -112,7 +113,16 @@ def sweep_model(model, cands, ctxs: list[int], n: int, rounds: int, quick: bool,
     async def go():
         for rnd in range(rounds):
             for row, (name, opts, depth) in zip(rows, cands):
-                eng.set_decode(opts)
+                if "error" in row:
+                    continue
+                try:
+                    eng.set_decode(opts)
+                except (g.GPUError, ModelError, ValueError) as e:
+                    # a knob this GPU cannot build (or compile): said in the row, the rest go on
+                    row["error"] = f"{type(e).__name__}: {e}"
+                    if log:
+                        log(f"  {name}: {row['error']}")
+                    continue
                 for c in ctxs:
                     s = row["samples"].setdefault(str(c), {"tok_s": [], "gpu_ms": []})
                     s["tok_s"].append(await decode_speed(eng, c, n, depth))
@@ -131,6 +141,8 @@ def sweep_model(model, cands, ctxs: list[int], n: int, rounds: int, quick: bool,
     copy = res["copy_gb_s"]
     for row in rows:
         row["best"] = {}
+        if "error" in row:
+            continue
         for c, s in row["samples"].items():
             tok = max(s["tok_s"])
             row["best"][c] = {"tok_s": tok, "gpu_ms": min(s["gpu_ms"]),
@@ -160,6 +172,9 @@ def format_table(r: dict) -> str:
     lines.append(head)
     for row in r["rows"]:
         line = f"{row['name'][:46]:<46} {row['depth']:>1}"
+        if "error" in row:
+            lines.append(line + " | not run: " + row["error"][:200])
+            continue
         for c in ctxs:
             b = row["best"][c]
             line += (f" | {'':>10} {b['tok_s']:8.1f} {b['tok_s'] / base[c]['tok_s']:5.3f} "
