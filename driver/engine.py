@@ -21,14 +21,14 @@ import time
 from collections import deque
 
 from . import gpu as g
-from .graph import RING, Graph
+from .graph import RING, DecodeOptions, Graph
 from .loader import ContextOverflow, ModelError, ModelSource, upload_weights, validate_manifest
 from .sampler import BadOption, Sampling
 
 DEFAULT_MAX_CONTEXT = 4096
 KV_FORMATS = ("f16", "f32")
 
-__all__ = ["BadOption", "ContextOverflow", "Engine", "ModelError"]
+__all__ = ["BadOption", "ContextOverflow", "DecodeOptions", "Engine", "ModelError"]
 
 
 class Engine:
@@ -51,10 +51,12 @@ class Engine:
     @classmethod
     async def load_async(cls, source: ModelSource, gpu: g.GPU, *, max_context: int | None = None,
                          kv: str = "f16", chunk: int | None = None, progress=None,
-                         f16_math: bool | None = None) -> "Engine":
+                         f16_math: bool | None = None,
+                         decode: DecodeOptions | None = None) -> "Engine":
         """Validate, check the GPU against the manifest's requirements (before any upload), upload
         the shards, build every buffer / pipeline / bind group / program. ``f16_math``: allow
-        shader-f16 arithmetic (default: unless the model is packed f32)."""
+        shader-f16 arithmetic (default: unless the model is packed f32); ``decode``: how the
+        decode program is recorded (``DecodeOptions``; benchmarks)."""
         m = source.manifest
         cfg = validate_manifest(m, source.where)
         if kv not in KV_FORMATS:
@@ -69,13 +71,25 @@ class Engine:
         bufs = await upload_weights(gpu, source, progress)
         if f16_math is None:
             f16_math = (m.get("quant") or {}).get("scheme") != "f32"
-        graph = Graph(gpu, m, cfg, bufs, max_ctx=max_ctx, kv=kv, chunk=chunk, f16_math=f16_math)
+        graph = Graph(gpu, m, cfg, bufs, max_ctx=max_ctx, kv=kv, chunk=chunk, f16_math=f16_math,
+                      decode=decode)
         return cls(gpu, source, cfg, graph, max_ctx, kv)
 
     # ---- facts ----
     @property
     def dispatches_per_token(self) -> int:
-        return self.graph.decode.n_dispatches
+        """Dispatches of a decode step at a short context (the first tokens of a chat);
+        ``dispatches_at(ctx)`` for another."""
+        return self.dispatches_at(1)
+
+    def dispatches_at(self, ctx: int) -> int:
+        """Dispatches of the decode step that attends ``ctx`` positions (the short- and
+        long-context attention differ: ``DecodeOptions.short_ctx``)."""
+        return self.graph.decode.dispatches({"ctx": ctx, "pos": ctx - 1, "n_tok": 1})
+
+    def set_decode(self, opts: DecodeOptions) -> None:
+        """Re-record the decode program with ``opts`` (benchmarks; between generations)."""
+        self.graph.set_decode(opts)
 
     @property
     def weight_bytes_per_token(self) -> int:
@@ -147,7 +161,7 @@ class Engine:
         self._cancel = False
         n0 = len(ids)
         stats = self.last_stats = {"prompt_tokens": n0, "generated": 0,
-                                   "dispatches_per_token": self.dispatches_per_token}
+                                   "dispatches_per_token": self.dispatches_at(n0 + 1)}
         if max_tokens == 0:
             return
         t0 = time.perf_counter()

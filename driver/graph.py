@@ -10,7 +10,9 @@ state buffers once, and records four programs over them (see ``driver.plan.Recor
   head      the last row of ``xn`` -> LM head (matvec per row block) -> sample -> ``ids[0]``
   decode    one token: the same chain with qkv_rope_decode (1-3 dispatches, see ``qkv_heads``)
             / matvec / attention_decode, then head, all in ONE
-            program; the sampled id stays in ``ids[0]`` for the next step's embed
+            program; the sampled id stays in ``ids[0]`` for the next step's embed. Recorded
+            with its short- and long-context attention (``DecodeOptions``): each step replays
+            the steps its ``ctx`` selects (``plan.Span``)
   lm_all    (tests: logits of every position) matmul of all ``xn`` rows per LM-head row block
 
 Dims: H hidden, Q = n_heads*head_dim, KV = n_kv_heads*head_dim, F intermediate, V vocab,
@@ -19,24 +21,68 @@ T prefill chunk rows, C max context.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from modelfmt.manifest import resolve
 
 from . import gpu as g
 from .loader import DeviceCannotRun, ModelError
-from .plan import Dyn, PipelineCache, Recorder
+from .plan import Dyn, PipelineCache, Recorder, Span
 
 # Every op this graph dispatches (``Graph.kernel`` refuses any other): the storage-buffer requirement
 # of a manifest (modelfmt.manifest.MIN_STORAGE_BUFFERS) is computed from this declaration.
 OPS = ("embed", "rmsnorm", "add_rmsnorm", "matmul", "matvec", "gate_up", "rope_append",
        "qkv_rope_decode", "attention_prefill", "attention_decode", "attention_combine", "sample",
        "sample_select")
-RING = 4          # readback buffers for sampled ids (pipelined steps in flight <= RING - 1)
+RING = 5          # readback buffers for sampled ids (pipelined steps in flight <= RING - 1)
 SLOTS = 4096      # uniform slices available to all recorders together
+KNOB_OPS = ("qkv_rope_decode", "attention_decode", "matvec", "gate_up", "head")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How the decode program is recorded. Every choice computes the same function (round-off
+    aside); the defaults are the fewest dependent dispatches, the alternatives are benchmark
+    candidates (``python -m driver sweep`` measures them on one loaded model).
+
+    ``short_ctx``: up to this context length attention is ONE dispatch a layer
+    (attention_decode ``direct=1``: a workgroup per KV head walks every position and writes the
+    output), past it split-K attention_decode + attention_combine; 0 = always split-K. The
+    one-pass kernel's time grows with ctx / ``short_wg`` tiles walked in sequence by only
+    n_kv_heads workgroups, while the split-K pair costs one more dependent dispatch (~5 us on
+    an H200), hence a threshold. ``short_wg``: its tile (workgroup size).
+    ``head_norm``: the final RMSNorm fused into the LM head matvec(s) (``norm_eps``) instead of
+    its own dispatch; every head workgroup then also reads the norm weight and sums x^2.
+    ``knobs``: ((op, ((dim, value), ...)), ...) kernel overrides of the decode kernels, ops in
+    KNOB_OPS ("matvec": wo / w2, "head": the LM head matvec, "attention_decode": the split-K
+    pair): e.g. (("matvec", (("r", 4),)),). Benchmarks only."""
+
+    short_ctx: int = 512
+    short_wg: int = 256
+    head_norm: bool = True
+    knobs: tuple = ()
+
+    def __post_init__(self):
+        for op, kv in self.knobs:
+            if op not in KNOB_OPS:
+                raise ValueError(f"DecodeOptions.knobs: unknown op {op!r}; one of {KNOB_OPS}")
+        if not (isinstance(self.short_ctx, int) and self.short_ctx >= 0):
+            raise ValueError(f"DecodeOptions.short_ctx must be an integer >= 0, got "
+                             f"{self.short_ctx!r}")
+
+    def knob(self, op: str) -> dict:
+        return {k: v for o, kv in self.knobs if o == op for k, v in kv}
+
+    @staticmethod
+    def knobs_of(d: dict) -> tuple:
+        """``{"matvec": {"r": 4}}`` -> the ``knobs`` tuple."""
+        return tuple((op, tuple(sorted(kv.items()))) for op, kv in sorted(d.items()) if kv)
 
 
 class Graph:
     def __init__(self, gpu: g.GPU, manifest: dict, cfg, shard_bufs: list, *, max_ctx: int,
-                 kv: str, chunk: int, f16_math: bool = True):
+                 kv: str, chunk: int, f16_math: bool = True,
+                 decode: DecodeOptions | None = None):
         import shaders  # pure Python; imported here so that ``import driver`` stays light
 
         self.shaders = shaders
@@ -49,7 +95,7 @@ class Graph:
         self.pipes = PipelineCache(gpu)
         self.ubuf = gpu.create_buffer(SLOTS * g.UNIFORM_STRIDE, g.UNIFORM, "params")
         self._next_slot = 0
-        self.weight_bytes_per_token = 0
+        self.opts = decode or DecodeOptions()
         self.part = self.part_bytes = None    # split-K attention partials (made by _attention_decode)
         self.cand = self.cand_bytes = None    # sampling candidates (made by _record_head)
         self.lm_all, self.lm_blocks = None, []  # logits of every prefill row (record_lm_all)
@@ -58,9 +104,34 @@ class Graph:
         self._record_body(self.prefill)
         self.head = self._recorder("head", 64)
         self._record_head(self.head, src_row=None)
-        self.decode = self._recorder("decode", 128 + 16 * cfg.num_hidden_layers)
+        self.weight_bytes_per_token = self._weight_bytes()
+        self._decode_slots = (self._next_slot, 128 + 16 * cfg.num_hidden_layers)
+        self.decode = self._recorder("decode", self._decode_slots[1])
         self._record_decode_body(self.decode)
         self._record_head(self.decode, src_row=0)
+
+    def set_decode(self, opts: DecodeOptions) -> None:
+        """Re-record the decode program with ``opts`` in the same uniform slices (benchmarks:
+        candidates on one loaded model). The previous program is dropped."""
+        old = self.opts
+        self.opts = opts
+        try:
+            r = Recorder(self.gpu, self.pipes, self.ubuf, *self._decode_slots, "decode")
+            self._record_decode_body(r)
+            self._record_head(r, src_row=0)
+        except BaseException:
+            self.opts = old
+            raise
+        self.decode = r
+
+    def _weight_bytes(self) -> int:
+        """Weight bytes a decode step reads: every layer matrix, the LM head, an embedding row."""
+        names = ("attention.wq", "attention.wk", "attention.wv", "attention.wo",
+                 "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
+        n = sum(self.nbytes(f"layers.{i}.{nm}") for i in range(self.cfg.num_hidden_layers)
+                for nm in names)
+        row = self.nbytes("tok_embeddings") // max(1, self.cfg.vocab_size)
+        return n + self.nbytes("output") + row
 
     # ---- allocation ----
     def _buf(self, nbytes: int, label: str, kind: str = g.STORAGE):
@@ -272,16 +343,11 @@ class Graph:
             wd = self.gate_up_dims(p)
             wts = {**self.parts(self.single_block(p + "feed_forward.w1"), "w1"),
                    **self.parts(self.single_block(p + "feed_forward.w3"), "w3"), "act": act}
-            self._normed(r, p + "ffn_norm", [("gate_up", dict(ffn=F, hidden=H, decode=1, **wd))],
+            self._normed(r, p + "ffn_norm", [("gate_up", dict(ffn=F, hidden=H, decode=1, **wd,
+                                                              **self.opts.knob("gate_up")))],
                          wts, {"n_tok": 1}, {})
             self._proj(r, p + "feed_forward.w2", act, x, rows=H, cols=F, **dec)
-            self.weight_bytes_per_token += sum(
-                self.nbytes(p + n) for n in ("attention.wq", "attention.wk", "attention.wv",
-                                             "attention.wo", "feed_forward.w1",
-                                             "feed_forward.w2", "feed_forward.w3"))
-        k = self.kernel("rmsnorm", hidden=H, eps=c.rms_norm_eps)   # final norm -> the LM head
-        r.dispatch(k, {"x": x, "w": self.norm_buf("norm"), "out": W(self.xlast, 4 * H)},
-                   {"n_tok": 1}, {"n_tok": 1})
+        # the final RMSNorm is the LM head's (_record_head: fused into it or its own dispatch)
 
     def _normed(self, r, norm: str, kernels: list, bufs: dict, params: dict, grid: dict) -> None:
         """Dispatch the kernels ``(op, dims)`` of ``kernels`` in order on RMSNorm(x) with weight
@@ -314,7 +380,8 @@ class Graph:
         for nm in ("wq", "wk", "wv"):
             avail.update(self.parts(self.single_block(p + "attention." + nm), nm))
         dims = dict(hidden=c.hidden_size, n_heads=c.num_attention_heads,
-                    n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv)
+                    n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv,
+                    **self.opts.knob("qkv_rope_decode"))
         kernels = [("qkv_rope_decode", {**dims, **wd, "heads": h}) for h, wd in self.qkv_groups(p)]
         self._normed(r, p + "attention_norm", kernels, avail, {"n_tok": 1, "pos": Dyn("pos")},
                      {"n_tok": 1})
@@ -327,46 +394,80 @@ class Graph:
         # for a full chunk; H200, M = 512: +10-20 % on 4096- and 14336-row weights, -32 % on
         # 1024 rows (too few workgroups) (docs/PERFORMANCE.md)
         knobs = {"mt": 8} if not decode and rows * self.chunk >= 256 * 64 * 128 else {}
+        if decode:
+            knobs = self.opts.knob("matvec")
         k = self.kernel(op, rows=rows, cols=cols, accumulate=accumulate, **knobs,
                         **self.wdims(name))
         params = self.fill(k, n_tok=n_tok, row_offset=0)
         r.dispatch(k, {"x": src, **self.parts(self.single_block(name)), "y": dst}, params,
                    {"n_tok": n_tok})
 
+    def _short_attention(self, dims: dict):
+        """The one-pass attention kernel of ``DecodeOptions.short_ctx`` (its ``short_wg`` tile,
+        else the default tile where that does not fit the device), or None."""
+        if not self.opts.short_ctx:
+            return None
+        for wg in dict.fromkeys((self.opts.short_wg, 0)):
+            if self._fits("attention_decode", **dims, direct=1, wg=wg):
+                return self.kernel("attention_decode", **dims, direct=1, wg=wg)
+        return None
+
     def _attention_decode(self, r, q, kc, vc, out) -> None:
-        """Split-K flash-decoding: attention_decode writes per-chunk partials into ``part``,
-        attention_combine merges them into ``out``; both grids follow ``ctx``."""
+        """ctx <= short_ctx: attention_decode direct=1, one dispatch writing ``out``. Longer:
+        split-K flash-decoding, attention_decode writes per-chunk partials into ``part``,
+        attention_combine merges them into ``out``; both grids follow ``ctx``. Both paths are
+        recorded; ``plan.Span`` picks per step."""
         c = self.cfg
         dims = dict(n_heads=c.num_attention_heads, n_kv_heads=c.num_key_value_heads,
                     head_dim=c.head_dim, kv=self.kv)
-        k1 = self.kernel("attention_decode", **dims)
-        k2 = self.kernel("attention_combine", **dims)
-        if self.part is None:
+        ctx = Dyn("ctx")
+        short = self._short_attention(dims)
+        when_long = None
+        if short is not None:
+            r.dispatch(short, {"q": q, "k_cache": kc, "v_cache": vc, "out": out}, {"ctx": ctx},
+                       {}, when=Span("ctx", 0, self.opts.short_ctx))
+            if self.opts.short_ctx >= self.max_ctx:
+                return   # the KV cache never holds more: no split-K pair
+            when_long = Span("ctx", self.opts.short_ctx + 1)
+        knobs = self.opts.knob("attention_decode")
+        k1 = self.kernel("attention_decode", **dims, **knobs)
+        k2 = self.kernel("attention_combine", **dims, **knobs)
+        if self.part is None or self.part_bytes < k1.meta["part_bytes"]:
             self.part_bytes = k1.meta["part_bytes"]
             self.part = self._buf(self.part_bytes, "attn_part")  # split-K partials, reused
         part = (self.part, 0, self.part_bytes)
-        ctx = Dyn("ctx")
         r.dispatch(k1, {"q": q, "k_cache": kc, "v_cache": vc, "part": part}, {"ctx": ctx},
-                   {"ctx": ctx})
-        r.dispatch(k2, {"part": part, "out": out}, {"ctx": ctx}, {"ctx": ctx})
+                   {"ctx": ctx}, when=when_long)
+        r.dispatch(k2, {"part": part, "out": out}, {"ctx": ctx}, {"ctx": ctx}, when=when_long)
 
     def _record_head(self, r: Recorder, src_row) -> None:
         """LM head over row blocks -> logits (V,), then sample -> ids[0] and hist[pos+1].
 
         ``src_row`` None: prefill (the engine copies the chunk's last ``xn`` row to ``xlast``
-        in the program tail first); 0: decode (the last add_rmsnorm wrote ``xlast``)."""
+        in the program tail first: already normed); 0: decode, on the residual ``x``: the final
+        RMSNorm fused into every block's matvec (``DecodeOptions.head_norm``, where they fit the
+        device), else one ``rmsnorm`` dispatch into ``xlast`` first."""
         d = self.dims
-        H, V = d["H"], d["V"]
-        out = self.tensor("output")
-        for blk in out["blocks"]:
-            k = self.kernel("matvec", rows=blk["rows"], cols=H, accumulate=0,
-                            **self.wdims("output"))
-            params = self.fill(k, row_offset=blk["row_start"], n_tok=1)
-            r.dispatch(k, {"x": self.whole(self.xlast, 4 * H), **self.parts(blk),
-                           "y": self.whole(self.logits, 4 * V)}, params, {})
+        H, V, W = d["H"], d["V"], self.whole
+        blocks = self.tensor("output")["blocks"]
+        dims = [dict(rows=blk["rows"], cols=H, accumulate=0, **self.wdims("output"))
+                for blk in blocks]
+        src = {"x": W(self.xlast, 4 * H)}
         if src_row is not None:
-            self.weight_bytes_per_token += self.nbytes("output") + self.nbytes("tok_embeddings") \
-                // max(1, d["V"])
+            knobs = self.opts.knob("head")
+            dims = [{**dm, **knobs} for dm in dims]
+            eps = self.cfg.rms_norm_eps
+            fused = [{**dm, "norm_eps": eps} for dm in dims]
+            if self.opts.head_norm and all(self._fits("matvec", **dm) for dm in fused):
+                dims, src = fused, {"x": W(self.x, 4 * H), "norm_w": self.norm_buf("norm")}
+            else:
+                k = self.kernel("rmsnorm", hidden=H, eps=eps)
+                r.dispatch(k, {"x": W(self.x, 4 * H), "w": self.norm_buf("norm"),
+                               "out": W(self.xlast, 4 * H)}, {"n_tok": 1}, {"n_tok": 1})
+        for blk, dm in zip(blocks, dims):
+            k = self.kernel("matvec", **dm)
+            params = self.fill(k, row_offset=blk["row_start"], n_tok=1)
+            r.dispatch(k, {**src, **self.parts(blk), "y": W(self.logits, 4 * V)}, params, {})
         # sampling: per-chunk candidates, then the pick -> ids[0] (read by the next embed)
         k1 = self.kernel("sample", vocab=V)
         k2 = self.kernel("sample_select", vocab=V)

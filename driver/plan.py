@@ -29,6 +29,27 @@ class Dyn:
         return f"Dyn({self.name!r})"
 
 
+class Span:
+    """A step that runs only while ``lo <= rt[name] <= hi``: the decode program records the
+    short-context attention (one pass) and the long-context one (split-K + combine) and each
+    step replays the one its ``ctx`` selects. Equal spans are one condition (``key``)."""
+
+    __slots__ = ("name", "lo", "hi")
+
+    def __init__(self, name: str, lo: int = 0, hi: int = 1 << 62):
+        self.name, self.lo, self.hi = name, lo, hi
+
+    @property
+    def key(self) -> tuple:
+        return (self.name, self.lo, self.hi)
+
+    def __call__(self, rt: dict) -> bool:
+        return self.lo <= rt[self.name] <= self.hi
+
+    def __repr__(self):
+        return f"Span({self.name!r}, {self.lo}, {self.hi})"
+
+
 class PipelineCache:
     """Pipelines by kernel slug: every kernel is compiled once per device."""
 
@@ -48,10 +69,11 @@ class PipelineCache:
 
 
 class _DispatchStep:
-    __slots__ = ("kernel", "pipeline", "bind_group", "grid_args", "grid_static")
+    __slots__ = ("kernel", "pipeline", "bind_group", "grid_args", "grid_static", "when")
 
-    def __init__(self, kernel, pipeline, bind_group, grid_args: dict):
+    def __init__(self, kernel, pipeline, bind_group, grid_args: dict, when: Span | None = None):
         self.kernel, self.pipeline, self.bind_group = kernel, pipeline, bind_group
+        self.when = when   # None: always part of the program
         # only the runtime values the kernel's grid reads (Grid.args) matter
         self.grid_args = {a: grid_args[a] for a in kernel.grid.args if a in grid_args}
         dyn = any(isinstance(v, Dyn) for v in self.grid_args.values())
@@ -81,12 +103,14 @@ class Recorder:
         self._patches: dict[tuple[str, str], list[int]] = {}  # (runtime name, code) -> offsets
         self._programs: dict[tuple, g.Program] = {}
         self._grid_groups: list | None = None   # steps with runtime grids, one per distinct grid
+        self._spans: list | None = None         # the distinct Span conditions of the steps
 
     # ---- recording ----
     def dispatch(self, kernel, buffers: dict, params: dict | None = None,
-                 grid: dict | None = None) -> None:
+                 grid: dict | None = None, when: Span | None = None) -> None:
         """``buffers``: binding name -> (buffer, offset, size); ``params``: field -> value or
-        Dyn; ``grid``: runtime values of ``kernel.grid`` (values or Dyn; it reads its ``args``)."""
+        Dyn; ``grid``: runtime values of ``kernel.grid`` (values or Dyn; it reads its ``args``);
+        ``when``: the step is in the program only for runtimes inside that Span."""
         entries = dict(buffers)
         if kernel.params is not None:
             if self.n_slots >= self.max_slots:
@@ -97,8 +121,8 @@ class Recorder:
             self._add_params(kernel, params or {})
         pipe = self.pipes.get(kernel)
         bg = self.gpu.create_bind_group(pipe, kernel, entries)
-        self.steps.append(_DispatchStep(kernel, pipe, bg, dict(grid or {})))
-        self._grid_groups = None
+        self.steps.append(_DispatchStep(kernel, pipe, bg, dict(grid or {}), when))
+        self._grid_groups = self._spans = None
 
     def _add_params(self, kernel, params: dict) -> None:
         fields = kernel.params.fields
@@ -122,7 +146,13 @@ class Recorder:
     # ---- replay ----
     @property
     def n_dispatches(self) -> int:
+        """Dispatch steps recorded (a Span-conditioned step counts even where it does not run:
+        ``dispatches(rt)`` is what one program replays)."""
         return sum(1 for s in self.steps if isinstance(s, _DispatchStep))
+
+    def dispatches(self, rt: dict) -> int:
+        """Dispatches of the program replayed at runtime ``rt``."""
+        return self.program(rt).n_dispatches
 
     def uniforms(self, rt: dict) -> bytes:
         """This recorder's uniform bytes for runtime values ``rt`` (write at ``uniform_offset``)."""
@@ -142,18 +172,27 @@ class Recorder:
             self.gpu.write_buffer(self.ubuf, self.uniform_offset, self.uniforms(rt))
 
     def _grids(self, rt: dict) -> tuple:
-        """The runtime-dependent grids, each distinct (kernel, grid args) computed once: a decode
-        step has one per layer of the same attention kernel, all equal."""
-        groups = self._grid_groups
-        if groups is None:
+        """What the program depends on at runtime ``rt``: the outcome of each distinct Span, then
+        the runtime-dependent grids, each distinct (kernel, grid args) computed once (a decode
+        step has one per layer of the same attention kernel, all equal)."""
+        groups, spans = self._grid_groups, self._spans
+        if groups is None or spans is None:
             seen: dict = {}
+            conds: dict = {}
             for s in self.steps:
-                if isinstance(s, _DispatchStep) and s.grid_static is None:
+                if not isinstance(s, _DispatchStep):
+                    continue
+                if s.when is not None:
+                    conds.setdefault(s.when.key, s.when)
+                if s.grid_static is None:
                     key = (id(s.kernel), tuple(sorted((k, v.name if isinstance(v, Dyn) else v)
                                                       for k, v in s.grid_args.items())))
                     seen.setdefault(key, s)
             groups = self._grid_groups = list(seen.values())
-        return tuple(s.grid(rt) for s in groups)
+            spans = self._spans = list(conds.values())
+        on = tuple(sp(rt) for sp in spans)
+        # a step outside its span is not replayed: its grid is not asked for (0 stands in)
+        return on + tuple(s.grid(rt) if s.when is None or s.when(rt) else 0 for s in groups)
 
     def program(self, rt: dict, tail: list[g.Copy] | None = None,
                 cache_tail: bool = True) -> g.Program:
@@ -166,7 +205,8 @@ class Recorder:
             body = g.Program()
             for s in self.steps:
                 if isinstance(s, _DispatchStep):
-                    body.dispatch(s.pipeline, s.bind_group, s.grid(rt), s.kernel.slug)
+                    if s.when is None or s.when(rt):
+                        body.dispatch(s.pipeline, s.bind_group, s.grid(rt), s.kernel.slug)
                 else:
                     body.copy(s.src, s.src_offset, s.dst, s.dst_offset, s.size)
             if len(self._programs) > 256:

@@ -8,6 +8,9 @@ Decode, two dispatches (the driver records both, in this order):
   attention_decode   q (n_heads*hd) f32, k_cache, v_cache, part (scratch, ``part_bytes``),
                      params{ctx}; grid (n_chunks(ctx), n_kv_heads, 1)
   attention_combine  part, out (n_heads*hd) f32, params{ctx}; grid (n_heads, 1, 1)
+or, for short contexts, one (``direct=1``):
+  attention_decode   q, k_cache, v_cache, out (n_heads*hd) f32, params{ctx}; grid (1, n_kv_heads, 1)
+                     one chunk: a workgroup per KV head walks every tile and writes acc / l
   The context is cut into at most MAX_CHUNKS chunks of whole tiles (TILE = workgroup size
   positions); one workgroup per (chunk, KV head) runs an online softmax over its tiles for the G
   query heads at once (K and V are read once per group, not once per query head), the combine
@@ -221,13 +224,48 @@ def _decode_knobs(wg: int, max_chunks: int) -> tuple[int, int]:
     return wg or DECODE_WG, max_chunks or MAX_CHUNKS
 
 
+_PART_DECL = ("@group(0) @binding(3) var<storage, read_write> part: array<f32>;     "
+              "// (N_HEADS, MAX_CHUNKS, HD) acc, then (N_HEADS, MAX_CHUNKS, 2) (m, l)")
+_OUT_DECL = ("@group(0) @binding(3) var<storage, read_write> out: array<f32>;      "
+             "// (N_HEADS * HD) f32 attention output")
+# fold's store: the chunk's partial (split-K) ...
+_STORE_PART = """    for (var d = t; d < HD; d += WG) {
+        var sum = 0.0;
+        for (var i = 0u; i < PG; i++) { sum += red[i * HD + d]; }
+        part[(hq * MAX_CHUNKS + c) * HD + d] = sum;
+    }
+    if (t == 0u) {
+        var ls = 0.0;
+        for (var i = 0u; i < PG; i++) { ls += red[PG * HD + i]; }
+        let ml = N_HEADS * MAX_CHUNKS * HD + (hq * MAX_CHUNKS + c) * 2u;
+        part[ml] = mg;
+        part[ml + 1u] = ls;
+    }"""
+# ... or (direct=1, the only chunk) the output itself: acc / l, the same sums in the same order
+# as attention_combine's merge of a single chunk (its weight exp(m - M) is exactly 1)
+_STORE_OUT = """    var ls = 0.0;
+    for (var i = 0u; i < PG; i++) { ls += red[PG * HD + i]; }
+    for (var d = t; d < HD; d += WG) {
+        var sum = 0.0;
+        for (var i = 0u; i < PG; i++) { sum += red[i * HD + d]; }
+        out[hq * HD + d] = sum / ls;
+    }"""
+
+
 @register("attention_decode")
 def build_decode(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int, kv: str = "f16",
-                 wg: int = 0, max_chunks: int = 0) -> Kernel:
+                 wg: int = 0, max_chunks: int = 0, direct: int = 0) -> Kernel:
     """``wg`` (tile = workgroup size, power of two) and ``max_chunks`` override the defaults
-    (benchmarks only; attention_combine must get the same values)."""
+    (benchmarks only; attention_combine must get the same values). ``direct=1``: the one-pass
+    variant for short contexts: one workgroup per KV head over all ``ctx`` positions (one
+    chunk), the normalised output written to ``out`` (bound instead of ``part``); no
+    attention_combine after it. Its time grows with ctx / wg tiles walked in sequence, so the
+    driver uses it only up to a context length (``driver.graph.DecodeOptions.short_ctx``)."""
     _check_dims("attention_decode", n_heads, n_kv_heads, head_dim, kv)
-    wg, mc = _decode_knobs(wg, max_chunks)
+    if direct not in (0, 1) or (direct and max_chunks not in (0, 1)):
+        raise UnsupportedKernel(f"attention_decode: direct must be 0 or 1 (direct=1 is one chunk: "
+                                f"no max_chunks), got direct={direct!r} max_chunks={max_chunks!r}")
+    wg, mc = _decode_knobs(wg, 1 if direct else max_chunks)
     tpr = head_dim // 8
     if wg & (wg - 1) or wg % tpr or wg > caps.max_workgroup_size:
         raise UnsupportedKernel(f"attention_decode: workgroup {wg} must be a power of two, a "
@@ -241,7 +279,8 @@ def build_decode(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int, kv: s
                                 f"adapter has {caps.max_workgroup_storage}")
     sg = caps.subgroups
     key = KernelKey(op="attention_decode", fmt=kv, wg=wg, vec=4, subgroups=sg,
-                    dims=(("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim), ("mc", mc)))
+                    dims=(("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim), ("mc", mc))
+                    + ((("dir", 1),) if direct else ()))
     decl, fns = kv_fragments(kv, head_dim)
     vpre, vacc = v_phase(head_dim, g)
     src = render(load_template("attention_decode"), {
@@ -250,7 +289,9 @@ def build_decode(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int, kv: s
         "HEAD_DIM": str(head_dim), "WG": str(wg), "MAX_CHUNKS": str(mc),
         "SCALE": wgsl_float(1.0 / math.sqrt(head_dim)), "PARAMS": DECODE_PARAMS.wgsl(),
         "KV_DECL": decl, "KV_FNS": fns, "TILE_MAX": _tile_max(sg),
-        "SG_ARGS": SG_ARGS if sg else "", "SG_CALL": SG_CALL if sg else ""}, key.slug())
+        "SG_ARGS": SG_ARGS if sg else "", "SG_CALL": SG_CALL if sg else "",
+        "PART_DECL": _OUT_DECL if direct else _PART_DECL,
+        "FOLD_STORE": _STORE_OUT if direct else _STORE_PART}, key.slug())
     src = unroll_g(src, g)
     kv_shape = f"(max_ctx, n_kv_heads, head_dim) {kv}" + (" packed 2 per u32" if kv == "f16"
                                                           else "")
@@ -259,13 +300,15 @@ def build_decode(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int, kv: s
                       Binding("q", "read", "(n_heads*head_dim) f32"),
                       Binding("k_cache", "read", kv_shape),
                       Binding("v_cache", "read", kv_shape),
+                      Binding("out", "read_write", "(n_heads*head_dim) f32") if direct else
                       Binding("part", "read_write",
                               "(n_heads, MAX_CHUNKS, head_dim) + (n_heads, MAX_CHUNKS, 2) f32"),
                       Binding("params", "uniform", "Params{ctx}")),
-                  grid=Grid(lambda ctx=1: (n_chunks(ctx, wg, mc), n_kv_heads, 1), ("ctx",)),
+                  grid=(Grid.fixed(1, n_kv_heads) if direct else
+                        Grid(lambda ctx=1: (n_chunks(ctx, wg, mc), n_kv_heads, 1), ("ctx",))),
                   meta={
-                        "part_bytes": part_bytes(n_heads, head_dim, mc), "tile": wg,
-                        "max_chunks": mc})
+                        "part_bytes": 0 if direct else part_bytes(n_heads, head_dim, mc),
+                        "tile": wg, "max_chunks": mc, "direct": direct})
 
 
 @register("attention_combine")
@@ -456,8 +499,10 @@ def _decode_case(n_heads, n_kv_heads, head_dim, kv, ctx, **knobs) -> Case:
 
     def steps(caps, inp):
         k1 = build_decode(caps, **dims)
-        k2 = build_combine(caps, **dims)
         p = {"ctx": ctx}
+        if knobs.get("direct"):   # one pass: the output straight from attention_decode
+            return [(k1, p, k1.grid(ctx=ctx))]
+        k2 = build_combine(caps, **dims)
         return [(k1, p, k1.grid(ctx=ctx)), (k2, p, k2.grid(ctx=ctx))]
 
     return Case(op="attention_decode", dims=dims, make_inputs=make, reference=ref, tol="attention",
@@ -471,12 +516,21 @@ def decode_cases(quick: bool) -> list[Case]:
            _decode_case(32, 8, 128, "f16", 17), _decode_case(16, 2, 128, "f16", 300),
            _decode_case(4, 1, 64, "f32", 290),
            _decode_case(12, 4, 128, "f16", 700, wg=64, max_chunks=4),   # multi-tile chunks
-           _decode_case(4, 2, 16, "f16", 140), _decode_case(3, 1, 32, "f32", 9)]   # tiny heads
+           _decode_case(4, 2, 16, "f16", 140), _decode_case(3, 1, 32, "f32", 9),   # tiny heads
+           # one pass (direct=1, the driver's short-context path): one tile, several tiles
+           # walked by one workgroup, a partial last tile, f32 KV, a 256-position tile
+           _decode_case(32, 8, 128, "f16", 1, direct=1), _decode_case(32, 8, 64, "f16", 300,
+                                                                       direct=1),
+           _decode_case(9, 3, 64, "f32", 130, direct=1),
+           _decode_case(32, 8, 128, "f16", 257, wg=256, direct=1)]
     if not quick:
         out += [_decode_case(32, 8, 128, "f16", 4096), _decode_case(9, 3, 64, "f16", 4096),
                 _decode_case(8, 1, 128, "f32", 4096), _decode_case(4, 4, 128, "f16", 1),
                 _decode_case(8, 8, 64, "f16", 4096),
-                _decode_case(24, 8, 64, "f16", 9000)]
+                _decode_case(24, 8, 64, "f16", 9000),
+                _decode_case(32, 8, 128, "f16", 1024, wg=256, direct=1),
+                _decode_case(4, 2, 16, "f16", 140, direct=1), _decode_case(3, 1, 32, "f32", 9,
+                                                                          direct=1)]
     return out
 
 

@@ -1,6 +1,6 @@
 """Benchmark of the attention / qkv_rope_decode / sampling kernels against the copy roofline of the same run.
 
-    python -m shaders.attention_bench [--quick] [--out FILE] [--sweep]
+    python -m shaders.attention_bench [--quick] [--out FILE] [--sweep] [--short]
 
 Decode attention (attention_decode + attention_combine, one pair per call) over an f16 KV cache:
 GB/s counts the K and V bytes read (the useful traffic); each call reads another copy of the
@@ -32,19 +32,21 @@ def bench_decode(dev, caps, rng, n_heads=32, n_kv=8, hd=128, kv="f16", ctx=4096,
                  **knobs) -> dict:
     import numpy as np
     dims = dict(n_heads=n_heads, n_kv_heads=n_kv, head_dim=hd, kv=kv, **knobs)
-    k1, k2 = kernel("attention_decode", caps, **dims), kernel("attention_combine", caps, **dims)
+    k1 = kernel("attention_decode", caps, **dims)
+    # direct=1: the one-pass kernel alone (writes out); else the split-K pair
+    k2 = None if knobs.get("direct") else kernel("attention_combine", caps, **dims)
     kb, vb = _kv_host(rng, ctx, n_kv, hd, kv)
     kvbytes = len(kb) + len(vb)
     copies = max(1, min(64, math.ceil(ROTATE / kvbytes)))
     q = harness.make_buffers({"q": rng.standard_normal(n_heads * hd).astype(np.float32)}, dev)
-    shared = harness.make_buffers({"part": k1.meta["part_bytes"], "out": n_heads * hd * 4}, dev)
+    scratch = {"part": max(16, k1.meta["part_bytes"]), "out": n_heads * hd * 4}
+    shared = harness.make_buffers(scratch, dev)
     calls = []
     for _ in range(copies):
         bufs = {**q, **harness.make_buffers({"k_cache": kb, "v_cache": vb}, dev)}
-        bufs.update(shared if chain else harness.make_buffers(
-            {"part": k1.meta["part_bytes"], "out": n_heads * hd * 4}, dev))
-        calls.append([bench._calls(dev, k1, bufs, {"ctx": ctx}, k1.grid(ctx=ctx)),
-                      bench._calls(dev, k2, bufs, {"ctx": ctx}, k2.grid(ctx=ctx))])
+        bufs.update(shared if chain else harness.make_buffers(scratch, dev))
+        calls.append([bench._calls(dev, k, bufs, {"ctx": ctx}, k.grid(ctx=ctx))
+                      for k in (k1, k2) if k is not None])
     t, src = bench.time_calls(calls, dev)
     return {"kernel": k1.slug, "shape": f"ctx={ctx} {n_heads}/{n_kv} hd={hd} {kv}"
             + "".join(f" {k}={v}" for k, v in knobs.items()) + (" chain" if chain else " indep"),
@@ -108,7 +110,8 @@ def bench_sample(dev, caps, rng, vocab=128256, **params) -> dict:
             "gbs": vocab * 4 / t / 1e9, "timer": src}
 
 
-def main(quick: bool = False, out_file: str | None = None, sweep: bool = False) -> int:
+def main(quick: bool = False, out_file: str | None = None, sweep: bool = False,
+         short: bool = False) -> int:
     import time
 
     rep = bench.Report()
@@ -138,6 +141,13 @@ def main(quick: bool = False, out_file: str | None = None, sweep: bool = False) 
                     row(bench_decode(dev, caps, rng, ctx=4096, wg=wg, max_chunks=mc))
                 except Exception as e:  # an unsupported knob combination: say so, go on
                     say(f"| - | wg={wg} mc={mc} | {type(e).__name__}: {e} | | | |")
+    if short:   # driver.graph.DecodeOptions.short_ctx: one pass against split-K + combine
+        shapes = ([{"n_heads": 8, "n_kv": 2, "hd": 64}] if quick else
+                  [{"n_heads": 32, "n_kv": 8, "hd": 64}, {"n_heads": 32, "n_kv": 8, "hd": 128}])
+        for shp in shapes:
+            for ctx in ((64, 300) if quick else (128, 256, 384, 512, 768, 1024, 2048)):
+                for knobs in ({}, {"direct": 1, "wg": 128}, {"direct": 1, "wg": 256}):
+                    row(bench_decode(dev, caps, rng, ctx=ctx, chain=True, **shp, **knobs))
     qkv_dims = {"hidden": 512, "n_heads": 8, "n_kv": 2} if quick else {}
     row(bench_qkv(dev, caps, rng, **qkv_dims))
     for arith in (("f32", "f16") if caps.shader_f16 else ("f32",)):
@@ -158,5 +168,8 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true", help="small shapes (CPU adapters)")
     ap.add_argument("--out", metavar="FILE", help="also write the table to FILE")
     ap.add_argument("--sweep", action="store_true", help="workgroup x max_chunks sweep at 4096")
+    ap.add_argument("--short", action="store_true",
+                    help="one-pass attention (direct=1) against split-K + combine, chained, "
+                         "ctx 128..2048 (the decode short_ctx threshold)")
     a = ap.parse_args()
-    raise SystemExit(main(a.quick, a.out, a.sweep))
+    raise SystemExit(main(a.quick, a.out, a.sweep, a.short))

@@ -7,6 +7,8 @@
 // are folded once per chunk, at the end. The chunk's unnormalised partial
 // (acc[HD], running max m, running sum l) per query head goes to `part`; pass 2
 // (attention_combine.wgsl) merges the chunks. Scores are pre-scaled by 1/sqrt(HD) via q.
+// The one-pass variant (direct=1, for short contexts) has MAX_CHUNKS = 1: one workgroup per KV
+// head walks the whole context and writes acc / l straight to `out` (no `part`, no pass 2).
 {{ENABLES}}
 const N_HEADS: u32 = {{N_HEADS}}u;
 const N_KV: u32 = {{N_KV}}u;
@@ -26,7 +28,7 @@ const NEG: f32 = -3.0e38;          // masked score (finite: exp(NEG - m) == 0, n
 {{PARAMS}}
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;        // (N_HEADS * HD / 4) f32
 {{KV_DECL}}
-@group(0) @binding(3) var<storage, read_write> part: array<f32>;     // (N_HEADS, MAX_CHUNKS, HD) acc, then (N_HEADS, MAX_CHUNKS, 2) (m, l)
+{{PART_DECL}}
 @group(0) @binding(4) var<uniform> params: Params;
 
 var<workgroup> qs: array<vec4<f32>, G * HD / 4u>;  // (G, HD) scaled q of the group
@@ -114,17 +116,6 @@ fn fold(g: u32, h: u32, c: u32, t: u32, o: u32, pg: u32, dg: u32, a: vec4<f32>, 
     if (dg == 0u) { red[PG * HD + pg] = lg; }
     workgroupBarrier();
     let hq = h * G + g;
-    for (var d = t; d < HD; d += WG) {
-        var sum = 0.0;
-        for (var i = 0u; i < PG; i++) { sum += red[i * HD + d]; }
-        part[(hq * MAX_CHUNKS + c) * HD + d] = sum;
-    }
-    if (t == 0u) {
-        var ls = 0.0;
-        for (var i = 0u; i < PG; i++) { ls += red[PG * HD + i]; }
-        let ml = N_HEADS * MAX_CHUNKS * HD + (hq * MAX_CHUNKS + c) * 2u;
-        part[ml] = mg;
-        part[ml + 1u] = ls;
-    }
+{{FOLD_STORE}}
     workgroupBarrier();
 }

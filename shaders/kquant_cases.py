@@ -1,5 +1,5 @@
 """Check cases of the K-quant formats (q4_k, q5_k, q6_k) for every kernel that reads a weight:
-matvec (plain, accumulate, LM-head row block at an offset), gate_up (decode, decode with the fused
+matvec (plain, accumulate, LM-head row block at an offset, fused final RMSNorm), gate_up (decode, decode with the fused
 RMSNorm, prefill tiles), qkv_rope_decode (fused, split, fused norm), matmul (4 and 8 tokens a
 thread) and embed (row blocks). Built from each op's own case constructor, so the
 reference is the op's numpy reference on the same dequantized weights (``harness.weight_parts``:
@@ -28,6 +28,11 @@ def _matvec(quick: bool):
     out += [c(f, 19, 512, row_offset=45) for f in KQUANT]           # an LM-head row block
     out += [c(f, 67, 512, unpack=u) for f in KQUANT for u in (0, 2)]
     out += [c("q4_k", 19, 256, row_offset=45, acc=1, unpack=0)]
+    # the decode LM head with the final RMSNorm fused (norm_eps), also as a row block at an offset
+    n = matvec._matvec_norm_case
+    out += [n(f, 67, 256) for f in KQUANT] + [n("q6_k", 19, 512, row_offset=45)]
+    if not quick:
+        out += [n(f, 1536, 768) for f in KQUANT]
     return out
 
 

@@ -1,9 +1,10 @@
 """Decode matrix-vector kernels (M = 1) for every weight format, on the decode chunk loop
 (shaders/decode_loop.py); ``decode_kernel`` also builds gate_up's M = 1 kernel.
 
-    kernel("matvec", caps, fmt, rows, cols, group_size=32, accumulate=0)
-        bindings: x (cols) f32 | w_<parts> | y (row_offset + rows) f32 | params {row_offset}
-        y[row_offset + r] (+)= sum_c W[r, c] x[c]
+    kernel("matvec", caps, fmt, rows, cols, group_size=32, accumulate=0, norm_eps=0.0)
+        bindings: x (cols) f32 | [norm_w (cols) f32] | w_<parts> | y (row_offset + rows) f32 |
+                  params {row_offset}
+        y[row_offset + r] (+)= sum_c W[r, c] x[c]   (norm_eps > 0: RMSNorm(x) * norm_w for x)
 
 Pure Python (runs in Pyodide); numpy only inside the check-case functions.
 """
@@ -76,18 +77,20 @@ MATVEC_PARAMS = Params((("row_offset", "u32"),))
 @register("matvec")
 def build_matvec(caps: Caps, fmt: str, rows: int, cols: int, group_size: int = 32,
                  accumulate: int = 0, wg: int = 0, r: int = 0,
-                 unpack: int | None = None) -> Kernel:
+                 unpack: int | None = None, norm_eps: float = 0.0) -> Kernel:
     """y[row_offset + r] (+)= W[r, :] . x. ``wg`` / ``r`` override the tuned workgroup size and
     rows per workgroup; ``unpack`` the q-format unpacking (default ``DECODE_UNPACK``; 0 exact
     f32, 1 shift-free q4, 2 / 3 int8 x with packed integer dot products; 0 is the fallback for
-    WGSL without packed_4x8_integer_dot_product); all three are for benchmarks, not the driver."""
+    WGSL without packed_4x8_integer_dot_product); all three are for benchmarks, not the driver.
+    ``norm_eps`` > 0: x is un-normed and ``norm_w`` (cols) f32 is bound after it: W . RMSNorm(x)
+    (the decode LM head on the residual stream, ``decode_loop.norm_parts``)."""
     prev = "y[o] + " if accumulate else ""
     store = (f"        let o = params.row_offset + row0 + r;\n"
              f"        y[o] = {prev}total(r);")
     sem = "y[row_offset + r] " + ("+= " if accumulate else "= ") + "sum_c W[r, c] * x[c]"
     spec = WeightSpec("matvec", fmt, rows, cols, group_size, ("w_",), "y", store, sem,
                       MATVEC_PARAMS, (("acc", int(accumulate)),))
-    return decode_kernel(caps, spec, wg=wg, r=r, unpack=unpack)
+    return decode_kernel(caps, spec, wg=wg, r=r, unpack=unpack, norm_eps=norm_eps)
 
 
 # ---- check cases ----
@@ -145,4 +148,41 @@ def matvec_cases(quick: bool) -> list[Case]:
         if not quick:
             out += [_matvec_case(f, 4096, 4096, unpack=u) for f in QUANTIZED]
     out += [_matvec_case("q4_0", 7, 96, unpack=0)]
+    return out
+
+
+# the fused RMSNorm (norm_eps: the decode LM head on the un-normed residual stream)
+def _matvec_norm_case(fmt: str, rows: int, cols: int, row_offset: int = 0,
+                      group_size: int = 32) -> Case:
+    from . import decode_loop
+
+    def make(rng):
+        from .harness import weight_parts
+
+        bufs, w = weight_parts(rng, fmt, rows, cols, group_size)
+        x, extra = decode_loop.case_norm_input(rng, cols, True)           # (1, cols) f32
+        bufs.update(x=x[0], **extra, y=(row_offset + rows) * 4)            # y (row_offset + rows)
+        return {"buffers": bufs, "params": {"row_offset": row_offset}, "w": w, "x": x}
+
+    def ref(inp):
+        import numpy as np
+
+        xn = decode_loop.ref_normed(inp["x"], inp["buffers"])[0]
+        y = np.zeros(row_offset + rows)
+        y[row_offset:] = inp["w"].astype(np.float64) @ xn
+        return {"y": y.astype(np.float32)}
+
+    u = DECODE_UNPACK.get(fmt, 0)
+    return Case("matvec", dict(fmt=fmt, rows=rows, cols=cols, group_size=group_size,
+                               norm_eps=decode_loop.NORM_EPS_CASE),
+                make, ref, decode_tol(fmt, u, "dot_f32"),
+                label=f"{fmt} {rows}x{cols} norm" + (f" off{row_offset}" if row_offset else ""))
+
+
+@register_cases("matvec")
+def matvec_norm_cases(quick: bool) -> list[Case]:
+    out = [_matvec_norm_case(f, 67, 64) for f in BASE]   # K-quants: kquant_cases
+    out += [_matvec_norm_case("q4_0", 19, 128, row_offset=45), _matvec_norm_case("f32", 5, 6)]
+    if not quick:
+        out += [_matvec_norm_case(f, 1536, 576) for f in BASE]
     return out

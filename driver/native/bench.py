@@ -80,7 +80,9 @@ async def op_profile(eng, rec, rt: dict, reps: int) -> list[tuple[str, int, floa
     from driver import gpu as g
     from driver.plan import _DispatchStep
     rec.write_uniforms(rt)
-    steps = [s for s in rec.steps if isinstance(s, _DispatchStep)]
+    # the steps the program replays at rt (a Span-conditioned step outside its range does not)
+    steps = [s for s in rec.steps if isinstance(s, _DispatchStep)
+             and (s.when is None or s.when(rt))]
     groups: dict[str, list] = {}
     for s in steps:
         groups.setdefault(s.kernel.key.op, []).append(s)
@@ -153,16 +155,25 @@ def torch_speed(model_dir, cfg, prompt_len: int, n_new: int) -> dict | None:
 
 
 def run_bench(model, quick: bool = False, vs_torch: bool = False, as_json: bool = False,
-              out=sys.stdout, profile: bool = False) -> dict:
+              out=sys.stdout, profile: bool = False, count_only: bool = False) -> dict:
     from driver.native import load
     loop_ctxs = [16, 64] if quick else [128, 1024, 4096]
     n_dec = 8 if quick else 128
     n_pre = 64 if quick else 512
+    if count_only:   # the programs recorded on a null GPU: no GPU work, no GPU memory
+        from .sweep import PREV, count_model, format_counts
+        from driver.graph import DecodeOptions
+        res = count_model(model, [("default", DecodeOptions(), 3),
+                                  ("previous (split-K always, head norm separate)", PREV, 3)],
+                          [1] + loop_ctxs)
+        out.write(json.dumps(res) + "\n" if as_json else format_counts(res))
+        return res
     eng = load(model, max_context=max(loop_ctxs) + n_dec + 8, chunk=n_pre)
     gpu = eng.gpu
     res = {"model": str(model), "adapter": gpu.info.get("description", ""),
            "date": time.strftime("%Y-%m-%d"), "quant": eng.manifest.get("quant", {}).get("scheme"),
            "dispatches_per_token": eng.dispatches_per_token,
+           "dispatches_by_ctx": {str(c): eng.dispatches_at(c + 1) for c in loop_ctxs},
            "weight_bytes_per_token": eng.weight_bytes_per_token, "decode": []}
 
     res.update(rooflines(gpu, quick, eng.graph.caps.shader_f16))
@@ -181,6 +192,8 @@ def run_bench(model, quick: bool = False, vs_torch: bool = False, as_json: bool 
                                                       eng._rt(samp, 0, n_pre, 0), 3)
             res["profile_decode"] = await op_profile(eng, eng.graph.decode,
                                                      eng._rt(samp, loop_ctxs[0], 1, 1), 20)
+            res["profile_decode_long"] = await op_profile(eng, eng.graph.decode,
+                                                          eng._rt(samp, loop_ctxs[-1], 1, 1), 20)
 
     eng._run(go())
     best = res["decode"][0]["tok_s"]
@@ -206,7 +219,9 @@ def run_bench(model, quick: bool = False, vs_torch: bool = False, as_json: bool 
 def format_table(r: dict) -> str:
     peak = "f16" if "fma_f16_gflop_s" in r else "f32"
     lines = [f"# driver bench {r['model']} ({r['quant']}) on {r['adapter']}, {r['date']}",
-             f"dispatches/token {r['dispatches_per_token']}, weights/token "
+             f"dispatches/token {r['dispatches_per_token']} (by decode ctx: "
+             + ", ".join(f"{c}: {n}" for c, n in r.get("dispatches_by_ctx", {}).items())
+             + f"), weights/token "
              f"{r['weight_bytes_per_token'] / 1e6:.2f} MB, copy roofline "
              f"{r['copy_gb_s']:.1f} GB/s, FMA peak {r['fma_gflop_s']:.0f} GFLOP/s ({peak})"]
     for d in r["decode"]:
@@ -219,7 +234,7 @@ def format_table(r: dict) -> str:
     lines.append(f"prefill {r['prefill_tokens']}: {r['prefill_tok_s']:.1f} tok/s = "
                  f"{r['prefill_gflop_s']:.0f} GFLOP/s = {100 * r['prefill_share_of_fma']:.1f}% of "
                  "FMA peak")
-    for name in ("prefill", "decode"):
+    for name in ("prefill", "decode", "decode_long"):
         prof = r.get("profile_" + name)
         if prof:
             total = prof[0][2]

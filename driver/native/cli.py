@@ -1,4 +1,4 @@
-"""``python -m driver generate|bench|quality``: the native command line. Native only.
+"""``python -m driver generate|bench|sweep|quality``: the native command line. Native only.
 
 Each subcommand parses its options and calls one importable function; bad input (missing model,
 bad manifest, bad option values, context overflow, no GPU) prints one line and exits 2.
@@ -84,6 +84,16 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _ctx_list(s: str) -> list[int]:
+    try:
+        v = [int(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+    if not v or min(v) < 1:
+        raise argparse.ArgumentTypeError(f"contexts must be integers >= 1, got {s!r}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m driver",
                                  description="Llama-3 on WebGPU (native wgpu-py backend)")
@@ -111,6 +121,27 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--json", action="store_true")
     bp.add_argument("--profile", action="store_true",
                     help="also the GPU time of each op of the prefill and decode programs")
+    bp.add_argument("--count-only", action="store_true",
+                    help="only the dispatches per decode token (default and previous decode "
+                         "program), recorded on a null GPU: no GPU work, big shapes in seconds")
+
+    sp = sub.add_parser("sweep", help="decode candidates (DecodeOptions, depth) on one loaded "
+                                      "model per shape, beside the copy roofline")
+    sp.add_argument("models", type=Path, nargs="+",
+                    help="packed model folders or synth:PRESET:QUANT, measured in turn")
+    sp.add_argument("--quick", action="store_true", help="few candidates, small contexts (CI)")
+    sp.add_argument("--ctx", type=_ctx_list, default=None,
+                    help="comma-separated decode contexts (default 128,384,4096; quick 16,600)")
+    sp.add_argument("--tokens", type=_positive_int, default=None,
+                    help="decode steps per measurement (default 96; quick 8)")
+    sp.add_argument("--rounds", type=_positive_int, default=None,
+                    help="interleaved rounds, best kept (default 3; quick 2)")
+    sp.add_argument("--only", action="append", default=None, metavar="NAME",
+                    help="only this candidate (repeatable; names as the table prints them)")
+    sp.add_argument("--count-only", action="store_true",
+                    help="only dispatches per token of each candidate (null GPU, no GPU work)")
+    sp.add_argument("--out", type=Path, default=None, help="write all results as JSON here")
+    sp.add_argument("--json", action="store_true", help="one JSON line per model on stdout")
 
     qp = sub.add_parser("quality", help="greedy agreement + mean KL of packed models vs the first")
     qp.add_argument("models", type=Path, nargs="+", help="f32 model first, then the others")
@@ -132,7 +163,14 @@ def main(argv=None) -> int:
         elif a.cmd == "bench":
             from .bench import run_bench
             run_bench(a.model, quick=a.quick, vs_torch=a.vs_torch, as_json=a.json,
-                      profile=a.profile)
+                      profile=a.profile, count_only=a.count_only)
+        elif a.cmd == "sweep":
+            from .sweep import run_sweep
+            if a.out is not None and not a.out.parent.is_dir():
+                raise BadOption(f"--out {a.out}: folder {a.out.parent} does not exist")
+            run_sweep([str(m) for m in a.models], quick=a.quick, out_path=a.out, ctxs=a.ctx,
+                      tokens=a.tokens, rounds=a.rounds, names=a.only, count_only=a.count_only,
+                      as_json=a.json)
         else:
             from .quality import run_quality
             run_quality(a.models, n_tokens=a.tokens, as_json=a.json)
