@@ -176,7 +176,7 @@ def run_ttft_bench(eng, quick: bool = False) -> dict:
 
 def run_session_bench(model, speculative: bool = False, ttft: bool = False, quick: bool = False,
                       draft=None, k: int = 4, as_json: bool = False, out=sys.stdout) -> dict:
-    from . import load
+    from . import load, load_draft
     ctx = 512 if quick else 4096
     eng = load(model, max_context=ctx)
     res = {"model": str(model), "adapter": eng.gpu.info.get("description", ""),
@@ -184,9 +184,7 @@ def run_session_bench(model, speculative: bool = False, ttft: bool = False, quic
     dr = None
     if draft is not None:
         from driver.speculative import check_draft
-        dr = load(draft, backend=eng.gpu, max_context=ctx)
-        dr.close()
-        dr.adopt_loop(eng._loop)       # one event loop drives both engines
+        dr = load_draft(draft, eng)
         check_draft(eng, dr)
         res["draft"] = str(draft)
     if ttft:

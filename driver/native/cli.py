@@ -33,7 +33,7 @@ def run_generate(model: Path, prompt: str | None = None, chat: str | None = None
     (one user message) or ``interactive`` (a conversation read line by line from ``inp``, the KV
     cache reused across turns). Streams the text to ``out`` (or prints one JSON object); speeds
     go to ``err``. Returns the (last) result."""
-    from driver.native import load
+    from driver.native import load, load_draft
     from driver.session import ChatSession, resolve_options
 
     given = {"max_tokens": max_tokens, "temperature": temperature, "top_k": top_k,
@@ -48,9 +48,7 @@ def run_generate(model: Path, prompt: str | None = None, chat: str | None = None
     eng = load(model, max_context=max_context)
     dr = None
     if draft is not None:
-        dr = load(draft, backend=eng.gpu, max_context=eng.max_context)
-        dr.close()
-        dr.adopt_loop(eng._loop)   # one event loop drives both engines
+        dr = load_draft(draft, eng)
     load_s = time.perf_counter() - t0
     sess = ChatSession(eng, draft=dr)
     head = [{"role": "system", "content": system}] if system else []
