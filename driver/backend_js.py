@@ -192,10 +192,14 @@ def _reported(fn):
 # ---- the worker's entry points (web/worker.js calls these) ----
 
 class Session:
-    """One loaded model in the worker: an Engine on a JsBackend, plus request handling for the page."""
+    """One loaded model in the worker: an Engine on a JsBackend; requests go through
+    ``driver.session.ChatSession`` (the one request path: options, chat template, context fit,
+    KV-cache reuse across turns, speculative decoding)."""
 
     def __init__(self, engine, gpu: JsBackend):
+        from .session import ChatSession
         self.engine, self.gpu = engine, gpu
+        self.chat = ChatSession(engine)
 
     def info_json(self) -> str:
         e = self.engine
@@ -212,58 +216,16 @@ class Session:
         return self.gpu.lost
 
     @_reported
-    async def generate(self, request_json: str, on_token, control) -> str:
-        """Run one request: {messages | prompt_ids, options}. Calls ``on_token(id, text)`` per token (id -1 for
-        trailing text flushed at the end); stops between tokens once ``control.stop`` is true. Returns stats JSON."""
-        import time
+    async def generate(self, request_json: str, on_token, control, on_prefill=None) -> str:
+        """Run one request {messages | prompt | prompt_ids, options} (driver.session). Calls ``on_token(id, text)``
+        per token (id -1 for trailing text flushed at the end) and ``on_prefill(done, total)`` after each prefill
+        chunk but the last; ``control.stop`` is polled between prefill chunks (each one awaited, so the worker's
+        message loop runs) and between tokens. Returns the stats as JSON."""
         req = json.loads(request_json)
-        e = self.engine
-        gen = e.manifest.get("generation") or {}
-        o = {k: v for k, v in (req.get("options") or {}).items() if v is not None}
-        kw = {"temperature": float(o.get("temperature", gen.get("temperature", 0.0))),
-              "top_p": float(o.get("top_p", gen.get("top_p", 1.0))),
-              "top_k": int(o.get("top_k", gen.get("top_k", 0))),
-              "repetition_penalty": float(o.get("repetition_penalty", 1.0)),
-              "seed": int(o.get("seed", 0))}
-        max_tokens = int(o.get("max_tokens", 256))
-        dec = None
-        if req.get("prompt_ids") is not None:
-            ids = [int(i) for i in req["prompt_ids"]]
-        else:
-            from .tokenizer import StreamDecoder
-            ids = e.chat_ids(req["messages"])
-            dec = StreamDecoder(e.tokenizer(), skip_special_tokens=True)
-        max_tokens = max(0, min(max_tokens, e.max_context - len(ids)))
-        t0 = time.perf_counter()
-        t_first = None
-        n = 0
-        agen = e.generate_async(ids, max_tokens, **kw)
-        try:
-            async for tok in agen:
-                if t_first is None:
-                    t_first = time.perf_counter()
-                n += 1
-                on_token(tok, dec.push(tok) if dec else "")
-                if control.stop:
-                    e.cancel()
-        finally:
-            await agen.aclose()
-        if dec is not None:
-            rest = dec.flush()
-            if rest:
-                on_token(-1, rest)
-        st = e.last_stats
-        stopped = st.get("stopped")
-        finish = "abort" if (stopped == "cancel" or control.stop) else "stop" if stopped == "stop" else "length"
-        prefill_s = st.get("prefill_s") or ((t_first - t0) if t_first else 0.0)
-        decode_s = st.get("decode_s") or 0.0
-        return json.dumps({
-            "prompt_tokens": len(ids), "completion_tokens": n, "finish_reason": finish,
-            "ttft_s": (t_first - t0) if t_first else 0.0,
-            "prefill_tokens_per_s": len(ids) / prefill_s if prefill_s else 0.0,
-            "decode_tokens_per_s": (st.get("generated", n) - 1) / decode_s if decode_s else 0.0,
-            "dispatches_per_token": e.dispatches_per_token,
-        })
+        async for tok, text in self.chat.stream_async(req, should_stop=lambda: bool(control.stop),
+                                                      on_prefill=on_prefill):
+            on_token(tok, text)
+        return json.dumps(self.chat.last_stats)
 
     def close(self) -> None:
         self.gpu.destroy()

@@ -27,6 +27,12 @@ from .sampler import BadOption, Sampling
 
 DEFAULT_MAX_CONTEXT = 4096
 KV_FORMATS = ("f16", "f32")
+# Prefill chunk pacing: a chunk that took longer than PREFILL_SLOW_S shrinks the next ones to
+# about PREFILL_TARGET_S (cancel and the browser's message loop get a turn between chunks);
+# chunks far quicker than the target grow back to the graph's chunk rows.
+PREFILL_TARGET_S = 0.25
+PREFILL_SLOW_S = 0.5
+PREFILL_MIN_ROWS = 16
 
 __all__ = ["BadOption", "ContextOverflow", "DecodeOptions", "Engine", "ModelError"]
 
@@ -42,10 +48,16 @@ class Engine:
                                   + list(cfg.eos_token_id or ()))
         self.bos_id = gen.get("bos_token_id", cfg.bos_token_id)
         self.last_stats: dict = {}
+        # ids whose K/V sit in the cache at positions 0 .. len-1 (generate_async(reuse=True)
+        # prefills only after the longest common prefix with them); anything that writes the
+        # cache otherwise empties it
+        self.kv_ids: list[int] = []
+        self.prefill_rows = graph.chunk   # rows per paced prefill chunk now (<= graph.chunk)
         self._cancel = False
         self._loop = None
         self._tok = None
         self._template = None
+        self._session = None
 
     # ---- loading ----
     @classmethod
@@ -122,33 +134,102 @@ class Engine:
             tail.append(g.Copy(G.ids, 0, G.hist, 4 * hist_pos, 4))
         return tail
 
-    def _prefill_chunks(self, ids: list[int], samp: dict):
+    def _prefill_chunks(self, ids: list[int], samp: dict, start: int = 0, paced: bool = False):
         """The one prefill chunk loop: writes the sequence into ``hist``, then per chunk of up to
-        ``graph.chunk`` ids writes them into ``ids`` and yields (rt, n, last) for the caller to
-        submit that chunk's programs (prefill, then the head or the all-rows LM head)."""
+        ``graph.chunk`` ids (``paced``: ``prefill_rows``, read at each chunk) from ``start``
+        writes them into ``ids`` and yields (rt, n, last) for the caller to submit that chunk's
+        programs (prefill, then the head or the all-rows LM head)."""
         G = self.graph
         self.gpu.write_buffer(G.hist, 0, struct.pack(f"<{len(ids)}I", *ids))
-        for start in range(0, len(ids), G.chunk):
-            part = ids[start:start + G.chunk]
-            self.gpu.write_buffer(G.ids, 0, struct.pack(f"<{len(part)}I", *part))
-            yield self._rt(samp, start, len(part), 0), len(part), start + len(part) == len(ids)
+        pos = start
+        while pos < len(ids):
+            n = min(self.prefill_rows if paced else G.chunk, len(ids) - pos)
+            self.gpu.write_buffer(G.ids, 0, struct.pack(f"<{n}I", *ids[pos:pos + n]))
+            yield self._rt(samp, pos, n, 0), n, pos + n == len(ids)
+            pos += n
+
+    def _submit_last_chunk(self, rt: dict, n: int, samp: dict, n_ids: int) -> None:
+        """A prompt's last chunk: its prefill program, then its last normed row through the LM
+        head; step 0's sampled id -> ids[0] and readback slot 0."""
+        G, H = self.graph, self.cfg.hidden_size
+        G.prefill.run(rt, [g.Copy(G.xn, 4 * H * (n - 1), G.xlast, 0, 4 * H)])
+        G.head.run(rt, self._tail(samp, 0, n_ids), cache_tail=False)
 
     def _submit_prefill(self, ids: list[int], samp: dict, head: bool) -> None:
-        """Submit the whole prompt in chunks; with ``head``, the last chunk also samples the first
-        new token into ids[0] and copies it to readback slot 0."""
-        G, H = self.graph, self.cfg.hidden_size
+        """Submit the whole prompt in chunks, not waiting (bench); with ``head``, the last chunk
+        also samples the first new token into ids[0] and copies it to readback slot 0."""
+        self.kv_ids = []
         for rt, n, last in self._prefill_chunks(ids, samp):
-            if not (last and head):
-                G.prefill.run(rt)
-                continue
-            # the chunk's last normed row is the LM head's input
-            G.prefill.run(rt, [g.Copy(G.xn, 4 * H * (n - 1), G.xlast, 0, 4 * H)])
-            G.head.run(rt, self._tail(samp, 0, len(ids)), cache_tail=False)
+            if last and head:
+                self._submit_last_chunk(rt, n, samp, len(ids))
+            else:
+                self.graph.prefill.run(rt)
+
+    def reusable_prefix(self, ids: list[int]) -> int:
+        """Leading ids whose K/V the cache already holds: the common prefix with ``kv_ids``,
+        less one where it covers every id (the last one is prefilled again so that the head has
+        a row to produce the next token's logits from)."""
+        kv, n = self.kv_ids, min(len(ids), len(self.kv_ids))
+        i = 0
+        while i < n and ids[i] == kv[i]:
+            i += 1
+        return min(i, len(ids) - 1)
+
+    async def prefill_async(self, ids: list[int], start: int, samp: dict, should_stop=None,
+                            on_chunk=None) -> int:
+        """Prefill ids[start:] (positions start..), the last chunk through the head (step 0's
+        id -> readback slot 0, not awaited). Between chunks: at most two in flight, the older
+        awaited (a point where cancel, or the browser's message loop, gets in; then
+        ``on_chunk(done, total)``), the chunk rows paced by the time a chunk takes
+        (``prefill_rows``). Returns the end of what is prefilled: len(ids), or less when
+        ``should_stop()`` / ``cancel()`` stopped it (then no head ran, nothing is in flight)."""
+        G = self.graph
+        slot, pos = 1, start
+        flight: deque = deque()                # (slot, rows, t_submit) of non-last chunks
+        t_prev_done = time.perf_counter()
+        try:
+            for rt, n, last in self._prefill_chunks(ids, samp, start, paced=True):
+                pos += n
+                if last:
+                    self._submit_last_chunk(rt, n, samp, len(ids))
+                    break
+                G.prefill.run(rt, [g.Copy(G.ids, 0, G.rb[slot], 0, 4)])
+                flight.append((slot, n, time.perf_counter()))
+                slot = 1 + slot % (RING - 1)
+                if len(flight) < 2:
+                    continue
+                s, rows, t_sub = flight.popleft()
+                await self.gpu.map_read(G.rb[s], 0, 4)
+                now = time.perf_counter()
+                self._pace(rows, now - max(t_sub, t_prev_done))
+                t_prev_done = now
+                if on_chunk is not None:
+                    on_chunk(pos, len(ids))
+                if self._cancel or (should_stop is not None and should_stop()):
+                    break
+        finally:
+            while flight:                      # a pending map must not meet a later submit
+                s, _, _ = flight.popleft()
+                await self.gpu.map_read(G.rb[s], 0, 4)
+        return pos
+
+    def _pace(self, rows: int, dt: float) -> None:
+        """Rows of the next prefill chunks from one chunk of ``rows`` that took ``dt`` s."""
+        cur = self.prefill_rows
+        if dt > PREFILL_SLOW_S:
+            want = int(rows * PREFILL_TARGET_S / dt) // PREFILL_MIN_ROWS * PREFILL_MIN_ROWS
+            self.prefill_rows = max(PREFILL_MIN_ROWS, min(cur, want))
+        elif dt < PREFILL_TARGET_S / 4 and rows >= cur and cur < self.graph.chunk:
+            self.prefill_rows = min(self.graph.chunk, 2 * cur)
 
     async def generate_async(self, prompt_ids, max_tokens: int = 128, temperature: float = 0.0,
                              top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
-                             seed: int = 0, stop_ids=None, depth: int = 3):
-        """Async iterator of generated ids (the stop id itself is not yielded)."""
+                             seed: int = 0, stop_ids=None, depth: int = 3, reuse: bool = False,
+                             should_stop=None, on_chunk=None):
+        """Async iterator of generated ids (the stop id itself is not yielded). ``reuse``:
+        prefill only after the prefix whose K/V the cache holds (``reusable_prefix``);
+        ``should_stop()`` is polled between prefill chunks and tokens, like ``cancel()``;
+        ``on_chunk(done, total)`` after each awaited prefill chunk."""
         ids = [int(i) for i in prompt_ids]
         self.check_fits(len(ids), max_tokens)
         if not all(0 <= i < self.cfg.vocab_size for i in ids):
@@ -160,34 +241,49 @@ class Engine:
         stop = self.stop_ids if stop_ids is None else frozenset(stop_ids)
         self._cancel = False
         n0 = len(ids)
-        stats = self.last_stats = {"prompt_tokens": n0, "generated": 0,
+        cached = self.reusable_prefix(ids) if reuse else 0
+        self.kv_ids = ids[:cached]             # beyond it the cache is about to be rewritten
+        stats = self.last_stats = {"prompt_tokens": n0, "cached_tokens": cached,
+                                   "prefill_tokens": n0 - cached, "generated": 0,
                                    "dispatches_per_token": self.dispatches_at(n0 + 1)}
         if max_tokens == 0:
             return
         t0 = time.perf_counter()
-        self._submit_prefill(ids, samp, head=True)
-        first = True
-        steps = self.decode_steps(n0, max_tokens, samp, depth, prefilled=True)
+        done = await self.prefill_async(ids, cached, samp, should_stop, on_chunk)
+        if done < n0:                          # cancelled between prefill chunks
+            self.kv_ids = ids[:done]
+            stats["stopped"] = "cancel"
+            return
+        seen: list[int] = []                   # every id read back, the stop id included
+        track = {"submitted": 1}
+        steps = self.decode_steps(n0, max_tokens, samp, depth, prefilled=True, track=track)
         try:
             async for j, tok in steps:
-                if first:
-                    first, t_first = False, time.perf_counter()
+                seen.append(tok)
+                if j == 0:
+                    t_first = time.perf_counter()
                     stats["prefill_s"] = t_first - t0
-                if tok in stop or self._cancel:
-                    stats["stopped"] = "cancel" if self._cancel else "stop"
+                if tok in stop or self._cancel or (should_stop is not None and should_stop()):
+                    stats["stopped"] = "stop" if tok in stop else "cancel"
                     break
                 stats["generated"] = j + 1
                 stats["decode_s"] = time.perf_counter() - t_first
                 yield tok
         finally:
             await steps.aclose()  # drains the steps still in flight
+            # step j >= 1 embedded the id read at step j - 1: the K/V of the first
+            # submitted - 1 ids read are in the cache (the drained ones were not kept)
+            self.kv_ids = ids + seen[:max(0, track["submitted"] - 1)]
 
     async def decode_steps(self, n0: int, n_steps: int, samp: dict, depth: int = 3,
-                           prefilled: bool = True):
+                           prefilled: bool = True, track: dict | None = None):
         """Async iterator of (j, id) for steps j = 0 .. n_steps-1, where step j samples the token
         at position n0 + j. Step 0 is the prefill's (already submitted) when ``prefilled``; step
-        j >= 1 embeds ids[0] at pos n0 + j - 1. Keeps ``depth`` steps in flight."""
+        j >= 1 embeds ids[0] at pos n0 + j - 1. Keeps ``depth`` steps in flight; ``track``
+        ["submitted"] counts the steps submitted so far (step 0 included)."""
         G = self.graph
+        if not prefilled:
+            self.kv_ids = []
         pending = deque([0]) if prefilled else deque()  # without a prefill there is no step 0
         submitted = 1
         try:
@@ -198,6 +294,8 @@ class Engine:
                                  cache_tail=samp["rep_penalty"] == 1.0)
                     pending.append(j)
                     submitted += 1
+                    if track is not None:
+                        track["submitted"] = submitted
                 j = pending.popleft()
                 raw = await self.gpu.map_read(G.rb[j % RING], 0, 4)
                 yield j, struct.unpack("<I", raw)[0]
@@ -208,7 +306,7 @@ class Engine:
                 await self.gpu.map_read(G.rb[j % RING], 0, 4)
 
     def cancel(self) -> None:
-        """Stop the running generation before its next token (thread-safe flag)."""
+        """Stop the running generation before its next token or prefill chunk (thread-safe)."""
         self._cancel = True
 
     async def logits_async(self, ids, mode: str = "prefill"):
@@ -218,6 +316,7 @@ class Engine:
         G, V = self.graph, self.cfg.vocab_size
         samp = Sampling().runtime(V)
         rows: list[bytes] = []
+        self.kv_ids = []
         if mode == "decode":  # teacher-forced decode steps through the decode program
             self.gpu.write_buffer(G.hist, 0, struct.pack(f"<{len(ids)}I", *ids))
             for pos, t in enumerate(ids):
@@ -289,25 +388,23 @@ class Engine:
         ``apply_chat_template(..., add_generation_prompt=True)``)."""
         return self.chat_template().encode(self.tokenizer(), messages, add_generation_prompt=True)
 
-    def _stream_text(self, ids, **kw):
-        from .tokenizer import StreamDecoder
-        dec = StreamDecoder(self.tokenizer())
-        for t in self.generate(ids, **kw):
-            piece = dec.push(t)
+    def session(self):
+        """The engine's default ``driver.session.ChatSession`` (the one request path)."""
+        if self._session is None:
+            from .session import ChatSession
+            self._session = ChatSession(self)
+        return self._session
+
+    def chat(self, messages, **options):
+        """Sync iterator of text pieces of the assistant's reply to ``messages``; ``options`` as
+        a request's (defaults: the manifest's ``generation`` section; driver.session)."""
+        return self.session().chat(messages, **options)
+
+    def complete(self, text: str, **options):
+        """Sync iterator of text pieces continuing ``text`` (BOS added as the tokenizer does)."""
+        for _, piece in self.session().stream({"prompt": text, "options": options}):
             if piece:
                 yield piece
-        rest = dec.flush()
-        if rest:
-            yield rest
-
-    def chat(self, messages, max_tokens: int = 256, **kw):
-        """Sync iterator of text pieces of the assistant's reply to ``messages``."""
-        return self._stream_text(self.chat_ids(messages), max_tokens=max_tokens, **kw)
-
-    def complete(self, text: str, max_tokens: int = 128, **kw):
-        """Sync iterator of text pieces continuing ``text`` (BOS added as the tokenizer does)."""
-        ids = self.tokenizer().encode(text, add_special_tokens=True)
-        return self._stream_text(ids, max_tokens=max_tokens, **kw)
 
     def close(self) -> None:
         if self._loop is not None:

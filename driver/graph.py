@@ -14,6 +14,8 @@ state buffers once, and records four programs over them (see ``driver.plan.Recor
             with its short- and long-context attention (``DecodeOptions``): each step replays
             the steps its ``ctx`` selects (``plan.Span``)
   lm_all    (tests: logits of every position) matmul of all ``xn`` rows per LM-head row block
+  verify<n> (speculative decoding, on first use) the prefill body for <= n rows with the small-M
+            projection kernels (matvec_multi, gate_up_multi) in f32 arithmetic
 
 Dims: H hidden, Q = n_heads*head_dim, KV = n_kv_heads*head_dim, F intermediate, V vocab,
 T prefill chunk rows, C max context.
@@ -33,7 +35,7 @@ from .plan import Dyn, PipelineCache, Recorder, Span
 # of a manifest (modelfmt.manifest.MIN_STORAGE_BUFFERS) is computed from this declaration.
 OPS = ("embed", "rmsnorm", "add_rmsnorm", "matmul", "matvec", "gate_up", "rope_append",
        "qkv_rope_decode", "attention_prefill", "attention_decode", "attention_combine", "sample",
-       "sample_select")
+       "sample_select", "matvec_multi", "gate_up_multi")
 RING = 5          # readback buffers for sampled ids (pipelined steps in flight <= RING - 1)
 SLOTS = 4096      # uniform slices available to all recorders together
 KNOB_OPS = ("qkv_rope_decode", "attention_decode", "matvec", "gate_up", "head")
@@ -99,6 +101,7 @@ class Graph:
         self.part = self.part_bytes = None    # split-K attention partials (made by _attention_decode)
         self.cand = self.cand_bytes = None    # sampling candidates (made by _record_head)
         self.lm_all, self.lm_blocks = None, []  # logits of every prefill row (record_lm_all)
+        self.verifiers: dict[int, Recorder] = {}  # verify bodies by max rows (record_verify)
         self._alloc()
         self.prefill = self._recorder("prefill", 64 + 16 * cfg.num_hidden_layers)
         self._record_body(self.prefill)
@@ -260,8 +263,9 @@ class Graph:
         return (buf, 0, nbytes)
 
     # ---- recording ----
-    def _record_body(self, r: Recorder) -> None:
-        """Prefill: one chunk of ``n_tok`` rows at position ``pos`` (see the module docstring)."""
+    def _record_body(self, r: Recorder, nb: int = 0) -> None:
+        """Prefill: one chunk of ``n_tok`` rows at position ``pos`` (see the module docstring);
+        ``nb`` > 0: at most ``nb`` rows, the projections by the small-M kernels (record_verify)."""
         c, d = self.cfg, self.dims
         H, Q, KV, F = d["H"], d["Q"], d["KV"], d["F"]
         rows, n_tok, pos = self.chunk, Dyn("n_tok"), Dyn("pos")
@@ -287,7 +291,7 @@ class Graph:
             # q, k, v as three tiled matmuls, then RoPE + the KV append in one elementwise
             # pass: a fused token-blocked QKV kernel re-read its weights per 4 tokens (63 % of
             # an 8B prefill, docs/PERFORMANCE.md)
-            pre = dict(decode=False, n_tok=n_tok)
+            pre = dict(decode=False, n_tok=n_tok, nb=nb)
             self._proj(r, p + "attention.wq", xn, q, rows=Q, cols=H, **pre)
             self._proj(r, p + "attention.wk", xn, kn, rows=KV, cols=H, **pre)
             self._proj(r, p + "attention.wv", xn, vn, rows=KV, cols=H, **pre)
@@ -305,7 +309,9 @@ class Graph:
             r.dispatch(k, {"x": x, "delta": delta, "w": self.norm_buf(p + "ffn_norm"),
                            "out": xn}, {"n_tok": n_tok}, rt_grid)
             # SwiGLU: act = silu(xn W1^T) * (xn W3^T), then delta = act W2^T
-            k = self.kernel("gate_up", ffn=F, hidden=H, decode=0, **self.gate_up_dims(p))
+            wd = self.gate_up_dims(p)
+            k = (self.kernel("gate_up_multi", ffn=F, hidden=H, nb=nb, **wd) if nb else
+                 self.kernel("gate_up", ffn=F, hidden=H, decode=0, **wd))
             r.dispatch(k, {"x": xn, **self.parts(self.single_block(p + "feed_forward.w1"), "w1"),
                            **self.parts(self.single_block(p + "feed_forward.w3"), "w3"),
                            "act": act}, self.fill(k, n_tok=n_tok), rt_grid)
@@ -387,8 +393,14 @@ class Graph:
                      {"n_tok": 1})
 
     def _proj(self, r, name, src, dst, *, decode: bool, n_tok, rows: int, cols: int,
-              accumulate: int = 0) -> None:
-        """dst (n_tok, rows) (+)= src (n_tok, cols) W^T: matvec in decode, matmul in prefill."""
+              accumulate: int = 0, nb: int = 0) -> None:
+        """dst (n_tok, rows) (+)= src (n_tok, cols) W^T: matvec in decode, matmul in prefill,
+        matvec_multi in a verify pass (``nb`` > 0 rows at most: each weight read once)."""
+        if nb:
+            k = self.kernel("matvec_multi", rows=rows, cols=cols, nb=nb, **self.wdims(name))
+            r.dispatch(k, {"x": src, **self.parts(self.single_block(name)), "y": dst},
+                       self.fill(k, n_tok=n_tok), {})
+            return
         op = "matvec" if decode else "matmul"
         # prefill: 8 tokens a thread (128-token tiles) where that still gives >= 256 workgroups
         # for a full chunk; H200, M = 512: +10-20 % on 4096- and 14336-row weights, -32 % on
@@ -480,6 +492,24 @@ class Graph:
                    {f: Dyn(f) for f, _ in k1.params.fields}, {})
         r.dispatch(k2, {"cand": cand, "out": self.whole(self.ids, 4)},
                    {f: Dyn(f) for f, _ in k2.params.fields}, {})
+
+    def record_verify(self, nb: int) -> Recorder:
+        """The prefill body for at most ``nb`` rows (driver.speculative's verify pass over k + 1
+        tokens) with the small-M kernels matvec_multi / gate_up_multi for the projections:
+        every weight read once, each row's dots computed as the decode kernels compute them
+        (the tiled matmuls cost a whole 64- or 128-token tile at any n_tok: ~20x a decode step
+        for 5 rows of the 8B shape), and f32 arithmetic in the other ops, nearer decode's."""
+        rec = self.verifiers.get(nb)
+        if rec is None:
+            from dataclasses import replace
+            caps, self.caps = self.caps, replace(self.caps, shader_f16=False)
+            try:
+                rec = self._recorder(f"verify{nb}", 64 + 16 * self.cfg.num_hidden_layers)
+                self._record_body(rec, nb=nb)
+            finally:
+                self.caps = caps
+            self.verifiers[nb] = rec
+        return rec
 
     def record_lm_all(self) -> None:
         """Logits of every row of a prefill chunk (tests / ``Engine.logits``)."""

@@ -1,7 +1,8 @@
 """Check cases of the K-quant formats (q4_k, q5_k, q6_k) for every kernel that reads a weight:
-matvec (plain, accumulate, LM-head row block at an offset, fused final RMSNorm), gate_up (decode, decode with the fused
-RMSNorm, prefill tiles), qkv_rope_decode (fused, split, fused norm), matmul (4 and 8 tokens a
-thread) and embed (row blocks). Built from each op's own case constructor, so the
+matvec (plain, accumulate, LM-head row block at an offset, fused final RMSNorm), gate_up
+(decode, decode with the fused RMSNorm, prefill tiles), qkv_rope_decode (fused, split, fused
+norm), matmul (4 and 8 tokens a thread), embed (row blocks) and the speculative verify pass's
+matvec_multi / gate_up_multi. Built from each op's own case constructor, so the
 reference is the op's numpy reference on the same dequantized weights (``harness.weight_parts``:
 weights_tool's K-quant quantizer, whose dequantization is gguf's bit for bit). Widths are
 multiples of 256 (the super-block); decode cases run with the default unpacking (int8 x with the
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from modelfmt.formats import KQUANT
 
-from . import embed, gate_up, matmul, matvec, qkv_decode
+from . import embed, gate_up, matmul, matvec, multi, qkv_decode
 from .registry import register_cases
 
 
@@ -83,3 +84,19 @@ def _embed(quick: bool):
         out.append(c(f, 256, 7, 0, [0, 6, 3]))
         out.append(c(f, 512, 13, 20, [19, 20, 32, 33, 5, 25, 1000]))   # a row block
     return out
+
+
+@register_cases("matvec_multi")
+def _matvec_multi(quick: bool):
+    c = multi._case
+    out = [c("matvec_multi", f, 67, 256, 5, 3) for f in KQUANT]
+    out += [c("matvec_multi", f, 7, 512, 4, 4, unpack=u) for f in KQUANT for u in (0, 2)]
+    if not quick:
+        out += [c("matvec_multi", "q4_k", 1024, 2048, 8, 5)]
+    return out
+
+
+@register_cases("gate_up_multi")
+def _gate_up_multi(quick: bool):
+    c = multi._case
+    return [c("gate_up_multi", f, 67, 256, 3, 2) for f in KQUANT]

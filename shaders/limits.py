@@ -33,10 +33,13 @@ def _probes(op: str) -> list[dict]:
         "matmul": [{"rows": 64, "cols": 256}],
         "gate_up": [{"ffn": 64, "hidden": 256, "decode": d} for d in (0, 1)],
         "qkv_rope_decode": [{"hidden": 256, **_ATT, "heads": h} for h in SPLITS[-1]],
+        "matvec_multi": [{"rows": 64, "cols": 256, "nb": 2}],
+        "gate_up_multi": [{"ffn": 64, "hidden": 256, "nb": 2}],
     }.get(op, [])
 
 
-WEIGHT_OPS = ("embed", "matvec", "matmul", "gate_up", "qkv_rope_decode")   # take fmt, group_size
+WEIGHT_OPS = ("embed", "matvec", "matmul", "gate_up", "qkv_rope_decode", "matvec_multi",
+              "gate_up_multi")   # take fmt, group_size
 
 
 def min_storage_buffers(ops, fmt: str) -> int:

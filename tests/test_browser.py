@@ -262,6 +262,79 @@ def test_stop_button_mid_chat(browser, site):
     assert "stopped" in page.text_content("#stats")
 
 
+def send_and_wait(page, text: str, timeout_s: float = 300) -> dict:
+    page.fill("#prompt", text)
+    page.evaluate("window.__app.lastFinish = null")
+    page.click("#send")
+    page.wait_for_function("(window.__app.lastFinish && !window.__app.generating) || "
+                           "!document.getElementById('error').hidden", timeout=timeout_s * 1000)
+    return page.evaluate("window.__app.engine.lastStats")
+
+
+def test_multi_turn_chat_reuses_the_cache_and_survives_an_overflow(browser, site):
+    """Issue 12 in the page (tiny model, Llama-3 template): turn 2 reads turn 1's whole prompt
+    and reply from the KV cache (stats and the stats line say so); a message longer than the
+    context is refused in plain words and not kept; the chat then goes on."""
+    page = browser["page"]
+    if page.evaluate("window.__app.loadedModel") != "tiny":
+        open_and_load(browser, site, "tiny")
+    page.click("#newchat")
+    settings(page, max_tokens=8, temperature=0)
+    s1 = send_and_wait(page, "Hello there.")
+    assert page.evaluate("document.getElementById('error').hidden")
+    s2 = send_and_wait(page, "How are you today?")
+    assert page.evaluate("document.getElementById('error').hidden")
+    assert s2["cached_tokens"] >= s1["prompt_tokens"] > 0, (s1, s2)
+    assert f"{s2['cached_tokens']} of {s2['prompt_tokens']} prompt tokens cached" in \
+        page.text_content("#stats")
+    assert page.evaluate("window.__app.messages.length") == 4
+    send_and_wait(page, "sea " * 5000)
+    err = page.evaluate("document.getElementById('error').hidden ? null : "
+                        "document.getElementById('errortext').textContent")
+    assert err and re.search(r"your message is [\d,]+ tokens; this model holds 4,096 with the "
+                             r"reply \(max_tokens 8\)", err), err
+    assert page.evaluate("window.__app.messages.length") == 4   # the refused turn is not kept
+    s3 = send_and_wait(page, "Hi")
+    assert page.evaluate("document.getElementById('error').hidden")
+    assert s3["finish_reason"] in ("stop", "length") and s3["cached_tokens"] >= s2["prompt_tokens"]
+    assert page.evaluate("window.__app.messages.length") == 6
+
+
+def test_cancel_during_prefill_in_the_worker(browser):
+    """A 3,000-token prompt, interrupted at the first prefill progress message: the worker sees
+    the stop between two chunks (it awaits each), so the prompt is not read to its end (the cache
+    holds only the chunks done: ``kv_tokens``); the next request reuses them and completes."""
+    r = browser["page"].evaluate("""async () => {
+        const e = window.__app.engine;
+        const ids = Array.from({length: 3000}, (_, i) => 1000 + (i * 7919) % 100000);
+        let events = 0;
+        const a = await e.completeIds({prompt_ids: ids, max_tokens: 4, temperature: 0,
+                                       onPrefill: () => { if (++events === 1) e.interrupt(); }});
+        const b = await e.completeIds({prompt_ids: ids.slice(0, 100), max_tokens: 4, temperature: 0});
+        return {a: a.stats, na: a.ids.length, b: b.stats, nb: b.ids.length, events};
+    }""")
+    assert r["a"]["finish_reason"] == "abort" and r["na"] == 0 and r["events"] >= 1, r
+    assert 100 <= r["a"]["kv_tokens"] < 3000, r      # prefill stopped part-way, chunks kept
+    assert r["b"]["cached_tokens"] == 99 and r["nb"] == 4, r
+
+
+def test_speculative_setting_same_ids(browser):
+    """Prompt-lookup speculation in the worker (off by default; the request option / page setting turns it on):
+    a prompt whose last 3 ids occur earlier, so the first round drafts and verifies; the greedy ids equal plain
+    decoding's in the page."""
+    r = browser["page"].evaluate("""async () => {
+        const e = window.__app.engine;
+        const base = Array.from({length: 20}, (_, i) => 1000 + 37 * i);
+        const ids = base.concat(base, base.slice(0, 5));
+        const a = await e.completeIds({prompt_ids: ids, max_tokens: 16, temperature: 0, ignore_eos: true});
+        const b = await e.completeIds({prompt_ids: ids, max_tokens: 16, temperature: 0, ignore_eos: true,
+                                       speculative: 'lookup', draft_k: 4});
+        return {a: a.ids, b: b.ids, spec: b.stats.speculative};
+    }""")
+    assert len(r["a"]) == 16 and r["b"] == r["a"], r
+    assert r["spec"]["verify_passes"] >= 1 and r["spec"]["drafted"] >= 1, r
+
+
 @pytest.fixture(scope="module")
 def native_chat_text(site):
     return native(f"e = load({str(site['models'] / SMOL)!r})\n"

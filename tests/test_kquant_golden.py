@@ -110,3 +110,16 @@ def test_logits_and_greedy_match_transformers(packed, backend, name, mode):
             len(head["blocks"]) + 2
         if name == "k1_q4_k_m_untied":
             assert max(fmts) == 2   # the split QKV layer is there
+        # speculative decoding's verify pass (matvec_multi / gate_up_multi on the K-quants):
+        # every draft of plain decoding's own tokens accepted, every wrong one rejected, the
+        # greedy ids unchanged either way
+        from driver.speculative import Oracle, generate_speculative
+
+        async def spec(wrong):
+            o = Oracle(8, greedy, eng.cfg.vocab_size, wrong=wrong)
+            return [t async for t in generate_speculative(eng, ids[:8], 32, 4, "lookup",
+                                                          drafter=o, stop_ids=())]
+        for wrong in (False, True):
+            assert eng._run(spec(wrong)) == greedy
+            sp = eng.last_stats["speculative"]
+            assert sp["drafted"] > 0 and sp["accepted"] == (0 if wrong else sp["drafted"])

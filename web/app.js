@@ -144,6 +144,7 @@ async function send(ev) {
   const text = $('prompt').value.trim();
   if (!text || !state.engine || state.generating) return;
   $('prompt').value = '';
+  clearError();
   addMessage('user', text);
   state.messages.push({ role: 'user', content: text });
   const system = $('system').value.trim();
@@ -158,7 +159,7 @@ async function send(ev) {
   try {
     const stream = await state.engine.chat.completions.create({
       messages, stream: true, temperature: num('temperature'), top_p: num('top_p'), top_k: num('top_k'),
-      max_tokens: num('max_tokens'),
+      max_tokens: num('max_tokens'), speculative: $('speculative').checked ? 'lookup' : 'off',
     });
     for await (const chunk of stream) {
       const c = chunk.choices[0];
@@ -176,12 +177,17 @@ async function send(ev) {
         const x = chunk.usage.extra;
         $('stats').textContent = `time to first token ${x.ttft_s.toFixed(2)} s · decode ${x.decode_tokens_per_s.toFixed(1)} ` +
           `tokens/s · prefill ${x.prefill_tokens_per_s.toFixed(1)} tokens/s · ${chunk.usage.completion_tokens} tokens` +
+          ` · ${x.cached_tokens} of ${chunk.usage.prompt_tokens} prompt tokens cached` +
+          (x.truncated_turns ? ` · ${x.truncated_turns} oldest turn(s) left out to fit the context` : '') +
           (c.finish_reason === 'abort' ? ' · stopped' : '');
         state.lastFinish = c.finish_reason;
       }
     }
     state.messages.push({ role: 'assistant', content: reply });
   } catch (e) {
+    // a refused or failed turn is not kept: the next message is sent without it
+    if (state.messages.length && state.messages[state.messages.length - 1].content === text) state.messages.pop();
+    out.remove();
     showError(e.kind, e.message);
   } finally {
     out.classList.remove('streaming');

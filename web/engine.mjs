@@ -54,13 +54,14 @@ class Engine {
     });
   }
 
-  _request(payload, onToken) {
+  _request(payload, onToken, onPrefill = null) {
     const id = nextId++;
     return {
       id,
       done: new Promise((resolve, reject) => {
         this.listeners.set(id, (m) => {
           if (m.type === 'token') onToken(m);
+          else if (m.type === 'prefill') { if (onPrefill) onPrefill({ done: m.done, total: m.total }); }
           else if (m.type === 'done') { this.listeners.delete(id); resolve(m.stats); }
           else if (m.type === 'error') { this.listeners.delete(id); reject(new EngineError(m.kind, m.message, m.hint)); }
         });
@@ -73,21 +74,22 @@ class Engine {
   interrupt() { this.worker.postMessage({ type: 'stop', id: null }); }
 
   // Greedy or sampled continuation of raw token ids: {ids, stats}. (Tests and benchmarks.)
-  async completeIds({ prompt_ids, onToken = null, ...options }) {
+  async completeIds({ prompt_ids, onToken = null, onPrefill = null, ...options }) {
     const ids = [];
     const req = this._request({ type: 'generate', prompt_ids, options }, (m) => {
       if (m.token >= 0) ids.push(m.token);
       if (onToken) onToken(m.token);
-    });
+    }, onPrefill);
     const stats = await req.done;
     this.lastIds = ids;
     this.lastStats = stats;
     return { ids, stats };
   }
 
-  _create({ messages, stream = false, temperature, top_p, top_k, max_tokens, seed, repetition_penalty } = {}) {
-    if (!Array.isArray(messages) || !messages.length) throw new EngineError('error', 'messages must be a non-empty array');
-    const options = { temperature, top_p, top_k, max_tokens, seed, repetition_penalty };
+  _create({ messages, stream = false, temperature, top_p, top_k, max_tokens, seed, repetition_penalty, speculative,
+    draft_k, onPrefill = null } = {}) {
+    if (!Array.isArray(messages) || !messages.length) throw new EngineError('bad-option', 'messages must be a non-empty array');
+    const options = { temperature, top_p, top_k, max_tokens, seed, repetition_penalty, speculative, draft_k };
     const created = Math.floor(Date.now() / 1000);
     const queue = [];
     let wake = null;
@@ -96,7 +98,7 @@ class Engine {
       if (m.token >= 0) ids.push(m.token);
       queue.push(m.text);
       if (wake) { wake(); wake = null; }
-    });
+    }, onPrefill);
     const cid = `chatcmpl-${req.id}`;
     const chunk = (delta, finish, usage) => ({
       id: cid, object: 'chat.completion.chunk', created, model: this.model,
@@ -105,7 +107,9 @@ class Engine {
     const usageOf = (s) => ({
       prompt_tokens: s.prompt_tokens, completion_tokens: s.completion_tokens,
       total_tokens: s.prompt_tokens + s.completion_tokens,
-      extra: { ttft_s: s.ttft_s, prefill_tokens_per_s: s.prefill_tokens_per_s, decode_tokens_per_s: s.decode_tokens_per_s },
+      extra: { ttft_s: s.ttft_s, prefill_tokens_per_s: s.prefill_tokens_per_s, decode_tokens_per_s: s.decode_tokens_per_s,
+        cached_tokens: s.cached_tokens, prefill_tokens: s.prefill_tokens, truncated_turns: s.truncated_turns,
+        ...(s.speculative ? { speculative: s.speculative } : {}) },
     });
     let finished = null, failed = null;
     req.done.then((s) => { finished = s; this.lastStats = s; this.lastIds = ids; },

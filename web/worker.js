@@ -3,8 +3,9 @@
 // sha256 checked). The UI thread talks to it with small typed messages (see engine.mjs):
 //
 //   in:  probe | load {model, base} | generate {id, messages|prompt_ids, options} | stop {id} | delete {model} | unload
-//   out: probe {adapter} | progress {phase, ...} | loaded {info} | token {id, token, text} | done {id, stats}
-//        | error {id?, kind, message, hint} | deleted {model, n} | lost {message}
+//   out: probe {adapter} | progress {phase, ...} | loaded {info} | prefill {id, done, total} | token {id, token, text}
+//        | done {id, stats} | error {id?, kind, message, hint} | deleted {model, n} | lost {message}
+//   generate options and done.stats fields: docs/WEB.md ("Requests and stats")
 
 import * as gpu from './gpu-replay.js';
 import * as cache from './cache.js';
@@ -152,15 +153,18 @@ async function generate(m) {
   control.stop = false;
   control.id = m.id;
   const onToken = (token, text) => post({ type: 'token', id: m.id, token, text });
+  const onPrefill = (done, total) => post({ type: 'prefill', id: m.id, done, total });
+  // driver.session: options merged with the manifest's, context fit, KV-cache reuse; control.stop is polled
+  // between prefill chunks (each awaited, so a 'stop' message gets in) and between tokens
   const stats = await session.generate(JSON.stringify({
     messages: m.messages || null, prompt_ids: m.prompt_ids || null, options: m.options || {},
-  }), onToken, control);
+  }), onToken, control, onPrefill);
   return JSON.parse(stats);
 }
 
 self.onmessage = (ev) => {
   const m = ev.data;
-  if (m.type === 'stop') { // handled at once, even while generating: checked between tokens
+  if (m.type === 'stop') { // handled at once, even while generating: checked between prefill chunks and tokens
     if (control.id === m.id || m.id == null) control.stop = true;
     return;
   }

@@ -13,7 +13,7 @@ import asyncio
 from driver.engine import Engine
 from driver.loader import FolderSource, ModelError, ModelSource
 
-__all__ = ["load", "open_source"]
+__all__ = ["load", "load_draft", "open_source"]
 
 
 def open_source(model) -> ModelSource:
@@ -44,3 +44,15 @@ def load(model, *, backend=None, max_context: int | None = None, kv: str = "f16"
         f16_math=f16_math))
     eng.adopt_loop(loop)
     return eng
+
+
+def load_draft(model, target: Engine) -> Engine:
+    """A draft model for speculative decoding with ``target``: on its GPU and event loop, with the
+    target's context or the draft's own limit if smaller (drafting simply stops past it)."""
+    source = open_source(model)
+    limit = (source.manifest.get("config") or {}).get("max_position_embeddings")
+    ctx = min(target.max_context, limit) if isinstance(limit, int) and limit > 0 else None
+    draft = load(source, backend=target.gpu, max_context=ctx)
+    draft.close()
+    draft.adopt_loop(target._loop)     # one event loop drives both engines
+    return draft

@@ -21,56 +21,104 @@ USER_ERRORS = (ModelError, ContextOverflow, BadOption, ConfigError, GPUError)
 
 
 def run_generate(model: Path, prompt: str | None = None, chat: str | None = None,
-                 max_tokens: int = 128, temperature: float = 0.0, top_k: int = 0,
-                 top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int = 0,
+                 max_tokens: int | None = None, temperature: float | None = None,
+                 top_k: int | None = None, top_p: float | None = None,
+                 repetition_penalty: float | None = None, seed: int | None = None,
                  max_context: int | None = None, as_json: bool = False, out=sys.stdout,
-                 err=sys.stderr) -> dict:
-    """Load ``model``, generate from ``prompt`` (raw text) or ``chat`` (one user message), stream
-    the text to ``out`` (or print one JSON object); speeds go to ``err``. Returns the result."""
-    from driver.native import load
-    from driver.sampler import Sampling
-    from driver.tokenizer import StreamDecoder
+                 err=sys.stderr, interactive: bool = False, system: str | None = None,
+                 speculative: str | None = None, draft: Path | None = None,
+                 draft_k: int | None = None, inp=sys.stdin) -> dict:
+    """Load ``model`` and answer through ``driver.session.ChatSession`` (the one request path:
+    options default to the manifest's ``generation`` section): ``prompt`` (raw text), ``chat``
+    (one user message) or ``interactive`` (a conversation read line by line from ``inp``, the KV
+    cache reused across turns). Streams the text to ``out`` (or prints one JSON object); speeds
+    go to ``err``. Returns the (last) result."""
+    from driver.native import load, load_draft
+    from driver.session import ChatSession, resolve_options
 
-    Sampling(temperature, top_k, top_p, repetition_penalty, seed)  # validate before loading
-    if (prompt is None) == (chat is None):
-        raise BadOption("give exactly one of --prompt TEXT or --chat TEXT")
+    given = {"max_tokens": max_tokens, "temperature": temperature, "top_k": top_k,
+             "top_p": top_p, "repetition_penalty": repetition_penalty, "seed": seed,
+             "speculative": speculative, "draft_k": draft_k}
+    resolve_options(None, given, 1 << 30)    # bad values refused before loading anything
+    if sum(x is not None and x is not False for x in (prompt, chat, interactive or None)) != 1:
+        raise BadOption("give exactly one of --prompt TEXT, --chat TEXT or --interactive")
+    if speculative == "draft" and draft is None:
+        raise BadOption("--speculative draft needs --draft DRAFT_MODEL")
     t0 = time.perf_counter()
     eng = load(model, max_context=max_context)
+    dr = None
+    if draft is not None:
+        dr = load_draft(draft, eng)
     load_s = time.perf_counter() - t0
-    if chat is not None:
-        ids = eng.chat_ids([{"role": "user", "content": chat}])
+    sess = ChatSession(eng, draft=dr)
+    head = [{"role": "system", "content": system}] if system else []
+    if not interactive:
+        req = ({"prompt": prompt} if prompt is not None else
+               {"messages": head + [{"role": "user", "content": chat}]})
+        res = _one(sess, {**req, "options": given}, as_json, out, err)
     else:
-        ids = eng.tokenizer().encode(prompt, add_special_tokens=True)
-    eng.check_fits(len(ids), max_tokens)
-    dec = StreamDecoder(eng.tokenizer())
-    out_ids, pieces = [], []
-    for t in eng.generate(ids, max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                          repetition_penalty=repetition_penalty, seed=seed):
-        out_ids.append(t)
-        piece = dec.push(t)
+        res = {}
+        for line in inp:
+            text = line.rstrip("\n")
+            if not text.strip():
+                break
+            try:
+                sess.say(text, system=system, on_text=lambda p: (out.write(p), out.flush()),
+                         **{k: v for k, v in given.items() if v is not None})
+            except USER_ERRORS as e:     # not kept in the conversation; the next line works
+                err.write(f"error: {e}\n")
+                continue
+            out.write("\n")
+            res = _result(sess)
+            err.write(_stats_line(res, eng) + "\n")
+    res.update(load_s=load_s, dispatches_per_token=eng.dispatches_per_token,
+               adapter=eng.gpu.info.get("description", ""))
+    if as_json:
+        out.write(json.dumps(res) + "\n")
+    eng.close()
+    return res
+
+
+def _result(sess) -> dict:
+    st = sess.last_stats
+    dec_tok = max(0, st["completion_tokens"] - 1)
+    return {"prompt_ids": list(sess.last_prompt_ids), "prefill_tokens": st["prompt_tokens"],
+            "cached_tokens": st["cached_tokens"], "truncated_turns": st["truncated_turns"],
+            "prefill_tok_s": st["prefill_tokens_per_s"] or None, "decode_tokens": dec_tok,
+            "decode_tok_s": st["decode_tokens_per_s"] or None, "ttft_s": st["ttft_s"],
+            "finish_reason": st["finish_reason"], **({"speculative": st["speculative"]}
+                                                     if "speculative" in st else {})}
+
+
+def _one(sess, req: dict, as_json: bool, out, err) -> dict:
+    ids, pieces = [], []
+    for t, piece in sess.stream(req):
+        if t >= 0:
+            ids.append(t)
         pieces.append(piece)
         if not as_json and piece:
             out.write(piece)
             out.flush()
-    st = eng.last_stats
-    n_pre = st.get("prompt_tokens", len(ids))
-    pre_s = st.get("prefill_s") or float("nan")
-    dec_n = max(0, len(out_ids) - 1)
-    dec_s = st.get("decode_s") or 0.0
-    res = {"prompt_ids": ids, "ids": out_ids, "text": "".join(pieces),
-           "prefill_tokens": n_pre, "prefill_tok_s": n_pre / pre_s if pre_s else None,
-           "decode_tokens": dec_n, "decode_tok_s": (dec_n / dec_s) if dec_s > 0 else None,
-           "load_s": load_s, "dispatches_per_token": eng.dispatches_per_token,
-           "adapter": eng.gpu.info.get("description", "")}
-    if as_json:
-        out.write(json.dumps(res) + "\n")
-    else:
+    res = {**_result(sess), "ids": ids, "text": "".join(pieces)}
+    if not as_json:
         out.write("\n")
-        err.write(f"prefill: {n_pre} tokens, {_fmt(res['prefill_tok_s'])} tok/s | decode: "
-                  f"{dec_n} tokens, {_fmt(res['decode_tok_s'])} tok/s | "
-                  f"{eng.dispatches_per_token} dispatches/token | {res['adapter']}\n")
-    eng.close()
+        err.write(_stats_line(res, sess.engine) + "\n")
     return res
+
+
+def _stats_line(res: dict, eng) -> str:
+    line = (f"prefill: {res['prefill_tokens']} tokens ({res['cached_tokens']} cached), "
+            f"{_fmt(res['prefill_tok_s'])} tok/s, first token {res['ttft_s']:.3f} s | decode: "
+            f"{res['decode_tokens']} tokens, {_fmt(res['decode_tok_s'])} tok/s | "
+            f"{res['finish_reason']}")
+    if res["truncated_turns"]:
+        line += f" | {res['truncated_turns']} oldest turn(s) left out"
+    sp = res.get("speculative")
+    if sp:
+        line += (f" | speculative: {sp.get('accepted', 0)}/{sp.get('drafted', 0)} drafts "
+                 "accepted")
+    return line + f" | {eng.dispatches_per_token} dispatches/token | " + \
+        eng.gpu.info.get("description", "")
 
 
 def _fmt(v) -> str:
@@ -98,19 +146,31 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m driver",
                                  description="Llama-3 on WebGPU (native wgpu-py backend)")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    gp = sub.add_parser("generate", help="generate text from a prompt or one chat message")
+    gp = sub.add_parser("generate", help="generate text from a prompt, one chat message, or a "
+                        "conversation (--interactive)")
     gp.add_argument("model", type=Path, help="packed model folder (manifest.json + shards)")
     src = gp.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="raw text to continue")
     src.add_argument("--chat", help="one user message, rendered with the model's chat template")
-    gp.add_argument("--max-tokens", type=_positive_int, default=128)
-    gp.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    gp.add_argument("--top-k", type=_positive_int, default=0, help="0 = off")
-    gp.add_argument("--top-p", type=float, default=1.0)
-    gp.add_argument("--repetition-penalty", type=float, default=1.0)
-    gp.add_argument("--seed", type=_positive_int, default=0)
+    src.add_argument("--interactive", action="store_true",
+                     help="a conversation: one user message per line of stdin (empty line or "
+                          "EOF ends); the KV cache is reused across turns")
+    gp.add_argument("--system", help="system prompt (--chat, --interactive)")
+    gp.add_argument("--max-tokens", type=_positive_int, default=None, help="default 256")
+    gp.add_argument("--temperature", type=float, default=None,
+                    help="0 = greedy; default: the model's generation config, else 0")
+    gp.add_argument("--top-k", type=_positive_int, default=None, help="0 = off")
+    gp.add_argument("--top-p", type=float, default=None)
+    gp.add_argument("--repetition-penalty", type=float, default=None)
+    gp.add_argument("--seed", type=_positive_int, default=None)
     gp.add_argument("--max-context", type=_positive_int, default=None,
                     help="KV cache size in tokens (default: min(model limit, 4096))")
+    gp.add_argument("--speculative", choices=("off", "lookup", "draft"), default=None,
+                    help="speculative decoding: prompt lookup, or a --draft model (same output)")
+    gp.add_argument("--draft", type=Path, default=None,
+                    help="draft model (same tokenizer) for --speculative draft")
+    gp.add_argument("--draft-k", type=_positive_int, default=None,
+                    help="drafted tokens verified per pass (default 4)")
     gp.add_argument("--json", action="store_true", help="print one JSON object instead")
 
     bp = sub.add_parser("bench", help="decode / prefill speed, bandwidth, dispatches per token")
@@ -124,6 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--count-only", action="store_true",
                     help="only the dispatches per decode token (default and previous decode "
                          "program), recorded on a null GPU: no GPU work, big shapes in seconds")
+    bp.add_argument("--ttft", action="store_true",
+                    help="instead: time to first token per turn of a ~3,000-token 10-turn chat "
+                         "(KV cache reused) against turn 1 (driver/native/bench_session.py)")
+    bp.add_argument("--speculative", action="store_true",
+                    help="instead: speculative decoding tok/s and acceptance, extractive task "
+                         "and free chat; plain / lookup / forced (all accepted) / rejected")
+    bp.add_argument("--draft", type=Path, default=None,
+                    help="with --speculative: also a draft model (same tokenizer)")
+    bp.add_argument("--draft-k", type=_positive_int, default=4,
+                    help="with --speculative: drafted tokens per verify pass (default 4)")
 
     sp = sub.add_parser("sweep", help="decode candidates (DecodeOptions, depth) on one loaded "
                                       "model per shape, beside the copy roofline")
@@ -159,7 +229,13 @@ def main(argv=None) -> int:
     try:
         if a.cmd == "generate":
             run_generate(a.model, a.prompt, a.chat, a.max_tokens, a.temperature, a.top_k, a.top_p,
-                         a.repetition_penalty, a.seed, a.max_context, a.json)
+                         a.repetition_penalty, a.seed, a.max_context, a.json,
+                         interactive=a.interactive, system=a.system, speculative=a.speculative,
+                         draft=a.draft, draft_k=a.draft_k)
+        elif a.cmd == "bench" and (a.ttft or a.speculative):
+            from .bench_session import run_session_bench
+            run_session_bench(a.model, speculative=a.speculative, ttft=a.ttft, quick=a.quick,
+                              draft=a.draft, k=a.draft_k, as_json=a.json)
         elif a.cmd == "bench":
             from .bench import run_bench
             run_bench(a.model, quick=a.quick, vs_torch=a.vs_torch, as_json=a.json,

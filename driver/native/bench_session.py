@@ -1,0 +1,228 @@
+"""``python -m driver bench MODEL --ttft | --speculative``: conversation benchmarks. Native only.
+
+``--ttft``: time to first token of each turn of a chat that grows to ~3,000 tokens over 10 turns
+(150 user + 150 reply tokens a turn), the KV cache reused across turns (``driver.session``), and
+turn 10 again without reuse (the whole history prefilled). Target: turn 10 within 1.5x turn 1.
+
+``--speculative``: decode tokens/s (first token to last, prefill excluded), greedy, on an
+extractive task (the prompt holds a passage the reply repeats / continues) and on free chat, for:
+  plain     ordinary decoding (the baseline)
+  lookup    prompt-lookup drafts (real acceptance)
+  forced    every round drafts k tokens that are plain decoding's own next tokens, so all are
+            accepted: the mechanism's ceiling (verify cost at 100 % acceptance)
+  rejected  k drafts a round that are all wrong: its floor (a wasted verify pass a round)
+  draft, draft-forced  with ``--draft MODEL``: the draft model's real drafts, and the draft model
+            run for its cost but plain decoding's tokens verified (100 % acceptance)
+Every greedy mode's output is checked against plain decoding's (column "same"). Also the GPU time
+of one decode step and of one verify pass of 2 .. 16 rows (``pass_costs``): a round's cost in
+decode steps, whatever the acceptance.
+On random weights (``synth:...``) acceptance of real drafts is meaningless (the model does not
+repeat its prompt): read forced / rejected, which bracket what speculation costs and gains at a
+given acceptance. Prompts are token ids (random for a model without a tokenizer, else text
+through the chat template).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+
+PASSAGE = (
+    "The lighthouse stood at the end of a long spit of grey shingle, and for forty years the same "
+    "family had kept its lamp. Every evening the keeper climbed the ninety-one steps, trimmed the "
+    "wick, polished the great lens until it shone, and wrote the weather into a ledger bound in "
+    "green cloth. Ships passed in the night without ever learning his name. In winter the spray "
+    "froze on the gallery rail, and in summer the swallows nested under the eaves of the oil "
+    "store. When the light was finally made automatic, the ledger was sent to a museum, where it "
+    "lies open at a page describing a storm that nobody else remembers.")
+CHAT = "Write a short story about a keeper of a lighthouse who finds a message in a bottle."
+
+
+def _prompts(eng, quick: bool) -> dict[str, list[int]]:
+    """Token ids of the two tasks: chat-templated text where the model has a tokenizer and a
+    template, else random ids (a passage followed by its first half: 'continue it')."""
+    from driver.chat import ChatTemplateError
+    from driver.loader import ModelError
+    try:
+        eng.tokenizer()
+        eng.chat_template()
+        text = PASSAGE if not quick else PASSAGE[:200]
+        return {"extractive": eng.chat_ids([{"role": "user", "content":
+                                              "Repeat this passage word for word:\n\n" + text}]),
+                "chat": eng.chat_ids([{"role": "user", "content": CHAT}])}
+    except (ModelError, ChatTemplateError, OSError):   # synthetic models: no tokenizer, ids only
+        rng = random.Random(0)
+        V = eng.cfg.vocab_size
+        p = [rng.randrange(V) for _ in range(40 if quick else 200)]
+        return {"extractive": p + p[:len(p) // 2],
+                "chat": [rng.randrange(V) for _ in range(16 if quick else 64)]}
+
+
+async def _timed(agen) -> list[int]:
+    return [t async for t in agen]
+
+
+def pass_costs(eng, ks=(1, 2, 4, 8), reps: int = 20, ctx: int = 256) -> dict:
+    """GPU ms of one decode step and of one verify pass of k + 1 rows (body + k + 1 heads) at
+    position ``ctx``, each program submitted ``reps`` times back to back and timed to completion:
+    what a round costs in decode steps, whatever the acceptance."""
+    from driver.sampler import Sampling
+    from driver.speculative import Verifier
+    G = eng.graph
+    samp = Sampling().runtime(eng.cfg.vocab_size)
+
+    async def timed(prog, runs):
+        eng.gpu.submit(prog)
+        await eng.gpu.sync()
+        t = time.perf_counter()
+        for _ in range(runs):
+            eng.gpu.submit(prog)
+        await eng.gpu.sync()
+        return 1e3 * (time.perf_counter() - t) / runs
+
+    async def go():
+        rt = eng._rt(samp, ctx, 1, 1)
+        G.decode.write_uniforms(rt)
+        out = {"decode_ms": await timed(G.decode.program(rt), reps)}
+        for k in ks:
+            nb = 2
+            while nb < k + 1:
+                nb *= 2
+            v = Verifier(eng, nb)
+            rt = eng._rt(samp, ctx, k + 1, ctx)
+            v.body().write_uniforms(rt)
+            G.head.write_uniforms(rt)
+            out[f"verify_{k + 1}_rows_ms"] = await timed(v.program(rt, k + 1, False), reps)
+        return out
+
+    eng.kv_ids = []     # the timed programs write K/V rows
+    return eng._run(go())
+
+
+def run_speculative_bench(eng, draft=None, quick: bool = False, k: int = 4) -> dict:
+    from driver.speculative import DraftModel, Oracle, PromptLookup, generate_speculative
+    from driver.sampler import Sampling
+    n_new = 16 if quick else 128
+    V = eng.cfg.vocab_size
+    rows = []
+    for task, ids in _prompts(eng, quick).items():
+        n_new_t = min(n_new, eng.max_context - len(ids))
+        eng._run(_timed(eng.generate_async(ids, 4, stop_ids=())))        # warm-up
+        plain = eng._run(_timed(eng.generate_async(ids, n_new_t, stop_ids=())))
+        base = dict(eng.last_stats)
+        # warm-up of the verify pass (its kernels compile on first use)
+        eng._run(_timed(generate_speculative(eng, ids, min(2 * k + 2, n_new_t), k, "lookup",
+                                             drafter=Oracle(len(ids), plain, V), stop_ids=())))
+        modes = [("plain", None), ("lookup", PromptLookup()),
+                 ("forced", Oracle(len(ids), plain, eng.cfg.vocab_size)),
+                 ("rejected", Oracle(len(ids), plain, eng.cfg.vocab_size, wrong=True))]
+        if draft is not None:
+            modes += [("draft", DraftModel(draft, Sampling())),
+                      ("draft-forced", Oracle(len(ids), plain, eng.cfg.vocab_size,
+                                              inner=DraftModel(draft, Sampling())))]
+        for mode, drafter in modes:
+            if drafter is None:
+                got, st = plain, base
+            else:
+                got = eng._run(_timed(generate_speculative(
+                    eng, ids, n_new_t, k, "lookup", drafter=drafter, stop_ids=())))
+                st = dict(eng.last_stats)
+            sp = st.get("speculative") or {}
+            dec_s = st.get("decode_s") or 0.0
+            rows.append({"task": task, "mode": mode, "prompt_tokens": len(ids),
+                         "tokens": len(got), "same": got == plain,
+                         "tok_s": (len(got) - 1) / dec_s if dec_s else 0.0,
+                         "drafted": sp.get("drafted", 0), "accepted": sp.get("accepted", 0),
+                         "verify_passes": sp.get("verify_passes", 0),
+                         "decode_steps": sp.get("decode_steps", len(got) - 1 if not sp else 0)})
+        plain_tok_s = next(r["tok_s"] for r in rows if r["task"] == task and r["mode"] == "plain")
+        for r in rows:
+            if r["task"] == task:
+                r["vs_plain"] = r["tok_s"] / plain_tok_s if plain_tok_s else 0.0
+    costs = pass_costs(eng, ks=(1, 2, 4) if quick else (1, 2, 4, 8, 15), reps=3 if quick else 20,
+                       ctx=min(256, eng.max_context - 32))
+    return {"k": k, "new_tokens": n_new, "speculative": rows, "pass_costs": costs}
+
+
+def run_ttft_bench(eng, quick: bool = False) -> dict:
+    """TTFT per turn of a growing id-level chat (random user ids, greedy replies, EOS ignored)."""
+    from driver.session import ChatSession
+    turns, user, reply = (3, 24, 8) if quick else (10, 150, 150)
+    rng = random.Random(1)
+    V = eng.cfg.vocab_size
+    sess = ChatSession(eng)
+    opts = {"max_tokens": reply, "temperature": 0.0, "ignore_eos": True}
+    warm = [rng.randrange(V) for _ in range(user)]
+    list(sess.stream({"prompt_ids": warm, "options": {**opts, "max_tokens": 2}}))  # warm-up
+    eng.kv_ids = []
+    hist: list[int] = []
+    out = []
+    for i in range(turns):
+        prompt = hist + [rng.randrange(V) for _ in range(user)]
+        got = [t for t, _ in sess.stream({"prompt_ids": prompt, "options": opts})]
+        st = sess.last_stats
+        out.append({"turn": i + 1, "prompt_tokens": st["prompt_tokens"],
+                    "cached_tokens": st["cached_tokens"], "prefill_tokens": st["prefill_tokens"],
+                    "ttft_s": st["ttft_s"]})
+        hist = prompt + got
+    cold = ChatSession(eng, reuse=False)
+    list(cold.stream({"prompt_ids": prompt, "options": {**opts, "max_tokens": 1}}))
+    return {"turns": out, "ratio_last_first": out[-1]["ttft_s"] / out[0]["ttft_s"],
+            "last_turn_no_reuse_ttft_s": cold.last_stats["ttft_s"],
+            "last_turn_no_reuse_prefill_tokens": cold.last_stats["prefill_tokens"]}
+
+
+def run_session_bench(model, speculative: bool = False, ttft: bool = False, quick: bool = False,
+                      draft=None, k: int = 4, as_json: bool = False, out=sys.stdout) -> dict:
+    from . import load, load_draft
+    ctx = 512 if quick else 4096
+    eng = load(model, max_context=ctx)
+    res = {"model": str(model), "adapter": eng.gpu.info.get("description", ""),
+           "date": time.strftime("%Y-%m-%d"), "max_context": ctx}
+    dr = None
+    if draft is not None:
+        from driver.speculative import check_draft
+        dr = load_draft(draft, eng)
+        check_draft(eng, dr)
+        res["draft"] = str(draft)
+    if ttft:
+        res["ttft"] = run_ttft_bench(eng, quick)
+    if speculative:
+        res.update(run_speculative_bench(eng, dr, quick, k))
+    eng.close()
+    out.write(json.dumps(res) + "\n" if as_json else format_session(res))
+    return res
+
+
+def format_session(r: dict) -> str:
+    lines = [f"# driver bench {r['model']} on {r['adapter']}, {r['date']}"]
+    t = r.get("ttft")
+    if t:
+        lines.append("time to first token per turn (KV cache reused across turns):")
+        for x in t["turns"]:
+            lines.append(f"  turn {x['turn']:>2}: prompt {x['prompt_tokens']:>5} tokens, "
+                         f"{x['cached_tokens']:>5} cached, {x['prefill_tokens']:>4} prefilled: "
+                         f"{1e3 * x['ttft_s']:8.1f} ms")
+        lines.append(f"last turn / first turn: {t['ratio_last_first']:.2f}x (target <= 1.5x); "
+                     f"last turn without reuse ({t['last_turn_no_reuse_prefill_tokens']} tokens "
+                     f"prefilled): {1e3 * t['last_turn_no_reuse_ttft_s']:.1f} ms")
+    c = r.get("pass_costs")
+    if c:
+        d = c["decode_ms"]
+        lines.append(f"GPU time a round (ctx 256): decode step {d:.3f} ms; verify pass " + ", ".join(
+            f"{key.split('_')[1]} rows {v:.3f} ms ({v / d:.2f} steps)" for key, v in c.items()
+            if key != "decode_ms"))
+    rows = r.get("speculative")
+    if rows:
+        lines.append(f"speculative decoding, greedy, k={r['k']}, up to {r['new_tokens']} new "
+                     "tokens (tok/s from the first token on; same = output identical to plain):")
+        lines.append(f"  {'task':<11}{'mode':<14}{'tok/s':>9}{'x plain':>9}{'accepted':>14}"
+                     f"{'passes':>8}{'steps':>7}  same")
+        for x in rows:
+            acc = f"{x['accepted']}/{x['drafted']}" if x["drafted"] else "-"
+            lines.append(f"  {x['task']:<11}{x['mode']:<14}{x['tok_s']:9.1f}{x['vs_plain']:9.2f}"
+                         f"{acc:>14}{x['verify_passes']:>8}{x['decode_steps']:>7}  "
+                         f"{'yes' if x['same'] else 'NO'}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,198 @@
+"""Small-M matrix-vector kernels: up to ``nb`` token rows of x against one weight, each weight byte
+read once. For driver.speculative's verify pass (k + 1 rows): the tiled prefill matmul computes a
+whole 64- or 128-token tile at any n_tok, the decode matvec one row per weight read.
+
+    kernel("matvec_multi", caps, fmt, rows, cols, nb, group_size=32)
+        bindings: x (nb, cols) f32 | w_<parts> | y (nb, rows) f32 | params {n_tok}
+        y[t, r] = sum_c W[r, c] x[t, c] for t < n_tok (rows t >= n_tok untouched)
+    kernel("gate_up_multi", caps, fmt, ffn, hidden, nb, group_size=32)
+        bindings: x (nb, hidden) f32 | w1_<parts> | w3_<parts> | act (nb, ffn) f32 | params {n_tok}
+        act[t, f] = silu(x[t] . W1[f]) * (x[t] . W3[f]) for t < n_tok
+
+On the decode chunk loop (shaders/decode_loop.py, matvec.wgsl): a workgroup owns R rows, its
+threads stride along them a chunk at a time; the chunk's weight words are loaded once into
+registers, then for each token row t < n_tok (a workgroup-uniform branch) x's chunk is loaded
+(from the row start ``xb``) and dotted with the decode kernel's own unpacking
+(``decode_loop.DECODE_UNPACK``: int8 x for q4_0 where the GPU has packed dot products, exact f32
+otherwise), so each token's dot is the decode matvec's arithmetic for that chunk (the K-quants'
+several lines from shaders/kquant.py; their check cases are in shaders/kquant_cases.py).
+Pure Python; numpy only inside the check cases.
+"""
+
+from __future__ import annotations
+
+from modelfmt.formats import KQUANT
+
+from .core import Binding, Caps, Grid, Kernel, KernelKey, Params, UnsupportedKernel
+from .decode_loop import DECODE_UNPACK, DecodeLoop, chunk_dot, chunk_dot_i8, decode_tol, x_chunk
+from .registry import Case, register, register_cases
+from . import kquant as kq
+from .wgsl_common import (BASE, SCALED, WeightSpec, binding_decls, check_weight, fold_grid,
+                          weight_bindings)
+
+MULTI_PARAMS = Params((("n_tok", "u32"),))
+MAX_NB = 32
+
+
+def multi_kernel(caps: Caps, spec: WeightSpec, nb: int, unpack: int | None = None) -> Kernel:
+    """One workgroup per R rows of ``spec``'s weights and ``nb`` token rows; ``spec.store`` is
+    WGSL run by thread r < R for each token ``b < n_tok`` with ``row0``, ``r``, ``b`` and
+    ``total(i)`` in scope."""
+    op, fmt, rows, cols, G = spec.op, spec.fmt, spec.rows, spec.cols, spec.group_size
+    check_weight(op, fmt, rows, cols, G)
+    if not (isinstance(nb, int) and 1 <= nb <= MAX_NB):
+        raise UnsupportedKernel(f"{op}: nb (token rows) must be in [1, {MAX_NB}], got {nb!r}")
+    lp = DecodeLoop.plan(caps, fmt, cols, G, unpack)
+    nw = len(spec.weights)
+    # rows per workgroup: q formats share a token's x chunk over R rows (as decode); the
+    # accumulators (nb * R * weights) stay within ~32 registers
+    r = 1
+    while fmt in SCALED and 2 * r <= min(8, rows) and nb * 2 * r * nw <= 32:
+        r *= 2
+    while r > 1 and lp.red_bytes(nb * r * nw) > caps.max_workgroup_storage:
+        r //= 2
+    while lp.wg > 32 and lp.red_bytes(nb * r * nw) > caps.max_workgroup_storage:
+        lp = lp.with_wg(lp.wg // 2)
+    nacc = nb * r * nw
+    if lp.red_bytes(nacc) > caps.max_workgroup_storage:
+        raise UnsupportedKernel(f"{op}: nb={nb} needs {lp.red_bytes(nacc)} B of workgroup storage")
+    gx, gy = fold_grid(-(-rows // r))
+    if gy > caps.max_workgroups_per_dim:
+        raise UnsupportedKernel(f"{op}: {rows} rows need a {gx}x{gy} grid")
+    key = KernelKey(op=op, fmt=fmt, wg=lp.wg, tile=r, vec=lp.vec, subgroups=lp.sg,
+                    dims=(("r", rows), ("c", cols), ("g", G), ("nb", nb)) + lp.key_dims(0.0))
+    binds = lp.x_binding(f"({nb}, cols) f32", 0.0)
+    for p in spec.weights:
+        binds += weight_bindings(fmt, p, lp.vec, "rows", "cols")
+    binds += [(Binding(spec.out_name, "read_write", f"({nb}, rows) f32"), "f32"),
+              (Binding("params", "uniform", "Params"), "Params")]
+    decls, bindings = binding_decls(binds)
+    # x of token row b: x4 / x1 read from the row start ``xb`` set before the token's block
+    if lp.xvec == 4:
+        xfns = ("var<private> xb: u32;   // first vec4 of the current token row\n"
+                "fn x4(i: u32) -> vec4<f32> { return x[xb + i]; }\n"
+                "fn x1(c: u32) -> f32 { return x[xb + (c >> 2u)][c & 3u]; }\n")
+        xrow = cols // 4
+    else:
+        xfns = ("var<private> xb: u32;   // first element of the current token row\n"
+                "fn x4(i: u32) -> vec4<f32> { return vec4<f32>(x[xb + 4u * i], "
+                "x[xb + 4u * i + 1u], x[xb + 4u * i + 2u], x[xb + 4u * i + 3u]); }\n"
+                "fn x1(c: u32) -> f32 { return x[xb + c]; }\n")
+        xrow = cols
+    xlines, xs = x_chunk(fmt, lp.vec, lp.mask, lp.i8, None)
+    wload = [f"let wc{i}_{k} = {p}chunk(rr{i} * NCH + ch);   // weight words, once for all rows"
+             for i in range(r) for k, p in enumerate(spec.weights)]
+    accum = []
+    for b in range(nb):
+        accum += [f"if ({b}u < params.n_tok) {{", f"    xb = {b * xrow}u;"]
+        accum += ["    " + ln for ln in xlines]
+        for i in range(r):
+            for k, p in enumerate(spec.weights):
+                wv, acc = f"wc{i}_{k}", f"acc{b * r * nw + i * nw + k}"
+                if fmt in KQUANT:   # several lines (super-block scales), as DecodeLoop.accum
+                    accum += ["    " + ln for ln in kq.accum_lines(fmt, p, wv, xs, f"rr{i}", acc,
+                                                                   str(i), lp.i8)]
+                    continue
+                dot = (chunk_dot_i8(fmt, p, lp.vec, wv, f"rr{i}", lp.i8 == 2) if lp.i8
+                       else chunk_dot(fmt, p, lp.vec, wv, xs, f"rr{i}", lp.mask))
+                accum.append(f"    {acc} += {dot};")
+        accum.append("}")
+    store = ("        for (var b = 0u; b < params.n_tok; b++) {\n" + spec.store + "\n        }")
+    src = lp.render("matvec", key.slug(), prefixes=spec.weights, r=r, nacc=nacc, nrm=None,
+                    accum=accum, xs_lines=wload, subs={
+                        "OP": op, "FMT": fmt, "SEMANTICS": spec.semantics,
+                        "PARAMS": spec.params.wgsl(), "BINDINGS": decls, "ROWS": rows,
+                        "NW": nw, "GX": gx, "STORE": store, "XFNS": xfns,
+                        "ROWS_DECL": "\n".join(f"    let rr{i} = min(row0 + {i}u, ROWS - 1u);"
+                                               for i in range(r))})
+    return Kernel(key=key, wgsl=src, bindings=bindings, params=spec.params,
+                  workgroup_size=(lp.wg, 1, 1), features=("subgroups",) if lp.sg else (),
+                  grid=Grid.fixed(gx, gy), meta={"rows_per_wg": r, **lp.meta()})
+
+
+@register("matvec_multi")
+def build_matvec_multi(caps: Caps, fmt: str, rows: int, cols: int, nb: int,
+                       group_size: int = 32, unpack: int | None = None) -> Kernel:
+    store = "            y[b * ROWS + row0 + r] = total(b * R * NW + r);"
+    spec = WeightSpec("matvec_multi", fmt, rows, cols, group_size, ("w_",), "y", store,
+                      "y[t, r] = sum_c W[r, c] * x[t, c], t < n_tok", MULTI_PARAMS)
+    return multi_kernel(caps, spec, nb, unpack)
+
+
+@register("gate_up_multi")
+def build_gate_up_multi(caps: Caps, fmt: str, ffn: int, hidden: int, nb: int,
+                        group_size: int = 32, unpack: int | None = None) -> Kernel:
+    store = ("            let g = total(b * R * NW + r * NW);\n"
+             "            act[b * ROWS + row0 + r] = g / (1.0 + exp(-g)) * "
+             "total(b * R * NW + r * NW + 1u);")
+    spec = WeightSpec("gate_up_multi", fmt, ffn, hidden, group_size, ("w1_", "w3_"), "act",
+                      store, "act[t, f] = silu(x[t] . W1[f]) * (x[t] . W3[f]), t < n_tok",
+                      MULTI_PARAMS)
+    return multi_kernel(caps, spec, nb, unpack)
+
+
+# ---- check cases ----
+def _case(op: str, fmt: str, rows: int, cols: int, nb: int, n_tok: int,
+          unpack: int | None = None) -> Case:
+    gate = op == "gate_up_multi"
+    out = "act" if gate else "y"
+
+    def make(rng):
+        import numpy as np
+
+        from .harness import weight_parts
+
+        if gate:
+            b1, w1 = weight_parts(rng, fmt, rows, cols, 32, prefix="w1_")
+            b3, w3 = weight_parts(rng, fmt, rows, cols, 32, prefix="w3_")
+            bufs, ws = {**b1, **b3}, (w1, w3)
+        else:
+            bufs, w = weight_parts(rng, fmt, rows, cols, 32)
+            ws = (w,)
+        x = (rng.standard_normal((nb, cols)) / np.sqrt(cols)).astype(np.float32)  # (nb, cols)
+        y0 = rng.standard_normal((nb, rows)).astype(np.float32)   # rows t >= n_tok stay
+        bufs.update(x=x, **{out: y0})
+        return {"buffers": bufs, "params": {"n_tok": n_tok}, "ws": ws, "x": x, "y0": y0}
+
+    def ref(inp):
+        import numpy as np
+
+        x = inp["x"][:n_tok].astype(np.float64)
+        y = inp["y0"].astype(np.float64).copy()
+        if gate:
+            g = x @ inp["ws"][0].astype(np.float64).T
+            y[:n_tok] = g / (1.0 + np.exp(-g)) * (x @ inp["ws"][1].astype(np.float64).T)
+        else:
+            y[:n_tok] = x @ inp["ws"][0].astype(np.float64).T
+        return {out: y.astype(np.float32)}
+
+    dims = dict(fmt=fmt, nb=nb, **({"ffn": rows, "hidden": cols} if gate else
+                                   {"rows": rows, "cols": cols}))
+    if unpack is not None:
+        dims["unpack"] = unpack
+    u = DECODE_UNPACK.get(fmt, 0) if unpack is None else unpack
+    return Case(op, dims, make, ref, decode_tol(fmt, u, "gate_up_f32" if gate else "dot_f32"),
+                label=f"{fmt} {rows}x{cols} nb={nb} n={n_tok}"
+                      + (f" u{unpack}" if unpack is not None else ""))
+
+
+@register_cases("matvec_multi")
+def matvec_multi_cases(quick: bool) -> list[Case]:
+    out = [_case("matvec_multi", f, rows, cols, nb, n)
+           for f in BASE for (rows, cols), nb, n in (((7, 96), 5, 5), ((67, 64), 5, 3),
+                                                    ((13, 1536), 2, 1))]
+    out += [_case("matvec_multi", f, 67, 64, 4, 4, unpack=u) for f in ("q4_0", "q8_0")
+            for u in (0, 3)]
+    if not quick:
+        out += [_case("matvec_multi", "q4_0", 4096, 4096, 8, 5),
+                _case("matvec_multi", "q4_1", 576, 576, 16, 16)]
+    return out
+
+
+@register_cases("gate_up_multi")
+def gate_up_multi_cases(quick: bool) -> list[Case]:
+    out = [_case("gate_up_multi", f, ffn, h, nb, n)
+           for f in BASE for (ffn, h), nb, n in (((7, 96), 5, 5), ((67, 64), 3, 2))]
+    if not quick:
+        out += [_case("gate_up_multi", "q4_0", 1536, 576, 8, 5)]
+    return out

@@ -1,0 +1,219 @@
+"""driver.speculative on the GPU (lavapipe in CI): output identical to plain decoding, the rejection rule.
+
+What is checked (issue 12): greedy speculation (prompt lookup at several k, forced accept / reject,
+a draft model) gives plain decoding's ids on the tiny f32 model, and on q4_0 any difference starts
+at a near-tie (the documented guarantee, driver/speculative.py); a draft with another vocabulary and
+k out of range are refused in plain words; sampled speculation keeps the target distribution (the
+rejection rule statistically, and end to end through a verify pass); ``bench --ttft --speculative
+--quick`` runs. The goldens' and SmolLM2's speculation checks are in test_session.py (one model load).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from driver.loader import ModelError
+from driver.sampler import BadOption, Sampling
+from driver.session import ChatSession
+from driver.speculative import accept_or_resample, target_dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _session_common import CFG, GREEDY, _collect, _ids, _toks, same_or_near_tie  # noqa: E402
+
+
+def test_rejection_rule_keeps_the_target_distribution():
+    """accept_or_resample over 40,000 draws, drafts from q (and a fixed draft): the outcomes
+    follow p (chi-square, p-value > 1e-3; the wrong rule 'accept if p(d) > q(d)' fails it)."""
+    p = {0: 0.45, 1: 0.3, 2: 0.15, 3: 0.05, 4: 0.05}
+    q = {0: 0.1, 1: 0.5, 2: 0.1, 3: 0.2, 4: 0.1}
+    rng = random.Random(0)
+    n = 40000
+
+    def chi2_pvalue(counts):
+        stat = sum((counts[i] - n * p[i]) ** 2 / (n * p[i]) for i in p)
+        return math.exp(-stat / 2) * (1 + stat / 2)   # chi-square survival, 4 dof (5 outcomes)
+
+    for fixed in (None, 1, 3):
+        counts = dict.fromkeys(p, 0)
+        for _ in range(n):
+            if fixed is None:
+                u, d = rng.random(), 4
+                for i, x in q.items():
+                    u -= x
+                    if u < 0:
+                        d = i
+                        break
+                _, t = accept_or_resample(p, d, q, rng)
+            else:
+                _, t = accept_or_resample(p, fixed, None, rng)
+            counts[t] += 1
+        assert chi2_pvalue(counts) > 1e-3, (fixed, counts)
+        assert counts[fixed if fixed is not None else 1] > 0
+    wrong = dict.fromkeys(p, 0)
+    for _ in range(n):   # a broken rule must be caught by the same statistic
+        d = rng.choices(list(q), list(q.values()))[0]
+        wrong[d if p[d] > q[d] else max(p, key=p.get)] += 1
+    assert chi2_pvalue(wrong) < 1e-6
+
+
+def test_target_dist_is_the_gpu_samplers():
+    """The CPU distribution's support and weights follow shaders/sample.py's rules."""
+    from shaders.sample import allowed_set
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal(300).astype(np.float32) * 3
+    hist = [5, 7, 7, 11]
+    for t, k, tp, rp in [(0.7, 0, 0.9, 1.0), (1.0, 40, 1.0, 1.3), (1.3, 0, 1.0, 1.0),
+                         (0.5, 10, 0.5, 0.8)]:
+        d = target_dist(logits.tobytes(), Sampling(t, k, tp, rp, 0), hist)
+        assert abs(sum(d.values()) - 1) < 1e-9
+        if k == 0 and tp >= 1:
+            assert len(d) == 300
+        else:
+            assert set(d) == allowed_set(logits, hist, k, tp, rp, t)
+        v = logits.astype(np.float64).copy()
+        if rp != 1.0:
+            for i in set(hist):
+                v[i] = v[i] / rp if v[i] > 0 else v[i] * rp
+        ids = sorted(d)
+        w = np.exp((v[ids] - v[ids].max()) / t)
+        assert np.allclose([d[i] for i in ids], w / w.sum(), rtol=1e-5)
+    assert target_dist(logits.tobytes(), Sampling(0.0), []) == {int(np.argmax(logits)): 1.0}
+
+
+# ---- GPU ----
+
+# ---- GPU ----
+pytest.importorskip("wgpu", reason="wgpu-py is not installed")
+from driver.native import load  # noqa: E402
+from driver.speculative import Oracle, generate_speculative  # noqa: E402
+from _session_common import backend, tiny  # noqa: E402,F401  (fixtures)
+
+
+@pytest.mark.parametrize("q", ["f32", "q4_0"])
+def test_speculative_greedy_identical_tiny(tiny, q):
+    eng = tiny[q]
+    base = _ids(12, 4)
+    for prompt in (base * 3 + base[:4], _ids(30, 5)):
+        plain = list(eng.generate(prompt, 60, stop_ids=()))
+        sess = ChatSession(eng)
+        for k in (3, 7):     # verify bodies of 4 and 8 rows (compiled once per engine)
+            got = _toks(sess, {"prompt_ids": prompt, "options": {**GREEDY, "max_tokens": 60,
+                                                                  "speculative": "lookup",
+                                                                  "draft_k": k}})
+            same_or_near_tie(eng, q, prompt, plain, got)
+            assert sess.last_stats["completion_tokens"] == 60
+        for wrong in (False, True):
+            o = Oracle(len(prompt), plain, 256, wrong=wrong)
+            got = eng._run(_collect(generate_speculative(eng, prompt, 60, 7, "lookup",
+                                                         drafter=o, stop_ids=())))
+            sp = eng.last_stats["speculative"]
+            same_or_near_tie(eng, q, prompt, plain, got)
+            if got == plain:
+                assert sp["accepted"] == (0 if wrong else sp["drafted"]) and sp["drafted"] > 0
+    # stop ids end it as plain decoding does (the stop id not yielded)
+    stop = plain[20]
+    want = plain[:plain.index(stop)]
+    got = eng._run(_collect(generate_speculative(eng, prompt, 60, 4, "lookup", stop_ids=(stop,))))
+    assert got == want and eng.last_stats["stopped"] == "stop"
+
+
+def test_draft_model_same_output_and_bad_drafts(tiny, backend, tmp_path):
+    """The f32 packing drafts for the q4_0 one (same tokenizer): output identical to plain; a
+    draft with another vocabulary is refused in plain words; k out of range too."""
+    target, draft = tiny["q4_0"], tiny["f32"]
+    prompt = _ids(30, 5)
+    plain = list(target.generate(prompt, 40, stop_ids=()))
+    sess = ChatSession(target, draft=draft)
+    got = _toks(sess, {"prompt_ids": prompt, "options": {**GREEDY, "max_tokens": 40,
+                                                          "speculative": "draft"}})
+    same_or_near_tie(target, "q4_0", prompt, plain, got)
+    sp = sess.last_stats["speculative"]
+    assert sp["drafted"] > 0 and sp["accepted"] > 0
+    from _checkpoints import write_hf
+    from weights_tool.pack import pack
+    write_hf(tmp_path / "hf", seed=3, **{**CFG, "vocab_size": 384})
+    pack(tmp_path / "hf", tmp_path / "v384", quant="f32", progress=False)
+    other = load(tmp_path / "v384", backend=backend, max_context=64, kv="f32", chunk=16)
+    with pytest.raises(ModelError, match="vocabulary has 384 tokens and the model's 256"):
+        ChatSession(target, draft=other)
+    for k in (0, 16):
+        with pytest.raises(BadOption, match="draft_k"):
+            _toks(sess, {"prompt_ids": prompt, "options": {"draft_k": k, "speculative": "draft"}})
+    with pytest.raises(BadOption, match="needs a draft model"):
+        _toks(ChatSession(target), {"prompt_ids": prompt, "options": {"speculative": "draft"}})
+    assert _toks(sess, {"prompt_ids": prompt, "options": {**GREEDY, "max_tokens": 40}}) == plain
+    assert sess.last_stats["cached_tokens"] > 0
+
+
+def test_sampled_speculation_keeps_the_distribution(tiny):
+    """temperature 1, top_k 2 (two outcomes a step): the first token is drawn by the GPU sampler,
+    the second through a verify pass of a fixed draft and the rejection rule. 500 runs
+    (seeds 0..499): the joint counts of (first, second) follow p1(a) p2(b | a) computed from the
+    model's logits (chi-square p-value > 1e-3)."""
+    eng = tiny["f32"]
+    prompt = _ids(10, 6)
+    s = Sampling(1.0, 2, 1.0, 1.0, 0)
+    p1 = target_dist(eng.logits(prompt)[-1].tobytes(), s, prompt)
+    joint = {}
+    for a, pa in p1.items():
+        p2 = target_dist(eng.logits(prompt + [a])[-1].tobytes(), s, prompt + [a])
+        for b, pb in p2.items():
+            joint[(a, b)] = pa * pb
+    draft_tok = max(joint, key=joint.get)[1]
+
+    class Fixed:
+        async def propose(self, seq, n):
+            return [draft_tok], None
+
+    counts = dict.fromkeys(joint, 0)
+    n = 500
+    eng.kv_ids = []
+    for seed in range(n):
+        got = eng._run(_collect(generate_speculative(
+            eng, prompt, 3, 1, "lookup", drafter=Fixed(), temperature=1.0, top_k=2, seed=seed,
+            stop_ids=(), reuse=True)))
+        counts[tuple(got[:2])] += 1
+        assert eng.last_stats["speculative"]["verify_passes"] == 1
+    assert min(joint.values()) > 0.02, joint       # every outcome is seen often enough
+    stat = sum((counts[c] - n * p) ** 2 / (n * p) for c, p in joint.items())
+    dof = len(joint) - 1
+    from math import exp, factorial
+    pval = exp(-stat / 2) * sum((stat / 2) ** i / factorial(i) for i in range(dof // 2)) \
+        if dof % 2 == 0 else None
+    if pval is None:   # odd dof: compare against the 99.9 % quantile bound for dof <= 3
+        assert stat < {1: 10.83, 3: 16.27}[dof], (counts, joint)
+    else:
+        assert pval > 1e-3, (counts, joint)
+
+
+def test_bench_ttft_and_speculative_quick(tiny):
+    """`python -m driver bench MODEL --ttft --speculative --quick --json`: turns reuse the cache,
+    every speculative mode's output equals plain decoding's, forced drafts are all accepted,
+    rejected ones never, and the per-round GPU costs are there."""
+    import io
+    import json
+
+    from driver.native.bench_session import run_session_bench
+    out = io.StringIO()
+    run_session_bench(tiny["q4_0"].source.folder, speculative=True, ttft=True, quick=True,
+                      as_json=True, out=out)
+    r = json.loads(out.getvalue())
+    turns = r["ttft"]["turns"]
+    assert turns[0]["cached_tokens"] == 0 and all(t["cached_tokens"] > 0 for t in turns[1:])
+    assert r["ttft"]["ratio_last_first"] > 0 and r["ttft"]["last_turn_no_reuse_prefill_tokens"] \
+        == turns[-1]["prompt_tokens"]
+    modes = {(x["task"], x["mode"]): x for x in r["speculative"]}
+    assert {m for _, m in modes} == {"plain", "lookup", "forced", "rejected"}
+    for key, x in modes.items():
+        assert x["same"], key      # this model and prompt have no near-tie (q4_0: test above)
+        if x["mode"] == "forced" and x["same"]:
+            assert x["accepted"] == x["drafted"] > 0
+        if x["mode"] == "rejected":
+            assert x["accepted"] == 0 and x["verify_passes"] > 0
+    assert r["pass_costs"]["decode_ms"] > 0 and r["pass_costs"]["verify_5_rows_ms"] > 0
