@@ -160,10 +160,12 @@ class BrowserSource(ModelSource):
 # ---- errors, as the page gets them ----
 
 def error_info(exc: BaseException) -> dict:
-    """{kind, message, hint} of an exception: the driver's error classes carry a stable ``kind``
+    """{kind, message, hint, cls} of an exception: the driver's error classes carry a stable ``kind``
     (model, context-overflow, bad-option, config, tokenizer, chat-template, capability,
-    no-webgpu, gpu, shader) and a ``hint`` (what to do); anything else is kind "error"."""
+    no-webgpu, gpu, shader) and a ``hint`` (what to do); anything else is kind "error". ``cls``,
+    the class name, is for the browser console only (the page shows web/errors.js's sentence)."""
     return {"kind": getattr(exc, "kind", "error"), "message": str(exc) or type(exc).__name__,
+            "cls": type(exc).__name__,
             "hint": getattr(exc, "hint", "")}
 
 
@@ -213,7 +215,7 @@ class Session:
 
     @_reported
     async def generate(self, request_json: str, on_token, control) -> str:
-        """Run one request: {messages | prompt_ids, options}. Calls ``on_token(id, text)`` per token (id -1 for
+        """Run one request: {messages | prompt_ids, options, continue_final_message?}. Calls ``on_token(id, text)`` per token (id -1 for
         trailing text flushed at the end); stops between tokens once ``control.stop`` is true. Returns stats JSON."""
         import time
         req = json.loads(request_json)
@@ -231,7 +233,14 @@ class Session:
             ids = [int(i) for i in req["prompt_ids"]]
         else:
             from .tokenizer import StreamDecoder
-            ids = e.chat_ids(req["messages"])
+            msgs = req["messages"]
+            if req.get("continue_final_message"):
+                # continue the partial assistant turn (last message): the earlier turns through the chat
+                # template, then the partial text's tokens with no end-of-turn, as transformers'
+                # apply_chat_template(continue_final_message=True) leaves it open (the page's Continue)
+                ids = e.chat_ids(msgs[:-1]) + e.tokenizer().encode(msgs[-1]["content"], add_special_tokens=False)
+            else:
+                ids = e.chat_ids(msgs)
             dec = StreamDecoder(e.tokenizer(), skip_special_tokens=True)
         max_tokens = max(0, min(max_tokens, e.max_context - len(ids)))
         t0 = time.perf_counter()
