@@ -215,8 +215,9 @@ class Session:
 
     @_reported
     async def generate(self, request_json: str, on_token, control) -> str:
-        """Run one request: {messages | prompt_ids, options, continue_final_message?}. Calls ``on_token(id, text)`` per token (id -1 for
-        trailing text flushed at the end); stops between tokens once ``control.stop`` is true. Returns stats JSON."""
+        """Run one request: {messages | prompt_ids, options, continue_final_message?}. Calls
+        ``on_token(id, text)`` per token (id -1 for trailing text flushed at the end); stops between
+        tokens once ``control.stop`` is true. Returns stats JSON."""
         import time
         req = json.loads(request_json)
         e = self.engine

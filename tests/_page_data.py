@@ -139,7 +139,8 @@ LAYOUT_JS = """() => {
                e.getClientRects().length;
     }).map((e) => e.id || e.className || e.tagName);
     const se = document.scrollingElement;
-    return {prompt: box('prompt'), send: box('send'), chip: box('chip'), setupHidden: document.getElementById('setup').hidden,
+    return {prompt: box('prompt'), send: box('send'), chip: box('chip'),
+            setupHidden: document.getElementById('setup').hidden,
             scrollers, pageScrollW: se.scrollWidth, pageScrollH: se.scrollHeight, innerW: innerWidth,
             innerH: innerHeight, bodyW: document.body.scrollWidth,
             chipOneLine: getComputedStyle(document.getElementById('chip')).whiteSpace};

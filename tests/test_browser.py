@@ -261,7 +261,8 @@ def test_2_errors_in_plain_words(browser, axe):
                                                                  temperature: -1}); return null; }
         catch (e) { return {kind: e.kind, cls: e.cls, message: e.message}; }
     }""")
-    assert e == {"kind": "option", "cls": "BadOption", "message": "Temperature must be a number from 0 to 100 (got -1)."}
+    assert e == {"kind": "option", "cls": "BadOption",
+                 "message": "Temperature must be a number from 0 to 100 (got -1)."}
     for text in [page.evaluate(ERROR_TEXT), e["message"]]:
         assert not re.search(r"driver\.|Error\b|Overflow|BadOption|Traceback", text), text
     # the next success clears the error (shown until then)
@@ -286,7 +287,8 @@ def test_3_reading_prompt_state_and_software_warning(browser):
             const a = document.querySelectorAll('#log .msg.assistant');
             if (a.length) window.__seen.push(a[a.length - 1].querySelector('.body').textContent);
         });
-        window.__observer.observe(document.getElementById('log'), {subtree: true, childList: true, characterData: true});
+        window.__observer.observe(document.getElementById('log'),
+                                  {subtree: true, childList: true, characterData: true});
     }""")
     settings(page, max_tokens=2)
     send(page, "Hello there")
@@ -452,8 +454,8 @@ def test_7_chats_and_settings_persist_and_last_model_autoloads(browser, site):
     assert last == "tiny-copy"
     open_page(page, site, autoload=True)
     page.wait_for_function("window.__app.loading && !document.getElementById('cancelload').hidden", timeout=30_000)
-    assert page.text_content("#dltext") == "Loading tiny (folder tiny-copy) from this browser's cache (it was your last " \
-                                          "model)…"
+    assert page.text_content("#dltext") == \
+        "Loading tiny (folder tiny-copy) from this browser's cache (it was your last model)…"
     shot(page, "page-autoload")
     page.click("#cancelload")
     page.wait_for_function("!window.__app.loading", timeout=30_000)
@@ -510,8 +512,9 @@ def test_9_accessibility(browser, axe):
     assert page.get_attribute("#prompt", "placeholder") == "Message (Enter sends)"
     assert page.get_by_role("article", name="You").count() >= 1
     assert page.get_by_role("article", name="Assistant").count() >= 1
-    assert page.evaluate("document.getElementById('log').closest('[aria-live], [role=log], [role=status], [role=alert]')") \
-        is None, "the conversation is a live region: every token would be spoken"
+    assert page.evaluate("document.getElementById('log').closest("
+                         "'[aria-live], [role=log], [role=status], [role=alert]')") is None, \
+        "the conversation is a live region: every token would be spoken"
     assert page.get_attribute("#error", "role") == "alert" and page.get_attribute("#announce", "role") == "status"
     assert axe_violations(page, axe) == [], "the chat with a Markdown reply"
     page.evaluate("[...document.querySelectorAll('#log .msg.user')].at(-1).scrollIntoView()")
@@ -551,7 +554,8 @@ def test_6_delete_asks_first_and_updates_the_card(browser, site):
     left = page.evaluate("""async () => {
         const m = await (await fetch('./models/tiny-copy/manifest.json')).json();
         const c = await caches.open('llama3-webgpu-shards-v1');
-        return (await Promise.all(m.shards.map(async (s) => !!(await c.match(`./__shards__/${s.sha256}`))))).filter(Boolean).length;
+        const hits = await Promise.all(m.shards.map(async (s) => !!(await c.match(`./__shards__/${s.sha256}`))));
+        return hits.filter(Boolean).length;
     }""")
     assert left == 0
 

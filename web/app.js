@@ -5,7 +5,9 @@
 // new state: its tokens, status line and errors are dropped once `state.run` is no longer that request.
 // Model text reaches the DOM only through markdown.js / textContent (never innerHTML).
 
-import { listModels, probe, checkModel, createEngine, softwareAdapter, cacheStatus, deleteModelCache } from './engine.mjs';
+import {
+  listModels, probe, checkModel, createEngine, softwareAdapter, cacheStatus, deleteModelCache,
+} from './engine.mjs';
 import { describe, checkOptions } from './errors.js';
 import { MessageView, statusText } from './chatview.js';
 import * as store from './store.js';
@@ -18,21 +20,24 @@ const state = {
 };
 window.__app = state; // for tests and the bench page
 
-const fmtBytes = (n) => (n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(2)} GiB` : n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(1)} MiB`
-  : `${(n / 1024).toFixed(0)} KiB`);
+const fmtBytes = (n) => (n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(2)} GiB`
+  : n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(1)} MiB` : `${(n / 1024).toFixed(0)} KiB`);
 const SETTINGS = ['temperature', 'top_p', 'top_k', 'max_tokens', 'repetition_penalty'];
 
 // ---- errors and announcements ----
 
 function showError(err) {
-  const d = err && err.message && err.kind ? err : describe({ cls: err && (err.cls || err.name), detail: err && err.message });
-  if (d.cls || d.detail) console.warn(`[engine] ${d.cls || 'Error'}: ${d.detail || d.message}`); // class names: console only
+  const d = err && err.message && err.kind ? err
+    : describe({ cls: err && (err.cls || err.name), detail: err && err.message });
+  // the class name and the raw message: console only
+  if (d.cls || d.detail) console.warn(`[engine] ${d.cls || 'Error'}: ${d.detail || d.message}`);
   $('errortext').textContent = d.message;
   state.errorKind = d.kind;
   $('error').classList.add('show');
   $('reload').hidden = !d.reload;
 }
 function clearError() {
+  state.errorKind = null;
   $('errortext').textContent = '';
   $('error').classList.remove('show');
   $('reload').hidden = true;
@@ -88,7 +93,8 @@ async function describeModel() {
     problems = checkModel(m, state.adapter);
     if (problems.length) {
       $('capability').hidden = false;
-      $('capability').textContent = `This model cannot run on this GPU: ${problems.join('; ')}. Nothing was downloaded.`;
+      $('capability').textContent =
+        `This model cannot run on this GPU: ${problems.join('; ')}. Nothing was downloaded.`;
     }
   }
   $('load').disabled = !state.adapter || problems.length > 0 || !!state.loading ||
@@ -125,9 +131,11 @@ function onProgress(p) {
   let t = null;
   if (p.phase === 'download') {
     // nothing fetched from the network so far: this is a load from the cache, not a download
-    t = !p.netBytes && p.fromCache === p.shards ? `Loading from this browser's cache: ${p.shards} of ${p.nshards} shards verified`
+    t = !p.netBytes && p.fromCache === p.shards
+      ? `Loading from this browser's cache: ${p.shards} of ${p.nshards} shards verified`
       : `Download: ${fmtBytes(p.bytes)} of ${fmtBytes(p.total)} · shard ${p.shards} of ${p.nshards}` +
-        (p.fromCache ? ` (${p.fromCache} from this browser's cache)` : '') + (p.netBytes ? ` · ${fmtBytes(p.speed)}/s` : '');
+        (p.fromCache ? ` (${p.fromCache} from this browser's cache)` : '') +
+        (p.netBytes ? ` · ${fmtBytes(p.speed)}/s` : '');
     $('dltext').textContent = t;
     setProgress('dlbar', p.total ? p.bytes / p.total : 1, t);
   } else if (p.phase === 'runtime') {
@@ -174,7 +182,13 @@ async function loadModel({ auto = false } = {}) {
     const t0 = performance.now();
     const engine = await createEngine({ model: m.name, onProgress, signal: ctl.signal });
     state.engine = engine;
-    engine.onLost = (msg, err) => { showError(err); abortRun(); setChatEnabled(false); };
+    engine.onLost = (msg, err) => { // the GPU device is gone: the engine cannot be used any more
+      abortRun();
+      showError(err);
+      if (state.engine === engine) { state.engine = null; state.loadedModel = null; }
+      setChatEnabled(false);
+      updateChip();
+    };
     state.loadedModel = m.name;
     store.setLastModel(m.name);
     const i = engine.info;
@@ -184,10 +198,10 @@ async function loadModel({ auto = false } = {}) {
       `(${i.download.fromCache} of ${i.download.fromCache + i.download.fromNet} shards from this browser's cache; ` +
       `${i.kernels ?? '?'} shader pipelines).`;
     showAdapter({ ...state.adapter, mode: i.mode || state.adapter.mode });
-    clearError();
+    if (state.errorKind !== 'quota') clearError(); // "it must be downloaded again next time" stays in view
     setChatEnabled(true);
     setSetupOpen(false);
-    scrollToEnd(true);
+    renderLog(); // Continue buttons, the empty-chat hint; scrolled to the end
     announce(`${label(m)} is ready`);
     $('prompt').focus();
   } catch (e) {
@@ -227,6 +241,7 @@ async function confirmDelete() {
     setChatEnabled(false);
     updateChip();
     setSetupOpen(true);
+    renderLog();
   }
   try {
     const n = await deleteModelCache(m.name);
@@ -269,8 +284,8 @@ function persist() {
   if (!store.saveState({ chats: state.chats, currentId: state.chat && state.chat.id, settings: state.settings }) &&
       !state.warnedStorage) {
     state.warnedStorage = true;
-    showError({ kind: 'quota', message: 'This browser refused to save your chats (storage full or private mode): they will ' +
-      'be lost on reload.' });
+    showError({ kind: 'quota', message: 'This browser refused to save your chats (storage full or private mode): ' +
+      'they will be lost on reload.' });
   }
   renderChatList();
 }
@@ -451,14 +466,17 @@ async function runReply(run, messages, opts) {
   const t0 = performance.now();
   const before = msg.content;
   try {
-    const stream = await state.engine.chat.completions.create({ messages, stream: true, signal: run.ctl.signal, ...opts });
+    const stream = await state.engine.chat.completions.create({
+      messages, stream: true, signal: run.ctl.signal, ...opts });
     for await (const chunk of stream) {
       if (!stillMine()) return;
       const c = chunk.choices[0];
       if (c.delta && c.delta.content) {
-        if (first) { first = false; announce('The assistant is writing a reply'); } // the text replaces the pending line
+        if (first) { first = false; announce('The assistant is writing a reply'); } // text replaces the pending line
         msg.content += c.delta.content;
-        if (!frame) frame = requestAnimationFrame(() => { frame = 0; if (stillMine()) { view.update(); scrollToEnd(); } });
+        if (!frame) {
+          frame = requestAnimationFrame(() => { frame = 0; if (stillMine()) { view.update(); scrollToEnd(); } });
+        }
       }
       if (c.finish_reason) {
         const u = chunk.usage;
@@ -530,7 +548,8 @@ function validSettings() {
   const r = readSettings();
   if (!r.bad) { Object.assign(state.settings, r.values); return true; }
   $('settings').open = true;
-  showError({ kind: 'settings', message: `${r.bad.map((b) => b.message).join(' ')} Fix it under Settings, then send again.` });
+  showError({ kind: 'settings',
+    message: `${r.bad.map((b) => b.message).join(' ')} Fix it under Settings, then send again.` });
   $(r.bad[0].name).focus();
   return false;
 }
@@ -586,7 +605,8 @@ function stop() {
 function showAdapter(a) {
   if (!a) return;
   // browsers hide adapter details unless asked (privacy): say so rather than "unknown"
-  const name = [a.vendor, a.architecture, a.description].filter(Boolean).join(' ') || 'GPU (name hidden by the browser)';
+  const name = [a.vendor, a.architecture, a.description].filter(Boolean).join(' ') ||
+    'GPU (name hidden by the browser)';
   const sw = softwareAdapter(a);
   $('where').textContent = sw ? 'chat (software renderer)' : 'chat on your GPU';
   $('software').hidden = !sw;
@@ -633,7 +653,10 @@ async function init() {
   $('composer').addEventListener('submit', send);
   $('stop').addEventListener('click', stop);
   $('newchat').addEventListener('click', newChat);
-  $('chip').addEventListener('click', () => { setSetupOpen($('setup').hidden); if (!$('setup').hidden) $('scroller').scrollTop = 0; });
+  $('chip').addEventListener('click', () => {
+    setSetupOpen($('setup').hidden);
+    if (!$('setup').hidden) $('scroller').scrollTop = 0;
+  });
   $('reload').addEventListener('click', () => location.reload());
   $('resetsettings').addEventListener('click', () => { showSettings(store.DEFAULT_SETTINGS); onSettingsChange(); });
   for (const k of SETTINGS) $(k).addEventListener('input', onSettingsChange);
@@ -650,7 +673,10 @@ async function init() {
   });
   document.addEventListener('keydown', (e) => {
     if (e.key !== 'Escape') return;
-    for (const d of document.querySelectorAll('details.menu[open]')) { d.open = false; d.querySelector('summary').focus(); }
+    for (const d of document.querySelectorAll('details.menu[open]')) {
+      d.open = false;
+      d.querySelector('summary').focus();
+    }
   });
   addEventListener('pagehide', abortRun); // a reply cut by leaving the page is kept, marked "stopped"
   if ('serviceWorker' in navigator) navigator.serviceWorker.register('./sw.js').catch(() => {});
@@ -677,7 +703,8 @@ async function init() {
     showError(e);
   }
   populateModels();
-  const preferred = state.models.find((m) => m.name === store.lastModel()) || state.models.find((m) => m.name.startsWith('smollm2'));
+  const preferred = state.models.find((m) => m.name === store.lastModel()) ||
+    state.models.find((m) => m.name.startsWith('smollm2'));
   if (preferred) $('model').value = preferred.name;
   await describeModel();
   renderLog();

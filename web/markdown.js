@@ -67,7 +67,8 @@ export function parseBlocks(text) {
       while (i < lines.length && !close.test(lines[i])) body.push(lines[i++]);
       const open = i >= lines.length;
       if (!open) i++;
-      out.push({ type: 'code', lang: m[2].replace(/[^\w+#.-]/g, ''), code: body.join('\n'), open, raw: lines.slice(start, i) });
+      out.push({ type: 'code', lang: m[2].replace(/[^\w+#.-]/g, ''), code: body.join('\n'), open,
+        raw: lines.slice(start, i) });
     } else if ((m = HEADING.exec(line))) {
       out.push({ type: 'heading', level: m[1].length, text: m[2] || '', raw: [line] });
       i++;
@@ -124,6 +125,13 @@ export function parseBlocks(text) {
 // ---- inline ----
 
 const ESCAPABLE = /[\\`*_{}[\]()#+\-.!|~<>"']/;
+// delimiter -> [[element, pattern], ...] tried in order: **strong** before *em*; the content may not start or end
+// with a space, as in CommonMark
+const EMPHASIS = {
+  '*': [['strong', /^\*\*(?=\S)([\s\S]*?\S)\*\*/], ['em', /^\*(?=[^\s*])([\s\S]*?[^\s\\])\*(?!\*)/]],
+  _: [['strong', /^__(?=\S)([\s\S]*?\S)__/], ['em', /^_(?=[^\s_])([\s\S]*?[^\s\\])_(?!_)/]],
+  '~': [['del', /^~~(?=\S)([\s\S]*?\S)~~/]],
+};
 
 // Inline Markdown of `text` appended to `parent` as DOM nodes (newlines become <br>).
 export function renderInline(parent, text, depth = 0) {
@@ -198,22 +206,15 @@ export function renderInline(parent, text, depth = 0) {
         continue;
       }
     }
-    if (depth < MAX_DEPTH && (c === '*' || c === '_' || c === '~')) {
-      const prev = i ? s[i - 1] : ' ';
-      const wordInside = c === '_' && /\w/.test(prev); // snake_case is not emphasis
-      let tag = null, len = 0;
-      if (!wordInside) {
-        if (c === '~' && (m = /^~~(?=\S)([\s\S]*?\S)~~/.exec(rest))) { tag = 'del'; len = 2; }
-        else if (c !== '~' && (m = new RegExp(`^\\${c}\\${c}(?=\\S)([\\s\\S]*?\\S)\\${c}\\${c}`).exec(rest))) { tag = 'strong'; len = 2; }
-        else if (c !== '~' && (m = new RegExp(`^\\${c}(?=[^\\s${c}])([\\s\\S]*?[^\\s\\\\])\\${c}(?!\\${c})`).exec(rest)) &&
-                 !(c === '_' && /\w/.test(s[i + m[0].length] || ''))) { tag = 'em'; len = 1; }
-      }
-      if (tag) {
+    if (depth < MAX_DEPTH && EMPHASIS[c] && !(c === '_' && /\w/.test(i ? s[i - 1] : ' '))) { // snake_case: no
+      const hit = EMPHASIS[c].map(([tag, re]) => [tag, re.exec(rest)]).find(([, x]) => x);
+      // a closing _ inside a word is not one either
+      if (hit && !(c === '_' && hit[0] === 'em' && /\w/.test(s[i + hit[1][0].length] || ''))) {
         flush();
-        const e = el(tag);
-        renderInline(e, m[1], depth + 1);
+        const e = el(hit[0]);
+        renderInline(e, hit[1][1], depth + 1);
         parent.appendChild(e);
-        i += m[1].length + 2 * len;
+        i += hit[1][0].length;
         continue;
       }
     }
