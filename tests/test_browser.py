@@ -15,14 +15,15 @@ Tests run in file order on one shared page: the model loaded by one test is used
 
 from __future__ import annotations
 
-import json
 import re
+from pathlib import Path
 
 import pytest
 
-from _browser import (CHATS_KEY, CHROMIUM, ERROR_TEXT, LAST_MODEL, Path, axe_source, axe_violations,  # noqa: F401
-                      browser, browser_ids, first_token, import_module, load, native, open_and_load, open_page,
-                      send, settings, shard_gets, shot, show_setup, site, wait_ok)
+from _browser import (CHATS_KEY, CHROMIUM, ERROR_TEXT, LAST_MODEL, axe_source, axe_violations, browser_ids,
+                      first_token, import_module, load, native, open_and_load, open_page, send, settings, shard_gets,
+                      shot, show_setup, wait_ok)
+from _browser import browser, site  # noqa: F401  (fixtures)
 from _page_data import ALLOWED_ELEMENTS, HOSTILE, HOSTILE_JS, LAYOUT_JS, MARKDOWN_SAMPLE, MD_STREAM_JS
 
 PROMPT_IDS = [128000, 9906, 1917, 374]
