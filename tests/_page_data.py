@@ -145,3 +145,70 @@ LAYOUT_JS = """() => {
             innerH: innerHeight, bodyW: document.body.scrollWidth,
             chipOneLine: getComputedStyle(document.getElementById('chip')).whiteSpace};
 }"""
+
+# test_corrupted_cached_shard_is_refetched: flip one byte of every cached shard (same size, wrong sha256)
+CORRUPT_SHARDS_JS = """async () => {
+    const c = await caches.open('llama3-webgpu-shards-v1');
+    const keys = await c.keys();
+    for (const k of keys) {
+        const buf = new Uint8Array(await (await c.match(k)).arrayBuffer());
+        buf[1000] ^= 0xff;                      // flip one byte: same size, wrong sha256
+        await c.put(k, new Response(buf));
+    }
+    return keys.length;
+}"""
+
+# test_stop_mid_generation_api: interrupt() after 3 tokens; a queued request aborted before it starts
+STOP_API_JS = """async () => {
+    const e = window.__app.engine;
+    let n = 0;
+    const r = await e.completeIds({prompt_ids: %s, max_tokens: 200, temperature: 0,
+                                   onToken: () => { if (++n === 3) e.interrupt(); }});
+    const ctl = new AbortController();
+    const first = e.completeIds({prompt_ids: [128000, 9906], max_tokens: 2, temperature: 0});
+    const queued = e.chat.completions.create({messages: [{role: 'user', content: 'Hi'}], stream: true,
+                                              max_tokens: 50, signal: ctl.signal});
+    ctl.abort();
+    const chunks = [];
+    for await (const c of await queued) chunks.push(c.choices[0]);
+    await first;
+    return {...r.stats, n: r.ids.length, queued: chunks};
+}"""
+
+# test_3: every text the last reply bubble shows, in order
+WATCH_REPLY_JS = """() => {
+    window.__seen = [];
+    window.__observer = new MutationObserver(() => {
+        const a = document.querySelectorAll('#log .msg.assistant');
+        if (a.length) window.__seen.push(a[a.length - 1].querySelector('.body').textContent);
+    });
+    window.__observer.observe(document.getElementById('log'),
+                              {subtree: true, childList: true, characterData: true});
+}"""
+
+# test_7: a saved chat holding a Markdown reply, as a finished reply leaves it, made the current one
+SAVE_MD_CHAT_JS = """([key, reply]) => {
+    const doc = JSON.parse(localStorage.getItem(key));
+    doc.chats.push({id: 'md', title: '', updated: Date.now() + 1000, messages: [
+        {role: 'user', content: 'Show me some code'},
+        {role: 'assistant', content: reply, meta: {finish: 'stop', prompt_tokens: 12, completion_tokens: 90,
+                                                    ttft_s: 0.5, decode_tokens_per_s: 2.5}}]});
+    doc.currentId = 'md';
+    localStorage.setItem(key, JSON.stringify(doc));
+}"""
+
+# test_9: count the changes of every live region
+COUNT_SPOKEN_JS = """() => {
+    window.__spoken = 0;
+    const live = document.querySelectorAll('[aria-live], [role=status], [role=alert], [role=log]');
+    const o = new MutationObserver((ms) => { window.__spoken += ms.length; });
+    for (const e of live) o.observe(e, {subtree: true, childList: true, characterData: true});
+}"""
+
+# test_6_delete: how many shards of tiny-copy are still in the shard cache
+SHARDS_LEFT_JS = """async () => {
+    const m = await (await fetch('./models/tiny-copy/manifest.json')).json();
+    const c = await caches.open('llama3-webgpu-shards-v1');
+    const hits = await Promise.all(m.shards.map(async (s) => !!(await c.match(`./__shards__/${s.sha256}`))));
+    return hits.filter(Boolean).length;
+}"""

@@ -24,7 +24,8 @@ from _browser import (CHATS_KEY, CHROMIUM, ERROR_TEXT, LAST_MODEL, axe_source, a
                       first_token, import_module, load, native, open_and_load, open_page, send, settings, shard_gets,
                       shot, show_setup, wait_ok)
 from _browser import browser, site  # noqa: F401  (fixtures)
-from _page_data import ALLOWED_ELEMENTS, HOSTILE, HOSTILE_JS, LAYOUT_JS, MARKDOWN_SAMPLE, MD_STREAM_JS
+from _page_data import (ALLOWED_ELEMENTS, CORRUPT_SHARDS_JS, COUNT_SPOKEN_JS, HOSTILE, HOSTILE_JS, LAYOUT_JS,
+                        LONG_REPLY, MARKDOWN_SAMPLE, MD_STREAM_JS, SAVE_MD_CHAT_JS, SHARDS_LEFT_JS, STOP_API_JS, WATCH_REPLY_JS)
 
 PROMPT_IDS = [128000, 9906, 1917, 374]
 TINY_TOKENS = 16
@@ -115,16 +116,7 @@ def test_second_load_uses_cache(browser, site, native_tiny_ids):
 
 def test_corrupted_cached_shard_is_refetched(browser, site, native_tiny_ids):
     page = browser["page"]
-    n = page.evaluate("""async () => {
-        const c = await caches.open('llama3-webgpu-shards-v1');
-        const keys = await c.keys();
-        for (const k of keys) {
-            const buf = new Uint8Array(await (await c.match(k)).arrayBuffer());
-            buf[1000] ^= 0xff;                      // flip one byte: same size, wrong sha256
-            await c.put(k, new Response(buf));
-        }
-        return keys.length;
-    }""")
+    n = page.evaluate(CORRUPT_SHARDS_JS)
     assert n >= 1
     before = shard_gets(site, "tiny")
     info = open_and_load(browser, site, "tiny")
@@ -136,21 +128,7 @@ def test_corrupted_cached_shard_is_refetched(browser, site, native_tiny_ids):
 def test_stop_mid_generation_api(browser):
     """engine.interrupt() stops a long generation between two tokens (finish_reason 'abort'); a request aborted
     while it waits behind another one ends 'abort' without a token (the same semantics for both)."""
-    stats = browser["page"].evaluate("""async () => {
-        const e = window.__app.engine;
-        let n = 0;
-        const r = await e.completeIds({prompt_ids: %s, max_tokens: 200, temperature: 0,
-                                       onToken: () => { if (++n === 3) e.interrupt(); }});
-        const ctl = new AbortController();
-        const first = e.completeIds({prompt_ids: [128000, 9906], max_tokens: 2, temperature: 0});
-        const queued = e.chat.completions.create({messages: [{role: 'user', content: 'Hi'}], stream: true,
-                                                  max_tokens: 50, signal: ctl.signal});
-        ctl.abort();
-        const chunks = [];
-        for await (const c of await queued) chunks.push(c.choices[0]);
-        await first;
-        return {...r.stats, n: r.ids.length, queued: chunks};
-    }""" % PROMPT_IDS)
+    stats = browser["page"].evaluate(STOP_API_JS % PROMPT_IDS)
     assert stats["finish_reason"] == "abort"
     assert 3 <= stats["n"] < 20 and stats["completion_tokens"] == stats["n"]
     assert stats["queued"] == [{"index": 0, "delta": {}, "finish_reason": "abort"}]
@@ -254,7 +232,7 @@ def test_2_errors_in_plain_words(browser, axe):
                                                 options: {top_p: 0}}, () => {});
         try { await r.done; return null; } catch (e) { return {kind: e.kind, cls: e.cls, message: e.message}; }
     }""")
-    assert e == {"kind": "option", "cls": "BadOption",
+    assert e == {"kind": "bad-option", "cls": "BadOption",
                  "message": "A setting is not valid: top_p must be in (0, 1], got 0.0. Change it under Settings."}
     # createEngine's API checks settings with the same sentences
     e = page.evaluate("""async () => {
@@ -262,7 +240,7 @@ def test_2_errors_in_plain_words(browser, axe):
                                                                  temperature: -1}); return null; }
         catch (e) { return {kind: e.kind, cls: e.cls, message: e.message}; }
     }""")
-    assert e == {"kind": "option", "cls": "BadOption",
+    assert e == {"kind": "bad-option", "cls": "BadOption",
                  "message": "Temperature must be a number from 0 to 100 (got -1)."}
     for text in [page.evaluate(ERROR_TEXT), e["message"]]:
         assert not re.search(r"driver\.|Error\b|Overflow|BadOption|Traceback", text), text
@@ -282,15 +260,7 @@ def test_3_reading_prompt_state_and_software_warning(browser):
     assert "below 1 token/s" in page.text_content("#software") and page.is_visible("#software")
     assert "SwiftShader" in page.text_content("#software")
     assert "GPU" not in page.text_content("h1")
-    page.evaluate("""() => {
-        window.__seen = [];
-        window.__observer = new MutationObserver(() => {
-            const a = document.querySelectorAll('#log .msg.assistant');
-            if (a.length) window.__seen.push(a[a.length - 1].querySelector('.body').textContent);
-        });
-        window.__observer.observe(document.getElementById('log'),
-                                  {subtree: true, childList: true, characterData: true});
-    }""")
+    page.evaluate(WATCH_REPLY_JS)
     settings(page, max_tokens=2)
     send(page, "Hello there")
     seen = page.evaluate("window.__observer.disconnect() || window.__seen")
@@ -433,23 +403,13 @@ def test_6_model_list_edge_cases_and_model_switch(browser, site, axe):
 def test_7_chats_and_settings_persist_and_last_model_autoloads(browser, site):
     """Chats and settings come back after a reload; the last model, fully cached, loads by itself with a visible
     "from this browser's cache" state and a Cancel that works."""
-    from _page_data import LONG_REPLY
-
     page = browser["page"]
     settings(page, temperature=0.35, max_tokens=7)
     page.evaluate("document.getElementById('settings').open = true")
     page.fill("#system", "Be brief.")
     page.evaluate("document.getElementById('settings').open = false")
     # a saved chat holding a Markdown reply, as a finished reply leaves it, made the current one
-    page.evaluate("""([key, reply]) => {
-        const doc = JSON.parse(localStorage.getItem(key));
-        doc.chats.push({id: 'md', title: '', updated: Date.now() + 1000, messages: [
-            {role: 'user', content: 'Show me some code'},
-            {role: 'assistant', content: reply, meta: {finish: 'stop', prompt_tokens: 12, completion_tokens: 90,
-                                                        ttft_s: 0.5, decode_tokens_per_s: 2.5}}]});
-        doc.currentId = 'md';
-        localStorage.setItem(key, JSON.stringify(doc));
-    }""", [CHATS_KEY, LONG_REPLY])
+    page.evaluate(SAVE_MD_CHAT_JS, [CHATS_KEY, LONG_REPLY])
     saved = page.evaluate(f"JSON.parse(localStorage.getItem({CHATS_KEY!r}))")
     last = page.evaluate(f"localStorage.getItem({LAST_MODEL!r})")
     assert last == "tiny-copy"
@@ -520,12 +480,7 @@ def test_9_accessibility(browser, axe):
     assert axe_violations(page, axe) == [], "the chat with a Markdown reply"
     page.evaluate("[...document.querySelectorAll('#log .msg.user')].at(-1).scrollIntoView()")
     shot(page, "page-markdown")
-    page.evaluate("""() => {
-        window.__spoken = 0;
-        const live = document.querySelectorAll('[aria-live], [role=status], [role=alert], [role=log]');
-        const o = new MutationObserver((ms) => { window.__spoken += ms.length; });
-        for (const e of live) o.observe(e, {subtree: true, childList: true, characterData: true});
-    }""")
+    page.evaluate(COUNT_SPOKEN_JS)
     settings(page, max_tokens=6, temperature=0)
     reply = send(page, "Count please")
     assert reply["meta"]["completion_tokens"] == 6
@@ -552,12 +507,7 @@ def test_6_delete_asks_first_and_updates_the_card(browser, site):
     assert page.text_content("#modelstate") == ("Deleted 1 cached shard(s) of tiny (folder tiny-copy). "
                                                 "Not downloaded yet: Load downloads 9.1 MiB once.")
     assert page.evaluate(cached) == 0 and page.is_hidden("#chip") and page.is_disabled("#prompt")
-    left = page.evaluate("""async () => {
-        const m = await (await fetch('./models/tiny-copy/manifest.json')).json();
-        const c = await caches.open('llama3-webgpu-shards-v1');
-        const hits = await Promise.all(m.shards.map(async (s) => !!(await c.match(`./__shards__/${s.sha256}`))));
-        return hits.filter(Boolean).length;
-    }""")
+    left = page.evaluate(SHARDS_LEFT_JS)
     assert left == 0
 
 
