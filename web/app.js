@@ -28,7 +28,7 @@ const SETTINGS = ['temperature', 'top_p', 'top_k', 'max_tokens', 'repetition_pen
 
 function showError(err) {
   const d = err && err.message && err.kind ? err
-    : describe({ cls: err && (err.cls || err.name), detail: err && err.message });
+    : describe({ kind: err && err.kind, message: err && err.message, hint: err && err.hint, cls: err && err.name });
   // the class name and the raw message: console only
   if (d.cls || d.detail) console.warn(`[engine] ${d.cls || 'Error'}: ${d.detail || d.message}`);
   $('errortext').textContent = d.message;
@@ -693,7 +693,8 @@ async function init() {
     showAdapter(state.adapter);
   } catch (e) {
     $('where').textContent = 'chat (no WebGPU here)';
-    showError(e.kind ? e : describe({ cls: 'WebGPUNotAvailable', detail: e.message }));
+    // probe() throws the adapter pick's own error (kind no-webgpu): described like every other error
+    showError(describe({ kind: e.kind || 'no-webgpu', message: e.message, hint: e.hint, cls: e.name }));
   }
   try {
     const all = await listModels({ includeBroken: true });
