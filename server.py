@@ -5,7 +5,8 @@
 What it does, and why (docs/DEPLOY.md says how to reproduce it on any static host):
 - ``/`` serves the web app. ``--web`` defaults to ``web/dist`` when ``python -m pybuild`` has built it (hashed assets
   plus the Pyodide runtime), else ``web/`` itself (development; the page then needs ``web/vendor`` from pybuild).
-- ``/models/<name>/<file>`` serves packed models; ``/api/models`` lists every folder holding a valid manifest.
+- ``/models/<name>/<file>`` serves packed models; ``/api/models`` lists every folder holding a valid manifest
+  (``models``), and under ``broken`` the folders whose manifest.json is there but unusable, with why.
 - Files are streamed in 256 KiB chunks (never read whole), with single Range requests (206, 416 when unsatisfiable;
   a multi-range request gets the whole file with 200, which RFC 9110 allows), HEAD, strong ETags and
   If-None-Match (304) / If-Range.
@@ -177,39 +178,52 @@ def send_file_safely(path: Path) -> Response:
 
 # ---- model list ----
 
-def read_manifest(folder: Path) -> dict | None:
-    """The folder's manifest if it is one of this format and version (``modelfmt.manifest``) whose shards are all
-    present with their sizes (listing stays cheap: the page verifies every shard's sha256 itself)."""
+def manifest_problem(folder: Path) -> tuple[dict | None, str | None]:
+    """(manifest, None) when the folder's manifest is one of this format and version (``modelfmt.manifest``) whose
+    shards are all present with their sizes, else (None, why in words). Listing stays cheap: the page verifies every
+    shard's sha256 itself."""
     path = safe_file(folder, "manifest.json")
     if path is None:
-        return None
+        return None, "no manifest.json"
     try:
         m = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    if manifest.header_problem(m) is not None:
-        return None
+        return None, "manifest.json is not valid JSON"
+    bad = manifest.header_problem(m)
+    if bad is not None:
+        return None, bad
     shards = m.get("shards")
     if not isinstance(shards, list) or not shards:
-        return None
+        return None, "manifest.json lists no shards"
     for s in shards:
         if not isinstance(s, dict) or not isinstance(s.get("file"), str) or not isinstance(s.get("nbytes"), int):
-            return None
+            return None, "manifest.json has a malformed shard entry"
         f = safe_file(folder, s["file"])
-        if f is None or f.stat().st_size != s["nbytes"]:
-            return None
-    return m
+        if f is None:
+            return None, f"{s['file']} is missing"
+        if f.stat().st_size != s["nbytes"]:
+            return None, f"{s['file']} has {f.stat().st_size} bytes, the manifest says {s['nbytes']}"
+    return m, None
 
 
-def list_models(models_dir: Path) -> list[dict]:
+def read_manifest(folder: Path) -> dict | None:
+    """The folder's manifest if it is usable (see manifest_problem), else None."""
+    return manifest_problem(folder)[0]
+
+
+def list_models(models_dir: Path, broken: list | None = None) -> list[dict]:
+    """Loadable models; folders that hold a manifest.json but cannot be loaded go to ``broken`` as {name, broken}
+    (why, in words), so that the page can list them instead of leaving them out silently."""
     out = []
     if not models_dir.is_dir():
         return out
     for folder in sorted(models_dir.iterdir()):
         if folder.name.startswith(".") or not folder.is_dir():
             continue
-        m = read_manifest(folder)
+        m, why = manifest_problem(folder)
         if m is None:
+            if broken is not None and (folder / "manifest.json").is_file():
+                broken.append({"name": folder.name, "broken": why})
             continue
         cfg = m.get("config") if isinstance(m.get("config"), dict) else {}
         quant = m.get("quant") if isinstance(m.get("quant"), dict) else {}
@@ -257,7 +271,8 @@ def create_app(web_dir: Path | None = None, models_dir: Path | None = None, benc
 
     @app.get("/api/models")
     def api_models():
-        resp = jsonify({"models": list_models(models_root)})
+        broken: list[dict] = []
+        resp = jsonify({"models": list_models(models_root, broken), "broken": broken})
         resp.headers["Cache-Control"] = NO_CACHE
         return resp
 

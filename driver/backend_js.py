@@ -160,10 +160,12 @@ class BrowserSource(ModelSource):
 # ---- errors, as the page gets them ----
 
 def error_info(exc: BaseException) -> dict:
-    """{kind, message, hint} of an exception: the driver's error classes carry a stable ``kind``
+    """{kind, message, hint, cls} of an exception: the driver's error classes carry a stable ``kind``
     (model, context-overflow, bad-option, config, tokenizer, chat-template, capability,
-    no-webgpu, gpu, shader) and a ``hint`` (what to do); anything else is kind "error"."""
+    no-webgpu, gpu, shader) and a ``hint`` (what to do); anything else is kind "error". ``cls``,
+    the class name, is for the browser console only (the page shows web/errors.js's sentence)."""
     return {"kind": getattr(exc, "kind", "error"), "message": str(exc) or type(exc).__name__,
+            "cls": type(exc).__name__,
             "hint": getattr(exc, "hint", "")}
 
 
@@ -217,10 +219,12 @@ class Session:
 
     @_reported
     async def generate(self, request_json: str, on_token, control, on_prefill=None) -> str:
-        """Run one request {messages | prompt | prompt_ids, options} (driver.session). Calls ``on_token(id, text)``
-        per token (id -1 for trailing text flushed at the end) and ``on_prefill(done, total)`` after each prefill
-        chunk but the last; ``control.stop`` is polled between prefill chunks (each one awaited, so the worker's
-        message loop runs) and between tokens. Returns the stats as JSON."""
+        """Run one request {messages | prompt | prompt_ids, options, continue_final_message?} (driver.session;
+        continue_final_message: the last message is a partial assistant reply, continued from the KV cache).
+        Calls ``on_token(id, text)`` per token (id -1 for trailing text flushed at the end) and
+        ``on_prefill(done, total)`` after each prefill chunk but the last; ``control.stop`` is polled between
+        prefill chunks (each one awaited, so the worker's message loop runs) and between tokens. Returns the
+        stats as JSON."""
         req = json.loads(request_json)
         async for tok, text in self.chat.stream_async(req, should_stop=lambda: bool(control.stop),
                                                       on_prefill=on_prefill):

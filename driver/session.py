@@ -4,13 +4,17 @@ Pure Python (runs in Pyodide). One request::
 
     {"messages": [{"role", "content"}, ...]} | {"prompt": text} | {"prompt_ids": [...]},
     "options": {max_tokens, temperature, top_k, top_p, repetition_penalty, seed, ignore_eos,
-                speculative, draft_k}
+                speculative, draft_k},
+    "continue_final_message": bool (messages only: the last message is a partial assistant reply
+                                    to extend, e.g. one cut at max_tokens: the page's Continue)
 
   -> options: ``Options()`` defaults <- the manifest's ``generation`` section <- the request's
      (None means unset), validated, the same in every caller (``resolve_options``)
   -> prompt ids: the chat template (messages; the oldest whole turns dropped when history + the
-     new turn + max_tokens exceed the context, never the system prompt), the tokenizer (prompt),
-     or the ids as given
+     new turn + max_tokens exceed the context, never the system prompt; continue_final_message:
+     the turns before the partial reply with the generation prompt, then the reply's tokens with
+     no end of turn, as transformers' apply_chat_template(continue_final_message=True) leaves
+     it open), the tokenizer (prompt), or the ids as given
   -> generation with KV-cache reuse: ``Engine.generate_async(reuse=True)`` prefills only after
      the longest common prefix with the ids whose K/V are in the cache (``Engine.kv_ids``), in
      paced chunks that a cancel can stop between (or ``driver.speculative`` when asked)
@@ -115,8 +119,9 @@ def resolve_options(generation: dict | None, given: dict | None, max_context: in
     return o
 
 
-def check_messages(messages) -> list[dict]:
-    """Plain {role, content} copies of ``messages``, or one BadOption saying what is wrong where."""
+def check_messages(messages, cont: bool = False) -> list[dict]:
+    """Plain {role, content} copies of ``messages``, or one BadOption saying what is wrong where
+    (``cont``: continue_final_message, the last message must be the assistant's)."""
     if not isinstance(messages, (list, tuple)) or not messages:
         raise BadOption("messages must be a non-empty list of {role, content} objects")
     out = []
@@ -131,7 +136,10 @@ def check_messages(messages) -> list[dict]:
             raise BadOption(f"messages[{i}].content must be a string, got "
                             f"{type(m['content']).__name__}")
         out.append({"role": m["role"], "content": m["content"]})
-    if out[-1]["role"] not in ("user", "tool"):
+    if cont and out[-1]["role"] != "assistant":
+        raise BadOption("continue_final_message needs the partial assistant reply as the last "
+                        "message")
+    if not cont and out[-1]["role"] not in ("user", "tool"):
         raise BadOption("the last message must be the user's (the reply is generated after it)")
     return out
 
@@ -176,14 +184,21 @@ class ChatSession:
         self._cancel = False
 
     # ---- request -> prompt ids ----
-    def _encode(self, messages: list[dict]) -> list[int]:
+    def _encode(self, messages: list[dict], cont: bool = False) -> list[int]:
+        """Prompt ids of ``messages``; ``cont``: the last one (a partial assistant reply) left
+        open after the generation prompt of the ones before it."""
         from .chat import ChatTemplateError
         try:
+            if cont:
+                tail = self.engine.tokenizer().encode(messages[-1]["content"],
+                                                      add_special_tokens=False)
+                return self.engine.chat_ids(messages[:-1]) + tail
             return self.engine.chat_ids(messages)
         except ChatTemplateError as e:
             raise BadOption(str(e)) from None
 
-    def _fit(self, messages: list[dict], max_tokens: int) -> tuple[list[int], int]:
+    def _fit(self, messages: list[dict], max_tokens: int,
+             cont: bool = False) -> tuple[list[int], int]:
         """Prompt ids of ``messages`` with the oldest whole turns dropped until the prompt plus
         ``max_tokens`` fits the context; (ids, turns dropped)."""
         ctx = self.engine.max_context
@@ -193,12 +208,12 @@ class ChatSession:
         # the turns dropped last time stay dropped while the conversation starts the same way:
         # the prompt's start, and so the cached prefix, does not move every turn
         d0 = d0 if d0 < len(turns) and tuple(_key(m) for m in flat(0)[:len(key)]) == key else 0
-        ids = self._encode(flat(d0))
+        ids = self._encode(flat(d0), cont)
         if len(ids) + max_tokens <= ctx:
             return ids, d0
         best = None
         for d in range(d0 + 1, len(turns)):
-            ids = self._encode(flat(d))
+            ids = self._encode(flat(d), cont)
             if len(ids) + max_tokens <= ctx - ctx // HEADROOM:
                 best = (ids, d)
                 break
@@ -206,7 +221,7 @@ class ChatSession:
                 best = (ids, d)
         if best is None:
             if len(turns) > 1 or d0 > 0:
-                ids = self._encode(flat(len(turns) - 1))
+                ids = self._encode(flat(len(turns) - 1), cont)
             raise _overflow("your message" + (" with the system prompt" if head else ""),
                             len(ids), ctx, max_tokens)
         ids, d = best
@@ -220,6 +235,10 @@ class ChatSession:
         kinds = [k for k in ("messages", "prompt", "prompt_ids") if req.get(k) is not None]
         if len(kinds) != 1:
             raise BadOption("a request needs exactly one of messages, prompt or prompt_ids")
+        cont = bool(req.get("continue_final_message"))
+        if cont and kinds[0] != "messages":
+            raise BadOption("continue_final_message needs messages (the partial assistant reply "
+                            "last)")
         if kinds[0] == "prompt_ids":
             ids = req["prompt_ids"]
             if not isinstance(ids, (list, tuple)) or not ids or not all(
@@ -234,7 +253,8 @@ class ChatSession:
             ids = eng.tokenizer().encode(req["prompt"], add_special_tokens=True)
             dropped, dec = 0, StreamDecoder(eng.tokenizer(), skip_special_tokens=True)
         else:
-            ids, dropped = self._fit(check_messages(req["messages"]), opts.max_tokens)
+            ids, dropped = self._fit(check_messages(req["messages"], cont), opts.max_tokens,
+                                     cont)
             dec = StreamDecoder(eng.tokenizer(), skip_special_tokens=True)
         if kinds[0] != "messages" and len(ids) + opts.max_tokens > eng.max_context:
             raise _overflow("the prompt", len(ids), eng.max_context, opts.max_tokens)

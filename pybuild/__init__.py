@@ -1,6 +1,7 @@
 """pybuild: everything the browser needs that is built, not written.
 
-``python -m pybuild`` (run by ``run.sh``) does four steps, each idempotent (a rerun with unchanged inputs
+``python -m pybuild`` (run by ``run.sh``) does four steps (and caches the pinned axe-core tarball that the browser
+tests use for their accessibility check; it is not part of the app), each idempotent (a rerun with unchanged inputs
 rewrites byte-identical files):
 
 1. ``runtime``: the pinned npm package ``pyodide`` (version, sha256 and npm sha512 integrity pinned in

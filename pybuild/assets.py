@@ -24,7 +24,8 @@ from modelfmt import device
 from .fetch import BuildError
 
 # leaves first: a file may only reference files listed before it
-HASHED = ("gpu-replay.js", "cache.js", "worker.js", "style.css", "engine.mjs", "app.js")
+HASHED = ("gpu-replay.js", "cache.js", "errors.js", "markdown.js", "chatview.js", "store.js", "worker.js", "style.css",
+          "engine.mjs", "app.js")
 STABLE = ("index.html", "engine.mjs", "sw.js")
 SHELL_MARK = re.compile(r"/\*@SHELL@\*/.*?/\*@END@\*/", re.DOTALL)
 DEVICE_MARK = re.compile(r"/\*@DEVICE@\*/.*?/\*@END@\*/", re.DOTALL)

@@ -41,6 +41,7 @@ def build(src: Path = REPO / "web", out: Path | None = None, force: bool = False
     entries = {k: lock["packages"][k] for k in (BROWSER_DIST, "jinja2", "markupsafe")}
     for w in wheels:
         log(f"  wheel {w.name}")
+    ensure(pins.AXE_CORE, force, log)  # for the browser tests' accessibility check only: cached, not shipped
     dist = out / "dist"
     assets = build_dist(src, vendor, dist)
     log(f"assets: {len(assets)} hashed files -> {dist}")

@@ -30,7 +30,15 @@ MARKUPSAFE = Pin(
     registry="pypi", spec="markupsafe==3.0.4", archive="markupsafe-3.0.4.tar.gz",
     sha256="2e9ad7dd851bf45fab9f75cbff4cb493fee9979e8d8c7c9c3ee119022518edd6", sdist=True,
 )
-PINS = (PYODIDE, JINJA2, MARKUPSAFE)
+# axe-core: the accessibility checker of the browser tests (tests/test_browser.py injects its axe.min.js into the
+# page); fetched by the set-up like the rest, never shipped in web/dist, never committed. MPL-2.0.
+AXE_CORE_VERSION = "4.10.3"
+AXE_CORE = Pin(
+    registry="npm", spec=f"axe-core@{AXE_CORE_VERSION}", archive=f"axe-core-{AXE_CORE_VERSION}.tgz",
+    sha256="0f2b4d7dcdf7d1219df8d1959ad68e565f51d14c3f0d88bb71cd59abeb956292",
+    integrity="sha512-Xm7bpRXnDSX2YE2YFfBk2FnF0ep6tmG7xPh8iHee8MIcrgq762Nkce856dYtJYLkuIoYZvGfTs/PbZhideTcEg==",
+)
+PINS = (PYODIDE, JINJA2, MARKUPSAFE, AXE_CORE)
 
 # the runtime files the page needs (the rest of the npm package is docs, maps and type stubs)
 RUNTIME_FILES = ("pyodide.js", "pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip",

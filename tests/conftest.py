@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 
+# the browser tests' site and Chromium (tests/_browser.py): defined here, once, so that every test_browser*.py file
+# shares the one session-scoped server, browser and page (a fixture imported into each test module would be built
+# again per module)
+from _browser import browser, site  # noqa: E402,F401
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "smollm2-135m-instruct"
 SETUP_FIRST = "run `bash test.sh` (or the setup, `bash run.sh --setup-only`) first"

@@ -26,14 +26,14 @@ KINDS = {ModelError: "model", ManifestError: "model", DeviceCannotRun: "capabili
 @pytest.mark.parametrize("cls", sorted(KINDS, key=lambda c: c.__name__))
 def test_error_classes_have_a_stable_kind_and_a_hint(cls):
     info = backend_js.error_info(cls("what went wrong, where"))
-    assert info == {"kind": KINDS[cls], "message": "what went wrong, where", "hint": cls.hint}
+    assert info == {"kind": KINDS[cls], "message": "what went wrong, where", "hint": cls.hint, "cls": cls.__name__}
     assert cls.hint.strip() and cls.hint.endswith(".")
 
 
 def test_capability_errors():
     assert backend_js.error_info(gpu.LimitTooLow("max_buffer_size", 10, 5))["kind"] == "capability"
     assert backend_js.error_info(gpu.FeatureMissing("shader-f16"))["kind"] == "capability"
-    assert backend_js.error_info(KeyError("x")) == {"kind": "error", "message": "'x'", "hint": ""}
+    assert backend_js.error_info(KeyError("x")) == {"kind": "error", "message": "'x'", "hint": "", "cls": "KeyError"}
 
 
 def test_entry_points_keep_the_last_error_for_the_worker():
@@ -44,7 +44,7 @@ def test_entry_points_keep_the_last_error_for_the_worker():
     with pytest.raises(ContextOverflow):
         asyncio.run(fails())
     assert json.loads(backend_js.last_error_json()) == {
-        "kind": "context-overflow", "hint": ContextOverflow.hint,
+        "kind": "context-overflow", "hint": ContextOverflow.hint, "cls": "ContextOverflow",
         "message": "prompt (9 tokens) + max_tokens (8) = 17 exceeds the context of 16"}
     assert backend_js.open_session.__wrapped__ and backend_js.Session.generate.__wrapped__
 

@@ -185,7 +185,8 @@ def test_lockfile_entries(built):
 def test_dist_hashed_names_and_references(built):
     s, _ = built
     amap = json.loads((s.dist / "asset-map.json").read_text())
-    assert set(amap) == {"gpu-replay.js", "cache.js", "worker.js", "style.css", "engine.mjs", "app.js"}
+    assert set(amap) == {"gpu-replay.js", "cache.js", "errors.js", "markdown.js", "chatview.js", "store.js", "worker.js",
+                         "style.css", "engine.mjs", "app.js"}
     for src, hashed in amap.items():
         data = (s.dist / hashed).read_bytes()
         assert hashed.split(".")[-2] == hashlib.sha256(data).hexdigest()[:12]
@@ -195,6 +196,10 @@ def test_dist_hashed_names_and_references(built):
     assert "./app.js" not in index
     worker = (s.dist / amap["worker.js"]).read_text()
     assert f"./{amap['gpu-replay.js']}" in worker and f"./{amap['cache.js']}" in worker
+    assert f"./{amap['errors.js']}" in worker
+    app = (s.dist / amap["app.js"]).read_text()
+    for dep in ("engine.mjs", "errors.js", "chatview.js", "store.js"):
+        assert f"./{amap[dep]}" in app, dep
     engine = (s.dist / "engine.mjs").read_text()
     assert f"./{amap['worker.js']}" in engine
     sw = (s.dist / "sw.js").read_text()

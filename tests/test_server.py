@@ -210,16 +210,30 @@ def test_api_models_lists_only_valid(client):
     assert m["manifest"] == "/models/tiny/manifest.json"
 
 
-def test_api_models_size_mismatch_not_listed(roots):
+FIXTURE_BROKEN = [{"name": "badjson", "broken": "manifest.json is not valid JSON"},
+                  {"name": "missingshard", "broken": f"{SHARD} is missing"},
+                  {"name": "wrongformat",
+                   "broken": "manifest: format 'other' version 1, expected 'llama3-webgpu' version 1"}]
+
+
+def test_api_models_lists_broken_with_why(client):
+    """A folder whose manifest is there but unusable (a shard gone, bad JSON, another format) is listed under
+    ``broken`` with why instead of silently left out; a folder without a manifest (not a model) is not listed."""
+    assert client.get("/api/models").get_json()["broken"] == FIXTURE_BROKEN
+
+
+def test_api_models_size_mismatch_listed_as_broken(roots):
     web, models, _ = roots
     (models / "tiny" / "manifest.json").write_text(json.dumps(manifest(shard_nbytes=N + 1)))
-    assert server.create_app(web, models).test_client().get("/api/models").get_json() == {"models": []}
+    data = server.create_app(web, models).test_client().get("/api/models").get_json()
+    assert data["models"] == []
+    assert {"name": "tiny", "broken": f"{SHARD} has {N} bytes, the manifest says {N + 1}"} in data["broken"]
 
 
 def test_api_models_missing_dir(tmp_path, roots):
     web = roots[0]
     c = server.create_app(web, tmp_path / "none").test_client()
-    assert c.get("/api/models").get_json() == {"models": []}
+    assert c.get("/api/models").get_json() == {"models": [], "broken": []}
 
 
 # ---- traversal ----

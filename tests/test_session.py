@@ -29,7 +29,7 @@ from driver.session import ChatSession, check_messages, resolve_options, split_t
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from goldens import golden_names, load_golden, load_smollm2_chat, make_checkpoint  # noqa: E402
-from _session_common import GREEDY, _collect, _ids, _toks, first_logits  # noqa: E402
+from _session_common import GREEDY, _collect, _ids, _toks, first_logits, same_or_near_tie  # noqa: E402
 
 
 def test_options_merge_and_validate():
@@ -297,6 +297,35 @@ def test_context_fit_drops_oldest_turns_and_refuses_what_cannot_fit(llama_tiny):
         _toks(sess, {"options": opts})
     sess.say("Still there?", **opts)
     assert sess.last_stats["completion_tokens"] == 24
+
+
+def test_continue_final_message_reads_only_the_reply(llama_tiny):
+    """continue_final_message (the page's Continue): the turns before the partial reply with the
+    generation prompt, then the reply's tokens with no end of turn (transformers'
+    apply_chat_template(continue_final_message=True)); served from the KV cache: only the reply's
+    tokens past the cached prefix are read; the ids are plain decoding's on that prompt."""
+    eng = llama_tiny
+    sess = ChatSession(eng)
+    opts = {**GREEDY, "max_tokens": 6}
+    msgs = [_msg("system", "You answer briefly."), _msg("user", "Tell me about the sea.")]
+    partial = "".join(t for _, t in sess.stream({"messages": msgs, "options": opts}))
+    assert sess.last_stats["finish_reason"] == "length" and partial
+    head = eng.chat_ids(msgs)
+    req = {"messages": msgs + [_msg("assistant", partial)], "options": opts,
+           "continue_final_message": True}
+    got = _toks(sess, req)
+    tail = eng.tokenizer().encode(partial, add_special_tokens=False)
+    st = sess.last_stats
+    assert sess.last_prompt_ids == head + tail
+    assert st["cached_tokens"] >= len(head) and 0 < st["prefill_tokens"] <= len(tail), st
+    assert st["prompt_tokens"] == len(head) + len(tail) and len(got) == 6
+    same_or_near_tie(eng, "q4_0", head + tail, list(eng.generate(head + tail, 6, stop_ids=())),
+                     got)
+    for bad, word in [({**req, "messages": msgs}, "partial assistant reply as the last"),
+                      ({"prompt_ids": head, "options": opts, "continue_final_message": True},
+                       "needs messages")]:
+        with pytest.raises(BadOption, match=word):
+            _toks(sess, bad)
 
 
 def test_cli_interactive_keeps_the_conversation(llama_tiny):

@@ -10,10 +10,14 @@
 export const SHARD_CACHE = 'llama3-webgpu-shards-v1';
 export const FILE_CACHE = 'llama3-webgpu-files-v1';
 
-export class IntegrityError extends Error { constructor(m) { super(m); this.name = 'IntegrityError'; this.kind = 'integrity'; } }
+export class IntegrityError extends Error {
+  constructor(m) { super(m); this.name = 'IntegrityError'; this.kind = 'integrity'; }
+}
 export class QuotaError extends Error { constructor(m) { super(m); this.name = 'QuotaError'; this.kind = 'quota'; } }
+export class NetworkError extends Error { constructor(m) { super(m); this.name = 'NetworkError'; this.kind = 'network'; } }
 
-const keyFor = (sha256) => new URL(`./__shards__/${sha256}`, self.location.href).href;
+// Keys are relative to this module (not to the page or worker using it), so the page and the worker agree.
+const keyFor = (sha256) => new URL(`./__shards__/${sha256}`, import.meta.url).href;
 
 export async function sha256Hex(buf) {
   const d = new Uint8Array(await crypto.subtle.digest('SHA-256', buf));
@@ -41,7 +45,7 @@ export async function cachedShard(shard) {
 // Fetch a shard from the network with progress, verify it, store it. Returns the ArrayBuffer.
 async function fetchShard(url, shard, onBytes, signal) {
   const resp = await fetch(url, { signal, cache: 'no-store' });
-  if (!resp.ok) throw new Error(`download of ${shard.file} failed: HTTP ${resp.status}`);
+  if (!resp.ok) throw new NetworkError(`download of ${shard.file} failed: HTTP ${resp.status}`);
   const out = new Uint8Array(shard.nbytes);
   let got = 0;
   const reader = resp.body.getReader();
@@ -60,18 +64,19 @@ async function fetchShard(url, shard, onBytes, signal) {
 }
 
 // Make shard present and verified: from the cache when possible, else the network (2 tries).
-// Returns {buf, source: 'cache'|'network', quotaError?}.
+// Returns {buf, source: 'cache'|'network', quotaError?}. onBytes(n, fromCache) reports progress.
 export async function ensureShard(baseUrl, shard, onBytes = () => {}, signal) {
   const cached = await cachedShard(shard);
-  if (cached) { onBytes(shard.nbytes); return { buf: cached, source: 'cache' }; }
+  if (cached) { onBytes(shard.nbytes, true); return { buf: cached, source: 'cache' }; }
   let buf, lastErr;
   for (let attempt = 0; attempt < 2 && !buf; attempt++) {
     let counted = 0;
     try {
-      buf = await fetchShard(new URL(shard.file, baseUrl).href, shard, (n) => { counted += n; onBytes(n); }, signal);
+      buf = await fetchShard(new URL(shard.file, baseUrl).href, shard, (n) => { counted += n; onBytes(n, false); }, signal);
     } catch (e) {
-      onBytes(-counted); // roll the progress back for the retry
-      lastErr = e;
+      onBytes(-counted, false); // roll the progress back for the retry
+      // fetch() rejects with a bare TypeError when the server is unreachable
+      lastErr = e instanceof TypeError ? new NetworkError(`download of ${shard.file} failed: ${e.message}`) : e;
       if (signal && signal.aborted) throw e;
     }
   }
@@ -116,7 +121,7 @@ export async function fetchFile(url, as = 'text') {
     return as === 'json' ? resp.json() : as === 'bytes' ? resp.arrayBuffer() : resp.text();
   } catch (e) {
     const hit = await files.match(url);
-    if (!hit) throw new Error(`cannot fetch ${url} (${e.message}) and it is not cached`);
+    if (!hit) throw new NetworkError(`cannot fetch ${url} (${e.message}) and it is not in this browser's cache`);
     return as === 'json' ? hit.json() : as === 'bytes' ? hit.arrayBuffer() : hit.text();
   }
 }

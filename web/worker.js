@@ -2,13 +2,22 @@
 // and the Python driver (wheel `llama3-webgpu-browser`, loaded by name from the local pyodide-lock.json with its
 // sha256 checked). The UI thread talks to it with small typed messages (see engine.mjs):
 //
-//   in:  probe | load {model, base} | generate {id, messages|prompt_ids, options} | stop {id} | delete {model} | unload
+//   in:  probe | load {model, base, pipelines?} | generate {id, messages|prompt_ids, options, continue?}
+//        | stop {id} | delete {model} | unload
 //   out: probe {adapter} | progress {phase, ...} | loaded {info} | prefill {id, done, total} | token {id, token, text}
-//        | done {id, stats} | error {id?, kind, message, hint} | deleted {model, n} | lost {message}
+//        | done {id, stats} | error {id?, kind, message, hint, cls, detail, reload} | deleted {model, n}
+//        | lost {kind, message, ...}
 //   generate options and done.stats fields: docs/WEB.md ("Requests and stats")
+//
+// Errors: a Python exception is described by the driver itself (driver.backend_js.error_info: the error class's
+// stable kind, its message, hint and class name), JS errors carry a kind; errors.js turns {kind, message, hint} into
+// the plain sentence the page shows (`message`), keeping the engine's own text as `detail` and the class name as
+// `cls` for the console. A stop for a request still waiting in the queue cancels it before it starts
+// (finish_reason 'abort', no tokens).
 
 import * as gpu from './gpu-replay.js';
 import * as cache from './cache.js';
+import { describe } from './errors.js';
 
 const ROOT = new URL('./', import.meta.url);
 const PYODIDE_URL = new URL('./vendor/pyodide/', ROOT).href;
@@ -17,23 +26,24 @@ const WHEEL = 'llama3-webgpu-browser';
 let pyodide = null;        // Promise<PyodideAPI>
 let session = null;        // Python driver.backend_js.Session
 let control = { stop: false, id: null };
+const cancelled = new Set(); // ids of queued requests stopped before they started
 let busy = Promise.resolve();
 
 const post = (m) => self.postMessage(m);
 
-// Errors go to the page as {type: 'error', id?, kind, message, hint} (docs/WEB.md). A Python exception is described
-// by the driver itself (driver.backend_js.error_info: the error class's stable kind and hint); JS errors carry a kind.
 let backend = null;        // the Python module driver.backend_js, once Pyodide runs
 
+// {kind, message, hint, cls} of an exception: a PythonError is described by Python, never parsed from the traceback
 function errorInfo(e) {
-  if (e && e.type && backend) { // a PythonError: ask Python, never parse the traceback
+  if (e && e.type && backend) {
     try { return JSON.parse(backend.last_error_json()); } catch (_) { /* fall through */ }
   }
-  return { kind: (e && e.kind) || 'error', message: String((e && e.message) || e), hint: (e && e.hint) || '' };
+  return { kind: (e && e.kind) || 'error', message: String((e && e.message) || e), hint: (e && e.hint) || '',
+    cls: (e && e.name) || '' };
 }
 
 function report(e, id) {
-  post({ type: 'error', id, ...errorInfo(e) });
+  post({ type: 'error', id, ...describe(errorInfo(e)) });
 }
 
 // ---- capability check (before any download) ----
@@ -58,7 +68,8 @@ function startPyodide() {
     try {
       py.runPython('import driver.backend_js, modelfmt, shaders, jinja2');
     } catch (e) {
-      throw new Error(`the driver wheel did not load (${errors.join('; ') || e.message}); rebuild with python -m pybuild`);
+      throw Object.assign(new Error(`the driver wheel did not load: ${errors.join('; ') || e.message}`),
+        { kind: 'worker', hint: 'Rebuild the app with `python -m pybuild`, then reload.' });
     }
     post({ type: 'progress', phase: 'runtime', done: true, ms: performance.now() - t0 });
     return py;
@@ -70,7 +81,7 @@ function startPyodide() {
 
 const verified = new Map(); // shard index -> ArrayBuffer kept only when the cache refused it (quota)
 
-async function load(model, base) {
+async function load(model, base, pipelines) {
   control.stop = false;
   const modelBase = new URL(`./models/${encodeURIComponent(model)}/`, base || ROOT).href;
   const manifest = await cache.fetchFile(new URL('manifest.json', modelBase).href, 'json');
@@ -86,23 +97,28 @@ async function load(model, base) {
 
   // download phase: shard by shard; verified shards already in the cache are not fetched again
   const total = manifest.shards.reduce((a, s) => a + s.nbytes, 0);
-  let bytes = 0, fromCache = 0, fromNet = 0, warned = false;
+  let bytes = 0, netBytes = 0, fromCache = 0, fromNet = 0, warned = false;
   const t0 = performance.now();
   let lastPost = 0;
   const tick = (force) => {
     const now = performance.now();
     if (!force && now - lastPost < 100) return;
     lastPost = now;
+    // speed counts network bytes only: a load from the browser's cache is not a download
     post({ type: 'progress', phase: 'download', bytes, total, shards: fromCache + fromNet,
-      nshards: manifest.shards.length, fromCache, speed: bytes / Math.max(1e-3, (now - t0) / 1000) });
+      nshards: manifest.shards.length, fromCache, netBytes, speed: netBytes / Math.max(1e-3, (now - t0) / 1000) });
   };
   verified.clear();
   for (let i = 0; i < manifest.shards.length; i++) {
-    const r = await cache.ensureShard(modelBase, manifest.shards[i], (n) => { bytes += n; tick(false); });
+    const r = await cache.ensureShard(modelBase, manifest.shards[i], (n, cached) => {
+      bytes += n;
+      if (!cached) netBytes += n;
+      tick(false);
+    });
     if (r.source === 'cache') fromCache++; else fromNet++;
     if (r.quotaError) {
       verified.set(i, r.buf);
-      if (!warned) { post({ type: 'warning', kind: 'quota', message: r.quotaError.message }); warned = true; }
+      if (!warned) { post({ type: 'warning', ...describe({ kind: 'quota', message: r.quotaError.message }) }); warned = true; }
     }
     tick(true);
   }
@@ -126,7 +142,9 @@ async function load(model, base) {
     post({ type: 'progress', phase: 'upload', bytes: uploaded, total });
   });
   if (session) { try { session.close(); } catch (e) { /* old device */ } session = null; }
-  gpu.setCompileListener((n) => post({ type: 'progress', phase: 'compile', done: n }));
+  // the total is what the previous load of this model on this adapter compiled (the page remembers it), if known
+  gpu.setCompileListener((n) => post({ type: 'progress', phase: 'compile', done: n,
+    total: pipelines > 0 ? Math.max(pipelines, n) : null }));
   backend = backend || pyo.pyimport('driver.backend_js');
   const tPrep = performance.now();
   session = await backend.open_session(JSON.stringify(manifest), modelBase, dir, (phase, done, total2) => {
@@ -135,11 +153,11 @@ async function load(model, base) {
   verified.clear();
   const dev = session.gpu.device;
   await gpu.popLoadScope(dev);
-  dev.onuncapturederror = (ev) => post({ type: 'warning', kind: ev.error instanceof GPUOutOfMemoryError ? 'oom' : 'error',
-    message: `GPU error: ${ev.error.message}` });
+  dev.onuncapturederror = (ev) => post({ type: 'warning',
+    ...describe({ kind: ev.error instanceof GPUOutOfMemoryError ? 'oom' : 'gpu', message: ev.error.message }) });
   const info = JSON.parse(session.info_json());
   session.lost_promise().then((li) => {
-    post({ type: 'lost', message: `The GPU device was lost (${li.reason || 'unknown'}: ${li.message || ''}). Reload the page.` });
+    post({ type: 'lost', ...describe({ kind: 'device-lost', message: [li.reason, li.message].filter(Boolean).join(': ') }) });
   });
   info.download = { bytes: total, fromCache, fromNet, ms: performance.now() - t0 };
   info.prepareMs = performance.now() - tPrep;
@@ -148,30 +166,51 @@ async function load(model, base) {
 
 // ---- generate ----
 
+// Continue a reply cut at max tokens: the conversation with the partial assistant turn last and
+// `continue_final_message`. driver.session's ChatSession builds the prompt without closing that turn (as transformers'
+// apply_chat_template(continue_final_message=True) does) and reuses its KV cache: the earlier turns and the reply
+// so far are already there, only the tokens after the longest common prefix are read again.
+function continueRequest(m) {
+  const last = m.messages && m.messages[m.messages.length - 1];
+  if (!last || last.role !== 'assistant') {
+    throw Object.assign(new Error('continue needs the partial assistant reply as the last message'),
+      { kind: 'bad-option' });
+  }
+  return { messages: m.messages, prompt_ids: null, options: m.options || {}, continue_final_message: true };
+}
+
 async function generate(m) {
-  if (!session) throw new Error('no model loaded');
+  if (!session) throw Object.assign(new Error('no model is loaded'), { kind: 'model', hint: 'Load a model first.' });
+  if (cancelled.delete(m.id)) { // stopped while it waited behind another request
+    return { prompt_tokens: 0, completion_tokens: 0, finish_reason: 'abort', ttft_s: 0, prefill_tokens_per_s: 0,
+      decode_tokens_per_s: 0 };
+  }
   control.stop = false;
   control.id = m.id;
   const onToken = (token, text) => post({ type: 'token', id: m.id, token, text });
   const onPrefill = (done, total) => post({ type: 'prefill', id: m.id, done, total });
-  // driver.session: options merged with the manifest's, context fit, KV-cache reuse; control.stop is polled
-  // between prefill chunks (each awaited, so a 'stop' message gets in) and between tokens
-  const stats = await session.generate(JSON.stringify({
-    messages: m.messages || null, prompt_ids: m.prompt_ids || null, options: m.options || {},
-  }), onToken, control, onPrefill);
-  return JSON.parse(stats);
+  // driver.session (ChatSession): options merged with the manifest's, context fit, KV-cache reuse; control.stop is
+  // polled between prefill chunks (each awaited, so a 'stop' message gets in) and between tokens
+  const req = m.continue ? continueRequest(m)
+    : { messages: m.messages || null, prompt_ids: m.prompt_ids || null, options: m.options || {} };
+  try {
+    return JSON.parse(await session.generate(JSON.stringify(req), onToken, control, onPrefill));
+  } finally {
+    control.id = null;
+  }
 }
 
 self.onmessage = (ev) => {
   const m = ev.data;
   if (m.type === 'stop') { // handled at once, even while generating: checked between prefill chunks and tokens
-    if (control.id === m.id || m.id == null) control.stop = true;
+    if (m.id == null || control.id === m.id) control.stop = true;
+    else cancelled.add(m.id);
     return;
   }
   busy = busy.then(async () => {
     try {
       if (m.type === 'probe') post({ type: 'probe', adapter: await probe(m.mode) });
-      else if (m.type === 'load') post({ type: 'loaded', info: await load(m.model, m.base) });
+      else if (m.type === 'load') post({ type: 'loaded', info: await load(m.model, m.base, m.pipelines) });
       else if (m.type === 'generate') post({ type: 'done', id: m.id, stats: await generate(m) });
       else if (m.type === 'delete') {
         const base = new URL(`./models/${encodeURIComponent(m.model)}/`, m.base || ROOT).href;

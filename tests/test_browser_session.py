@@ -1,0 +1,101 @@
+"""The page and its worker on driver.session's ChatSession (issue 12 in the browser) and a K-quant model (issue 11),
+in headless Chromium on SwiftShader; the same site, browser and page as tests/test_browser.py (tests/_browser.py,
+session-scoped fixtures), run after it.
+
+What is checked: a message longer than the context is refused in plain words
+and not kept, and the chat goes on; a stop during a long prompt's prefill ends it between two chunks (the chunks read
+stay cached); prompt-lookup speculation gives plain decoding's greedy ids; a Q4_K_M-style packing gives the native
+driver's greedy ids.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from _browser import ERROR_TEXT, KQ, OVERFLOW, browser_ids, native, open_and_load, refused, send, settings, wait_ok
+
+pytestmark = pytest.mark.browser
+
+KQ_PROMPT = [1, 72, 101, 108]
+KQ_TOKENS = 12
+
+
+def _tiny(browser, site) -> None:
+    if browser["page"].evaluate("window.__app && window.__app.loadedModel") != "tiny":   # (also run alone)
+        open_and_load(browser, site, "tiny")
+
+
+def test_multi_turn_chat_survives_an_overflow(browser, site):
+    """A message longer than the context is refused in plain words and not kept (its words go back into the box);
+    the chat then goes on with the cache of the turns before it."""
+    _tiny(browser, site)
+    page = browser["page"]
+    page.click("#newchat")
+    settings(page, max_tokens=4, temperature=0)
+    send(page, "Hello there.")
+    s1 = page.evaluate("window.__app.engine.lastStats")
+    long = "sea " * 5000
+    err = refused(page, long)
+    assert re.fullmatch(OVERFLOW, err), err
+    assert len(page.evaluate("window.__app.chat.messages")) == 2    # the refused turn is not kept
+    assert page.input_value("#prompt") == long.strip()
+    page.evaluate("window.__app.lastFinish = null")   # (send() would stop at the error still shown)
+    page.fill("#prompt", "Hi")
+    page.click("#send")
+    page.wait_for_function("window.__app.lastFinish && !window.__app.generating", timeout=120_000)
+    s3 = page.evaluate("window.__app.engine.lastStats")
+    assert page.evaluate(ERROR_TEXT) == ""   # the next success clears the error
+    assert s3["finish_reason"] in ("stop", "length") and s3["cached_tokens"] >= s1["prompt_tokens"], (s1, s3)
+    assert len(page.evaluate("window.__app.chat.messages")) == 4
+
+
+def test_cancel_during_prefill_in_the_worker(browser, site):
+    """A 3,000-token prompt, interrupted at the first prefill progress message: the worker sees the stop between two
+    chunks (it awaits each), so the prompt is not read to its end (the cache holds only the chunks done:
+    ``kv_tokens``); the next request reuses them and completes."""
+    _tiny(browser, site)
+    r = browser["page"].evaluate("""async () => {
+        const e = window.__app.engine;
+        const ids = Array.from({length: 3000}, (_, i) => 1000 + (i * 7919) % 100000);
+        let events = 0;
+        const a = await e.completeIds({prompt_ids: ids, max_tokens: 4, temperature: 0,
+                                       onPrefill: () => { if (++events === 1) e.interrupt(); }});
+        const b = await e.completeIds({prompt_ids: ids.slice(0, 100), max_tokens: 4, temperature: 0});
+        return {a: a.stats, na: a.ids.length, b: b.stats, nb: b.ids.length, events};
+    }""")
+    assert r["a"]["finish_reason"] == "abort" and r["na"] == 0 and r["events"] >= 1, r
+    assert 100 <= r["a"]["kv_tokens"] < 3000, r      # prefill stopped part-way, chunks kept
+    assert r["b"]["cached_tokens"] == 99 and r["nb"] == 4, r
+
+
+def test_speculative_option_same_ids(browser, site):
+    """Prompt-lookup speculation in the worker (off by default; the request option turns it on): a prompt whose last
+    ids occur earlier, so the first round drafts and verifies; the greedy ids equal plain decoding's in the page."""
+    _tiny(browser, site)
+    r = browser["page"].evaluate("""async () => {
+        const e = window.__app.engine;
+        const base = Array.from({length: 20}, (_, i) => 1000 + 37 * i);
+        const ids = base.concat(base, base.slice(0, 5));
+        const a = await e.completeIds({prompt_ids: ids, max_tokens: 16, temperature: 0, ignore_eos: true});
+        const b = await e.completeIds({prompt_ids: ids, max_tokens: 16, temperature: 0, ignore_eos: true,
+                                       speculative: 'lookup', draft_k: 4});
+        return {a: a.ids, b: b.ids, spec: b.stats.speculative};
+    }""")
+    assert len(r["a"]) == 16 and r["b"] == r["a"], r
+    assert r["spec"]["verify_passes"] >= 1 and r["spec"]["drafted"] >= 1, r
+
+
+def test_q4_k_m_greedy_ids_match_native(browser, site):
+    """A Q4_K_M-style packing (mixed q4_k / q6_k, kept bit-exact from the GGUF) in the page: the same greedy ids as
+    the native driver on the same files."""
+    nat = native(f"e = load({str(site['models'] / KQ)!r})\n"
+                 f"print(json.dumps(list(e.generate({KQ_PROMPT}, max_tokens={KQ_TOKENS}, temperature=0.0))))")
+    kinds = {e.get("dtype") for e in json.loads((site["models"] / KQ / "manifest.json").read_text())["tensors"].values()}
+    assert {"q4_k", "q6_k"} <= kinds
+    info = open_and_load(browser, site, KQ)
+    assert info["layers"] == 2
+    ids = browser_ids(browser["page"], KQ_TOKENS, KQ_PROMPT)
+    assert len(nat) == KQ_TOKENS and ids == nat
