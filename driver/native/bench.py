@@ -72,6 +72,19 @@ async def prefill_speed(eng, n: int) -> float:
     return n / (time.perf_counter() - t)
 
 
+async def submit_ms(gpu, prog, reps: int) -> float:
+    """Milliseconds per submit of ``prog``: one warm-up submit, then ``reps`` back to back, timed
+    to completion (kernel time does not depend on the values in the buffers). The one program
+    timer of bench --profile, sweep and bench --speculative's pass costs."""
+    gpu.submit(prog)
+    await gpu.sync()
+    t = time.perf_counter()
+    for _ in range(reps):
+        gpu.submit(prog)
+    await gpu.sync()
+    return 1e3 * (time.perf_counter() - t) / reps
+
+
 async def op_profile(eng, rec, rt: dict, reps: int) -> list[tuple[str, int, float]]:
     """(op, dispatches, ms) per op of recorder ``rec`` at runtime ``rt``, and ("all", n, ms):
     each op's dispatches replayed alone (same grids, bind groups and uniforms) ``reps`` times
@@ -91,13 +104,7 @@ async def op_profile(eng, rec, rt: dict, reps: int) -> list[tuple[str, int, floa
         prog = g.Program()
         for s in sel:
             prog.dispatch(s.pipeline, s.bind_group, s.grid(rt), s.kernel.slug)
-        eng.gpu.submit(prog)
-        await eng.gpu.sync()
-        t = time.perf_counter()
-        for _ in range(reps):
-            eng.gpu.submit(prog)
-        await eng.gpu.sync()
-        return 1e3 * (time.perf_counter() - t) / reps
+        return await submit_ms(eng.gpu, prog, reps)
 
     out = [("all", len(steps), await timed(steps))]
     for op, sel in sorted(groups.items()):

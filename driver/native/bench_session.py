@@ -73,19 +73,12 @@ def pass_costs(eng, ks=(1, 2, 4, 8), reps: int = 20, ctx: int = 256) -> dict:
     G = eng.graph
     samp = Sampling().runtime(eng.cfg.vocab_size)
 
-    async def timed(prog, runs):
-        eng.gpu.submit(prog)
-        await eng.gpu.sync()
-        t = time.perf_counter()
-        for _ in range(runs):
-            eng.gpu.submit(prog)
-        await eng.gpu.sync()
-        return 1e3 * (time.perf_counter() - t) / runs
+    from .bench import submit_ms
 
     async def go():
         rt = eng._rt(samp, ctx, 1, 1)
         G.decode.write_uniforms(rt)
-        out = {"decode_ms": await timed(G.decode.program(rt), reps)}
+        out = {"decode_ms": await submit_ms(eng.gpu, G.decode.program(rt), reps)}
         for k in ks:
             nb = 2
             while nb < k + 1:
@@ -94,7 +87,8 @@ def pass_costs(eng, ks=(1, 2, 4, 8), reps: int = 20, ctx: int = 256) -> dict:
             rt = eng._rt(samp, ctx, k + 1, ctx)
             v.body().write_uniforms(rt)
             G.head.write_uniforms(rt)
-            out[f"verify_{k + 1}_rows_ms"] = await timed(v.program(rt, k + 1, False), reps)
+            out[f"verify_{k + 1}_rows_ms"] = await submit_ms(eng.gpu, v.program(rt, k + 1, False),
+                                                             reps)
         return out
 
     eng.kv_ids = []     # the timed programs write K/V rows

@@ -28,7 +28,7 @@ from driver.graph import DecodeOptions
 from driver.loader import ModelError
 from driver.sampler import BadOption, Sampling
 
-from .bench import decode_speed, rooflines
+from .bench import decode_speed, rooflines, submit_ms
 
 PREV = DecodeOptions(short_ctx=0, head_norm=False)   # the decode program before DecodeOptions
 
@@ -82,14 +82,7 @@ async def program_gpu_ms(eng, ctx: int, reps: int) -> float:
     G = eng.graph
     rt = eng._rt(Sampling().runtime(eng.cfg.vocab_size), ctx - 1, 1, 1)
     G.decode.write_uniforms(rt)
-    prog = G.decode.program(rt)
-    eng.gpu.submit(prog)
-    await eng.gpu.sync()
-    t = time.perf_counter()
-    for _ in range(reps):
-        eng.gpu.submit(prog)
-    await eng.gpu.sync()
-    return 1e3 * (time.perf_counter() - t) / reps
+    return await submit_ms(eng.gpu, G.decode.program(rt), reps)
 
 
 def sweep_model(model, cands, ctxs: list[int], n: int, rounds: int, quick: bool,
