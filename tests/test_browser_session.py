@@ -2,7 +2,9 @@
 in headless Chromium on SwiftShader; the same site, browser and page as tests/test_browser.py (tests/_browser.py,
 session-scoped fixtures), run after it.
 
-What is checked: a message longer than the context is refused in plain words
+What is checked: a second turn reads the first turn's prompt and reply from the KV cache (the stats and the reply's
+status line say how many prompt tokens were cached) and Continue extends a reply cut at max tokens from the cache (only
+the reply's tokens are read again, not the conversation); a message longer than the context is refused in plain words
 and not kept, and the chat goes on; a stop during a long prompt's prefill ends it between two chunks (the chunks read
 stay cached); prompt-lookup speculation gives plain decoding's greedy ids; a Q4_K_M-style packing gives the native
 driver's greedy ids.
@@ -26,6 +28,38 @@ KQ_TOKENS = 12
 def _tiny(browser, site) -> None:
     if browser["page"].evaluate("window.__app && window.__app.loadedModel") != "tiny":   # (also run alone)
         open_and_load(browser, site, "tiny")
+
+
+def test_second_turn_cached_and_continue_from_the_cache(browser, site):
+    """Turn 2 reports cached prompt tokens (>= turn 1's prompt) in its stats and its status line; Continue on a reply
+    cut at max tokens is served by the session from the cache: the conversation is not read again."""
+    _tiny(browser, site)
+    page = browser["page"]
+    page.click("#newchat")
+    settings(page, max_tokens=3, temperature=0, repetition_penalty=1)
+    send(page, "Hello there.")
+    s1 = page.evaluate("window.__app.engine.lastStats")
+    reply = send(page, "How are you today?")
+    s2 = page.evaluate("window.__app.engine.lastStats")
+    assert s1["cached_tokens"] >= 0 and s2["cached_tokens"] >= s1["prompt_tokens"] > 0, (s1, s2)
+    assert s2["prefill_tokens"] == s2["prompt_tokens"] - s2["cached_tokens"]
+    assert reply["meta"]["cached_tokens"] == s2["cached_tokens"]
+    meta = page.evaluate("[...document.querySelectorAll('#log .msg.assistant .meta')].pop().textContent")
+    assert f"{s2['prompt_tokens']} prompt tokens ({s2['cached_tokens']} cached)" in meta, meta
+    assert reply["meta"]["finish"] == "length" and "Continue" in meta
+    page.evaluate("window.__app.lastFinish = null")
+    page.locator("#log .msg.assistant .continue").last.click()
+    wait_ok(page, "window.__app.lastFinish && !window.__app.generating", 120)
+    s3 = page.evaluate("window.__app.engine.lastStats")
+    after = page.evaluate("window.__app.chat.messages")
+    assert len(after) == 4 and after[3]["content"].startswith(reply["content"]), "Continue made a new message"
+    assert page.evaluate("window.__app.lastRequest.continue") is True
+    # the continued prompt is turn 2's prompt + the reply so far (re-encoded): turn 2's prompt is all in the cache,
+    # and at most the reply's tokens are read
+    assert s3["cached_tokens"] >= s2["prompt_tokens"], (s2, s3)
+    assert s3["prefill_tokens"] == s3["prompt_tokens"] - s3["cached_tokens"], s3
+    assert 0 < s3["prefill_tokens"] <= s3["prompt_tokens"] - s2["prompt_tokens"], (s2, s3)
+    assert s3["completion_tokens"] > 0 and s3["finish_reason"] in ("stop", "length")
 
 
 def test_multi_turn_chat_survives_an_overflow(browser, site):
