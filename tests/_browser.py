@@ -2,9 +2,8 @@
 Chromium's SwiftShader WebGPU adapter, one shared page, the native driver as the oracle, and axe-core.
 
 Debian's Chromium with only --enable-unsafe-webgpu for WebGPU (see FLAGS). SwiftShader decodes the 3-layer test
-model at about 1 token/s, so the tests ask for few tokens, share one browser context and one page for the whole
-session (the model stays loaded between tests; site and browser are built once for all the browser test files) and
-run in file order.
+model at about 1 token/s, so the tests ask for few tokens, share one browser context and one page per test file
+(the model stays loaded between tests; the site is built once for all the browser test files) and run in file order.
 """
 
 from __future__ import annotations
@@ -106,9 +105,10 @@ def local_only(blocked: list[str]):
     return guard
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(site):
-    """One Chromium, one context, one page for the session. bypass_csp: Playwright's wait_for_function evaluates
+    """One Chromium, one context, one page for the module (module scope: Playwright's sync API runs an event loop
+    while it lives, which the other test files' asyncio.run / wgpu event loops must not meet). bypass_csp: Playwright's wait_for_function evaluates
     strings, which the page's Content-Security-Policy forbids (test_csp_blocks_injected_script checks the CSP in a
     context without it). Service workers are blocked so that every request meets the route guard."""
     from playwright.sync_api import sync_playwright

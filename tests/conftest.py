@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 # the browser tests' site and Chromium (tests/_browser.py): defined here, once, so that every test_browser*.py file
-# shares the one session-scoped server, browser and page (a fixture imported into each test module would be built
-# again per module)
+# shares the one session-scoped site (built app + server; a fixture imported into each test module would be built
+# again per module); the Chromium is per module
 from _browser import browser, site  # noqa: E402,F401
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -1,6 +1,6 @@
 """The page and its worker on driver.session's ChatSession (issue 12 in the browser) and a K-quant model (issue 11),
-in headless Chromium on SwiftShader; the same site, browser and page as tests/test_browser.py (tests/_browser.py,
-session-scoped fixtures), run after it.
+in headless Chromium on SwiftShader; the same site (built app + server) as tests/test_browser.py (tests/_browser.py,
+a session-scoped fixture), its own Chromium and page.
 
 What is checked: a second turn reads the first turn's prompt and reply from the KV cache (the stats and the reply's
 status line say how many prompt tokens were cached) and Continue extends a reply cut at max tokens from the cache (only
