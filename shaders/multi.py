@@ -29,23 +29,36 @@ from .wgsl_common import EPW, WeightSpec, binding_decls, check_weight, fold_grid
 
 MULTI_PARAMS = Params((("n_tok", "u32"),))
 MAX_NB = 32
+ACC_BUDGET = 32   # default rows per workgroup: the largest R <= 8 with nb * R * weights <= this
+
+# (op, rows, cols, nb) -> (wg, r): measured best workgroup size / rows per workgroup, from
+# ``python -m shaders bench --multi`` (shaders/bench_multi.py prints this line); other shapes
+# take the rule above (wg from the decode loop, R from ACC_BUDGET)
+MULTI_TUNED: dict[tuple, tuple[int, int]] = {}
 
 
-def multi_kernel(caps: Caps, spec: WeightSpec, nb: int, unpack: int | None = None) -> Kernel:
+def multi_kernel(caps: Caps, spec: WeightSpec, nb: int, unpack: int | None = None,
+                 wg: int = 0, r: int = 0) -> Kernel:
     """One workgroup per R rows of ``spec``'s weights and ``nb`` token rows; ``spec.store`` is
     WGSL run by thread r < R for each token ``b < n_tok`` with ``row0``, ``r``, ``b`` and
-    ``total(i)`` in scope."""
+    ``total(i)`` in scope. ``wg`` / ``r`` override the workgroup size / rows per workgroup
+    (benchmarks: shaders/bench_multi.py)."""
     op, fmt, rows, cols, G = spec.op, spec.fmt, spec.rows, spec.cols, spec.group_size
     check_weight(op, fmt, rows, cols, G)
     if not (isinstance(nb, int) and 1 <= nb <= MAX_NB):
         raise UnsupportedKernel(f"{op}: nb (token rows) must be in [1, {MAX_NB}], got {nb!r}")
-    lp = DecodeLoop.plan(caps, fmt, cols, G, unpack)
+    if not wg and not r and (op, rows, cols, nb) in MULTI_TUNED:
+        wg, r = MULTI_TUNED[(op, rows, cols, nb)]
+    lp = DecodeLoop.plan(caps, fmt, cols, G, unpack, min(wg, caps.max_workgroup_size))
     nw = len(spec.weights)
     # rows per workgroup: q formats share a token's x chunk over R rows (as decode); the
-    # accumulators (nb * R * weights) stay within ~32 registers
-    r = 1
-    while fmt in QUANTIZED and 2 * r <= min(8, rows) and nb * 2 * r * nw <= 32:
-        r *= 2
+    # accumulators (nb * R * weights) stay within ~ACC_BUDGET registers
+    if r:
+        r = max(1, min(r, rows))
+    else:
+        r = 1
+        while fmt in QUANTIZED and 2 * r <= min(8, rows) and nb * 2 * r * nw <= ACC_BUDGET:
+            r *= 2
     while r > 1 and lp.red_bytes(nb * r * nw) > caps.max_workgroup_storage:
         r //= 2
     while lp.wg > 32 and lp.red_bytes(nb * r * nw) > caps.max_workgroup_storage:
@@ -58,6 +71,9 @@ def multi_kernel(caps: Caps, spec: WeightSpec, nb: int, unpack: int | None = Non
         raise UnsupportedKernel(f"{op}: {rows} rows need a {gx}x{gy} grid")
     key = KernelKey(op=op, fmt=fmt, wg=lp.wg, tile=r, vec=lp.vec, subgroups=lp.sg,
                     dims=(("r", rows), ("c", cols), ("g", G), ("nb", nb)) + lp.key_dims(0.0))
+    # the reduction skips the token rows past n_tok (a workgroup-uniform branch): a pass of
+    # n rows on a body compiled for nb >= n (powers of two) reduces n, not nb, rows' sums
+    guards = [f"{b}u < params.n_tok" if b else "" for b in range(nb) for _ in range(r * nw)]
     binds = lp.x_binding(f"({nb}, cols) f32", 0.0)
     for p in spec.weights:
         binds += weight_bindings(fmt, p, lp.vec, "rows", "cols")
@@ -92,7 +108,7 @@ def multi_kernel(caps: Caps, spec: WeightSpec, nb: int, unpack: int | None = Non
         accum.append("}")
     store = ("        for (var b = 0u; b < params.n_tok; b++) {\n" + spec.store + "\n        }")
     src = lp.render("matvec", key.slug(), prefixes=spec.weights, r=r, nacc=nacc, nrm=None,
-                    accum=accum, xs_lines=wload, subs={
+                    accum=accum, xs_lines=wload, guards=guards, subs={
                         "OP": op, "FMT": fmt, "SEMANTICS": spec.semantics,
                         "PARAMS": spec.params.wgsl(), "BINDINGS": decls, "ROWS": rows,
                         "NW": nw, "GX": gx, "STORE": store, "XFNS": xfns,
@@ -105,28 +121,30 @@ def multi_kernel(caps: Caps, spec: WeightSpec, nb: int, unpack: int | None = Non
 
 @register("matvec_multi")
 def build_matvec_multi(caps: Caps, fmt: str, rows: int, cols: int, nb: int,
-                       group_size: int = 32, unpack: int | None = None) -> Kernel:
+                       group_size: int = 32, unpack: int | None = None, wg: int = 0,
+                       r: int = 0) -> Kernel:
     store = "            y[b * ROWS + row0 + r] = total(b * R * NW + r);"
     spec = WeightSpec("matvec_multi", fmt, rows, cols, group_size, ("w_",), "y", store,
                       "y[t, r] = sum_c W[r, c] * x[t, c], t < n_tok", MULTI_PARAMS)
-    return multi_kernel(caps, spec, nb, unpack)
+    return multi_kernel(caps, spec, nb, unpack, wg, r)
 
 
 @register("gate_up_multi")
 def build_gate_up_multi(caps: Caps, fmt: str, ffn: int, hidden: int, nb: int,
-                        group_size: int = 32, unpack: int | None = None) -> Kernel:
+                        group_size: int = 32, unpack: int | None = None, wg: int = 0,
+                        r: int = 0) -> Kernel:
     store = ("            let g = total(b * R * NW + r * NW);\n"
              "            act[b * ROWS + row0 + r] = g / (1.0 + exp(-g)) * "
              "total(b * R * NW + r * NW + 1u);")
     spec = WeightSpec("gate_up_multi", fmt, ffn, hidden, group_size, ("w1_", "w3_"), "act",
                       store, "act[t, f] = silu(x[t] . W1[f]) * (x[t] . W3[f]), t < n_tok",
                       MULTI_PARAMS)
-    return multi_kernel(caps, spec, nb, unpack)
+    return multi_kernel(caps, spec, nb, unpack, wg, r)
 
 
 # ---- check cases ----
 def _case(op: str, fmt: str, rows: int, cols: int, nb: int, n_tok: int,
-          unpack: int | None = None) -> Case:
+          unpack: int | None = None, **knobs) -> Case:
     gate = op == "gate_up_multi"
     out = "act" if gate else "y"
 
@@ -163,10 +181,12 @@ def _case(op: str, fmt: str, rows: int, cols: int, nb: int, n_tok: int,
                                    {"rows": rows, "cols": cols}))
     if unpack is not None:
         dims["unpack"] = unpack
+    dims.update(knobs)
     u = DECODE_UNPACK.get(fmt, 0) if unpack is None else unpack
     return Case(op, dims, make, ref, decode_tol(fmt, u, "gate_up_f32" if gate else "dot_f32"),
                 label=f"{fmt} {rows}x{cols} nb={nb} n={n_tok}"
-                      + (f" u{unpack}" if unpack is not None else ""))
+                      + (f" u{unpack}" if unpack is not None else "")
+                      + "".join(f" {k}{v}" for k, v in knobs.items()))
 
 
 @register_cases("matvec_multi")
@@ -176,6 +196,10 @@ def matvec_multi_cases(quick: bool) -> list[Case]:
                                                     ((13, 1536), 2, 1))]
     out += [_case("matvec_multi", f, 67, 64, 4, 4, unpack=u) for f in ("q4_0", "q8_0")
             for u in (0, 3)]
+    # the bench sweep's knobs (shaders/bench_multi.py): small workgroups striding several
+    # chunks, many rows per workgroup, a partial last row block
+    out += [_case("matvec_multi", "q4_0", 37, 512, 8, 5, wg=32, r=16),
+            _case("matvec_multi", "q4_0", 19, 256, 2, 2, wg=64, r=1, unpack=0)]
     if not quick:
         out += [_case("matvec_multi", "q4_0", 4096, 4096, 8, 5),
                 _case("matvec_multi", "q4_1", 576, 576, 16, 16)]
@@ -186,6 +210,7 @@ def matvec_multi_cases(quick: bool) -> list[Case]:
 def gate_up_multi_cases(quick: bool) -> list[Case]:
     out = [_case("gate_up_multi", f, ffn, h, nb, n)
            for f in EPW for (ffn, h), nb, n in (((7, 96), 5, 5), ((67, 64), 3, 2))]
+    out += [_case("gate_up_multi", "q4_0", 21, 512, 16, 9, wg=32, r=8)]
     if not quick:
         out += [_case("gate_up_multi", "q4_0", 1536, 576, 8, 5)]
     return out
