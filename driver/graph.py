@@ -14,6 +14,8 @@ state buffers once, and records four programs over them (see ``driver.plan.Recor
   lm_all    (tests: logits of every position) matmul of all ``xn`` rows per LM-head row block
   verify<n> (speculative decoding, on first use) the prefill body for <= n rows with the small-M
             projection kernels (matvec_multi, gate_up_multi) in f32 arithmetic
+  vhead<n>  (speculative, VERIFY_HEAD_MULTI) the LM head over <= n rows as one matvec_multi per
+            row block, and ``sampler`` (sample + sample_select of ``logits``)
 
 Dims: H hidden, Q = n_heads*head_dim, KV = n_kv_heads*head_dim, F intermediate, V vocab,
 T prefill chunk rows, C max context.
@@ -56,6 +58,8 @@ class Graph:
         self.cand = self.cand_bytes = None    # sampling candidates (made by _record_head)
         self.lm_all, self.lm_blocks = None, []  # logits of every prefill row (record_lm_all)
         self.verifiers: dict[int, Recorder] = {}  # verify bodies by max rows (record_verify)
+        self.vheads: dict[int, tuple] = {}        # verify LM heads by max rows (record_verify_head)
+        self.sampler: Recorder | None = None      # sampling alone (record_verify_head)
         self._alloc()
         self.prefill = self._recorder("prefill", 64 + 16 * cfg.num_hidden_layers)
         self._record_body(self.prefill)
@@ -354,7 +358,12 @@ class Graph:
         if src_row is not None:
             self.weight_bytes_per_token += self.nbytes("output") + self.nbytes("tok_embeddings") \
                 // max(1, d["V"])
-        # sampling: per-chunk candidates, then the pick -> ids[0] (read by the next embed)
+        self._record_sample(r)
+
+    def _record_sample(self, r: Recorder) -> None:
+        """Sampling of ``logits``: per-chunk candidates, then the pick -> ids[0] (read by the
+        next embed)."""
+        V = self.dims["V"]
         k1 = self.kernel("sample", vocab=V)
         k2 = self.kernel("sample_select", vocab=V)
         if self.cand is None:
@@ -384,6 +393,30 @@ class Graph:
                 self.caps = caps
             self.verifiers[nb] = rec
         return rec
+
+    def record_verify_head(self, nb: int) -> tuple[Recorder, Recorder, list]:
+        """The verify pass's LM head as ONE small-M pass over its ``nb`` final-normed rows (each
+        head weight byte read once, not once per row): (head recorder: matvec_multi per row block
+        of the LM head into ``(nb, rows_b)`` buffers; sampler recorder: sample + sample_select of
+        ``logits``; [(row_start, rows_b, buffer)] for the per-row copies into ``logits``)."""
+        got = self.vheads.get(nb)
+        if got is None:
+            H = self.dims["H"]
+            rec = self._recorder(f"vhead{nb}", 16)
+            blocks = []
+            for blk in self.tensor("output")["blocks"]:
+                buf = self._buf(4 * nb * blk["rows"], f"vlogits{nb}")   # (nb, rows_b) f32
+                k = self.kernel("matvec_multi", rows=blk["rows"], cols=H, nb=nb,
+                                **self.wdims("output"))
+                rec.dispatch(k, {"x": self.whole(self.xn, 4 * self.chunk * H), **self.parts(blk),
+                                 "y": self.whole(buf, 4 * nb * blk["rows"])},
+                             self.fill(k, n_tok=Dyn("n_tok")), {})
+                blocks.append((blk["row_start"], blk["rows"], buf))
+            if self.sampler is None:
+                self.sampler = self._recorder("sampler", 8)
+                self._record_sample(self.sampler)
+            got = self.vheads[nb] = (rec, self.sampler, blocks)
+        return got
 
     def record_lm_all(self) -> None:
         """Logits of every row of a prefill chunk (tests / ``Engine.logits``)."""

@@ -123,6 +123,36 @@ def test_speculative_greedy_identical_tiny(tiny, q):
     assert got == want and eng.last_stats["stopped"] == "stop"
 
 
+@pytest.mark.parametrize("q", ["f32", "q4_0"])
+def test_verify_head_multi_matches_per_row_head(tiny, q, monkeypatch):
+    """The verify pass's LM head as one small-M pass over the rows (VERIFY_HEAD_MULTI) gives
+    the per-row decode head's logits (same per-row dot and reduction order: to rounding) and
+    argmax ids, and greedy speculation with it gives plain decoding's output."""
+    import driver.speculative as spec
+    eng = tiny[q]
+    prompt = _ids(30, 5)
+    plain = list(eng.generate(prompt, 24, stop_ids=()))
+    rows = [prompt[-1]] + plain[:4]          # a pass of 5 rows (nb = 8) at the prompt's end
+    samp = Sampling().runtime(eng.cfg.vocab_size)
+    got = {}
+    for multi in (False, True):
+        eng._run(_collect(eng.generate_async(prompt[:-1], 1, stop_ids=())))   # cache: prompt[:-1]
+        v = spec.Verifier(eng, 8, head_multi=multi)
+        lg = eng._run(v.run(rows, len(prompt) - 1, samp, logits=True))
+        ids = eng._run(v.run(rows, len(prompt) - 1, samp, logits=False))
+        got[multi] = (np.stack([np.frombuffer(x, np.float32) for x in lg]), ids)
+    (a, ia), (b, ib) = got[False], got[True]
+    assert a.shape == b.shape == (5, eng.cfg.vocab_size)
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max(), np.abs(a - b).max()
+    assert ia == ib == [int(i) for i in a.argmax(1)]
+    monkeypatch.setattr(spec, "VERIFY_HEAD_MULTI", True)
+    o = Oracle(len(prompt), plain, 256)
+    out = eng._run(_collect(generate_speculative(eng, prompt, 24, 4, "lookup", drafter=o,
+                                                 stop_ids=())))
+    same_or_near_tie(eng, q, prompt, plain, out)
+    assert eng.last_stats["speculative"]["verify_passes"] > 0
+
+
 def test_draft_model_same_output_and_bad_drafts(tiny, backend, tmp_path):
     """The f32 packing drafts for the q4_0 one (same tokenizer): output identical to plain; a
     draft with another vocabulary is refused in plain words; k out of range too."""
