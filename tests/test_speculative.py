@@ -232,8 +232,18 @@ def test_bench_ttft_and_speculative_quick(tiny):
     from driver.native.bench_session import run_session_bench
     out = io.StringIO()
     run_session_bench(tiny["q4_0"].source.folder, speculative=True, ttft=True, quick=True,
-                      as_json=True, out=out)
+                      as_json=True, out=out, profile=True)
     r = json.loads(out.getvalue())
+    # --profile: the verify pass by op for n = 2 and 5 (nb 2, 8, and 5), both head variants
+    vp = r["verify_profile"]
+    assert [(x["n"], x["nb"]) for x in vp["passes"]] == [(2, 2), (5, 8), (5, 5)]
+    for x in vp["passes"]:
+        ops = {op: n for op, n, _ in x["ops"]}
+        L = CFG["num_hidden_layers"]   # wq wk wv wo w2 and w1+w3 a layer
+        assert ops["matvec_multi"] == 5 * L and ops["gate_up_multi"] == L
+        assert min(x["row_head_ms"], x["multi_head_ms"], x["body_ms"]) > 0
+    from driver.native.bench_session import format_profile
+    assert "with one multi head" in "\n".join(format_profile(vp))
     turns = r["ttft"]["turns"]
     assert turns[0]["cached_tokens"] == 0 and all(t["cached_tokens"] > 0 for t in turns[1:])
     assert r["ttft"]["ratio_last_first"] > 0 and r["ttft"]["last_turn_no_reuse_prefill_tokens"] \
