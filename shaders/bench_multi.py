@@ -13,7 +13,8 @@ adapters) and per pass size n in ``NS`` (the body is compiled for nb = the power
 driver.speculative does):
   decode      the decode kernel (matvec / gate_up decode=1): ``1 step`` of this weight
   default     multi's default (wg from the decode loop, R from ACC_BUDGET)
-  wg W r R    the workgroup size x rows per workgroup grid (``GRID_WG`` x ``GRID_R``)
+  wg W r R    the workgroup size x rows per workgroup grid (``GRID_WG`` x ``GRID_R``), reduced
+              by subgroupAdd; ``tree``: by the shared-memory tree (``TREE_WG`` x ``TREE_R``)
   exact nb    (n = 5) the body compiled for nb = n instead of the power of two
   unpack 0    (n = 5) exact f32 x (no per-chunk int8 quantization) at the default and the best
               (wg, r): changes verify numerics against decode's int8 x (see multi.py)
@@ -42,6 +43,8 @@ QUICK_SHAPES = [("matvec_multi", 512, 512, "q", 2), ("gate_up_multi", 1024, 512,
 NS = (2, 3, 5, 9)
 GRID_WG = (32, 64, 128, 256)
 GRID_R = (1, 2, 4, 8, 16)
+TREE_WG = (64, 128, 256)
+TREE_R = (2, 4, 8)
 MAIN_N = 5                    # k = 4: the full grid; other n get GRID_R[:4]
 TUNE_GAIN = 0.97              # a MULTI_TUNED entry only where best < 0.97 x default
 
@@ -68,6 +71,13 @@ class Shape:
         # (16, rows) f32 per copy: consecutive calls share no written buffer
         self.outs = [harness.make_buffers({"y": 64 * rows, "act": 64 * rows}, dev)
                      for _ in self.copies]
+
+    def first(self, caps, nb: int, **knobs):
+        """The multi kernel of the first row block (its slug names the variant)."""
+        nrows = self.blocks[0][1]
+        dims = ({"ffn": nrows, "hidden": self.cols} if self.op == "gate_up_multi"
+                else {"rows": nrows, "cols": self.cols})
+        return kernel(self.op, caps, fmt=self.fmt, nb=nb, **dims, **knobs)
 
     def time(self, caps, nb: int | None, n: int, **knobs) -> tuple[float, str]:
         """(seconds a call over every row block, slug of the first block's kernel); nb None:
@@ -111,38 +121,51 @@ def sweep(dev, caps, rng, say, quick: bool = False) -> dict:
         dec, slug = sh.time(caps, None, 1)
         say(f"| decode | {label} | 1 | - | decode | {slug} | {dec * 1e6:.1f} | 1.00 |")
 
+        seen: set = set()
+
         def line(n, nb, variant, **knobs):
+            """(seconds, (wg, r, sg) as built) or None (unsupported, or a variant already
+            timed: the builder clamps r / wg to the workgroup storage limit)."""
             try:
+                k = sh.first(caps, nb, **knobs)
+                if (n, k.slug) in seen:
+                    return None
+                seen.add((n, k.slug))
                 t, slug = sh.time(caps, nb, n, **knobs)
             except UnsupportedKernel as e:
                 say(f"| {op} | {label} | {n} | {nb} | {variant} | unsupported: {e} | | |")
                 return None
             say(f"| {op} | {label} | {n} | {nb} | {variant} | {slug} | {t * 1e6:.1f} | "
                 f"{t / dec:.2f} |")
-            return t
+            return t, (k.workgroup_size[0], k.meta["rows_per_wg"], int(k.key.subgroups))
 
         for n in ns:
             nb = pow2(n)
-            base = line(n, nb, "default")
-            best, best_k = base, None
-            for wg in gwg:
-                for r in (gr if n == MAIN_N else gr[:4]):
-                    t = line(n, nb, f"wg {wg} r {r}", wg=wg, r=r)
-                    if t is not None and (best is None or t < best):
-                        best, best_k = t, (wg, r)
+            base, dk = line(n, nb, "default")
+            best, best_k = base, dk
+            cands = [(wg, r, 1) for wg in gwg for r in (gr if n == MAIN_N else gr[:4])]
+            cands += [(wg, r, 0) for wg in TREE_WG[:2 if quick else 3]
+                      for r in (TREE_R if n == MAIN_N else TREE_R[:2])]
+            nw = 2 if op == "gate_up_multi" else 1
+            # registers: at most 128 accumulators (64 off the main n), else compile time and spills
+            cands = [c for c in cands if nb * c[1] * nw <= (128 if n == MAIN_N else 64)]
+            for wg, r, sg in cands:
+                got = line(n, nb, f"wg {wg} r {r}" + ("" if sg else " tree"), wg=wg, r=r, sg=sg)
+                if got is not None and got[0] < best:
+                    best, best_k = got
             if n == MAIN_N:
                 line(n, n, "exact nb")
+                line(n, n, f"exact nb wg {best_k[0]} r {best_k[1]} sg {best_k[2]}",
+                     wg=best_k[0], r=best_k[1], sg=best_k[2])
                 line(n, nb, "unpack 0", unpack=0)
-                if best_k:
-                    line(n, nb, f"unpack 0 wg {best_k[0]} r {best_k[1]}", unpack=0,
-                         wg=best_k[0], r=best_k[1])
-            if best_k and base is not None and best < TUNE_GAIN * base:
+                line(n, nb, f"unpack 0 wg {best_k[0]} r {best_k[1]} sg {best_k[2]}", unpack=0,
+                     wg=best_k[0], r=best_k[1], sg=best_k[2])
+            if best < TUNE_GAIN * base:
                 for _, nrows in sh.blocks:
                     tuned[(op, nrows, cols, nb)] = best_k
-            say(f"best {label} n={n} nb={nb}: "
-                + (f"wg {best_k[0]} r {best_k[1]}" if best_k else "default")
-                + f" {best * 1e6:.1f} us = {best / dec:.2f} x dec (default {base * 1e6:.1f} us "
-                  f"= {base / dec:.2f} x dec)")
+            say(f"best {label} n={n} nb={nb}: wg {best_k[0]} r {best_k[1]} sg {best_k[2]} "
+                f"{best * 1e6:.1f} us = {best / dec:.2f} x dec (default wg {dk[0]} r {dk[1]} "
+                f"sg {dk[2]} {base * 1e6:.1f} us = {base / dec:.2f} x dec)")
             if uses:
                 layer[n]["dec"] += uses * dec
                 layer[n]["default"] += uses * base
@@ -155,8 +178,8 @@ def sweep(dev, caps, rng, say, quick: bool = False) -> dict:
                 f"{L['default'] * 1e6:.1f} us = {L['default'] / L['dec']:.2f} steps, best "
                 f"{L['best'] * 1e6:.1f} us = {L['best'] / L['dec']:.2f} steps (n rows: "
                 f"{n} steps of plain decode)")
-    items = ", ".join(f"({op!r}, {r}, {c}, {nb}): ({wg}, {rr})"
-                      for (op, r, c, nb), (wg, rr) in sorted(tuned.items()))
+    items = ", ".join(f"({op!r}, {r}, {c}, {nb}): ({wg}, {rr}, {sg})"
+                      for (op, r, c, nb), (wg, rr, sg) in sorted(tuned.items()))
     say(f"MULTI_TUNED = {{{items}}}")
     say(f"sweep time: {time.perf_counter() - t0:.0f} s")
     return tuned

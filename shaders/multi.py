@@ -31,24 +31,29 @@ MULTI_PARAMS = Params((("n_tok", "u32"),))
 MAX_NB = 32
 ACC_BUDGET = 32   # default rows per workgroup: the largest R <= 8 with nb * R * weights <= this
 
-# (op, rows, cols, nb) -> (wg, r): measured best workgroup size / rows per workgroup, from
+# (op, rows, cols, nb) -> (wg, r, sg): measured best workgroup size / rows per workgroup /
+# reduction (1 subgroupAdd where the device has subgroups, 0 the shared-memory tree), from
 # ``python -m shaders bench --multi`` (shaders/bench_multi.py prints this line); other shapes
-# take the rule above (wg from the decode loop, R from ACC_BUDGET)
-MULTI_TUNED: dict[tuple, tuple[int, int]] = {}
+# take the rule above (wg from the decode loop, R from ACC_BUDGET, subgroups where present)
+MULTI_TUNED: dict[tuple, tuple[int, int, int]] = {}
 
 
 def multi_kernel(caps: Caps, spec: WeightSpec, nb: int, unpack: int | None = None,
-                 wg: int = 0, r: int = 0) -> Kernel:
+                 wg: int = 0, r: int = 0, sg: int = -1) -> Kernel:
     """One workgroup per R rows of ``spec``'s weights and ``nb`` token rows; ``spec.store`` is
     WGSL run by thread r < R for each token ``b < n_tok`` with ``row0``, ``r``, ``b`` and
-    ``total(i)`` in scope. ``wg`` / ``r`` override the workgroup size / rows per workgroup
-    (benchmarks: shaders/bench_multi.py)."""
+    ``total(i)`` in scope. ``wg`` / ``r`` override the workgroup size / rows per workgroup,
+    ``sg`` = 0 the subgroup reduction (shared-memory tree: ~NACC * WG adds a workgroup instead of
+    NACC * WG * log2(subgroup) shuffles + adds; benchmarks: shaders/bench_multi.py)."""
     op, fmt, rows, cols, G = spec.op, spec.fmt, spec.rows, spec.cols, spec.group_size
     check_weight(op, fmt, rows, cols, G)
     if not (isinstance(nb, int) and 1 <= nb <= MAX_NB):
         raise UnsupportedKernel(f"{op}: nb (token rows) must be in [1, {MAX_NB}], got {nb!r}")
-    if not wg and not r and (op, rows, cols, nb) in MULTI_TUNED:
-        wg, r = MULTI_TUNED[(op, rows, cols, nb)]
+    if not wg and not r and sg < 0 and (op, rows, cols, nb) in MULTI_TUNED:
+        wg, r, sg = MULTI_TUNED[(op, rows, cols, nb)]
+    if sg == 0 and caps.subgroups:
+        from dataclasses import replace
+        caps = replace(caps, subgroups=False)
     lp = DecodeLoop.plan(caps, fmt, cols, G, unpack, min(wg, caps.max_workgroup_size))
     nw = len(spec.weights)
     # rows per workgroup: q formats share a token's x chunk over R rows (as decode); the
@@ -122,24 +127,24 @@ def multi_kernel(caps: Caps, spec: WeightSpec, nb: int, unpack: int | None = Non
 @register("matvec_multi")
 def build_matvec_multi(caps: Caps, fmt: str, rows: int, cols: int, nb: int,
                        group_size: int = 32, unpack: int | None = None, wg: int = 0,
-                       r: int = 0) -> Kernel:
+                       r: int = 0, sg: int = -1) -> Kernel:
     store = "            y[b * ROWS + row0 + r] = total(b * R * NW + r);"
     spec = WeightSpec("matvec_multi", fmt, rows, cols, group_size, ("w_",), "y", store,
                       "y[t, r] = sum_c W[r, c] * x[t, c], t < n_tok", MULTI_PARAMS)
-    return multi_kernel(caps, spec, nb, unpack, wg, r)
+    return multi_kernel(caps, spec, nb, unpack, wg, r, sg)
 
 
 @register("gate_up_multi")
 def build_gate_up_multi(caps: Caps, fmt: str, ffn: int, hidden: int, nb: int,
                         group_size: int = 32, unpack: int | None = None, wg: int = 0,
-                        r: int = 0) -> Kernel:
+                        r: int = 0, sg: int = -1) -> Kernel:
     store = ("            let g = total(b * R * NW + r * NW);\n"
              "            act[b * ROWS + row0 + r] = g / (1.0 + exp(-g)) * "
              "total(b * R * NW + r * NW + 1u);")
     spec = WeightSpec("gate_up_multi", fmt, ffn, hidden, group_size, ("w1_", "w3_"), "act",
                       store, "act[t, f] = silu(x[t] . W1[f]) * (x[t] . W3[f]), t < n_tok",
                       MULTI_PARAMS)
-    return multi_kernel(caps, spec, nb, unpack, wg, r)
+    return multi_kernel(caps, spec, nb, unpack, wg, r, sg)
 
 
 # ---- check cases ----
@@ -199,7 +204,8 @@ def matvec_multi_cases(quick: bool) -> list[Case]:
     # the bench sweep's knobs (shaders/bench_multi.py): small workgroups striding several
     # chunks, many rows per workgroup, a partial last row block
     out += [_case("matvec_multi", "q4_0", 37, 512, 8, 5, wg=32, r=16),
-            _case("matvec_multi", "q4_0", 19, 256, 2, 2, wg=64, r=1, unpack=0)]
+            _case("matvec_multi", "q4_0", 19, 256, 2, 2, wg=64, r=1, unpack=0),
+            _case("matvec_multi", "q4_0", 37, 512, 8, 5, wg=64, r=4, sg=0)]
     if not quick:
         out += [_case("matvec_multi", "q4_0", 4096, 4096, 8, 5),
                 _case("matvec_multi", "q4_1", 576, 576, 16, 16)]
@@ -210,7 +216,8 @@ def matvec_multi_cases(quick: bool) -> list[Case]:
 def gate_up_multi_cases(quick: bool) -> list[Case]:
     out = [_case("gate_up_multi", f, ffn, h, nb, n)
            for f in EPW for (ffn, h), nb, n in (((7, 96), 5, 5), ((67, 64), 3, 2))]
-    out += [_case("gate_up_multi", "q4_0", 21, 512, 16, 9, wg=32, r=8)]
+    out += [_case("gate_up_multi", "q4_0", 21, 512, 16, 9, wg=32, r=8),
+            _case("gate_up_multi", "q4_0", 21, 512, 8, 5, wg=128, r=2, sg=0)]
     if not quick:
         out += [_case("gate_up_multi", "q4_0", 1536, 576, 8, 5)]
     return out
