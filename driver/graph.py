@@ -35,7 +35,8 @@ OPS = ("embed", "rmsnorm", "add_rmsnorm", "matmul", "matvec", "gate_up", "rope_a
        "qkv_rope_decode", "attention_prefill", "attention_decode", "attention_combine", "sample",
        "sample_select", "matvec_multi", "gate_up_multi")
 RING = 4          # readback buffers for sampled ids (pipelined steps in flight <= RING - 1)
-SLOTS = 4096      # uniform slices available to all recorders together
+SLOTS = 8192      # uniform slices available to all recorders together (2 MiB): the 8B shape's
+                  # prefill + decode + head take 1,280, each verify body 576 (5 nb values: 2,880)
 
 
 class Graph:

@@ -222,6 +222,18 @@ def accept_or_resample(p: dict[int, float], d: int, q: dict[int, float] | None,
 
 
 # ---- the target's verify pass ----
+def verify_nb(n: int) -> int:
+    """Token rows the verify body for passes of up to ``n`` rows is compiled for: the power of two
+    >= n, so that few bodies are recorded whatever k callers pick (each body takes
+    64 + 16 * layers of Graph's 8192 uniform slices; the 8B shape fits 12). A pass of fewer rows
+    skips the rest at run time (a uniform branch per token row, in the dots and the reduction);
+    ``bench --speculative --profile`` times n = 5 on nb = 8 and nb = 5 ("n=5 nb=5")."""
+    nb = 2
+    while nb < n:
+        nb *= 2
+    return nb
+
+
 class Verifier:
     """Programs of one verify pass of n <= nb rows (built once per n): the verify body
     (``Graph.record_verify``: the prefill chain with small-M projections), then per row: the
@@ -354,10 +366,7 @@ async def generate_speculative(engine, prompt_ids, max_tokens: int, k: int, mode
     t_first = time.perf_counter()
     stats["prefill_s"] = t_first - t0
     seq, kv = ids + [first], n0        # kv: positions of seq whose K/V are in the cache
-    nb = 2
-    while nb < k + 1:       # verify bodies by powers of two: few recorders whatever k a caller picks
-        nb *= 2
-    verifier = Verifier(e, nb)
+    verifier = Verifier(e, verify_nb(k + 1))
     rng = random.Random(seed)
     new = [first]
     try:

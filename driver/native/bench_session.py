@@ -70,7 +70,7 @@ def pass_costs(eng, ks=(1, 2, 4, 8), reps: int = 20, ctx: int = 256) -> dict:
     position ``ctx``, each program submitted ``reps`` times back to back and timed to completion:
     what a round costs in decode steps, whatever the acceptance."""
     from driver.sampler import Sampling
-    from driver.speculative import Verifier
+    from driver.speculative import Verifier, verify_nb
     G = eng.graph
     samp = Sampling().runtime(eng.cfg.vocab_size)
 
@@ -88,10 +88,7 @@ def pass_costs(eng, ks=(1, 2, 4, 8), reps: int = 20, ctx: int = 256) -> dict:
         G.decode.write_uniforms(rt)
         out = {"decode_ms": await timed(G.decode.program(rt), reps)}
         for k in ks:
-            nb = 2
-            while nb < k + 1:
-                nb *= 2
-            v = Verifier(eng, nb)
+            v = Verifier(eng, verify_nb(k + 1))
             rt = eng._rt(samp, ctx, k + 1, ctx)
             v.body().write_uniforms(rt)
             G.head.write_uniforms(rt)
@@ -109,7 +106,7 @@ def verify_profile(eng, ns=(2, 3, 5, 9), reps: int = 10, ctx: int = 256) -> dict
     decode step's by op, and the whole pass (body + heads) with the per-row decode head and with
     one small-M head pass (``VERIFY_HEAD_MULTI``), in ms and in decode steps."""
     from driver.sampler import Sampling
-    from driver.speculative import Verifier
+    from driver.speculative import Verifier, verify_nb
 
     from .bench import op_profile
     G = eng.graph
@@ -129,8 +126,8 @@ def verify_profile(eng, ns=(2, 3, 5, 9), reps: int = 10, ctx: int = 256) -> dict
         G.decode.write_uniforms(rt)
         out = {"decode_ms": await timed(G.decode.program(rt), 2 * reps),
                "decode_ops": await op_profile(eng, G.decode, rt, 2 * reps), "passes": []}
-        cases = [(n, 2 ** max(1, (n - 1).bit_length())) for n in ns]
-        cases += [(n, n) for n in ns if n == 5]
+        cases = [(n, verify_nb(n)) for n in ns]
+        cases += [(n, n) for n in ns if n == 5 and verify_nb(n) != 5]
         for n, nb in cases:
             rt = eng._rt(samp, ctx, n, ctx)
             row = {"n": n, "nb": nb}
