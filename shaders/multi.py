@@ -224,7 +224,9 @@ def build_quant_x(caps: Caps, fmt: str, cols: int, nb: int, group_size: int = 32
 
 # ---- check cases ----
 def _case(op: str, fmt: str, rows: int, cols: int, nb: int, n_tok: int,
-          unpack: int | None = None, **knobs) -> Case:
+          unpack: int | None = None, via_xq: bool = False, **knobs) -> Case:
+    """``via_xq``: on caps with packed int8 dot products, quant_x then the kernel with xq=1 (as
+    the verify body runs them), elsewhere the self-quantizing kernel alone."""
     gate = op == "gate_up_multi"
     out = "act" if gate else "y"
 
@@ -243,6 +245,8 @@ def _case(op: str, fmt: str, rows: int, cols: int, nb: int, n_tok: int,
         x = (rng.standard_normal((nb, cols)) / np.sqrt(cols)).astype(np.float32)  # (nb, cols)
         y0 = rng.standard_normal((nb, rows)).astype(np.float32)   # rows t >= n_tok stay
         bufs.update(x=x, **{out: y0})
+        if via_xq:
+            bufs["xq"] = nb * (cols // 32) * XQ_WORDS * 16   # (nb, cols / 32, 5) vec4 u32
         return {"buffers": bufs, "params": {"n_tok": n_tok}, "ws": ws, "x": x, "y0": y0}
 
     def ref(inp):
@@ -263,13 +267,26 @@ def _case(op: str, fmt: str, rows: int, cols: int, nb: int, n_tok: int,
         dims["unpack"] = unpack
     dims.update(knobs)
     u = DECODE_UNPACK.get(fmt, 0) if unpack is None else unpack
+
+    def steps(caps, inp):
+        from .registry import kernel
+        p = {"n_tok": n_tok}
+        k = kernel(op, caps, **dims)
+        if not (caps.packed_dot and k.meta.get("language_features")):
+            return [(k, p, k.grid())]
+        kq = kernel("quant_x", caps, fmt=fmt, cols=cols, nb=nb)
+        k1 = kernel(op, caps, xq=1, **dims)
+        return [(kq, p, kq.grid()), (k1, p, k1.grid())]
+
     return Case(op, dims, make, ref, decode_tol(fmt, u, "gate_up_f32" if gate else "dot_f32"),
                 label=f"{fmt} {rows}x{cols} nb={nb} n={n_tok}"
                       + (f" u{unpack}" if unpack is not None else "")
-                      + "".join(f" {k}{v}" for k, v in knobs.items()))
+                      + "".join(f" {k}{v}" for k, v in knobs.items())
+                      + (" via quant_x" if via_xq else ""),
+                steps=steps if via_xq else None)
 
 
-@register_cases("matvec_multi")
+@register_cases("matvec_multi", covers=("quant_x",))
 def matvec_multi_cases(quick: bool) -> list[Case]:
     out = [_case("matvec_multi", f, rows, cols, nb, n)
            for f in EPW for (rows, cols), nb, n in (((7, 96), 5, 5), ((67, 64), 5, 3),
@@ -280,7 +297,9 @@ def matvec_multi_cases(quick: bool) -> list[Case]:
     # chunks, many rows per workgroup, a partial last row block
     out += [_case("matvec_multi", "q4_0", 37, 512, 8, 5, wg=32, r=16),
             _case("matvec_multi", "q4_0", 19, 256, 2, 2, wg=64, r=1, unpack=0),
-            _case("matvec_multi", "q4_0", 37, 512, 8, 5, wg=64, r=4, sg=0)]
+            _case("matvec_multi", "q4_0", 37, 512, 8, 5, wg=64, r=4, sg=0),
+            _case("matvec_multi", "q4_0", 37, 512, 8, 5, via_xq=True),
+            _case("matvec_multi", "q4_0", 19, 1024, 4, 3, via_xq=True, wg=32, r=8)]
     if not quick:
         out += [_case("matvec_multi", "q4_0", 4096, 4096, 8, 5),
                 _case("matvec_multi", "q4_1", 576, 576, 16, 16)]
@@ -292,7 +311,8 @@ def gate_up_multi_cases(quick: bool) -> list[Case]:
     out = [_case("gate_up_multi", f, ffn, h, nb, n)
            for f in EPW for (ffn, h), nb, n in (((7, 96), 5, 5), ((67, 64), 3, 2))]
     out += [_case("gate_up_multi", "q4_0", 21, 512, 16, 9, wg=32, r=8),
-            _case("gate_up_multi", "q4_0", 21, 512, 8, 5, wg=128, r=2, sg=0)]
+            _case("gate_up_multi", "q4_0", 21, 512, 8, 5, wg=128, r=2, sg=0),
+            _case("gate_up_multi", "q4_0", 21, 512, 8, 5, via_xq=True)]
     if not quick:
         out += [_case("gate_up_multi", "q4_0", 1536, 576, 8, 5)]
     return out
