@@ -18,6 +18,9 @@ driver.speculative does):
   exact nb    (n = 5) the body compiled for nb = n instead of the power of two
   unpack 0    (n = 5) exact f32 x (no per-chunk int8 quantization) at the default and the best
               (wg, r): changes verify numerics against decode's int8 x (see multi.py)
+  xq          x pre-quantized once by quant_x (its own time on its own line, ``quant_x``), at the
+              default and the best (wg, r, sg), and the (wg, r, sg) grid again with xq for n = 5
+              (the driver's verify body uses xq where it can: graph.VERIFY_XQ)
 Each line: microseconds a call and ``x dec`` = time / one decode call (n rows for the price of
 ``x dec`` decode matvecs; < n is a gain over n decode steps, ~1 the bandwidth limit).
 Then per n: the 8B layer's projections (wq, wk, wv, wo, w1+w3, w2) summed with default and best
@@ -67,7 +70,7 @@ class Shape:
         self.blocks, self.copies, self.wbytes = _weight_copies(dev, rng, fmt, rows, cols,
                                                                self.prefixes)
         x = (rng.standard_normal((16, cols)) / np.sqrt(cols)).astype(np.float32)  # (16, cols)
-        self.x = harness.make_buffers({"x": x}, dev)
+        self.x = harness.make_buffers({"x": x, "xq": 16 * (cols // 32) * 80}, dev)
         # (16, rows) f32 per copy: consecutive calls share no written buffer
         self.outs = [harness.make_buffers({"y": 64 * rows, "act": 64 * rows}, dev)
                      for _ in self.copies]
@@ -143,7 +146,7 @@ def sweep(dev, caps, rng, say, quick: bool = False) -> dict:
             nb = pow2(n)
             base, dk = line(n, nb, "default")
             best, best_k = base, dk
-            cands = [(wg, r, 1) for wg in gwg for r in (gr if n == MAIN_N else gr[:4])]
+            cands = [(wg, r, 1) for wg in gwg for r in (gr if n == MAIN_N else gr[1:4])]
             cands += [(wg, r, 0) for wg in TREE_WG[:2 if quick else 3]
                       for r in (TREE_R if n == MAIN_N else TREE_R[:2])]
             nw = 2 if op == "gate_up_multi" else 1
@@ -153,6 +156,32 @@ def sweep(dev, caps, rng, say, quick: bool = False) -> dict:
                 got = line(n, nb, f"wg {wg} r {r}" + ("" if sg else " tree"), wg=wg, r=r, sg=sg)
                 if got is not None and got[0] < best:
                     best, best_k = got
+            if cols % 32 == 0:
+                try:
+                    kq = kernel("quant_x", caps, fmt="q4_0", cols=cols, nb=nb)
+                    cq = [[_calls(dev, kq, {**sh.x}, {"n_tok": n}, kq.grid())]]
+                    tq, _ = time_calls(cq, dev, min_secs=0.02)
+                    say(f"| quant_x | {label} | {n} | {nb} | quant_x | {kq.slug} | "
+                        f"{tq * 1e6:.1f} | {tq / dec:.2f} |")
+                    bx = line(n, nb, "xq", xq=1)
+                    bq = line(n, nb, f"xq wg {best_k[0]} r {best_k[1]} sg {best_k[2]}", xq=1,
+                              wg=best_k[0], r=best_k[1], sg=best_k[2])
+                    xq_best = min([b for b in (bx, bq) if b], default=None,
+                                  key=lambda b: b[0])
+                    if n == MAIN_N:
+                        for wg, r, sg in [c for c in cands if c[1] > 1]:
+                            got = line(n, nb, f"xq wg {wg} r {r}" + ("" if sg else " tree"),
+                                       xq=1, wg=wg, r=r, sg=sg)
+                            if got and (xq_best is None or got[0] < xq_best[0]):
+                                xq_best = got
+                    if xq_best:
+                        say(f"best xq {label} n={n} nb={nb}: wg {xq_best[1][0]} r "
+                            f"{xq_best[1][1]} sg {xq_best[1][2]} {xq_best[0] * 1e6:.1f} us + "
+                            f"quant_x {tq * 1e6:.1f} us = {(xq_best[0] + tq) / dec:.2f} x dec")
+                        if uses:
+                            layer[n]["xq"] = layer[n].get("xq", 0.0) + uses * xq_best[0]
+                except UnsupportedKernel as e:
+                    say(f"xq {label}: unsupported here ({e})")
             if n == MAIN_N:
                 line(n, n, "exact nb")
                 line(n, n, f"exact nb wg {best_k[0]} r {best_k[1]} sg {best_k[2]}",
@@ -176,8 +205,10 @@ def sweep(dev, caps, rng, say, quick: bool = False) -> dict:
         if L["dec"]:
             say(f"layer n={n}: decode projections {L['dec'] * 1e6:.1f} us; verify default "
                 f"{L['default'] * 1e6:.1f} us = {L['default'] / L['dec']:.2f} steps, best "
-                f"{L['best'] * 1e6:.1f} us = {L['best'] / L['dec']:.2f} steps (n rows: "
-                f"{n} steps of plain decode)")
+                f"{L['best'] * 1e6:.1f} us = {L['best'] / L['dec']:.2f} steps"
+                + (f", xq best {L['xq'] * 1e6:.1f} us = {L['xq'] / L['dec']:.2f} steps "
+                   "(+ 4 quant_x a layer)" if "xq" in L else "")
+                + f" (n rows: {n} steps of plain decode)")
     items = ", ".join(f"({op!r}, {r}, {c}, {nb}): ({wg}, {rr}, {sg})"
                       for (op, r, c, nb), (wg, rr, sg) in sorted(tuned.items()))
     say(f"MULTI_TUNED = {{{items}}}")
