@@ -33,7 +33,12 @@ from .plan import Dyn, PipelineCache, Recorder
 # of a manifest (modelfmt.manifest.MIN_STORAGE_BUFFERS) is computed from this declaration.
 OPS = ("embed", "rmsnorm", "add_rmsnorm", "matmul", "matvec", "gate_up", "rope_append",
        "qkv_rope_decode", "attention_prefill", "attention_decode", "attention_combine", "sample",
-       "sample_select", "matvec_multi", "gate_up_multi")
+       "sample_select", "matvec_multi", "gate_up_multi", "quant_x")
+# Verify bodies: x of the q4_0 projections quantized to int8 once per pass by quant_x (4 dispatches
+# a layer) instead of by every workgroup of matvec_multi / gate_up_multi (same int8 values, so the
+# same dots); where quant_x fits (q4_0, packed int8 dot products). Off until the H200 sweep
+# (``python -m shaders bench --multi``, "xq" lines) shows it faster.
+VERIFY_XQ = False
 RING = 4          # readback buffers for sampled ids (pipelined steps in flight <= RING - 1)
 SLOTS = 8192      # uniform slices available to all recorders together (2 MiB): the 8B shape's
                   # prefill + decode + head take 1,280, each verify body 576 (5 nb values: 2,880)
@@ -61,6 +66,7 @@ class Graph:
         self.verifiers: dict[int, Recorder] = {}  # verify bodies by max rows (record_verify)
         self.vheads: dict[int, tuple] = {}        # verify LM heads by max rows (record_verify_head)
         self.sampler: Recorder | None = None      # sampling alone (record_verify_head)
+        self.xq = None                            # quant_x output of verify bodies (VERIFY_XQ)
         self._alloc()
         self.prefill = self._recorder("prefill", 64 + 16 * cfg.num_hidden_layers)
         self._record_body(self.prefill)
@@ -179,6 +185,7 @@ class Graph:
         H, Q, KV, F = d["H"], d["Q"], d["KV"], d["F"]
         rows, n_tok, pos = self.chunk, Dyn("n_tok"), Dyn("pos")
         W = self.whole
+        xq = self._xq_plan(nb)
         x, xn = W(self.x, 4 * rows * H), W(self.xn, 4 * rows * H)
         q, attn = W(self.q, 4 * rows * Q), W(self.attn, 4 * rows * Q)
         delta, act = W(self.delta, 4 * rows * H), W(self.act, 4 * rows * F)
@@ -201,9 +208,10 @@ class Graph:
             # pass: a fused token-blocked QKV kernel re-read its weights per 4 tokens (63 % of
             # an 8B prefill, docs/PERFORMANCE.md)
             pre = dict(decode=False, n_tok=n_tok, nb=nb)
-            self._proj(r, p + "attention.wq", xn, q, rows=Q, cols=H, **pre)
-            self._proj(r, p + "attention.wk", xn, kn, rows=KV, cols=H, **pre)
-            self._proj(r, p + "attention.wv", xn, vn, rows=KV, cols=H, **pre)
+            xqn = xq(r, xn, H)
+            self._proj(r, p + "attention.wq", xn, q, rows=Q, cols=H, xq=xqn, **pre)
+            self._proj(r, p + "attention.wk", xn, kn, rows=KV, cols=H, xq=xqn, **pre)
+            self._proj(r, p + "attention.wv", xn, vn, rows=KV, cols=H, xq=xqn, **pre)
             k = self.kernel("rope_append", n_heads=c.num_attention_heads,
                             n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv)
             r.dispatch(k, {"q": q, "k_new": kn, "v_new": vn,
@@ -213,18 +221,23 @@ class Graph:
                             n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv)
             r.dispatch(k, {"q": q, "k_cache": kc, "v_cache": vc, "out": attn},
                        {"n_tok": n_tok, "pos": pos}, {"n_tok": n_tok, "pos": pos})
-            self._proj(r, p + "attention.wo", attn, delta, rows=H, cols=Q, **pre)
+            self._proj(r, p + "attention.wo", attn, delta, rows=H, cols=Q, xq=xq(r, attn, Q),
+                       **pre)
             k = self.kernel("add_rmsnorm", hidden=H, eps=c.rms_norm_eps)
             r.dispatch(k, {"x": x, "delta": delta, "w": self.norm_buf(p + "ffn_norm"),
                            "out": xn}, {"n_tok": n_tok}, rt_grid)
             # SwiGLU: act = silu(xn W1^T) * (xn W3^T), then delta = act W2^T
             wd = self.wdims(p + "feed_forward.w1")
-            k = (self.kernel("gate_up_multi", ffn=F, hidden=H, nb=nb, **wd) if nb else
+            xqg = xq(r, xn, H) if wd["fmt"] == "q4_0" else None
+            k = (self.kernel("gate_up_multi", ffn=F, hidden=H, nb=nb, **wd,
+                             **({"xq": 1} if xqg else {})) if nb else
                  self.kernel("gate_up", ffn=F, hidden=H, decode=0, **wd))
-            r.dispatch(k, {"x": xn, **self.parts(self.single_block(p + "feed_forward.w1"), "w1"),
+            r.dispatch(k, {("xq" if xqg else "x"): xqg or xn,
+                           **self.parts(self.single_block(p + "feed_forward.w1"), "w1"),
                            **self.parts(self.single_block(p + "feed_forward.w3"), "w3"),
                            "act": act}, self.fill(k, n_tok=n_tok), rt_grid)
-            self._proj(r, p + "feed_forward.w2", act, delta, rows=H, cols=F, **pre)
+            self._proj(r, p + "feed_forward.w2", act, delta, rows=H, cols=F, xq=xq(r, act, F),
+                       **pre)
             nxt = f"layers.{i + 1}.attention_norm" if i + 1 < c.num_hidden_layers else "norm"
             k = self.kernel("add_rmsnorm", hidden=H, eps=c.rms_norm_eps)
             r.dispatch(k, {"x": x, "delta": delta, "w": self.norm_buf(nxt), "out": xn},
@@ -305,13 +318,35 @@ class Graph:
         self._normed(r, p + "attention_norm", kernels, avail, {"n_tok": 1, "pos": Dyn("pos")},
                      {"n_tok": 1})
 
+    def _xq_plan(self, nb: int):
+        """``xq(r, src, cols)``: in a verify body with VERIFY_XQ where quant_x fits, dispatch
+        quant_x of ``src`` (nb, cols) into the shared ``xq`` buffer and return it (its q4_0
+        consumers then bind it, the others ``src``); else None (every kernel quantizes x itself)."""
+        if not (nb and VERIFY_XQ and all(self._fits("quant_x", fmt="q4_0", cols=c, nb=nb)
+                                         for c in set(self.dims[d] for d in "HQF"))):
+            return lambda r, src, cols: None
+        if self.xq is None:   # (32, F / 32, 5) vec4<u32>: int8 x chunks of up to 32 rows
+            self.xq = self._buf(32 * (max(self.dims[d] for d in "HQF") // 32) * 80, "xq")
+
+        def xq(r, src, cols):
+            k = self.kernel("quant_x", fmt="q4_0", cols=cols, nb=nb)
+            buf = self.whole(self.xq, nb * (cols // 32) * 80)
+            r.dispatch(k, {"x": src, "xq": buf}, self.fill(k, n_tok=Dyn("n_tok")), {})
+            return buf
+        return xq
+
     def _proj(self, r, name, src, dst, *, decode: bool, n_tok, rows: int, cols: int,
-              accumulate: int = 0, nb: int = 0) -> None:
+              accumulate: int = 0, nb: int = 0, xq=None) -> None:
         """dst (n_tok, rows) (+)= src (n_tok, cols) W^T: matvec in decode, matmul in prefill,
-        matvec_multi in a verify pass (``nb`` > 0 rows at most: each weight read once)."""
+        matvec_multi in a verify pass (``nb`` > 0 rows at most: each weight read once; ``xq``:
+        quant_x's int8 chunks of ``src``, used by a q4_0 weight)."""
         if nb:
-            k = self.kernel("matvec_multi", rows=rows, cols=cols, nb=nb, **self.wdims(name))
-            r.dispatch(k, {"x": src, **self.parts(self.single_block(name)), "y": dst},
+            wd = self.wdims(name)
+            use = xq is not None and wd["fmt"] == "q4_0"
+            k = self.kernel("matvec_multi", rows=rows, cols=cols, nb=nb, **wd,
+                            **({"xq": 1} if use else {}))
+            r.dispatch(k, {("xq" if use else "x"): xq if use else src,
+                           **self.parts(self.single_block(name)), "y": dst},
                        self.fill(k, n_tok=n_tok), {})
             return
         op = "matvec" if decode else "matmul"

@@ -153,6 +153,38 @@ def test_verify_head_multi_matches_per_row_head(tiny, q, monkeypatch):
     assert eng.last_stats["speculative"]["verify_passes"] > 0
 
 
+def test_verify_body_with_prequantized_x(tiny, monkeypatch):
+    """graph.VERIFY_XQ (x quantized once per pass by quant_x, 4 dispatches a layer): the same
+    logits as the self-quantizing verify body to rounding, and plain decoding's greedy output."""
+    import driver.graph as graph
+    import driver.speculative as spec
+    eng = tiny["q4_0"]
+    if not eng.graph.caps.packed_dot:
+        pytest.skip("this adapter's WGSL lacks packed_4x8_integer_dot_product (quant_x needs it)")
+    prompt = _ids(30, 5)
+    plain = list(eng.generate(prompt, 24, stop_ids=()))
+    rows = [prompt[-1]] + plain[:4]
+    samp = Sampling().runtime(eng.cfg.vocab_size)
+    got = {}
+    for on in (False, True):
+        monkeypatch.setattr(graph, "VERIFY_XQ", on)
+        monkeypatch.setattr(eng.graph, "verifiers", {})     # bodies recorded afresh
+        body = eng.graph.record_verify(8)
+        n_q = sum(1 for st in body.steps if getattr(st, "kernel", None) is not None
+                  and st.kernel.key.op == "quant_x")
+        assert n_q == (4 * CFG["num_hidden_layers"] if on else 0)
+        eng._run(_collect(eng.generate_async(prompt[:-1], 1, stop_ids=())))
+        v = spec.Verifier(eng, 8)
+        lg = eng._run(v.run(rows, len(prompt) - 1, samp, logits=True))
+        got[on] = np.stack([np.frombuffer(x, np.float32) for x in lg])
+    a, b = got[False], got[True]
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max(), np.abs(a - b).max()
+    o = Oracle(len(prompt), plain, 256)
+    out = eng._run(_collect(generate_speculative(eng, prompt, 24, 4, "lookup", drafter=o,
+                                                 stop_ids=())))
+    same_or_near_tie(eng, "q4_0", prompt, plain, out)
+
+
 def test_draft_model_same_output_and_bad_drafts(tiny, backend, tmp_path):
     """The f32 packing drafts for the q4_0 one (same tokenizer): output identical to plain; a
     draft with another vocabulary is refused in plain words; k out of range too."""
@@ -236,11 +268,13 @@ def test_bench_ttft_and_speculative_quick(tiny):
     r = json.loads(out.getvalue())
     # --profile: the verify pass by op for n = 2 and 5 (nb 2, 8, and 5), both head variants
     vp = r["verify_profile"]
-    assert [(x["n"], x["nb"]) for x in vp["passes"]] == [(2, 2), (5, 8), (5, 5)]
+    xq = [(5, 8)] if tiny["q4_0"].graph.caps.packed_dot else []   # and the quant_x body
+    assert [(x["n"], x["nb"]) for x in vp["passes"]] == [(2, 2), (5, 8), (5, 5)] + xq
     for x in vp["passes"]:
         ops = {op: n for op, n, _ in x["ops"]}
         L = CFG["num_hidden_layers"]   # wq wk wv wo w2 and w1+w3 a layer
         assert ops["matvec_multi"] == 5 * L and ops["gate_up_multi"] == L
+        assert ops.get("quant_x", 0) == (4 * L if x.get("xq") else 0)
         assert min(x["row_head_ms"], x["multi_head_ms"], x["body_ms"]) > 0
     from driver.native.bench_session import format_profile
     assert "with one multi head" in "\n".join(format_profile(vp))

@@ -121,14 +121,23 @@ def verify_profile(eng, ns=(2, 3, 5, 9), reps: int = 10, ctx: int = 256) -> dict
         await eng.gpu.sync()
         return 1e3 * (time.perf_counter() - t) / runs
 
+    res: dict = {}
+
     async def go():
         rt = eng._rt(samp, ctx, 1, 1)
         G.decode.write_uniforms(rt)
-        out = {"decode_ms": await timed(G.decode.program(rt), 2 * reps),
-               "decode_ops": await op_profile(eng, G.decode, rt, 2 * reps), "passes": []}
-        cases = [(n, verify_nb(n)) for n in ns]
-        cases += [(n, n) for n in ns if n == 5 and verify_nb(n) != 5]
-        for n, nb in cases:
+        out = res
+        out.update({"decode_ms": await timed(G.decode.program(rt), 2 * reps),
+                    "decode_ops": await op_profile(eng, G.decode, rt, 2 * reps), "passes": []})
+        cases = [(n, verify_nb(n), False) for n in ns]
+        cases += [(n, n, False) for n in ns if n == 5 and verify_nb(n) != 5]
+        if G._fits("quant_x", fmt="q4_0", cols=eng.cfg.hidden_size, nb=8) and \
+                G.wdims("layers.0.feed_forward.w1")["fmt"] == "q4_0":
+            cases += [(n, verify_nb(n), True) for n in ns if n == 5]
+        for n, nb, xq in cases:
+            if xq:
+                await xq_case(n, nb)
+                continue
             rt = eng._rt(samp, ctx, n, ctx)
             row = {"n": n, "nb": nb}
             for multi in (False, True):
@@ -148,6 +157,31 @@ def verify_profile(eng, ns=(2, 3, 5, 9), reps: int = 10, ctx: int = 256) -> dict
             out["passes"].append(row)
         return out
 
+    async def xq_case(n, nb):
+        """The same pass with graph.VERIFY_XQ (x quantized once by quant_x) on a body recorded
+        for it, whatever the flag's default; the default body is put back after."""
+        from driver import graph
+        saved, old = G.verifiers.pop(nb, None), graph.VERIFY_XQ
+        graph.VERIFY_XQ = not old
+        try:
+            rt = eng._rt(samp, ctx, n, ctx)
+            row = {"n": n, "nb": nb, "xq": not old}
+            v = Verifier(eng, nb, head_multi=False)
+            v.write_uniforms(rt)
+            row["row_head_ms"] = await timed(v.program(rt, n, False), reps)
+            v = Verifier(eng, nb, head_multi=True)
+            v.write_uniforms(rt)
+            row["multi_head_ms"] = await timed(v.program(rt, n, False), reps)
+            body = G.record_verify(nb)
+            body.write_uniforms(rt)
+            row["body_ms"] = await timed(body.program(rt), reps)
+            row["ops"] = await op_profile(eng, body, rt, reps)
+            row["head_multi_lm_ms"] = row["head_one_row_ms"] = 0.0
+        finally:
+            graph.VERIFY_XQ = old
+            G.verifiers[nb] = saved
+        res["passes"].append(row)
+
     eng.kv_ids = []     # the timed programs write K/V rows
     return eng._run(go())
 
@@ -159,12 +193,15 @@ def format_profile(p: dict) -> list[str]:
     lines.append("  decode step by op: " + ", ".join(
         f"{op} {ms:.3f}" for op, ms in sorted(dec.items(), key=lambda x: -x[1])))
     for r in p["passes"]:
+        tag = "" if "xq" not in r else (" with quant_x (VERIFY_XQ on)" if r["xq"] else
+                                          " without quant_x (VERIFY_XQ off)")
         lines.append(
-            f"  n={r['n']} nb={r['nb']}: pass with per-row heads {r['row_head_ms']:.3f} ms "
+            f"  n={r['n']} nb={r['nb']}{tag}: pass with per-row heads {r['row_head_ms']:.3f} ms "
             f"({r['row_head_ms'] / d:.2f} steps), with one multi head {r['multi_head_ms']:.3f} ms "
             f"({r['multi_head_ms'] / d:.2f} steps); body {r['body_ms']:.3f} ms "
-            f"({r['body_ms'] / d:.2f} steps); LM head: multi pass {r['head_multi_lm_ms']:.3f} ms "
-            f"vs {r['n']} x decode head {r['n'] * r['head_one_row_ms']:.3f} ms")
+            f"({r['body_ms'] / d:.2f} steps)" + ("" if "xq" in r else
+            f"; LM head: multi pass {r['head_multi_lm_ms']:.3f} ms vs {r['n']} x decode head "
+            f"{r['n'] * r['head_one_row_ms']:.3f} ms"))
         total = r["ops"][0][2]
         for op, n, ms in sorted(r["ops"][1:], key=lambda x: -x[2]):
             lines.append(f"    {op:<20} {n:>5} dispatches {ms:9.3f} ms {100 * ms / total:5.1f}% "
