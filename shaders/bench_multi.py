@@ -19,7 +19,7 @@ driver.speculative does):
   unpack 0    (n = 5) exact f32 x (no per-chunk int8 quantization) at the default and the best
               (wg, r): changes verify numerics against decode's int8 x (see multi.py)
   xq          x pre-quantized once by quant_x (its own time on its own line, ``quant_x``), at the
-              default and the best (wg, r, sg), and the (wg, r, sg) grid again with xq for n = 5
+              default and the best (wg, r, sg), and the subgroup (wg, r <= 8) grid with xq for n = 5
               (the driver's verify body uses xq where it can: graph.VERIFY_XQ)
 Each line: microseconds a call and ``x dec`` = time / one decode call (n rows for the price of
 ``x dec`` decode matvecs; < n is a gain over n decode steps, ~1 the bandwidth limit).
@@ -147,8 +147,8 @@ def sweep(dev, caps, rng, say, quick: bool = False) -> dict:
             base, dk = line(n, nb, "default")
             best, best_k = base, dk
             cands = [(wg, r, 1) for wg in gwg for r in (gr if n == MAIN_N else gr[1:4])]
-            cands += [(wg, r, 0) for wg in TREE_WG[:2 if quick else 3]
-                      for r in (TREE_R if n == MAIN_N else TREE_R[:2])]
+            if n == MAIN_N:   # the tree reduction: n = 5 only (time)
+                cands += [(wg, r, 0) for wg in TREE_WG[:2 if quick else 3] for r in TREE_R]
             nw = 2 if op == "gate_up_multi" else 1
             # registers: at most 128 accumulators (64 off the main n), else compile time and spills
             cands = [c for c in cands if nb * c[1] * nw <= (128 if n == MAIN_N else 64)]
@@ -169,7 +169,7 @@ def sweep(dev, caps, rng, say, quick: bool = False) -> dict:
                     xq_best = min([b for b in (bx, bq) if b], default=None,
                                   key=lambda b: b[0])
                     if n == MAIN_N:
-                        for wg, r, sg in [c for c in cands if c[1] > 1]:
+                        for wg, r, sg in [c for c in cands if c[2] and 1 < c[1] < 16]:
                             got = line(n, nb, f"xq wg {wg} r {r}" + ("" if sg else " tree"),
                                        xq=1, wg=wg, r=r, sg=sg)
                             if got and (xq_best is None or got[0] < xq_best[0]):
