@@ -24,8 +24,9 @@ driver.speculative does):
 Each line: microseconds a call and ``x dec`` = time / one decode call (n rows for the price of
 ``x dec`` decode matvecs; < n is a gain over n decode steps, ~1 the bandwidth limit).
 Then per n: the 8B layer's projections (wq, wk, wv, wo, w1+w3, w2) summed with default and best
-variants against decode's (``layer n=5: ...``), and the ``MULTI_TUNED = {...}`` line to paste into
-shaders/multi.py (entries whose best beats the default by > 3 %). Native only (numpy, wgpu).
+variants against decode's (``layer n=5: ...``), and the ``MULTI_TUNED = {...}`` and
+``MULTI_TUNED_XQ = {...}`` lines to paste into shaders/multi.py (entries whose best beats the
+default by > 3 %). Native only (numpy, wgpu).
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def sweep(dev, caps, rng, say, quick: bool = False) -> dict:
     shapes = QUICK_SHAPES if quick else SHAPES
     ns, gwg, gr = ((2, MAIN_N), GRID_WG[:2], GRID_R[:3]) if quick else (NS, GRID_WG, GRID_R)
     tuned: dict = {}
+    tuned_xq: dict = {}
     layer = {n: {"dec": 0.0, "default": 0.0, "best": 0.0} for n in ns}
     say("| op | shape | n | nb | variant | kernel | us | x dec |")
     say("|---|---|---|---|---|---|---|---|")
@@ -164,6 +166,8 @@ def sweep(dev, caps, rng, say, quick: bool = False) -> dict:
                     say(f"| quant_x | {label} | {n} | {nb} | quant_x | {kq.slug} | "
                         f"{tq * 1e6:.1f} | {tq / dec:.2f} |")
                     bx = line(n, nb, "xq", xq=1)
+                    if n == MAIN_N:   # padding: on lavapipe xq at nb 8 / n 5 was 18x nb 5
+                        line(n, n, "xq exact nb", xq=1)
                     bq = line(n, nb, f"xq wg {best_k[0]} r {best_k[1]} sg {best_k[2]}", xq=1,
                               wg=best_k[0], r=best_k[1], sg=best_k[2])
                     xq_best = min([b for b in (bx, bq) if b], default=None,
@@ -174,6 +178,9 @@ def sweep(dev, caps, rng, say, quick: bool = False) -> dict:
                                        xq=1, wg=wg, r=r, sg=sg)
                             if got and (xq_best is None or got[0] < xq_best[0]):
                                 xq_best = got
+                    if xq_best and bx and xq_best[0] < TUNE_GAIN * bx[0]:
+                        for _, nrows in sh.blocks:
+                            tuned_xq[(op, nrows, cols, nb)] = xq_best[1]
                     if xq_best:
                         say(f"best xq {label} n={n} nb={nb}: wg {xq_best[1][0]} r "
                             f"{xq_best[1][1]} sg {xq_best[1][2]} {xq_best[0] * 1e6:.1f} us + "
@@ -212,6 +219,9 @@ def sweep(dev, caps, rng, say, quick: bool = False) -> dict:
     items = ", ".join(f"({op!r}, {r}, {c}, {nb}): ({wg}, {rr}, {sg})"
                       for (op, r, c, nb), (wg, rr, sg) in sorted(tuned.items()))
     say(f"MULTI_TUNED = {{{items}}}")
+    items = ", ".join(f"({op!r}, {r}, {c}, {nb}): ({wg}, {rr}, {sg})"
+                      for (op, r, c, nb), (wg, rr, sg) in sorted(tuned_xq.items()))
+    say(f"MULTI_TUNED_XQ = {{{items}}}")
     say(f"sweep time: {time.perf_counter() - t0:.0f} s")
     return tuned
 

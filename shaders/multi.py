@@ -37,6 +37,8 @@ ACC_BUDGET = 32   # default rows per workgroup: the largest R <= 8 with nb * R *
 # ``python -m shaders bench --multi`` (shaders/bench_multi.py prints this line); other shapes
 # take the rule above (wg from the decode loop, R from ACC_BUDGET, subgroups where present)
 MULTI_TUNED: dict[tuple, tuple[int, int, int]] = {}
+# the same for the xq = 1 kernels (pre-quantized x; driver.graph.VERIFY_XQ)
+MULTI_TUNED_XQ: dict[tuple, tuple[int, int, int]] = {}
 
 
 def multi_kernel(caps: Caps, spec: WeightSpec, nb: int, unpack: int | None = None,
@@ -53,8 +55,9 @@ def multi_kernel(caps: Caps, spec: WeightSpec, nb: int, unpack: int | None = Non
     check_weight(op, fmt, rows, cols, G)
     if not (isinstance(nb, int) and 1 <= nb <= MAX_NB):
         raise UnsupportedKernel(f"{op}: nb (token rows) must be in [1, {MAX_NB}], got {nb!r}")
-    if not wg and not r and sg < 0 and (op, rows, cols, nb) in MULTI_TUNED:
-        wg, r, sg = MULTI_TUNED[(op, rows, cols, nb)]
+    tuned = MULTI_TUNED_XQ if xq else MULTI_TUNED
+    if not wg and not r and sg < 0 and (op, rows, cols, nb) in tuned:
+        wg, r, sg = tuned[(op, rows, cols, nb)]
     if sg == 0 and caps.subgroups:
         from dataclasses import replace
         caps = replace(caps, subgroups=False)
