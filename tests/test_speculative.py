@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from driver import graph
 from driver.loader import ModelError
 from driver.sampler import BadOption, Sampling
 from driver.session import ChatSession
@@ -274,7 +275,8 @@ def test_bench_ttft_and_speculative_quick(tiny):
         ops = {op: n for op, n, _ in x["ops"]}
         L = CFG["num_hidden_layers"]   # wq wk wv wo w2 and w1+w3 a layer
         assert ops["matvec_multi"] == 5 * L and ops["gate_up_multi"] == L
-        assert ops.get("quant_x", 0) == (4 * L if x.get("xq") else 0)
+        xq_on = x.get("xq", graph.VERIFY_XQ) and tiny["q4_0"].graph.caps.packed_dot
+        assert ops.get("quant_x", 0) == (4 * L if xq_on else 0)
         assert min(x["row_head_ms"], x["multi_head_ms"], x["body_ms"]) > 0
     from driver.native.bench_session import format_profile
     assert "with one multi head" in "\n".join(format_profile(vp))
