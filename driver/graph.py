@@ -16,6 +16,8 @@ state buffers once, and records four programs over them (see ``driver.plan.Recor
   lm_all    (tests: logits of every position) matmul of all ``xn`` rows per LM-head row block
   verify<n> (speculative decoding, on first use) the prefill body for <= n rows with the small-M
             projection kernels (matvec_multi, gate_up_multi) in f32 arithmetic
+  vhead<n>  (speculative, VERIFY_HEAD_MULTI) the LM head over <= n rows as one matvec_multi per
+            row block, and ``sampler`` (sample + sample_select of ``logits``)
 
 Dims: H hidden, Q = n_heads*head_dim, KV = n_kv_heads*head_dim, F intermediate, V vocab,
 T prefill chunk rows, C max context.
@@ -23,62 +25,28 @@ T prefill chunk rows, C max context.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from modelfmt.manifest import resolve
 
 from . import gpu as g
 from .loader import DeviceCannotRun, ModelError
+from .decode_options import KNOB_OPS, DecodeOptions  # noqa: F401  (re-exported)
 from .plan import Dyn, PipelineCache, Recorder, Span
 
 # Every op this graph dispatches (``Graph.kernel`` refuses any other): the storage-buffer requirement
 # of a manifest (modelfmt.manifest.MIN_STORAGE_BUFFERS) is computed from this declaration.
 OPS = ("embed", "rmsnorm", "add_rmsnorm", "matmul", "matvec", "gate_up", "rope_append",
        "qkv_rope_decode", "attention_prefill", "attention_decode", "attention_combine", "sample",
-       "sample_select", "matvec_multi", "gate_up_multi")
+       "sample_select", "matvec_multi", "gate_up_multi", "quant_x")
+# Verify bodies: x of the q4_0 projections quantized to int8 once per pass by quant_x (4 dispatches
+# a layer) instead of by every workgroup of matvec_multi / gate_up_multi (same int8 values, so the
+# same dots); where quant_x fits (q4_0, packed int8 dot products). On: measured on an H200
+# (2026-12-03, ``python -m driver bench synth:llama3-8b-shape:q4_0 --speculative --profile``), a
+# 5-row pass of the 8B shape on the nb = 8 body 20.3 ms -> 12.7 ms (the per-workgroup quantization
+# of x was what made the small-M kernels' cost grow with the rows).
+VERIFY_XQ = True
 RING = 5          # readback buffers for sampled ids (pipelined steps in flight <= RING - 1)
-SLOTS = 4096      # uniform slices available to all recorders together
-KNOB_OPS = ("qkv_rope_decode", "attention_decode", "matvec", "gate_up", "head")
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    """How the decode program is recorded. Every choice computes the same function (round-off
-    aside); the defaults are the fewest dependent dispatches, the alternatives are benchmark
-    candidates (``python -m driver sweep`` measures them on one loaded model).
-
-    ``short_ctx``: up to this context length attention is ONE dispatch a layer
-    (attention_decode ``direct=1``: a workgroup per KV head walks every position and writes the
-    output), past it split-K attention_decode + attention_combine; 0 = always split-K. The
-    one-pass kernel's time grows with ctx / ``short_wg`` tiles walked in sequence by only
-    n_kv_heads workgroups, while the split-K pair costs one more dependent dispatch (~5 us on
-    an H200), hence a threshold. ``short_wg``: its tile (workgroup size).
-    ``head_norm``: the final RMSNorm fused into the LM head matvec(s) (``norm_eps``) instead of
-    its own dispatch; every head workgroup then also reads the norm weight and sums x^2.
-    ``knobs``: ((op, ((dim, value), ...)), ...) kernel overrides of the decode kernels, ops in
-    KNOB_OPS ("matvec": wo / w2, "head": the LM head matvec, "attention_decode": the split-K
-    pair): e.g. (("matvec", (("r", 4),)),). Benchmarks only."""
-
-    short_ctx: int = 512
-    short_wg: int = 256
-    head_norm: bool = True
-    knobs: tuple = ()
-
-    def __post_init__(self):
-        for op, kv in self.knobs:
-            if op not in KNOB_OPS:
-                raise ValueError(f"DecodeOptions.knobs: unknown op {op!r}; one of {KNOB_OPS}")
-        if not (isinstance(self.short_ctx, int) and self.short_ctx >= 0):
-            raise ValueError(f"DecodeOptions.short_ctx must be an integer >= 0, got "
-                             f"{self.short_ctx!r}")
-
-    def knob(self, op: str) -> dict:
-        return {k: v for o, kv in self.knobs if o == op for k, v in kv}
-
-    @staticmethod
-    def knobs_of(d: dict) -> tuple:
-        """``{"matvec": {"r": 4}}`` -> the ``knobs`` tuple."""
-        return tuple((op, tuple(sorted(kv.items()))) for op, kv in sorted(d.items()) if kv)
+SLOTS = 8192      # uniform slices available to all recorders together (2 MiB): the 8B shape's
+                  # prefill + decode + head take 1,280, each verify body 576 (5 nb values: 2,880)
 
 
 class Graph:
@@ -102,6 +70,9 @@ class Graph:
         self.cand = self.cand_bytes = None    # sampling candidates (made by _record_head)
         self.lm_all, self.lm_blocks = None, []  # logits of every prefill row (record_lm_all)
         self.verifiers: dict[int, Recorder] = {}  # verify bodies by max rows (record_verify)
+        self.vheads: dict[int, tuple] = {}        # verify LM heads by max rows (record_verify_head)
+        self.sampler: Recorder | None = None      # sampling alone (record_verify_head)
+        self.xq = None                            # quant_x output of verify bodies (VERIFY_XQ)
         self._alloc()
         self.prefill = self._recorder("prefill", 64 + 16 * cfg.num_hidden_layers)
         self._record_body(self.prefill)
@@ -270,6 +241,7 @@ class Graph:
         H, Q, KV, F = d["H"], d["Q"], d["KV"], d["F"]
         rows, n_tok, pos = self.chunk, Dyn("n_tok"), Dyn("pos")
         W = self.whole
+        xq = self._xq_plan(nb)
         x, xn = W(self.x, 4 * rows * H), W(self.xn, 4 * rows * H)
         q, attn = W(self.q, 4 * rows * Q), W(self.attn, 4 * rows * Q)
         delta, act = W(self.delta, 4 * rows * H), W(self.act, 4 * rows * F)
@@ -292,9 +264,10 @@ class Graph:
             # pass: a fused token-blocked QKV kernel re-read its weights per 4 tokens (63 % of
             # an 8B prefill, docs/PERFORMANCE.md)
             pre = dict(decode=False, n_tok=n_tok, nb=nb)
-            self._proj(r, p + "attention.wq", xn, q, rows=Q, cols=H, **pre)
-            self._proj(r, p + "attention.wk", xn, kn, rows=KV, cols=H, **pre)
-            self._proj(r, p + "attention.wv", xn, vn, rows=KV, cols=H, **pre)
+            xqn = xq(r, xn, H, *(p + f"attention.w{t}" for t in "qkv"))
+            self._proj(r, p + "attention.wq", xn, q, rows=Q, cols=H, xq=xqn, **pre)
+            self._proj(r, p + "attention.wk", xn, kn, rows=KV, cols=H, xq=xqn, **pre)
+            self._proj(r, p + "attention.wv", xn, vn, rows=KV, cols=H, xq=xqn, **pre)
             k = self.kernel("rope_append", n_heads=c.num_attention_heads,
                             n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv)
             r.dispatch(k, {"q": q, "k_new": kn, "v_new": vn,
@@ -304,18 +277,23 @@ class Graph:
                             n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv)
             r.dispatch(k, {"q": q, "k_cache": kc, "v_cache": vc, "out": attn},
                        {"n_tok": n_tok, "pos": pos}, {"n_tok": n_tok, "pos": pos})
-            self._proj(r, p + "attention.wo", attn, delta, rows=H, cols=Q, **pre)
+            self._proj(r, p + "attention.wo", attn, delta, rows=H, cols=Q,
+                       xq=xq(r, attn, Q, p + "attention.wo"), **pre)
             k = self.kernel("add_rmsnorm", hidden=H, eps=c.rms_norm_eps)
             r.dispatch(k, {"x": x, "delta": delta, "w": self.norm_buf(p + "ffn_norm"),
                            "out": xn}, {"n_tok": n_tok}, rt_grid)
             # SwiGLU: act = silu(xn W1^T) * (xn W3^T), then delta = act W2^T
             wd = self.gate_up_dims(p)
-            k = (self.kernel("gate_up_multi", ffn=F, hidden=H, nb=nb, **wd) if nb else
+            xqg = xq(r, xn, H, p + "feed_forward.w1")
+            k = (self.kernel("gate_up_multi", ffn=F, hidden=H, nb=nb, **wd,
+                             **({"xq": 1} if xqg else {})) if nb else
                  self.kernel("gate_up", ffn=F, hidden=H, decode=0, **wd))
-            r.dispatch(k, {"x": xn, **self.parts(self.single_block(p + "feed_forward.w1"), "w1"),
+            r.dispatch(k, {("xq" if xqg else "x"): xqg or xn,
+                           **self.parts(self.single_block(p + "feed_forward.w1"), "w1"),
                            **self.parts(self.single_block(p + "feed_forward.w3"), "w3"),
                            "act": act}, self.fill(k, n_tok=n_tok), rt_grid)
-            self._proj(r, p + "feed_forward.w2", act, delta, rows=H, cols=F, **pre)
+            self._proj(r, p + "feed_forward.w2", act, delta, rows=H, cols=F, xq=xq(r, act, F, p + "feed_forward.w2"),
+                       **pre)
             nxt = f"layers.{i + 1}.attention_norm" if i + 1 < c.num_hidden_layers else "norm"
             k = self.kernel("add_rmsnorm", hidden=H, eps=c.rms_norm_eps)
             r.dispatch(k, {"x": x, "delta": delta, "w": self.norm_buf(nxt), "out": xn},
@@ -392,13 +370,37 @@ class Graph:
         self._normed(r, p + "attention_norm", kernels, avail, {"n_tok": 1, "pos": Dyn("pos")},
                      {"n_tok": 1})
 
+    def _xq_plan(self, nb: int):
+        """``xq(r, src, cols)``: in a verify body with VERIFY_XQ where quant_x fits, dispatch
+        quant_x of ``src`` (nb, cols) into the shared ``xq`` buffer and return it (its q4_0
+        consumers then bind it, the others ``src``); else None (every kernel quantizes x itself)."""
+        if not (nb and VERIFY_XQ and all(self._fits("quant_x", fmt="q4_0", cols=c, nb=nb)
+                                         for c in set(self.dims[d] for d in "HQF"))):
+            return lambda r, src, cols, *names: None
+        if self.xq is None:   # (32, F / 32, 5) vec4<u32>: int8 x chunks of up to 32 rows
+            self.xq = self._buf(32 * (max(self.dims[d] for d in "HQF") // 32) * 80, "xq")
+
+        def xq(r, src, cols, *names):
+            if not any(self.wdims(n)["fmt"] == "q4_0" for n in names):
+                return None     # no q4_0 consumer (K-quant / q8_0 layers): nothing to quantize
+            k = self.kernel("quant_x", fmt="q4_0", cols=cols, nb=nb)
+            buf = self.whole(self.xq, nb * (cols // 32) * 80)
+            r.dispatch(k, {"x": src, "xq": buf}, self.fill(k, n_tok=Dyn("n_tok")), {})
+            return buf
+        return xq
+
     def _proj(self, r, name, src, dst, *, decode: bool, n_tok, rows: int, cols: int,
-              accumulate: int = 0, nb: int = 0) -> None:
+              accumulate: int = 0, nb: int = 0, xq=None) -> None:
         """dst (n_tok, rows) (+)= src (n_tok, cols) W^T: matvec in decode, matmul in prefill,
-        matvec_multi in a verify pass (``nb`` > 0 rows at most: each weight read once)."""
+        matvec_multi in a verify pass (``nb`` > 0 rows at most: each weight read once; ``xq``:
+        quant_x's int8 chunks of ``src``, used by a q4_0 weight)."""
         if nb:
-            k = self.kernel("matvec_multi", rows=rows, cols=cols, nb=nb, **self.wdims(name))
-            r.dispatch(k, {"x": src, **self.parts(self.single_block(name)), "y": dst},
+            wd = self.wdims(name)
+            use = xq is not None and wd["fmt"] == "q4_0"
+            k = self.kernel("matvec_multi", rows=rows, cols=cols, nb=nb, **wd,
+                            **({"xq": 1} if use else {}))
+            r.dispatch(k, {("xq" if use else "x"): xq if use else src,
+                           **self.parts(self.single_block(name)), "y": dst},
                        self.fill(k, n_tok=n_tok), {})
             return
         op = "matvec" if decode else "matmul"
@@ -480,7 +482,12 @@ class Graph:
             k = self.kernel("matvec", **dm)
             params = self.fill(k, row_offset=blk["row_start"], n_tok=1)
             r.dispatch(k, {**src, **self.parts(blk), "y": W(self.logits, 4 * V)}, params, {})
-        # sampling: per-chunk candidates, then the pick -> ids[0] (read by the next embed)
+        self._record_sample(r)
+
+    def _record_sample(self, r: Recorder) -> None:
+        """Sampling of ``logits``: per-chunk candidates, then the pick -> ids[0] (read by the
+        next embed)."""
+        V = self.dims["V"]
         k1 = self.kernel("sample", vocab=V)
         k2 = self.kernel("sample_select", vocab=V)
         if self.cand is None:
@@ -510,6 +517,30 @@ class Graph:
                 self.caps = caps
             self.verifiers[nb] = rec
         return rec
+
+    def record_verify_head(self, nb: int) -> tuple[Recorder, Recorder, list]:
+        """The verify pass's LM head as ONE small-M pass over its ``nb`` final-normed rows (each
+        head weight byte read once, not once per row): (head recorder: matvec_multi per row block
+        of the LM head into ``(nb, rows_b)`` buffers; sampler recorder: sample + sample_select of
+        ``logits``; [(row_start, rows_b, buffer)] for the per-row copies into ``logits``)."""
+        got = self.vheads.get(nb)
+        if got is None:
+            H = self.dims["H"]
+            rec = self._recorder(f"vhead{nb}", 16)
+            blocks = []
+            for blk in self.tensor("output")["blocks"]:
+                buf = self._buf(4 * nb * blk["rows"], f"vlogits{nb}")   # (nb, rows_b) f32
+                k = self.kernel("matvec_multi", rows=blk["rows"], cols=H, nb=nb,
+                                **self.wdims("output"))
+                rec.dispatch(k, {"x": self.whole(self.xn, 4 * self.chunk * H), **self.parts(blk),
+                                 "y": self.whole(buf, 4 * nb * blk["rows"])},
+                             self.fill(k, n_tok=Dyn("n_tok")), {})
+                blocks.append((blk["row_start"], blk["rows"], buf))
+            if self.sampler is None:
+                self.sampler = self._recorder("sampler", 8)
+                self._record_sample(self.sampler)
+            got = self.vheads[nb] = (rec, self.sampler, blocks)
+        return got
 
     def record_lm_all(self) -> None:
         """Logits of every row of a prefill chunk (tests / ``Engine.logits``)."""

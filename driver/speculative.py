@@ -44,6 +44,12 @@ from .loader import ModelError
 from .sampler import BadOption, Sampling
 
 KMAX = 64            # the GPU sampler's candidate bound (shaders/sample.py)
+# The verify pass's LM head: False, the decode head (LM head matvec + sampler) once per row, the
+# head weights read k + 1 times; True, ONE matvec_multi pass over the k + 1 rows (each head byte
+# read once; Graph.record_verify_head), then the sampler per row. Which is faster depends on the
+# small-M kernels (shaders/bench_multi.py); ``python -m driver bench MODEL --speculative
+# --profile`` times both ("head per row" / "head multi").
+VERIFY_HEAD_MULTI = False
 MAX_DRAFT_K = 15     # drafted tokens a verify pass: its body is recorded for 16 rows at most
 NGRAMS = (3, 2)      # prompt lookup: longest n-gram first
 
@@ -216,6 +222,18 @@ def accept_or_resample(p: dict[int, float], d: int, q: dict[int, float] | None,
 
 
 # ---- the target's verify pass ----
+def verify_nb(n: int) -> int:
+    """Token rows the verify body for passes of up to ``n`` rows is compiled for: the power of two
+    >= n, so that few bodies are recorded whatever k callers pick (each body takes
+    64 + 16 * layers of Graph's 8192 uniform slices; the 8B shape fits 12). A pass of fewer rows
+    skips the rest at run time (a uniform branch per token row, in the dots and the reduction);
+    ``bench --speculative --profile`` times n = 5 on nb = 8 and nb = 5 ("n=5 nb=5")."""
+    nb = 2
+    while nb < n:
+        nb *= 2
+    return nb
+
+
 class Verifier:
     """Programs of one verify pass of n <= nb rows (built once per n): the verify body
     (``Graph.record_verify``: the prefill chain with small-M projections), then per row: the
@@ -224,8 +242,9 @@ class Verifier:
 
     SLOT = 2
 
-    def __init__(self, engine, nb: int):
+    def __init__(self, engine, nb: int, head_multi: bool | None = None):
         self.e, self.nb = engine, nb
+        self.head_multi = VERIFY_HEAD_MULTI if head_multi is None else head_multi
         self.progs: dict = {}
         self.vlog = None
 
@@ -242,9 +261,18 @@ class Verifier:
         if logits and self.vlog is None:
             self.vlog = G._buf(4 * (G.chunk + 1) * V, "spec_logits")  # (rows, V) f32
         prog = g.Program(ops=list(self.body().program(rt).ops))
-        head = G.head.program(rt)
+        if self.head_multi:   # all rows' logits in one pass, then row i's into ``logits``
+            vh, sampler, blocks = G.record_verify_head(self.nb)
+            prog.extend(vh.program(rt))
+            head = sampler.program(rt)
+        else:
+            head = G.head.program(rt)
         for i in range(n):
-            prog.copy(G.xn, 4 * H * i, G.xlast, 0, 4 * H)
+            if self.head_multi:
+                for r0, nr, buf in blocks:
+                    prog.copy(buf, 4 * nr * i, G.logits, 4 * r0, 4 * nr)
+            else:
+                prog.copy(G.xn, 4 * H * i, G.xlast, 0, 4 * H)
             prog.extend(head)
             if logits:
                 prog.copy(G.logits, 0, self.vlog, 4 * V * i, 4 * V)
@@ -253,14 +281,23 @@ class Verifier:
         self.progs[key] = prog
         return prog
 
+    def write_uniforms(self, rt: dict) -> None:
+        G = self.e.graph
+        self.body().write_uniforms(rt)
+        if self.head_multi:
+            vh, sampler, _ = G.record_verify_head(self.nb)
+            vh.write_uniforms(rt)
+            sampler.write_uniforms(rt)
+        else:
+            G.head.write_uniforms(rt)
+
     async def run(self, rows: list[int], pos: int, samp: dict, logits: bool):
         """Greedy: the n argmax ids; ``logits``: the n rows' logits as bytes."""
         e, G = self.e, self.e.graph
         n = len(rows)
         e.gpu.write_buffer(G.ids, 0, struct.pack(f"<{n}I", *rows))
         rt = e._rt(samp, pos, n, pos)
-        self.body().write_uniforms(rt)
-        G.head.write_uniforms(rt)
+        self.write_uniforms(rt)
         e.gpu.submit(self.program(rt, n, logits))
         if logits:
             V = e.cfg.vocab_size
@@ -329,10 +366,7 @@ async def generate_speculative(engine, prompt_ids, max_tokens: int, k: int, mode
     t_first = time.perf_counter()
     stats["prefill_s"] = t_first - t0
     seq, kv = ids + [first], n0        # kv: positions of seq whose K/V are in the cache
-    nb = 2
-    while nb < k + 1:       # verify bodies by powers of two: few recorders whatever k a caller picks
-        nb *= 2
-    verifier = Verifier(e, nb)
+    verifier = Verifier(e, verify_nb(k + 1))
     rng = random.Random(seed)
     new = [first]
     try:

@@ -2,6 +2,7 @@
 
     python -m shaders check [--quick] [--op OP ...] [--dump DIR]   numpy check of every kernel variant
     python -m shaders bench [--quick] [--vs-torch] [--out FILE]     bandwidth / FLOP benchmark
+    python -m shaders bench --multi [--quick] [--out FILE]          verify-pass kernel sweep
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", metavar="FILE", help="also write the table to FILE")
     b.add_argument("--tune", action="store_true",
                    help="also sweep the decode kernel's workgroup size x rows per workgroup")
+    b.add_argument("--multi", action="store_true",
+                   help="instead: the small-M (verify pass) kernel sweep, shaders/bench_multi.py")
     return p
 
 
@@ -51,6 +54,9 @@ def main(argv=None) -> int:
                 return 2
         rows = harness.check(quick=args.quick, ops=ops)
         return 0 if rows and all(r["ok"] for r in rows) else 1
+    if args.multi:
+        from . import bench_multi
+        return bench_multi.main(quick=args.quick, out_file=args.out)
     from . import bench
 
     return bench.main(quick=args.quick, vs_torch=args.vs_torch, out_file=args.out,

@@ -363,9 +363,11 @@ class DecodeLoop:
         return [f"{acc} += {self.dot(prefix, row, xs)};"]
 
     def render(self, template: str, slug: str, *, prefixes, r: int, nacc: int, nrm: dict | None,
-               accum, xs_lines: list[str], subs: dict) -> str:
+               accum, xs_lines: list[str], subs: dict, guards: list[str] | None = None) -> str:
         """``template`` rendered with the shared tokens (ENABLES, REDUCTION, CONSTS, XFNS, WFNS,
-        REDVARS, SGARGS, WG, LOOP) plus the op's own ``subs``; ``accum``: the chunk's dot lines."""
+        REDVARS, SGARGS, WG, LOOP) plus the op's own ``subs``; ``accum``: the chunk's dot lines;
+        ``guards`` (subgroup reduction only): a workgroup-uniform WGSL condition per accumulator
+        ("" = always) under which it is reduced (matvec_multi: token rows past n_tok are not)."""
         fq = self.fmt in QUANTIZED
         consts = render(load_template("decode_consts"), {
             "COLS": self.cols, "GS": self.group_size if fq else 1,
@@ -373,9 +375,20 @@ class DecodeLoop:
             "WPR": words_per_row(self.fmt, self.cols), "VEC": self.vec, "NCH": self.nch,
             "CE": self.vec * EPW[self.fmt], "WG": self.wg, "R": r, "NACC": nacc})
         if self.sg:
-            reduce = [f"let s{i} = subgroupAdd(acc{i});" for i in range(nacc)]
-            reduce += ["if (sg_lane == 0u) {"] + [
-                f"    red[(lid / sg_size) * NACC + {i}u] = s{i};" for i in range(nacc)] + ["}"]
+            reduce = []
+            g = guards or [""] * nacc
+            i = 0
+            while i < nacc:   # runs of accumulators with the same guard
+                j = i
+                while j < nacc and g[j] == g[i]:
+                    j += 1
+                ind = "    " if g[i] else ""
+                body = [f"{ind}let s{a} = subgroupAdd(acc{a});" for a in range(i, j)]
+                body += [f"{ind}if (sg_lane == 0u) {{"] + [
+                    f"{ind}    red[(lid / sg_size) * NACC + {a}u] = s{a};"
+                    for a in range(i, j)] + [f"{ind}}}"]
+                reduce += ([f"if ({g[i]}) {{"] + body + ["}"]) if g[i] else body
+                i = j
             reduce += ["if (lid == 0u) { nsg = (WG + sg_size - 1u) / sg_size; }",
                        "workgroupBarrier();"]
         else:

@@ -35,6 +35,7 @@ def _probes(op: str) -> list[dict]:
         "qkv_rope_decode": [{"hidden": 256, **_ATT, "heads": h} for h in SPLITS[-1]],
         "matvec_multi": [{"rows": 64, "cols": 256, "nb": 2}],
         "gate_up_multi": [{"ffn": 64, "hidden": 256, "nb": 2}],
+        "quant_x": [{"fmt": "q4_0", "cols": 256, "nb": 2}],   # q4_0 only, whatever the model's
     }.get(op, [])
 
 
@@ -46,7 +47,7 @@ def min_storage_buffers(ops, fmt: str) -> int:
     """The most storage buffers one dispatch of ``ops`` binds for weights in format ``fmt``: a
     device allowing fewer cannot run a graph of these ops. Counted from the kernels themselves."""
     from . import kernel
-    caps = replace(Caps(), max_storage_buffers=1 << 20)
+    caps = replace(Caps(), max_storage_buffers=1 << 20, packed_dot=True)
     need = 0
     for op in ops:
         probes = _probes(op)

@@ -24,7 +24,8 @@ from __future__ import annotations
 from modelfmt.formats import KQUANT
 
 from .core import Binding, Caps, Grid, Kernel, KernelKey, Params, UnsupportedKernel
-from .decode_loop import DECODE_UNPACK, DecodeLoop, chunk_dot, chunk_dot_i8, decode_tol, x_chunk
+from .decode_loop import (DECODE_UNPACK, PK8_WGSL, DecodeLoop, chunk_dot, chunk_dot_i8, decode_tol,
+                          x_chunk)
 from .registry import Case, register, register_cases
 from . import kquant as kq
 from .wgsl_common import (BASE, SCALED, WeightSpec, binding_decls, check_weight, fold_grid,
@@ -32,23 +33,47 @@ from .wgsl_common import (BASE, SCALED, WeightSpec, binding_decls, check_weight,
 
 MULTI_PARAMS = Params((("n_tok", "u32"),))
 MAX_NB = 32
+ACC_BUDGET = 32   # default rows per workgroup: the largest R <= 8 with nb * R * weights <= this
+
+# (op, rows, cols, nb) -> (wg, r, sg): measured best workgroup size / rows per workgroup /
+# reduction (1 subgroupAdd where the device has subgroups, 0 the shared-memory tree), from
+# ``python -m shaders bench --multi`` (shaders/bench_multi.py prints this line); other shapes
+# take the rule above (wg from the decode loop, R from ACC_BUDGET, subgroups where present)
+MULTI_TUNED: dict[tuple, tuple[int, int, int]] = {}
+# the same for the xq = 1 kernels (pre-quantized x; driver.graph.VERIFY_XQ)
+MULTI_TUNED_XQ: dict[tuple, tuple[int, int, int]] = {}
 
 
-def multi_kernel(caps: Caps, spec: WeightSpec, nb: int, unpack: int | None = None) -> Kernel:
+def multi_kernel(caps: Caps, spec: WeightSpec, nb: int, unpack: int | None = None,
+                 wg: int = 0, r: int = 0, sg: int = -1, xq: int = 0) -> Kernel:
     """One workgroup per R rows of ``spec``'s weights and ``nb`` token rows; ``spec.store`` is
     WGSL run by thread r < R for each token ``b < n_tok`` with ``row0``, ``r``, ``b`` and
-    ``total(i)`` in scope."""
+    ``total(i)`` in scope. ``wg`` / ``r`` override the workgroup size / rows per workgroup,
+    ``sg`` = 0 the subgroup reduction (shared-memory tree: ~NACC * WG adds a workgroup instead of
+    NACC * WG * log2(subgroup) shuffles + adds; benchmarks: shaders/bench_multi.py); ``xq`` = 1
+    (q4_0, unpack 3): x bound as ``quant_x``'s int8 chunks instead of f32, so the per-token
+    quantization (~2/3 of the instructions a row chunk at R = 4) is done once per pass, not
+    once per workgroup."""
     op, fmt, rows, cols, G = spec.op, spec.fmt, spec.rows, spec.cols, spec.group_size
     check_weight(op, fmt, rows, cols, G)
     if not (isinstance(nb, int) and 1 <= nb <= MAX_NB):
         raise UnsupportedKernel(f"{op}: nb (token rows) must be in [1, {MAX_NB}], got {nb!r}")
-    lp = DecodeLoop.plan(caps, fmt, cols, G, unpack)
+    tuned = MULTI_TUNED_XQ if xq else MULTI_TUNED
+    if not wg and not r and sg < 0 and (op, rows, cols, nb) in tuned:
+        wg, r, sg = tuned[(op, rows, cols, nb)]
+    if sg == 0 and caps.subgroups:
+        from dataclasses import replace
+        caps = replace(caps, subgroups=False)
+    lp = DecodeLoop.plan(caps, fmt, cols, G, unpack, min(wg, caps.max_workgroup_size))
     nw = len(spec.weights)
     # rows per workgroup: q formats share a token's x chunk over R rows (as decode); the
-    # accumulators (nb * R * weights) stay within ~32 registers
-    r = 1
-    while fmt in SCALED and 2 * r <= min(8, rows) and nb * 2 * r * nw <= 32:
-        r *= 2
+    # accumulators (nb * R * weights) stay within ~ACC_BUDGET registers
+    if r:
+        r = max(1, min(r, rows))
+    else:
+        r = 1
+        while fmt in SCALED and 2 * r <= min(8, rows) and nb * 2 * r * nw <= ACC_BUDGET:
+            r *= 2
     while r > 1 and lp.red_bytes(nb * r * nw) > caps.max_workgroup_storage:
         r //= 2
     while lp.wg > 32 and lp.red_bytes(nb * r * nw) > caps.max_workgroup_storage:
@@ -59,9 +84,17 @@ def multi_kernel(caps: Caps, spec: WeightSpec, nb: int, unpack: int | None = Non
     gx, gy = fold_grid(-(-rows // r))
     if gy > caps.max_workgroups_per_dim:
         raise UnsupportedKernel(f"{op}: {rows} rows need a {gx}x{gy} grid")
+    if xq and not (fmt == "q4_0" and lp.i8 == 2):
+        raise UnsupportedKernel(f"{op}: xq (pre-quantized x) is for q4_0 with unpack 3 only")
     key = KernelKey(op=op, fmt=fmt, wg=lp.wg, tile=r, vec=lp.vec, subgroups=lp.sg,
-                    dims=(("r", rows), ("c", cols), ("g", G), ("nb", nb)) + lp.key_dims(0.0))
-    binds = lp.x_binding(f"({nb}, cols) f32", 0.0)
+                    dims=(("r", rows), ("c", cols), ("g", G), ("nb", nb)) + lp.key_dims(0.0)
+                    + ((("xq", 1),) if xq else ()))
+    # the reduction skips the token rows past n_tok (a workgroup-uniform branch): a pass of
+    # n rows on a body compiled for nb >= n (powers of two) reduces n, not nb, rows' sums
+    guards = [f"{b}u < params.n_tok" if b else "" for b in range(nb) for _ in range(r * nw)]
+    binds = ([(Binding("xq", "read", f"({nb}, cols / 32, {XQ_WORDS}) int8 x of quant_x as vec4 "
+                                       "u32"), "vec4<u32>")] if xq
+             else lp.x_binding(f"({nb}, cols) f32", 0.0))
     for p in spec.weights:
         binds += weight_bindings(fmt, p, lp.vec, "rows", "cols")
     binds += [(Binding(spec.out_name, "read_write", f"({nb}, rows) f32"), "f32"),
@@ -80,11 +113,21 @@ def multi_kernel(caps: Caps, spec: WeightSpec, nb: int, unpack: int | None = Non
                 "fn x1(c: u32) -> f32 { return x[xb + c]; }\n")
         xrow = cols
     xlines, xs = x_chunk(fmt, lp.vec, lp.mask, lp.i8, None)
+    if xq:   # token b's chunk as quant_x stored it (xq_store_lines)
+        xfns = ""
+        xlines = [f"let xqb = (b_ * NCH + ch) * {XQ_WORDS}u;"]
+        xlines += [f"let q{j} = xq[xqb + {j}u];" for j in range(XQ_WORDS)]
+        xlines += [f"let {nm}{k} = q{j}.{'xyzw'[k]};" for j, nm in enumerate(("xe", "xo", "ye",
+                                                                                "yo"))
+                   for k in range(4)]
+        xlines += ["let dx = bitcast<f32>(q4.x);", "let sq = bitcast<i32>(q4.y);",
+                   "let sr = bitcast<i32>(q4.z);"]
     wload = [f"let wc{i}_{k} = {p}chunk(rr{i} * NCH + ch);   // weight words, once for all rows"
              for i in range(r) for k, p in enumerate(spec.weights)]
     accum = []
     for b in range(nb):
-        accum += [f"if ({b}u < params.n_tok) {{", f"    xb = {b * xrow}u;"]
+        accum += [f"if ({b}u < params.n_tok) {{",
+                  f"    let b_ = {b}u;" if xq else f"    xb = {b * xrow}u;"]
         accum += ["    " + ln for ln in xlines]
         for i in range(r):
             for k, p in enumerate(spec.weights):
@@ -99,7 +142,7 @@ def multi_kernel(caps: Caps, spec: WeightSpec, nb: int, unpack: int | None = Non
         accum.append("}")
     store = ("        for (var b = 0u; b < params.n_tok; b++) {\n" + spec.store + "\n        }")
     src = lp.render("matvec", key.slug(), prefixes=spec.weights, r=r, nacc=nacc, nrm=None,
-                    accum=accum, xs_lines=wload, subs={
+                    accum=accum, xs_lines=wload, guards=guards, subs={
                         "OP": op, "FMT": fmt, "SEMANTICS": spec.semantics,
                         "PARAMS": spec.params.wgsl(), "BINDINGS": decls, "ROWS": rows,
                         "NW": nw, "GX": gx, "STORE": store, "XFNS": xfns,
@@ -112,28 +155,88 @@ def multi_kernel(caps: Caps, spec: WeightSpec, nb: int, unpack: int | None = Non
 
 @register("matvec_multi")
 def build_matvec_multi(caps: Caps, fmt: str, rows: int, cols: int, nb: int,
-                       group_size: int = 32, unpack: int | None = None) -> Kernel:
+                       group_size: int = 32, unpack: int | None = None, wg: int = 0,
+                       r: int = 0, sg: int = -1, xq: int = 0) -> Kernel:
     store = "            y[b * ROWS + row0 + r] = total(b * R * NW + r);"
     spec = WeightSpec("matvec_multi", fmt, rows, cols, group_size, ("w_",), "y", store,
                       "y[t, r] = sum_c W[r, c] * x[t, c], t < n_tok", MULTI_PARAMS)
-    return multi_kernel(caps, spec, nb, unpack)
+    return multi_kernel(caps, spec, nb, unpack, wg, r, sg, xq)
 
 
 @register("gate_up_multi")
 def build_gate_up_multi(caps: Caps, fmt: str, ffn: int, hidden: int, nb: int,
-                        group_size: int = 32, unpack: int | None = None) -> Kernel:
+                        group_size: int = 32, unpack: int | None = None, wg: int = 0,
+                        r: int = 0, sg: int = -1, xq: int = 0) -> Kernel:
     store = ("            let g = total(b * R * NW + r * NW);\n"
              "            act[b * ROWS + row0 + r] = g / (1.0 + exp(-g)) * "
              "total(b * R * NW + r * NW + 1u);")
     spec = WeightSpec("gate_up_multi", fmt, ffn, hidden, group_size, ("w1_", "w3_"), "act",
                       store, "act[t, f] = silu(x[t] . W1[f]) * (x[t] . W3[f]), t < n_tok",
                       MULTI_PARAMS)
-    return multi_kernel(caps, spec, nb, unpack)
+    return multi_kernel(caps, spec, nb, unpack, wg, r, sg, xq)
+
+
+XQ_WORDS = 5   # vec4<u32> per (token, chunk) of quant_x: xe, xo, ye, yo words, (dx, sq, sr, 0)
+
+QUANT_X_WGSL = """
+// quant_x (q4_0, unpack 3): x (nb, cols) f32 -> xq (nb, cols / 32, 5) vec4<u32>: each 32-column
+// chunk of each token row quantized to int8 once (shaders/decode_loop.i8_quant_lines, the decode
+// kernels' own arithmetic), for matvec_multi / gate_up_multi with xq = 1. One invocation a chunk.
+{{PARAMS}}
+{{BINDINGS}}
+const NCH: u32 = {{NCH}}u;     // 32-column chunks a row
+const CE: u32 = 32u;           // columns a chunk
+const XROW: u32 = {{XROW}}u;   // vec4s a row of x
+var<private> xb: u32;          // first vec4 of the current token row
+fn x4(i: u32) -> vec4<f32> { return x[xb + i]; }
+{{PK8}}
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    if (i >= params.n_tok * NCH) {
+        return;
+    }
+    let ch = i % NCH;
+    xb = (i / NCH) * XROW;
+{{LINES}}
+    let o = i * 5u;
+    xq[o] = vec4<u32>(xe0, xe1, xe2, xe3);
+    xq[o + 1u] = vec4<u32>(xo0, xo1, xo2, xo3);
+    xq[o + 2u] = vec4<u32>(ye0, ye1, ye2, ye3);
+    xq[o + 3u] = vec4<u32>(yo0, yo1, yo2, yo3);
+    xq[o + 4u] = vec4<u32>(bitcast<u32>(dx), bitcast<u32>(sq), bitcast<u32>(sr), 0u);
+}
+"""
+
+
+@register("quant_x")
+def build_quant_x(caps: Caps, fmt: str, cols: int, nb: int, group_size: int = 32) -> Kernel:
+    """x (nb, cols) f32 -> xq (nb, cols / 32, XQ_WORDS) vec4<u32> (rows t < n_tok)."""
+    from .core import render
+    lp = DecodeLoop.plan(caps, fmt, cols, group_size, None)
+    if not (fmt == "q4_0" and lp.i8 == 2 and cols % 32 == 0 and lp.xvec == 4):
+        raise UnsupportedKernel("quant_x: q4_0 with unpack 3 (packed int8 dot products) only")
+    if not (isinstance(nb, int) and 1 <= nb <= MAX_NB):
+        raise UnsupportedKernel(f"quant_x: nb (token rows) must be in [1, {MAX_NB}], got {nb!r}")
+    nch = cols // 32
+    lines, _ = x_chunk(fmt, 4, False, 2, None)
+    decls, bindings = binding_decls([
+        (Binding("x", "read", f"({nb}, cols) f32 as vec4"), "vec4<f32>"),
+        (Binding("xq", "read_write", f"({nb}, cols / 32, {XQ_WORDS}) vec4 u32"), "vec4<u32>"),
+        (Binding("params", "uniform", "Params"), "Params")])
+    key = KernelKey(op="quant_x", fmt=fmt, wg=64, dims=(("c", cols), ("nb", nb)))
+    src = render(QUANT_X_WGSL, {"PARAMS": MULTI_PARAMS.wgsl(), "BINDINGS": decls, "NCH": nch,
+                                "XROW": cols // 4, "PK8": PK8_WGSL,
+                                "LINES": "\n".join("    " + ln for ln in lines)}, slug=key.slug())
+    return Kernel(key=key, wgsl=src, bindings=bindings, params=MULTI_PARAMS,
+                  workgroup_size=(64, 1, 1), grid=Grid.fixed(-(-nb * nch // 64)), meta=lp.meta())
 
 
 # ---- check cases ----
 def _case(op: str, fmt: str, rows: int, cols: int, nb: int, n_tok: int,
-          unpack: int | None = None) -> Case:
+          unpack: int | None = None, via_xq: bool = False, **knobs) -> Case:
+    """``via_xq``: on caps with packed int8 dot products, quant_x then the kernel with xq=1 (as
+    the verify body runs them), elsewhere the self-quantizing kernel alone."""
     gate = op == "gate_up_multi"
     out = "act" if gate else "y"
 
@@ -152,6 +255,8 @@ def _case(op: str, fmt: str, rows: int, cols: int, nb: int, n_tok: int,
         x = (rng.standard_normal((nb, cols)) / np.sqrt(cols)).astype(np.float32)  # (nb, cols)
         y0 = rng.standard_normal((nb, rows)).astype(np.float32)   # rows t >= n_tok stay
         bufs.update(x=x, **{out: y0})
+        if via_xq:
+            bufs["xq"] = nb * (cols // 32) * XQ_WORDS * 16   # (nb, cols / 32, 5) vec4 u32
         return {"buffers": bufs, "params": {"n_tok": n_tok}, "ws": ws, "x": x, "y0": y0}
 
     def ref(inp):
@@ -170,19 +275,41 @@ def _case(op: str, fmt: str, rows: int, cols: int, nb: int, n_tok: int,
                                    {"rows": rows, "cols": cols}))
     if unpack is not None:
         dims["unpack"] = unpack
+    dims.update(knobs)
     u = DECODE_UNPACK.get(fmt, 0) if unpack is None else unpack
+
+    def steps(caps, inp):
+        from .registry import kernel
+        p = {"n_tok": n_tok}
+        k = kernel(op, caps, **dims)
+        if not (caps.packed_dot and k.meta.get("language_features")):
+            return [(k, p, k.grid())]
+        kq = kernel("quant_x", caps, fmt=fmt, cols=cols, nb=nb)
+        k1 = kernel(op, caps, xq=1, **dims)
+        return [(kq, p, kq.grid()), (k1, p, k1.grid())]
+
     return Case(op, dims, make, ref, decode_tol(fmt, u, "gate_up_f32" if gate else "dot_f32"),
                 label=f"{fmt} {rows}x{cols} nb={nb} n={n_tok}"
-                      + (f" u{unpack}" if unpack is not None else ""))
+                      + (f" u{unpack}" if unpack is not None else "")
+                      + "".join(f" {k}{v}" for k, v in knobs.items())
+                      + (" via quant_x" if via_xq else ""),
+                steps=steps if via_xq else None)
 
 
-@register_cases("matvec_multi")
+@register_cases("matvec_multi", covers=("quant_x",))
 def matvec_multi_cases(quick: bool) -> list[Case]:
     out = [_case("matvec_multi", f, rows, cols, nb, n)
            for f in BASE for (rows, cols), nb, n in (((7, 96), 5, 5), ((67, 64), 5, 3),
                                                     ((13, 1536), 2, 1))]
     out += [_case("matvec_multi", f, 67, 64, 4, 4, unpack=u) for f in ("q4_0", "q8_0")
             for u in (0, 3)]
+    # the bench sweep's knobs (shaders/bench_multi.py): small workgroups striding several
+    # chunks, many rows per workgroup, a partial last row block
+    out += [_case("matvec_multi", "q4_0", 37, 512, 8, 5, wg=32, r=16),
+            _case("matvec_multi", "q4_0", 19, 256, 2, 2, wg=64, r=1, unpack=0),
+            _case("matvec_multi", "q4_0", 37, 512, 8, 5, wg=64, r=4, sg=0),
+            _case("matvec_multi", "q4_0", 37, 512, 8, 5, via_xq=True),
+            _case("matvec_multi", "q4_0", 19, 1024, 4, 3, via_xq=True, wg=32, r=8)]
     if not quick:
         out += [_case("matvec_multi", "q4_0", 4096, 4096, 8, 5),
                 _case("matvec_multi", "q4_1", 576, 576, 16, 16)]
@@ -193,6 +320,9 @@ def matvec_multi_cases(quick: bool) -> list[Case]:
 def gate_up_multi_cases(quick: bool) -> list[Case]:
     out = [_case("gate_up_multi", f, ffn, h, nb, n)
            for f in BASE for (ffn, h), nb, n in (((7, 96), 5, 5), ((67, 64), 3, 2))]
+    out += [_case("gate_up_multi", "q4_0", 21, 512, 16, 9, wg=32, r=8),
+            _case("gate_up_multi", "q4_0", 21, 512, 8, 5, wg=128, r=2, sg=0),
+            _case("gate_up_multi", "q4_0", 21, 512, 8, 5, via_xq=True)]
     if not quick:
         out += [_case("gate_up_multi", "q4_0", 1536, 576, 8, 5)]
     return out

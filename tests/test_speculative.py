@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from driver import graph
 from driver.loader import ModelError
 from driver.sampler import BadOption, Sampling
 from driver.session import ChatSession
@@ -123,6 +124,68 @@ def test_speculative_greedy_identical_tiny(tiny, q):
     assert got == want and eng.last_stats["stopped"] == "stop"
 
 
+@pytest.mark.parametrize("q", ["f32", "q4_0"])
+def test_verify_head_multi_matches_per_row_head(tiny, q, monkeypatch):
+    """The verify pass's LM head as one small-M pass over the rows (VERIFY_HEAD_MULTI) gives
+    the per-row decode head's logits (same per-row dot and reduction order: to rounding) and
+    argmax ids, and greedy speculation with it gives plain decoding's output."""
+    import driver.speculative as spec
+    eng = tiny[q]
+    prompt = _ids(30, 5)
+    plain = list(eng.generate(prompt, 24, stop_ids=()))
+    rows = [prompt[-1]] + plain[:4]          # a pass of 5 rows (nb = 8) at the prompt's end
+    samp = Sampling().runtime(eng.cfg.vocab_size)
+    got = {}
+    for multi in (False, True):
+        eng._run(_collect(eng.generate_async(prompt[:-1], 1, stop_ids=())))   # cache: prompt[:-1]
+        v = spec.Verifier(eng, 8, head_multi=multi)
+        lg = eng._run(v.run(rows, len(prompt) - 1, samp, logits=True))
+        ids = eng._run(v.run(rows, len(prompt) - 1, samp, logits=False))
+        got[multi] = (np.stack([np.frombuffer(x, np.float32) for x in lg]), ids)
+    (a, ia), (b, ib) = got[False], got[True]
+    assert a.shape == b.shape == (5, eng.cfg.vocab_size)
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max(), np.abs(a - b).max()
+    assert ia == ib == [int(i) for i in a.argmax(1)]
+    monkeypatch.setattr(spec, "VERIFY_HEAD_MULTI", True)
+    o = Oracle(len(prompt), plain, 256)
+    out = eng._run(_collect(generate_speculative(eng, prompt, 24, 4, "lookup", drafter=o,
+                                                 stop_ids=())))
+    same_or_near_tie(eng, q, prompt, plain, out)
+    assert eng.last_stats["speculative"]["verify_passes"] > 0
+
+
+def test_verify_body_with_prequantized_x(tiny, monkeypatch):
+    """graph.VERIFY_XQ (x quantized once per pass by quant_x, 4 dispatches a layer): the same
+    logits as the self-quantizing verify body to rounding, and plain decoding's greedy output."""
+    import driver.graph as graph
+    import driver.speculative as spec
+    eng = tiny["q4_0"]
+    if not eng.graph.caps.packed_dot:
+        pytest.skip("this adapter's WGSL lacks packed_4x8_integer_dot_product (quant_x needs it)")
+    prompt = _ids(30, 5)
+    plain = list(eng.generate(prompt, 24, stop_ids=()))
+    rows = [prompt[-1]] + plain[:4]
+    samp = Sampling().runtime(eng.cfg.vocab_size)
+    got = {}
+    for on in (False, True):
+        monkeypatch.setattr(graph, "VERIFY_XQ", on)
+        monkeypatch.setattr(eng.graph, "verifiers", {})     # bodies recorded afresh
+        body = eng.graph.record_verify(8)
+        n_q = sum(1 for st in body.steps if getattr(st, "kernel", None) is not None
+                  and st.kernel.key.op == "quant_x")
+        assert n_q == (4 * CFG["num_hidden_layers"] if on else 0)
+        eng._run(_collect(eng.generate_async(prompt[:-1], 1, stop_ids=())))
+        v = spec.Verifier(eng, 8)
+        lg = eng._run(v.run(rows, len(prompt) - 1, samp, logits=True))
+        got[on] = np.stack([np.frombuffer(x, np.float32) for x in lg])
+    a, b = got[False], got[True]
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max(), np.abs(a - b).max()
+    o = Oracle(len(prompt), plain, 256)
+    out = eng._run(_collect(generate_speculative(eng, prompt, 24, 4, "lookup", drafter=o,
+                                                 stop_ids=())))
+    same_or_near_tie(eng, "q4_0", prompt, plain, out)
+
+
 def test_draft_model_same_output_and_bad_drafts(tiny, backend, tmp_path):
     """The f32 packing drafts for the q4_0 one (same tokenizer): output identical to plain; a
     draft with another vocabulary is refused in plain words; k out of range too."""
@@ -202,8 +265,21 @@ def test_bench_ttft_and_speculative_quick(tiny):
     from driver.native.bench_session import run_session_bench
     out = io.StringIO()
     run_session_bench(tiny["q4_0"].source.folder, speculative=True, ttft=True, quick=True,
-                      as_json=True, out=out)
+                      as_json=True, out=out, profile=True)
     r = json.loads(out.getvalue())
+    # --profile: the verify pass by op for n = 2 and 5 (nb 2, 8, and 5), both head variants
+    vp = r["verify_profile"]
+    xq = [(5, 8)] if tiny["q4_0"].graph.caps.packed_dot else []   # and the quant_x body
+    assert [(x["n"], x["nb"]) for x in vp["passes"]] == [(2, 2), (5, 8), (5, 5)] + xq
+    for x in vp["passes"]:
+        ops = {op: n for op, n, _ in x["ops"]}
+        L = CFG["num_hidden_layers"]   # wq wk wv wo w2 and w1+w3 a layer
+        assert ops["matvec_multi"] == 5 * L and ops["gate_up_multi"] == L
+        xq_on = x.get("xq", graph.VERIFY_XQ) and tiny["q4_0"].graph.caps.packed_dot
+        assert ops.get("quant_x", 0) == (4 * L if xq_on else 0)
+        assert min(x["row_head_ms"], x["multi_head_ms"], x["body_ms"]) > 0
+    from driver.native.bench_session import format_profile
+    assert "with one multi head" in "\n".join(format_profile(vp))
     turns = r["ttft"]["turns"]
     assert turns[0]["cached_tokens"] == 0 and all(t["cached_tokens"] > 0 for t in turns[1:])
     assert r["ttft"]["ratio_last_first"] > 0 and r["ttft"]["last_turn_no_reuse_prefill_tokens"] \

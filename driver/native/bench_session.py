@@ -15,7 +15,8 @@ extractive task (the prompt holds a passage the reply repeats / continues) and o
             run for its cost but plain decoding's tokens verified (100 % acceptance)
 Every greedy mode's output is checked against plain decoding's (column "same"). Also the GPU time
 of one decode step and of one verify pass of 2 .. 16 rows (``pass_costs``): a round's cost in
-decode steps, whatever the acceptance.
+decode steps, whatever the acceptance. ``--profile`` first: the verify pass by op, per pass size,
+with both LM-head variants (``verify_profile``).
 On random weights (``synth:...``) acceptance of real drafts is meaningless (the model does not
 repeat its prompt): read forced / rejected, which bracket what speculation costs and gains at a
 given acceptance. Prompts are token ids (random for a model without a tokenizer, else text
@@ -69,7 +70,7 @@ def pass_costs(eng, ks=(1, 2, 4, 8), reps: int = 20, ctx: int = 256) -> dict:
     position ``ctx``, each program submitted ``reps`` times back to back and timed to completion:
     what a round costs in decode steps, whatever the acceptance."""
     from driver.sampler import Sampling
-    from driver.speculative import Verifier
+    from driver.speculative import Verifier, verify_nb
     G = eng.graph
     samp = Sampling().runtime(eng.cfg.vocab_size)
 
@@ -80,10 +81,7 @@ def pass_costs(eng, ks=(1, 2, 4, 8), reps: int = 20, ctx: int = 256) -> dict:
         G.decode.write_uniforms(rt)
         out = {"decode_ms": await submit_ms(eng.gpu, G.decode.program(rt), reps)}
         for k in ks:
-            nb = 2
-            while nb < k + 1:
-                nb *= 2
-            v = Verifier(eng, nb)
+            v = Verifier(eng, verify_nb(k + 1))
             rt = eng._rt(samp, ctx, k + 1, ctx)
             v.body().write_uniforms(rt)
             G.head.write_uniforms(rt)
@@ -93,6 +91,116 @@ def pass_costs(eng, ks=(1, 2, 4, 8), reps: int = 20, ctx: int = 256) -> dict:
 
     eng.kv_ids = []     # the timed programs write K/V rows
     return eng._run(go())
+
+
+def verify_profile(eng, ns=(2, 3, 5, 9), reps: int = 10, ctx: int = 256) -> dict:
+    """Where a verify pass's GPU time goes (``--speculative --profile``): per pass size n (body
+    compiled for nb = the power of two >= n, as generate_speculative does; n = 5 also for nb = 5)
+    the body's GPU time by op (``bench.op_profile``: each op's dispatches replayed alone), the
+    decode step's by op, and the whole pass (body + heads) with the per-row decode head and with
+    one small-M head pass (``VERIFY_HEAD_MULTI``), in ms and in decode steps."""
+    from driver.sampler import Sampling
+    from driver.speculative import Verifier, verify_nb
+
+    from .bench import op_profile
+    G = eng.graph
+    samp = Sampling().runtime(eng.cfg.vocab_size)
+
+    async def timed(prog, runs):
+        eng.gpu.submit(prog)
+        await eng.gpu.sync()
+        t = time.perf_counter()
+        for _ in range(runs):
+            eng.gpu.submit(prog)
+        await eng.gpu.sync()
+        return 1e3 * (time.perf_counter() - t) / runs
+
+    res: dict = {}
+
+    async def go():
+        rt = eng._rt(samp, ctx, 1, 1)
+        G.decode.write_uniforms(rt)
+        out = res
+        out.update({"decode_ms": await timed(G.decode.program(rt), 2 * reps),
+                    "decode_ops": await op_profile(eng, G.decode, rt, 2 * reps), "passes": []})
+        cases = [(n, verify_nb(n), False) for n in ns]
+        cases += [(n, n, False) for n in ns if n == 5 and verify_nb(n) != 5]
+        if G._fits("quant_x", fmt="q4_0", cols=eng.cfg.hidden_size, nb=8) and \
+                G.wdims("layers.0.feed_forward.w1")["fmt"] == "q4_0":
+            cases += [(n, verify_nb(n), True) for n in ns if n == 5]
+        for n, nb, xq in cases:
+            if xq:
+                await xq_case(n, nb)
+                continue
+            rt = eng._rt(samp, ctx, n, ctx)
+            row = {"n": n, "nb": nb}
+            for multi in (False, True):
+                v = Verifier(eng, nb, head_multi=multi)
+                v.write_uniforms(rt)
+                row["multi_head_ms" if multi else "row_head_ms"] = await timed(
+                    v.program(rt, n, False), reps)
+            body = G.record_verify(nb)
+            body.write_uniforms(rt)
+            row["body_ms"] = await timed(body.program(rt), reps)
+            row["ops"] = await op_profile(eng, body, rt, reps)
+            vh, sampler, _ = G.record_verify_head(nb)
+            vh.write_uniforms(rt)
+            row["head_multi_lm_ms"] = await timed(vh.program(rt), reps)
+            G.head.write_uniforms(rt)
+            row["head_one_row_ms"] = await timed(G.head.program(rt), reps)
+            out["passes"].append(row)
+        return out
+
+    async def xq_case(n, nb):
+        """The same pass with graph.VERIFY_XQ (x quantized once by quant_x) on a body recorded
+        for it, whatever the flag's default; the default body is put back after."""
+        from driver import graph
+        saved, old = G.verifiers.pop(nb, None), graph.VERIFY_XQ
+        graph.VERIFY_XQ = not old
+        try:
+            rt = eng._rt(samp, ctx, n, ctx)
+            row = {"n": n, "nb": nb, "xq": not old}
+            v = Verifier(eng, nb, head_multi=False)
+            v.write_uniforms(rt)
+            row["row_head_ms"] = await timed(v.program(rt, n, False), reps)
+            v = Verifier(eng, nb, head_multi=True)
+            v.write_uniforms(rt)
+            row["multi_head_ms"] = await timed(v.program(rt, n, False), reps)
+            body = G.record_verify(nb)
+            body.write_uniforms(rt)
+            row["body_ms"] = await timed(body.program(rt), reps)
+            row["ops"] = await op_profile(eng, body, rt, reps)
+            row["head_multi_lm_ms"] = row["head_one_row_ms"] = 0.0
+        finally:
+            graph.VERIFY_XQ = old
+            G.verifiers[nb] = saved
+        res["passes"].append(row)
+
+    eng.kv_ids = []     # the timed programs write K/V rows
+    return eng._run(go())
+
+
+def format_profile(p: dict) -> list[str]:
+    d = p["decode_ms"]
+    lines = [f"verify profile (ctx 256; 1 step = one decode step = {d:.3f} ms):"]
+    dec = {op: ms for op, _, ms in p["decode_ops"][1:]}
+    lines.append("  decode step by op: " + ", ".join(
+        f"{op} {ms:.3f}" for op, ms in sorted(dec.items(), key=lambda x: -x[1])))
+    for r in p["passes"]:
+        tag = "" if "xq" not in r else (" with quant_x (VERIFY_XQ on)" if r["xq"] else
+                                          " without quant_x (VERIFY_XQ off)")
+        lines.append(
+            f"  n={r['n']} nb={r['nb']}{tag}: pass with per-row heads {r['row_head_ms']:.3f} ms "
+            f"({r['row_head_ms'] / d:.2f} steps), with one multi head {r['multi_head_ms']:.3f} ms "
+            f"({r['multi_head_ms'] / d:.2f} steps); body {r['body_ms']:.3f} ms "
+            f"({r['body_ms'] / d:.2f} steps)" + ("" if "xq" in r else
+            f"; LM head: multi pass {r['head_multi_lm_ms']:.3f} ms vs {r['n']} x decode head "
+            f"{r['n'] * r['head_one_row_ms']:.3f} ms"))
+        total = r["ops"][0][2]
+        for op, n, ms in sorted(r["ops"][1:], key=lambda x: -x[2]):
+            lines.append(f"    {op:<20} {n:>5} dispatches {ms:9.3f} ms {100 * ms / total:5.1f}% "
+                         f"{ms / d:6.2f} steps")
+    return lines
 
 
 def run_speculative_bench(eng, draft=None, quick: bool = False, k: int = 4) -> dict:
@@ -169,7 +277,8 @@ def run_ttft_bench(eng, quick: bool = False) -> dict:
 
 
 def run_session_bench(model, speculative: bool = False, ttft: bool = False, quick: bool = False,
-                      draft=None, k: int = 4, as_json: bool = False, out=sys.stdout) -> dict:
+                      draft=None, k: int = 4, as_json: bool = False, out=sys.stdout,
+                      profile: bool = False) -> dict:
     from . import load, load_draft
     ctx = 512 if quick else 4096
     eng = load(model, max_context=ctx)
@@ -183,6 +292,10 @@ def run_session_bench(model, speculative: bool = False, ttft: bool = False, quic
         res["draft"] = str(draft)
     if ttft:
         res["ttft"] = run_ttft_bench(eng, quick)
+    if speculative and profile:
+        res["verify_profile"] = verify_profile(eng, ns=(2, 5) if quick else (2, 3, 5, 9),
+                                               reps=2 if quick else 10,
+                                               ctx=min(256, eng.max_context - 32))
     if speculative:
         res.update(run_speculative_bench(eng, dr, quick, k))
     eng.close()
@@ -202,6 +315,8 @@ def format_session(r: dict) -> str:
         lines.append(f"last turn / first turn: {t['ratio_last_first']:.2f}x (target <= 1.5x); "
                      f"last turn without reuse ({t['last_turn_no_reuse_prefill_tokens']} tokens "
                      f"prefilled): {1e3 * t['last_turn_no_reuse_ttft_s']:.1f} ms")
+    if r.get("verify_profile"):
+        lines += format_profile(r["verify_profile"])
     c = r.get("pass_costs")
     if c:
         d = c["decode_ms"]

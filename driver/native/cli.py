@@ -180,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also time HF transformers bf16 on the same GPU (needs torch + CUDA)")
     bp.add_argument("--json", action="store_true")
     bp.add_argument("--profile", action="store_true",
-                    help="also the GPU time of each op of the prefill and decode programs")
+                    help="also the GPU time of each op of the prefill and decode programs "
+                         "(with --speculative: of the verify pass per size and LM-head variant)")
     bp.add_argument("--count-only", action="store_true",
                     help="only the dispatches per decode token (default and previous decode "
                          "program), recorded on a null GPU: no GPU work, big shapes in seconds")
@@ -235,6 +236,7 @@ def main(argv=None) -> int:
         elif a.cmd == "bench" and (a.ttft or a.speculative):
             from .bench_session import run_session_bench
             run_session_bench(a.model, speculative=a.speculative, ttft=a.ttft, quick=a.quick,
+                              profile=a.profile,
                               draft=a.draft, k=a.draft_k, as_json=a.json)
         elif a.cmd == "bench":
             from .bench import run_bench
