@@ -108,14 +108,16 @@ class Engine:
             tail.append(g.Copy(G.ids, 0, G.hist, 4 * hist_pos, 4))
         return tail
 
-    def _prefill_chunks(self, ids: list[int], samp: dict):
+    def _prefill_chunks(self, ids: list[int], samp: dict, step: int | None = None):
         """The one prefill chunk loop: writes the sequence into ``hist``, then per chunk of up to
-        ``graph.chunk`` ids writes them into ``ids`` and yields (rt, n, last) for the caller to
-        submit that chunk's programs (prefill, then the head or the all-rows LM head)."""
+        ``step`` (default ``graph.chunk``) ids writes them into ``ids`` and yields (rt, n, last)
+        for the caller to submit that chunk's programs (prefill, then the head or the all-rows
+        LM head)."""
         G = self.graph
+        step = step or G.chunk
         self.gpu.write_buffer(G.hist, 0, struct.pack(f"<{len(ids)}I", *ids))
-        for start in range(0, len(ids), G.chunk):
-            part = ids[start:start + G.chunk]
+        for start in range(0, len(ids), step):
+            part = ids[start:start + step]
             self.gpu.write_buffer(G.ids, 0, struct.pack(f"<{len(part)}I", *part))
             yield self._rt(samp, start, len(part), 0), len(part), start + len(part) == len(ids)
 
@@ -214,8 +216,8 @@ class Engine:
             return rows
         if mode != "prefill":
             raise BadOption(f"mode must be 'prefill' or 'decode', got {mode!r}")
-        G.record_lm_all()
-        for rt, n, _ in self._prefill_chunks(ids, samp):
+        G.record_lm_all()   # its output buffers hold lm_rows <= chunk rows (binding limit)
+        for rt, n, _ in self._prefill_chunks(ids, samp, G.lm_rows):
             G.prefill.run(rt)
             G.lm_all.run(rt)
             blocks = [await self.gpu.read(buf, 0, 4 * n * rb) for _, rb, buf in G.lm_blocks]

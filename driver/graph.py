@@ -53,6 +53,7 @@ class Graph:
         self.part = self.part_bytes = None    # split-K attention partials (made by _attention_decode)
         self.cand = self.cand_bytes = None    # sampling candidates (made by _record_head)
         self.lm_all, self.lm_blocks = None, []  # logits of every prefill row (record_lm_all)
+        self.lm_rows = self.chunk               # rows per lm_all pass (record_lm_all sets it)
         self._alloc()
         self.prefill = self._recorder("prefill", 64 + 16 * cfg.num_hidden_layers)
         self._record_body(self.prefill)
@@ -381,14 +382,24 @@ class Graph:
                    {f: Dyn(f) for f, _ in k2.params.fields}, {})
 
     def record_lm_all(self) -> None:
-        """Logits of every row of a prefill chunk (tests / ``Engine.logits``)."""
+        """Logits of every row of a prefill piece (tests / ``Engine.logits``).
+
+        The (rows, rows_b) f32 output of one LM-head row block must fit one storage binding
+        and one buffer: a 128,256-token vocabulary at 512 rows is 262 MB, twice WebGPU's
+        default 128 MiB. So ``lm_rows`` (<= chunk) rows are scored at a time and
+        ``Engine.logits`` prefills in pieces of ``lm_rows`` tokens."""
         if self.lm_all is not None:
             return
-        H, T = self.dims["H"], self.chunk
+        H = self.dims["H"]
+        blocks = self.tensor("output")["blocks"]
+        limit = min(self.caps.max_storage_binding,
+                    int(self.gpu.limits.get("max_buffer_size", self.caps.max_storage_binding)))
+        self.lm_rows = max(1, min(self.chunk, limit // (4 * max(b["rows"] for b in blocks))))
+        T = self.lm_rows
         r = self._recorder("lm_all", 64)
         self.lm_blocks = []
-        for blk in self.tensor("output")["blocks"]:
-            buf = self._buf(4 * T * blk["rows"], "logits_all")  # (T, rows_b) f32
+        for blk in blocks:
+            buf = self._buf(4 * T * blk["rows"], "logits_all")  # (lm_rows, rows_b) f32
             k = self.kernel("matmul", rows=blk["rows"], cols=H, accumulate=0,
                             **self.wdims("output"))
             params = self.fill(k, n_tok=Dyn("n_tok"), row_offset=0)

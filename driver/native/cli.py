@@ -112,9 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--profile", action="store_true",
                     help="also the GPU time of each op of the prefill and decode programs")
 
-    qp = sub.add_parser("quality", help="greedy agreement + mean KL of packed models vs the first")
-    qp.add_argument("models", type=Path, nargs="+", help="f32 model first, then the others")
-    qp.add_argument("--tokens", type=_positive_int, default=64)
+    qp = sub.add_parser("quality", help="perplexity, top-1 agreement and KL of packed models "
+                                           "against the first (reference) packing")
+    qp.add_argument("models", type=Path, nargs="+",
+                    help="the reference packing first (e.g. f32), then the others")
+    qp.add_argument("--text", type=Path, default=None,
+                    help="UTF-8 text to score (default: the held-out Shakespeare split)")
+    qp.add_argument("--tokens", type=_positive_int, default=2048, help="text tokens scored")
+    qp.add_argument("--window", type=_positive_int, default=1024,
+                    help="tokens per window (capped at the model's context)")
+    qp.add_argument("--numpy", action="store_true",
+                    help="run the models with the numpy reference instead of the GPU")
     qp.add_argument("--json", action="store_true")
     return ap
 
@@ -134,8 +142,10 @@ def main(argv=None) -> int:
             run_bench(a.model, quick=a.quick, vs_torch=a.vs_torch, as_json=a.json,
                       profile=a.profile)
         else:
-            from .quality import run_quality
-            run_quality(a.models, n_tokens=a.tokens, as_json=a.json)
+            from .quality import read_text, run_quality
+            run_quality(a.models, n_tokens=a.tokens, as_json=a.json,
+                        text=None if a.text is None else read_text(a.text), window=a.window,
+                        numpy=a.numpy)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
