@@ -36,7 +36,7 @@ def _pack(tmp: Path, quant: str, **over) -> Path:
     if not hf.exists():
         write_hf(hf, seed=3, **{**CFG, **over})
     out = tmp / f"m-{quant}"
-    pack(hf, out, quant=quant, progress=False)
+    pack(hf, out, quant=quant, uniform=True, progress=False)   # every matrix in ``quant``'s kernels
     return out
 
 
