@@ -134,16 +134,18 @@ class Engine:
             tail.append(g.Copy(G.ids, 0, G.hist, 4 * hist_pos, 4))
         return tail
 
-    def _prefill_chunks(self, ids: list[int], samp: dict, start: int = 0, paced: bool = False):
+    def _prefill_chunks(self, ids: list[int], samp: dict, start: int = 0, paced: bool = False,
+                        step: int | None = None):
         """The one prefill chunk loop: writes the sequence into ``hist``, then per chunk of up to
-        ``graph.chunk`` ids (``paced``: ``prefill_rows``, read at each chunk) from ``start``
-        writes them into ``ids`` and yields (rt, n, last) for the caller to submit that chunk's
-        programs (prefill, then the head or the all-rows LM head)."""
+        ``step`` (default ``graph.chunk``; ``paced``: ``prefill_rows``, read at each chunk) ids
+        from ``start`` writes them into ``ids`` and yields (rt, n, last) for the caller to
+        submit that chunk's programs (prefill, then the head or the all-rows LM head)."""
         G = self.graph
+        step = step or G.chunk
         self.gpu.write_buffer(G.hist, 0, struct.pack(f"<{len(ids)}I", *ids))
         pos = start
         while pos < len(ids):
-            n = min(self.prefill_rows if paced else G.chunk, len(ids) - pos)
+            n = min(self.prefill_rows if paced else step, len(ids) - pos)
             self.gpu.write_buffer(G.ids, 0, struct.pack(f"<{n}I", *ids[pos:pos + n]))
             yield self._rt(samp, pos, n, 0), n, pos + n == len(ids)
             pos += n
@@ -327,8 +329,8 @@ class Engine:
             return rows
         if mode != "prefill":
             raise BadOption(f"mode must be 'prefill' or 'decode', got {mode!r}")
-        G.record_lm_all()
-        for rt, n, _ in self._prefill_chunks(ids, samp):
+        G.record_lm_all()   # its output buffers hold lm_rows <= chunk rows (binding limit)
+        for rt, n, _ in self._prefill_chunks(ids, samp, step=G.lm_rows):
             G.prefill.run(rt)
             G.lm_all.run(rt)
             blocks = [await self.gpu.read(buf, 0, 4 * n * rb) for _, rb, buf in G.lm_blocks]

@@ -73,6 +73,7 @@ class Graph:
         self.vheads: dict[int, tuple] = {}        # verify LM heads by max rows (record_verify_head)
         self.sampler: Recorder | None = None      # sampling alone (record_verify_head)
         self.xq = None                            # quant_x output of verify bodies (VERIFY_XQ)
+        self.lm_rows = self.chunk               # rows per lm_all pass (record_lm_all sets it)
         self._alloc()
         self.prefill = self._recorder("prefill", 64 + 16 * cfg.num_hidden_layers)
         self._record_body(self.prefill)
@@ -543,14 +544,24 @@ class Graph:
         return got
 
     def record_lm_all(self) -> None:
-        """Logits of every row of a prefill chunk (tests / ``Engine.logits``)."""
+        """Logits of every row of a prefill piece (tests / ``Engine.logits``).
+
+        The (rows, rows_b) f32 output of one LM-head row block must fit one storage binding
+        and one buffer: a 128,256-token vocabulary at 512 rows is 262 MB, twice WebGPU's
+        default 128 MiB. So ``lm_rows`` (<= chunk) rows are scored at a time and
+        ``Engine.logits`` prefills in pieces of ``lm_rows`` tokens."""
         if self.lm_all is not None:
             return
-        H, T = self.dims["H"], self.chunk
+        H = self.dims["H"]
+        blocks = self.tensor("output")["blocks"]
+        limit = min(self.caps.max_storage_binding,
+                    int(self.gpu.limits.get("max_buffer_size", self.caps.max_storage_binding)))
+        self.lm_rows = max(1, min(self.chunk, limit // (4 * max(b["rows"] for b in blocks))))
+        T = self.lm_rows
         r = self._recorder("lm_all", 64)
         self.lm_blocks = []
-        for blk in self.tensor("output")["blocks"]:
-            buf = self._buf(4 * T * blk["rows"], "logits_all")  # (T, rows_b) f32
+        for blk in blocks:
+            buf = self._buf(4 * T * blk["rows"], "logits_all")  # (lm_rows, rows_b) f32
             k = self.kernel("matmul", rows=blk["rows"], cols=H, accumulate=0,
                             **self.wdims("output"))
             params = self.fill(k, n_tok=Dyn("n_tok"), row_offset=0)

@@ -278,6 +278,42 @@ def requirements(tensors: dict) -> dict:
             "features": []}
 
 
+def bits_per_weight(tensors: dict) -> float:
+    """Stored bits per matrix element over every matrix of a tensor table (scales, mins and
+    4-byte padding included; norms and aliases not counted)."""
+    bits, n = 0, 0
+    for t in tensors.values():
+        if "blocks" not in t or len(t.get("shape", ())) != 2:
+            continue
+        n += t["shape"][0] * t["shape"][1]
+        bits += 8 * sum(p["nbytes"] for b in t["blocks"] for p in b["parts"].values())
+    return bits / n if n else 0.0
+
+
+def quant_record(scheme: str, group_size: int, source: str, tensors: dict, *,
+                 keep_native: bool = False, method: str = "rtn", keep=(),
+                 fallback: dict | None = None, calibration: dict | None = None,
+                 requantized: int | None = None) -> dict:
+    """The manifest's ``quant`` section: how the blocks were chosen (the engine reads none of it;
+    every method writes ordinary blocks and the per-tensor ``dtype`` is authoritative).
+
+    scheme: --quant; source: "<kind> <main source type>"; keep_native: source block types kept;
+    method: rtn | awq | gptq | awq+gptq; keep: the mixed-precision rules applied, defaults first
+    ('PATTERN=FORMAT'); fallback: {dtype, tensors, why} for K-quant width fallbacks;
+    calibration: {text, sha256, tokens, window}; requantized: matrices the method chose blocks
+    for. bits_per_weight is computed here from ``tensors``."""
+    q = {"scheme": scheme, "group_size": group_size, "source": source,
+         "keep_native": keep_native, "method": method, "keep": list(keep),
+         "bits_per_weight": round(bits_per_weight(tensors), 4)}
+    if fallback:
+        q["fallback"] = fallback
+    if calibration is not None:
+        q["calibration"] = calibration
+    if requantized is not None:
+        q["requantized"] = requantized
+    return q
+
+
 def build(name: str, config: ModelConfig, quant: dict, tensors: dict, shards: list, *,
           generation: dict, tokenizer_files=(), stats: dict | None = None) -> dict:
     """The manifest dict (``tensors`` complete, ``shards`` written): the one place it is put

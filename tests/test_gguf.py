@@ -376,7 +376,8 @@ def test_pack_is_lossless_end_to_end(tmp_path, quant, qt, embed, keep):
 
     info = make_gguf(tmp_path / "m.gguf", qtype=qt, embed_qtype=embed, vocab_pad=60)
     summary = pack(tmp_path / "m.gguf", tmp_path / "out", quant=quant, progress=False,
-                   keep_native=keep, max_part_bytes=8192)  # small parts: row blocks get sliced
+                   keep_native=keep, max_part_bytes=8192,  # small parts: row blocks get sliced
+                   uniform=True)                           # every matrix in ``quant``
     got = read_packed(tmp_path / "out")
     assert set(got) == set(info["tensors"])
     for canon, (_, ref) in info["tensors"].items():

@@ -78,7 +78,7 @@ def test_other_gguf_types_are_requantized_with_error(tmp_path):
     info = make_gguf(tmp_path / "n.gguf", mix="q4_k_m", tied=False, hidden=64, ffn=128)
     assert {q.name for q in info["qtypes"].values()} == {"Q5_0", "Q8_0", "F32"}
     m = pack(tmp_path / "n.gguf", tmp_path / "out", quant="q4_1", keep_native=True,
-             progress=False).manifest
+             uniform=True, progress=False).manifest   # uniform: no default 8-bit embedding
     for canon, qt in info["qtypes"].items():
         e = m["tensors"][canon]
         if qt == Q.Q5_0:

@@ -37,8 +37,11 @@ def _peak(stdout: str) -> int:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
 
-def _make_source(folder: Path, preset: str) -> Path:
-    """An HF folder of ``preset`` written by weights_tool.synth."""
+def _make_source(folder: Path, preset: str, layers: int | None = None,
+                 dtype: str = "f32") -> Path:
+    """An HF folder of ``preset`` written by weights_tool.synth (``layers``: fewer decoder
+    layers of the same shape; a calibrated pack holds one layer at a time, so its peak memory
+    does not depend on the count)."""
     from .errors import PackError
     from .synth import synth
     try:
@@ -48,21 +51,28 @@ def _make_source(folder: Path, preset: str) -> Path:
         tok_dir = folder.parent / "placeholder-tokenizer"
         tok_dir.mkdir(exist_ok=True)
         (tok_dir / "tokenizer.json").write_text("{}")
-    return synth(folder, preset, tokenizer_dir=tok_dir)
+    over = {"num_hidden_layers": layers} if layers else None
+    return synth(folder, preset, tokenizer_dir=tok_dir, overrides=over, dtype=dtype)
 
 
-def bench(preset: str = "llama3.2-1b-shape", quant: str = "q4_0", keep: bool = False) -> int:
+def bench(preset: str = "llama3.2-1b-shape", quant: str = "q4_0", keep: bool = False,
+          method: str = "rtn", calib_tokens: int | None = None, layers: int | None = None,
+          dtype: str = "f32") -> int:
+    """Synthesize, then pack in a child process; ``method`` awq / gptq calibrates on the
+    Shakespeare calibration split (``calib_tokens`` tokens) one layer at a time."""
     work = Path(tempfile.mkdtemp(prefix="weights-bench-"))
     try:
         t0 = time.time()
-        src = _make_source(work / "src", preset)
+        src = _make_source(work / "src", preset, layers, dtype)
         src_bytes = sum(f.stat().st_size for f in src.iterdir() if f.suffix == ".safetensors")
         print(f"bench: synthesized {preset} ({src_bytes / 1e6:.0f} MB) in {time.time() - t0:.1f} s",
               flush=True)
         out = work / "packed"
         t1 = time.time()
+        extra = ["--calib-tokens", str(calib_tokens)] if calib_tokens else []
         r = subprocess.run([sys.executable, "-c", _CHILD, "pack", str(src), str(out),
-                            "--quant", quant, "--no-progress"], stdout=subprocess.PIPE, text=True,
+                            "--quant", quant, "--method", method, *extra, "--no-progress"],
+                           stdout=subprocess.PIPE, text=True,
                            cwd=Path(__file__).resolve().parent.parent)
         secs = time.time() - t1
         if r.returncode:
@@ -71,10 +81,15 @@ def bench(preset: str = "llama3.2-1b-shape", quant: str = "q4_0", keep: bool = F
         peak = _peak(r.stdout)
         m = json.loads((out / "manifest.json").read_text())
         largest_f32 = max(4 * _numel(e["shape"]) for e in m["tensors"].values() if "shape" in e)
-        print(f"bench: packed {preset} -> {quant}: {src_bytes / 1e6 / secs:.1f} MB/s of source, "
+        layer_f32 = sum(4 * _numel(e["shape"]) for k, e in m["tensors"].items()
+                        if k.startswith("layers.0.") and "shape" in e)
+        what = f"{preset}{f' ({layers} layers)' if layers else ''} -> {quant} {method}"
+        print(f"bench: packed {what}: {src_bytes / 1e6 / secs:.1f} MB/s of source, "
               f"{m['stats']['total_bytes'] / 1e6:.1f} MB out, {secs:.1f} s, peak RSS "
               f"{peak / 2**20:.0f} MiB (largest tensor in f32 {largest_f32 / 2**20:.0f} MiB, "
-              f"bound {largest_f32 / 2**20 + 512:.0f} MiB)")
+              + (f"bound {largest_f32 / 2**20 + 512:.0f} MiB)" if method == "rtn" else
+                 f"one layer in f32 {layer_f32 / 2**20:.0f} MiB; calibrated packs hold one "
+                 "layer, its activations and its GPTQ matrices)"))
         return 0
     finally:
         if keep:

@@ -24,9 +24,11 @@ def _pack(args) -> int:
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _sigterm)  # a killed pack cleans up like a Ctrl-C
     progress = sys.stderr.isatty() if args.progress is None else args.progress
+    log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.verbose else None
     s = pack(args.src, args.out, quant=args.quant, group_size=args.group_size,
              shard_mb=args.shard_mb, force=args.force, progress=progress, name=args.name,
-             keep_native=args.keep_native)
+             keep_native=args.keep_native, method=args.method, keep=args.keep or (),
+             uniform=args.uniform, calib=args.calib, calib_tokens=args.calib_tokens, log=log)
     print(s.line())
     return 0
 
@@ -54,7 +56,8 @@ def _inspect(args) -> int:
 
 def _bench(args) -> int:
     from .bench import bench
-    return bench(preset=args.preset, quant=args.quant, keep=args.keep)
+    return bench(preset=args.preset, quant=args.quant, keep=args.keep, method=args.method,
+                 calib_tokens=args.calib_tokens, layers=args.layers, dtype=args.dtype)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +75,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name in the manifest (default: OUT's folder name)")
     p.add_argument("--keep-native", action="store_true",
                    help="keep each matrix in its source type when we have it (GGUF Q4_0/Q4_1/"
-                        "Q8_0/F16/F32): lossless for every tensor")
+                        "Q8_0/Q4_K/Q5_K/Q6_K/F16/F32): lossless for every tensor")
+    p.add_argument("--method", default="auto",
+                   choices=("auto", "rtn", "awq", "gptq", "awq+gptq"),
+                   help="how q4_0 / q4_1 / q8_0 blocks are chosen: rtn (round to nearest, no "
+                        "data), awq (activation-aware scaling + clipping search), gptq (error "
+                        "compensation), awq+gptq; auto (default): the best measured for --quant "
+                        "when the checkpoint has a tokenizer, rtn with --keep-native "
+                        "(docs/QUANTIZATION.md). K-quants, f16 and f32 always round by their "
+                        "own rule: awq / gptq with them is an error")
+    p.add_argument("--calib", metavar="FILE",
+                   help="UTF-8 calibration text for awq/gptq (default: the Shakespeare "
+                        "calibration split the set-up fetches)")
+    p.add_argument("--calib-tokens", type=int, metavar="N",
+                   help="calibration tokens (default 4096, in windows of 512)")
+    p.add_argument("--keep", action="append", metavar="PATTERN=FORMAT",
+                   help="store the matrices matching PATTERN (Meta names, shell wildcards: "
+                        "'layers.*.feed_forward.w2') in FORMAT; repeatable, later rules win; "
+                        "wins over --keep-native")
+    p.add_argument("--uniform", action="store_true",
+                   help="every matrix in --quant: no default 8-bit embedding / LM head")
+    p.add_argument("-v", "--verbose", action="store_true", help="per-layer calibration timing")
     p.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="progress bar on stderr (default: when stderr is a terminal)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -90,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="llama3.2-1b-shape")
     p.add_argument("--quant", choices=FORMATS, default="q4_0")
     p.add_argument("--keep", action="store_true", help="keep the temporary folders")
+    p.add_argument("--method", default="rtn", choices=("rtn", "awq", "gptq", "awq+gptq"),
+                   help="packing method (calibrated ones measure the layer-at-a-time memory)")
+    p.add_argument("--calib-tokens", type=int, help="calibration tokens for awq / gptq")
+    p.add_argument("--layers", type=int, help="decoder layers to synthesize (default: the "
+                   "preset's; peak memory of a calibrated pack is per layer)")
+    p.add_argument("--dtype", default="f32", choices=("f32", "bf16", "f16"),
+                   help="synthesized checkpoint dtype (bf16 halves the disk needed)")
     p.set_defaults(func=_bench)
 
     # Subcommands written in other modules; hidden only while a module does not exist yet.

@@ -29,6 +29,7 @@ from modelfmt.formats import (FORMATS, KQUANT, KQUANT_FALLBACK, PART_ALIGN, PART
 from modelfmt.quantize import QuantError, error_stats, quantize
 
 from .errors import PackError
+from .policy import Policy
 from .source import Source, SourceTensor, open_source
 
 
@@ -51,8 +52,10 @@ class PackSummary:
     def line(self) -> str:
         fb = self.manifest.get("quant", {}).get("fallback") if self.manifest else None
         fb = f", {fb['tensors']} matrices as {fb['dtype']} ({fb['why']})" if fb else ""
+        q = self.manifest.get("quant", {}) if self.manifest else {}
+        how = f"{self.quant} {q.get('method', 'rtn')}, {q.get('bits_per_weight', 0):.2f} bits/weight"
         return (f"packed {self.name}: {self.total_bytes / 1e6:.1f} MB in {self.shards} shards, "
-                f"{self.tensors} tensors, {self.quant} (group {self.group_size}){fb}, worst error "
+                f"{self.tensors} tensors, {how} (group {self.group_size}){fb}, worst error "
                 f"{self.max_abs_err:.3g} in {self.worst_tensor or '-'}, {self.seconds:.1f} s "
                 f"-> {self.out}")
 
@@ -178,10 +181,22 @@ def target_format(quant: str, cols: int, src_dtype: str = "", keep_native: bool 
     return quant
 
 
+def matrix_format(policy: Policy, canon: str, cols: int, src_dtype: str = "",
+                  keep_native: bool = False, G: int = 32) -> str:
+    """The format matrix ``canon`` is stored in: a user's ``--keep`` rule naming it wins (with
+    the K-quant width fallback), else ``target_format`` of the policy's format (default rules
+    or --quant) under ``keep_native``."""
+    user = policy.user_format(canon)
+    if user is not None:
+        return target_format(user, cols, G=G)
+    return target_format(policy.format(canon), cols, src_dtype, keep_native, G)
+
+
 # ---- one tensor ----
-def _pack_tensor(t: SourceTensor, fmt: str, G: int, max_part: int, shards: _Shards,
-                 keep_native: bool) -> tuple[dict, float, float, int]:
-    """Write one tensor; return (manifest entry, max err, summed err, elements)."""
+def _pack_tensor(t: SourceTensor, fmt: str, G: int, max_part: int,
+                 shards: _Shards) -> tuple[dict, float, float, int]:
+    """Write one tensor; a matrix in ``fmt`` (``matrix_format``'s answer), a norm in f32;
+    return (manifest entry, max err, summed err, elements)."""
     if len(t.shape) == 1:
         w = t.load_f32()  # (n,) f32 norm weights, always stored f32
         if not np.isfinite(w).all():
@@ -190,7 +205,6 @@ def _pack_tensor(t: SourceTensor, fmt: str, G: int, max_part: int, shards: _Shar
         blocks = [{"row_start": 0, "rows": 1, "parts": {"data": loc}}]
         return manifest.tensor_entry("f32", t.shape, G, blocks), 0.0, 0.0, 0
     rows, cols = t.shape
-    fmt = target_format(fmt, cols, t.src_dtype, keep_native, G)
     # Lossless copy of GGUF blocks (32 wide, or K-quant super-blocks). F32/F16 need none:
     # quantize() keeps f16 and f32 values bit-exactly, and skipping native() avoids a second
     # full copy of a big tensor.
@@ -219,12 +233,21 @@ def _pack_tensor(t: SourceTensor, fmt: str, G: int, max_part: int, shards: _Shar
 # ---- pack ----
 def pack(src, out, quant: str = "q4_0", group_size: int = 32, shard_mb: float = 32,
          force: bool = False, progress: bool = True, name: str | None = None,
-         keep_native: bool = False, max_part_bytes: int | None = None) -> PackSummary:
+         keep_native: bool = False, max_part_bytes: int | None = None, *,
+         method: str = "rtn", keep=(), uniform: bool = False, calib=None,
+         calib_tokens: int | None = None, log=None) -> PackSummary:
     """Pack ``src`` (a Source, an HF folder or a .gguf path) into the folder ``out``.
 
-    quant: q4_0 | q4_1 | q8_0 | f16 | f32 for every matrix (norms stay f32); matrices whose source
-    block type equals ``quant`` are copied losslessly. keep_native: store each matrix in its own
-    source type when that is one of ours (lossless everywhere). Raises PackError on bad input.
+    quant: q4_0 | q4_1 | q8_0 | f16 | f32 | q4_k | q5_k | q6_k for the matrices (norms stay f32);
+    with q4_0 / q4_1 the default mixed-precision rules keep some matrices at q8_0
+    (weights_tool.policy; ``uniform`` drops them, ``keep`` adds 'PATTERN=FORMAT' rules).
+    Matrices whose source block type equals their format are copied losslessly. keep_native:
+    store each matrix in its own source type when that is one of ours (explicit ``keep`` rules
+    still win). method: rtn | awq | gptq | awq+gptq | auto (weights_tool.calibrate): the
+    calibrated ones choose q4_0 / q4_1 / q8_0 blocks from the model's activations on ``calib``
+    (a text file; default the Shakespeare calibration split), ``calib_tokens`` tokens; K-quant,
+    f16 and f32 matrices are always rounded by their own rule. Raises PackError on bad input,
+    before anything is written.
     """
     t0 = time.time()
     if quant not in FORMATS:
@@ -242,22 +265,67 @@ def pack(src, out, quant: str = "q4_0", group_size: int = 32, shard_mb: float = 
     own = not isinstance(src, Source)
     source = open_source(src) if own else src
     try:
+        policy = Policy(quant, keep, uniform, FORMATS, source.config.num_hidden_layers)
+        policy.check(n for n, shape, _ in source.tensor_info() if len(shape) == 2)
+        source, qinfo = _calibrated(source, quant, group_size, method, policy, keep_native,
+                                    calib, calib_tokens, log)
         return _pack(source, out, quant, group_size, int(shard_mb * 1024 * 1024), force, progress,
-                     name or out.resolve().name, keep_native, max_part, t0)
+                     name or out.resolve().name, keep_native, max_part, t0, policy, qinfo)
     finally:
         if own:
             source.close()
 
 
+def _calibrated(src: Source, quant: str, G: int, method: str, policy: Policy, keep_native: bool,
+                calib, calib_tokens, log) -> tuple[Source, dict]:
+    """Resolve ``method``; for a calibrated one, tokenize the calibration text now (bad input is
+    found before anything is written) and wrap ``src``. Returns (source, manifest quant info)."""
+    from . import calibrate
+    cols = {n: s[-1] for n, s, _ in src.tensor_info() if len(s) == 2}
+
+    def fmt_of(canon: str) -> str:                  # keep_native is never calibrated
+        return matrix_format(policy, canon, cols[canon], G=G) if canon in cols else \
+            policy.format(canon)
+    if method == "auto":
+        method = "rtn" if keep_native else calibrate.best_method(quant, src, fmt_of)
+    if method not in calibrate.METHODS:
+        raise PackError("--method", f"unknown method {method!r}",
+                        "Choose one of " + ", ".join(calibrate.METHODS + ("auto",)))
+    info = {"method": method}
+    if method == "rtn":
+        if calib is not None or calib_tokens is not None:
+            raise PackError("--calib", "calibration text given but --method rtn uses none",
+                            "Choose --method awq or gptq, or drop --calib / --calib-tokens")
+        return src, info
+    if quant not in QUANTIZED:
+        kind = "K-quants round by their own rule" if quant in KQUANT else \
+            "it chooses quantized blocks"
+        raise PackError("--method", f"{method} does not apply to --quant {quant} ({kind}; "
+                        "awq / gptq choose q4_0 / q4_1 / q8_0 blocks)",
+                        "Use --method rtn, or --quant q4_0 / q4_1 / q8_0")
+    if keep_native:
+        raise PackError("--method", f"{method} re-quantizes, --keep-native copies",
+                        "Choose one of them")
+    if G != 32:
+        raise PackError("--method", f"{method} writes 32-wide blocks",
+                        "Use --group-size 32 with a calibrated method")
+    cal = calibrate.calibration_tokens(src, calib, calib_tokens or calibrate.DEFAULT_TOKENS)
+    info["calibration"] = cal.record()
+    cs = calibrate.CalibratedSource(src, method, fmt_of, cal, G, log=log)
+    info["requantized"] = cs.requantized()    # matrices the method chose blocks for
+    return cs, info
+
+
 def _pack(src: Source, out: Path, quant: str, G: int, shard_bytes: int, force: bool,
-          progress: bool, name: str, keep_native: bool, max_part: int, t0: float) -> PackSummary:
+          progress: bool, name: str, keep_native: bool, max_part: int, t0: float,
+          policy: Policy, qinfo: dict) -> PackSummary:
     if out.resolve() == Path(src.path).resolve():
         raise PackError(out, "OUT is the source itself", "Choose another OUT folder")
-    # Pre-flight, before anything is written: shapes that cannot be stored in ``quant``.
+    # Pre-flight, before anything is written: shapes that cannot be stored in their format.
     infos = src.tensor_info()
     for canon, shape, sdt in infos:
         if len(shape) == 2:
-            fmt = target_format(quant, shape[1], sdt, keep_native, G)
+            fmt = matrix_format(policy, canon, shape[1], sdt, keep_native, G)
             why = check_shape(fmt, shape[0], shape[1], G)
             if why:
                 raise PackError(src.path, f"tensor {canon!r} {list(shape)} cannot be stored as "
@@ -287,7 +355,9 @@ def _pack(src: Source, out: Path, quant: str, G: int, shard_bytes: int, force: b
         fallback = 0
         for t in src.tensors():
             current = t.canon
-            entry, m, s, n = _pack_tensor(t, quant, G, max_part, shards, keep_native)
+            fmt = matrix_format(policy, t.canon, t.shape[-1], t.src_dtype, keep_native, G) \
+                if len(t.shape) == 2 else "f32"
+            entry, m, s, n = _pack_tensor(t, fmt, G, max_part, shards)
             tensors[t.canon] = entry
             # matrices stored in the fallback format because of their width
             fb = target_format(quant, t.shape[-1]) if len(t.shape) == 2 else quant
@@ -309,10 +379,11 @@ def _pack(src: Source, out: Path, quant: str, G: int, shard_bytes: int, force: b
         main_src = max(quant_src, key=quant_src.get) if quant_src else "?"
         man = manifest.build(
             name, src.config,
-            {"scheme": quant, "group_size": G, "source": f"{src.kind} {main_src}",
-             "keep_native": keep_native,
-             **({"fallback": {"dtype": KQUANT_FALLBACK[quant], "tensors": fallback,
-                              "why": f"width not a multiple of {QK_K}"}} if fallback else {})},
+            manifest.quant_record(
+                quant, G, f"{src.kind} {main_src}", tensors, keep_native=keep_native,
+                keep=policy.rules(), **qinfo,
+                fallback={"dtype": KQUANT_FALLBACK[quant], "tensors": fallback,
+                          "why": f"width not a multiple of {QK_K}"} if fallback else None),
             tensors, shard_list, generation=generation, tokenizer_files=tok,
             stats={"total_bytes": total_bytes, "max_abs_err": worst,
                    "mean_abs_err": total_err / max(total_n, 1), "worst_tensor": worst_name})

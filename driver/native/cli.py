@@ -214,9 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, default=None, help="write all results as JSON here")
     sp.add_argument("--json", action="store_true", help="one JSON line per model on stdout")
 
-    qp = sub.add_parser("quality", help="greedy agreement + mean KL of packed models vs the first")
-    qp.add_argument("models", type=Path, nargs="+", help="f32 model first, then the others")
-    qp.add_argument("--tokens", type=_positive_int, default=64)
+    qp = sub.add_parser("quality", help="perplexity, top-1 agreement and KL of packed models "
+                                           "against the first (reference) packing")
+    qp.add_argument("models", type=Path, nargs="+",
+                    help="the reference packing first (e.g. f32), then the others")
+    qp.add_argument("--text", type=Path, default=None,
+                    help="UTF-8 text to score (default: the held-out Shakespeare split)")
+    qp.add_argument("--tokens", type=_positive_int, default=2048, help="text tokens scored")
+    qp.add_argument("--window", type=_positive_int, default=1024,
+                    help="tokens per window (capped at the model's context)")
+    qp.add_argument("--numpy", action="store_true",
+                    help="run the models with the numpy reference instead of the GPU")
     qp.add_argument("--json", action="store_true")
     return ap
 
@@ -250,8 +258,10 @@ def main(argv=None) -> int:
                       tokens=a.tokens, rounds=a.rounds, names=a.only, count_only=a.count_only,
                       as_json=a.json)
         else:
-            from .quality import run_quality
-            run_quality(a.models, n_tokens=a.tokens, as_json=a.json)
+            from .quality import read_text, run_quality
+            run_quality(a.models, n_tokens=a.tokens, as_json=a.json,
+                        text=None if a.text is None else read_text(a.text), window=a.window,
+                        numpy=a.numpy)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

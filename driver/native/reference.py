@@ -155,10 +155,11 @@ class Reference:
             q, k = self._rope(q, pos), self._rope(k, pos)
             k = np.repeat(k, c.gqa_ratio, axis=1)
             v = np.repeat(v, c.gqa_ratio, axis=1)
-            s = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(hd) + mask   # (heads, n, n)
+            # batched matmuls (BLAS), not einsum's loops: long windows (driver quality) stay fast
+            s = q.transpose(1, 0, 2) @ k.transpose(1, 2, 0) / np.sqrt(hd) + mask  # (heads, n, n)
             s = np.exp(s - s.max(-1, keepdims=True))
             s /= s.sum(-1, keepdims=True)
-            o = np.einsum("hqk,khd->qhd", s, v).reshape(n, nh * hd)
+            o = (s @ v.transpose(1, 0, 2)).transpose(1, 0, 2).reshape(n, nh * hd)  # (n, Q)
             x = x + o @ self.tensor(p + "attention.wo").T
             h = self._rmsnorm(x, self.tensor(p + "ffn_norm"))
             g = h @ self.tensor(p + "feed_forward.w1").T
