@@ -25,7 +25,7 @@ from .fetch import BuildError
 
 # leaves first: a file may only reference files listed before it
 HASHED = ("gpu-replay.js", "cache.js", "errors.js", "markdown.js", "chatview.js", "store.js", "worker.js", "style.css",
-          "engine.mjs", "app.js")
+          "engine.mjs", "ui.js", "settings.js", "chats.js", "models.js", "app.js")
 STABLE = ("index.html", "engine.mjs", "sw.js")
 SHELL_MARK = re.compile(r"/\*@SHELL@\*/.*?/\*@END@\*/", re.DOTALL)
 DEVICE_MARK = re.compile(r"/\*@DEVICE@\*/.*?/\*@END@\*/", re.DOTALL)

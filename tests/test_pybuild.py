@@ -186,7 +186,7 @@ def test_dist_hashed_names_and_references(built):
     s, _ = built
     amap = json.loads((s.dist / "asset-map.json").read_text())
     assert set(amap) == {"gpu-replay.js", "cache.js", "errors.js", "markdown.js", "chatview.js", "store.js", "worker.js",
-                         "style.css", "engine.mjs", "app.js"}
+                         "style.css", "engine.mjs", "ui.js", "settings.js", "chats.js", "models.js", "app.js"}
     for src, hashed in amap.items():
         data = (s.dist / hashed).read_bytes()
         assert hashed.split(".")[-2] == hashlib.sha256(data).hexdigest()[:12]
@@ -197,9 +197,17 @@ def test_dist_hashed_names_and_references(built):
     worker = (s.dist / amap["worker.js"]).read_text()
     assert f"./{amap['gpu-replay.js']}" in worker and f"./{amap['cache.js']}" in worker
     assert f"./{amap['errors.js']}" in worker
-    app = (s.dist / amap["app.js"]).read_text()
-    for dep in ("engine.mjs", "errors.js", "chatview.js", "store.js"):
-        assert f"./{amap[dep]}" in app, dep
+    # every page module names its imports by their hashed names (no "./x.js" left to miss in the dist)
+    page = {"ui.js": ("errors.js", "engine.mjs", "store.js"), "settings.js": ("errors.js", "ui.js"),
+            "chats.js": ("chatview.js", "store.js", "ui.js", "settings.js"),
+            "models.js": ("engine.mjs", "store.js", "ui.js", "chats.js"),
+            "app.js": ("engine.mjs", "errors.js", "store.js", "ui.js", "settings.js", "chats.js", "models.js")}
+    for mod, deps in page.items():
+        text = (s.dist / amap[mod]).read_text()
+        for dep in deps:
+            assert f"./{amap[dep]}" in text, (mod, dep)
+        for name in amap:
+            assert f"'./{name}'" not in text, (mod, name)
     engine = (s.dist / "engine.mjs").read_text()
     assert f"./{amap['worker.js']}" in engine
     sw = (s.dist / "sw.js").read_text()
@@ -218,6 +226,17 @@ def test_no_external_urls_in_app(built):
     for p in s.dist.glob("*.*"):
         if p.suffix in (".js", ".mjs", ".css", ".html"):
             assert not re.search(r"https?://", p.read_text()), p.name
+
+
+def test_every_web_source_is_built_and_in_the_dev_shell():
+    """A new page module cannot be forgotten: every script and stylesheet in web/ is in pybuild's HASHED or STABLE
+    lists (else the dist lacks it) and in web/sw.js's development shell list (else it is not there offline)."""
+    from pybuild.assets import HASHED, STABLE
+    sources = {p.name for p in (REPO / "web").iterdir() if p.suffix in (".js", ".mjs", ".css")}
+    assert sources - set(HASHED) - set(STABLE) == set()
+    sw = (REPO / "web" / "sw.js").read_text()
+    dev = json.loads(re.search(r"/\*@SHELL@\*/(.*?)/\*@END@\*/", sw, re.S).group(1))["files"]
+    assert {f"./{n}" for n in sources - {"sw.js"}} - set(dev) == set()
 
 
 # ---- idempotence ----

@@ -4,7 +4,8 @@
 // Model shards are NOT handled here: the worker keeps them in their own verified cache (cache.js).
 
 const BUILD = /*@SHELL@*/{"version": "dev", "files": ["./", "./index.html", "./style.css", "./app.js", "./engine.mjs",
-  "./worker.js", "./cache.js", "./gpu-replay.js", "./errors.js", "./markdown.js", "./chatview.js", "./store.js"]}/*@END@*/;
+  "./worker.js", "./cache.js", "./gpu-replay.js", "./errors.js", "./markdown.js", "./chatview.js", "./store.js",
+  "./ui.js", "./settings.js", "./chats.js", "./models.js"]}/*@END@*/;
 const SHELL_CACHE = `llama3-webgpu-shell-${BUILD.version}`;
 
 self.addEventListener('install', (ev) => {
