@@ -1,28 +1,35 @@
 #!/usr/bin/env bash
 # The page against the native driver on the lent GPU, same packed model, same machine, same run
 # (docs/WEB.md "Speed on a real GPU"). Run on the device machine after:
-#   - Chromium unpacked into /opt/crx (../shared/device/chromium-bundle.sh and the two warm runs of
-#     ../shared/notes/device-gpu.md), the Vulkan loader from .gl/ installed;
-#   - wgpu, flask and their wheels on PYTHONPATH (prepare.sh ... flask werkzeug jinja2 markupsafe
+#   - Debian's Chromium with its libraries and fonts (two DejaVu fonts + a fonts.conf) unpacked into
+#     /opt/crx/root (chromium/, lib/, fonts/), the Vulkan loader (libvulkan1) installed;
+#   - wgpu, flask and their pure-Python wheels on PYTHONPATH (flask werkzeug jinja2 markupsafe
 #     itsdangerous click blinker gguf pyyaml tqdm);
 #   - web/dist and web/vendor carried (python -m pybuild ran here).
-# Usage: bash pybuild/device_page_bench.sh OUTDIR [PRESET] [QUANT]
+# Usage: bash pybuild/device_page_bench.sh OUTDIR [PRESET] [QUANT]   (MODE=compat for compatibility mode)
 # Writes OUTDIR/native.json (Engine.generate, best of 3) and OUTDIR/page.jsonl (the page's POST).
-# Last run (2026-11-29, H200): the native half worked; Chromium aborted at start-up with
-# "FATAL: SkFontMgr_FontConfigInterface.cpp: Not implemented" (no fontconfig set-up on that machine,
-# unlike the 2026-11-22 one): the page half is unmeasured until fonts/fontconfig travel in the bundle.
+# Chromium needs the fonts the bundle packs (FONTCONFIG_FILE below; without them it aborts with
+# "SkFontMgr_FontConfigInterface.cpp: Not implemented"). Core WebGPU on NVIDIA needs
+# --disable-vulkan-surface: headless Chromium otherwise asks Vulkan for VK_EXT_headless_surface,
+# which NVIDIA's driver lacks, and WebGPU falls back to SwiftShader. MODE=compat runs Dawn's OpenGL ES
+# backend instead (the fallback for GPUs without core WebGPU).
 set -u
-out=${1:?OUTDIR}; preset=${2:-smollm-shape}; quant=${3:-q4_0}
+out=${1:?OUTDIR}; preset=${2:-smollm-shape}; quant=${3:-q4_0}; mode=${MODE:-core}
+case "$mode" in
+  core) adapter=(--disable-vulkan-surface) ;;
+  compat) adapter=(--use-webgpu-adapter=opengles) ;;
+  *) echo "MODE must be core or compat, got '$mode'" >&2; exit 2 ;;
+esac
 mkdir -p "$out"
 m=/tmp/pb-models
 rm -rf "$m" /tmp/pb-hf && mkdir -p "$m"
 python3 -m weights_tool synth /tmp/pb-hf --preset "$preset" > "$out/synth.log" 2>&1 || { tail "$out/synth.log"; exit 1; }
-python3 -m weights_tool pack /tmp/pb-hf "$m/bench" --quant "$quant" > "$out/pack.log" 2>&1 || { tail "$out/pack.log"; exit 1; }
+python3 -m weights_tool pack /tmp/pb-hf "$m/bench" --quant "$quant" --uniform > "$out/pack.log" 2>&1 || { tail "$out/pack.log"; exit 1; }
 # native: the page's prompt ids (web/app.js runBench), the same definitions of the two speeds
 python3 - > "$out/native.json" <<'PY'
 import json
-from driver import Engine
-e = Engine.load("/tmp/pb-models/bench")
+from driver.native import load
+e = load("/tmp/pb-models/bench")
 prompt = [1 + (i * 7919) % 1000 for i in range(128)]
 list(e.generate(prompt[:8], 8, stop_ids=()))          # warm-up
 runs = []
@@ -40,10 +47,11 @@ python3 server.py --models "$m" --port 8123 --bench-out "$out/page.jsonl" > "$ou
 srv=$!
 sleep 3
 LD_LIBRARY_PATH=/opt/crx/root/lib:/opt/crx/root/chromium \
+FONTCONFIG_FILE=/opt/crx/root/fonts/fonts.conf \
 VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json \
 timeout 300 /opt/crx/root/chromium/chromium --headless=new --no-sandbox --disable-gpu-sandbox \
   --enable-unsafe-webgpu --ignore-gpu-blocklist --use-angle=vulkan --enable-features=Vulkan \
-  --use-webgpu-adapter=opengles --no-first-run --disable-background-networking --disable-component-update \
+  "${adapter[@]}" --no-first-run --disable-background-networking --disable-component-update \
   --disable-sync --disable-quic --user-data-dir=/tmp/pb-crud \
   "http://127.0.0.1:8123/?bench=bench&prompt=128&tokens=128" > "$out/chromium.log" 2>&1 &
 cr=$!
