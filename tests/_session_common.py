@@ -17,12 +17,6 @@ NEAR_TIE = {"f32": 0.0, "q4_0": 3e-4}
 
 
 @pytest.fixture(scope="module")
-def backend():
-    from driver.native.backend_wgpu import WgpuBackend
-    return WgpuBackend.create_sync()
-
-
-@pytest.fixture(scope="module")
 def tiny(tmp_path_factory, backend):
     """The test_engine tiny model packed f32 (f32 KV) and q4_0 (f16 KV), chunk 16."""
     from _checkpoints import write_hf

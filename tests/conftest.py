@@ -39,6 +39,22 @@ def _seed_numpy() -> None:
     np.random.seed(1234)
 
 
+# ---- the native GPU backend ----
+
+@pytest.fixture(scope="module")
+def backend():
+    """A wgpu-py backend per test module (lavapipe in CI); ``WGPU_EXPECT_ADAPTER`` names the adapter
+    it must be, so a missing or different one fails instead of testing something else."""
+    import os
+
+    from driver.native.backend_wgpu import WgpuBackend
+    b = WgpuBackend.create_sync()
+    want = os.environ.get("WGPU_EXPECT_ADAPTER")
+    if want:
+        assert want.lower() in b.info["description"].lower(), b.info
+    return b
+
+
 # ---- fetched data and the packed default model ----
 
 def _data(name: str) -> Path:

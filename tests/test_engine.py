@@ -7,7 +7,6 @@ weights_tool; driver.native.reference decodes the packed bytes independently and
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,16 +37,6 @@ def _pack(tmp: Path, quant: str, **over) -> Path:
     out = tmp / f"m-{quant}"
     pack(hf, out, quant=quant, uniform=True, progress=False)   # every matrix in ``quant``'s kernels
     return out
-
-
-@pytest.fixture(scope="module")
-def backend():
-    from driver.native.backend_wgpu import WgpuBackend
-    b = WgpuBackend.create_sync()
-    want = os.environ.get("WGPU_EXPECT_ADAPTER")
-    if want:
-        assert want.lower() in b.info["description"].lower(), b.info
-    return b
 
 
 @pytest.fixture(scope="module")

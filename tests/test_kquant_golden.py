@@ -35,12 +35,6 @@ def load_gold(name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def backend():
-    from driver.native.backend_wgpu import WgpuBackend
-    return WgpuBackend.create_sync()
-
-
-@pytest.fixture(scope="module")
 def packed(tmp_path_factory):
     from weights_tool.pack import pack
     root = tmp_path_factory.mktemp("kgold")

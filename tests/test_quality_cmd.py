@@ -40,16 +40,6 @@ def models(tmp_path_factory):
     return {q: pack(hf, d / q, quant=q, progress=False).out for q in ("f32", "q4_0")}
 
 
-@pytest.fixture(scope="module")
-def backend():
-    from driver.native.backend_wgpu import WgpuBackend
-    b = WgpuBackend.create_sync()
-    want = os.environ.get("WGPU_EXPECT_ADAPTER")
-    if want:
-        assert want.lower() in b.info["description"].lower(), b.info
-    return b
-
-
 def test_perplexity_windows_and_self_agreement(models, backend):
     out = io.StringIO()
     rows = run_quality([models["f32"], models["f32"], models["q4_0"]], n_tokens=200,

@@ -79,7 +79,7 @@ def test_split_turns():
 pytest.importorskip("wgpu", reason="wgpu-py is not installed")
 from driver.native import load  # noqa: E402
 from driver.speculative import Oracle, generate_speculative  # noqa: E402
-from _session_common import backend, tiny  # noqa: E402,F401  (fixtures)
+from _session_common import tiny  # noqa: E402,F401  (fixture; backend: conftest)
 
 
 @pytest.mark.parametrize("q", ["f32", "q4_0"])

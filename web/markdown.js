@@ -145,6 +145,19 @@ export function renderInline(parent, text, depth = 0) {
     });
     buf = '';
   };
+  // a link whose text is its own URL; false (nothing appended) for an unsafe target
+  const autolink = (url) => {
+    const href = safeUrl(url);
+    if (!href) return false;
+    flush();
+    const a = el('a');
+    a.href = href;
+    a.target = '_blank';
+    a.rel = 'noopener noreferrer nofollow';
+    a.textContent = url;
+    parent.appendChild(a);
+    return true;
+  };
   const s = String(text);
   let i = 0;
   while (i < s.length) {
@@ -177,34 +190,15 @@ export function renderInline(parent, text, depth = 0) {
       i += m[0].length;
       continue;
     }
-    if (c === '<' && (m = /^<([a-z][a-z0-9+.-]*:[^\s<>]+)>/i.exec(rest))) {
-      const href = safeUrl(m[1]);
-      if (href) {
-        flush();
-        const a = el('a');
-        a.href = href;
-        a.target = '_blank';
-        a.rel = 'noopener noreferrer nofollow';
-        a.textContent = m[1];
-        parent.appendChild(a);
-        i += m[0].length;
-        continue;
-      }
+    // autolinks: <scheme:...> and bare http(s) URLs, shown as their own text
+    if (c === '<' && (m = /^<([a-z][a-z0-9+.-]*:[^\s<>]+)>/i.exec(rest)) && autolink(m[1])) {
+      i += m[0].length;
+      continue;
     }
     if ((c === 'h' || c === 'H') && /[^\w]$|^$/.test(s.slice(Math.max(0, i - 1), i)) &&
-        (m = /^https?:\/\/[^\s<>"'`]+[^\s<>"'`.,;:!?)\]]/i.exec(rest))) {
-      const href = safeUrl(m[0]);
-      if (href) {
-        flush();
-        const a = el('a');
-        a.href = href;
-        a.target = '_blank';
-        a.rel = 'noopener noreferrer nofollow';
-        a.textContent = m[0];
-        parent.appendChild(a);
-        i += m[0].length;
-        continue;
-      }
+        (m = /^https?:\/\/[^\s<>"'`]+[^\s<>"'`.,;:!?)\]]/i.exec(rest)) && autolink(m[0])) {
+      i += m[0].length;
+      continue;
     }
     if (depth < MAX_DEPTH && EMPHASIS[c] && !(c === '_' && /\w/.test(i ? s[i - 1] : ' '))) { // snake_case: no
       const hit = EMPHASIS[c].map(([tag, re]) => [tag, re.exec(rest)]).find(([, x]) => x);
