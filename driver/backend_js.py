@@ -236,10 +236,20 @@ class Session:
 
 
 @_reported
-async def open_session(manifest_json: str, where: str, files_dir: str, progress=None) -> Session:
-    """Open the device (adapter choice in the helper), then load the model: plan, shaders, weight upload."""
-    from .engine import Engine
+async def open_session(manifest_json: str, where: str, files_dir: str, progress=None,
+                       decode_json: str = "") -> Session:
+    """Open the device (adapter choice in the helper), then load the model: plan, shaders, weight upload.
+    ``decode_json``: the page's bench mode may name the decode program (``DecodeOptions`` fields as
+    JSON, e.g. {"short_ctx": 0, "head_norm": false}) to measure the candidates in the browser."""
+    from .decode_options import from_json
+    from .engine import BadOption, Engine
+    decode = None
+    if decode_json:
+        try:
+            decode = from_json(decode_json)
+        except ValueError as e:
+            raise BadOption(str(e)) from None
     gpu = await JsBackend.create()
     src = BrowserSource(manifest_json, where, files_dir)
-    engine = await Engine.load_async(src, gpu)
+    engine = await Engine.load_async(src, gpu, decode=decode)
     return Session(engine, gpu)

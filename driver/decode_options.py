@@ -3,7 +3,8 @@ the defaults are the fewest dependent dispatches; ``python -m driver sweep`` mea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, fields
 
 KNOB_OPS = ("qkv_rope_decode", "attention_decode", "matvec", "gate_up", "head")
 
@@ -46,3 +47,27 @@ class DecodeOptions:
     def knobs_of(d: dict) -> tuple:
         """``{"matvec": {"r": 4}}`` -> the ``knobs`` tuple."""
         return tuple((op, tuple(sorted(kv.items()))) for op, kv in sorted(d.items()) if kv)
+
+
+# The native (wgpu-py, Vulkan) default: split-K attention at every context and the final norm in
+# its own dispatch. On an H200 (2026-12-03, docs/PERFORMANCE.md) it decodes faster natively than
+# the fewest-dispatch default on every shape measured (1B shape 890 vs 857 tok/s at ctx 128, best of
+# 5, three runs); in the page neither won consistently (best-of-5 spread 15-20 %), and in
+# compatibility mode, where a dispatch costs 30-45 us, the fewer dispatches win, so the page keeps
+# ``DecodeOptions()``.
+NATIVE = DecodeOptions(short_ctx=0, head_norm=False)
+
+
+def from_json(text: str) -> DecodeOptions:
+    """``DecodeOptions`` from the page's bench mode (a JSON object of its fields, e.g.
+    ``{"short_ctx": 0, "head_norm": false}``); ValueError in plain words for anything else."""
+    try:
+        d = json.loads(text)
+    except ValueError:
+        raise ValueError(f"decode program {text!r} is not JSON") from None
+    names = [f.name for f in fields(DecodeOptions) if f.name != "knobs"]
+    if not isinstance(d, dict) or set(d) - set(names):
+        raise ValueError(f"decode program {text!r}: expected an object with some of {names}")
+    if "head_norm" in d and not isinstance(d["head_norm"], bool):
+        raise ValueError(f"decode program {text!r}: head_norm must be true or false")
+    return DecodeOptions(**d)

@@ -6,8 +6,13 @@
 #   - wgpu, flask and their pure-Python wheels on PYTHONPATH (flask werkzeug jinja2 markupsafe
 #     itsdangerous click blinker gguf pyyaml tqdm);
 #   - web/dist and web/vendor carried (python -m pybuild ran here).
-# Usage: bash pybuild/device_page_bench.sh OUTDIR [PRESET] [QUANT]   (MODE=compat for compatibility mode)
-# Writes OUTDIR/native.json (Engine.generate, best of 3) and OUTDIR/page.jsonl (the page's POST).
+# Usage: bash pybuild/device_page_bench.sh OUTDIR [PRESET] [QUANT]   (MODE=compat for compatibility mode;
+# TTFT=10: instead, time to first token per turn of a 10-turn id-level chat (KV cache reused), natively
+# (python -m driver bench --ttft's run_ttft_bench) and in the page (/?bench=bench&ttft=10);
+# EXTRA_FLAGS: more Chromium switches, e.g. --enable-dawn-features=vulkan_enable_f16_on_nvidia (shader-f16);
+# PROGRAMS="default split": the decode programs measured, natively and in the page, web/app.js DECODE_PROGRAMS)
+# Writes OUTDIR/native.json (Engine.generate, best of 5 after a warm-up, per program) and OUTDIR/page.jsonl (the page's POSTs,
+# one line per program).
 # Chromium needs the fonts the bundle packs (FONTCONFIG_FILE below; without them it aborts with
 # "SkFontMgr_FontConfigInterface.cpp: Not implemented"). Core WebGPU on NVIDIA needs
 # --disable-vulkan-surface: headless Chromium otherwise asks Vulkan for VK_EXT_headless_surface,
@@ -15,48 +20,76 @@
 # backend instead (the fallback for GPUs without core WebGPU).
 set -u
 out=${1:?OUTDIR}; preset=${2:-smollm-shape}; quant=${3:-q4_0}; mode=${MODE:-core}
+programs=${PROGRAMS:-default split}
 case "$mode" in
   core) adapter=(--disable-vulkan-surface) ;;
   compat) adapter=(--use-webgpu-adapter=opengles) ;;
   *) echo "MODE must be core or compat, got '$mode'" >&2; exit 2 ;;
 esac
 mkdir -p "$out"
-m=/tmp/pb-models
-rm -rf "$m" /tmp/pb-hf && mkdir -p "$m"
-python3 -m weights_tool synth /tmp/pb-hf --preset "$preset" > "$out/synth.log" 2>&1 || { tail "$out/synth.log"; exit 1; }
-python3 -m weights_tool pack /tmp/pb-hf "$m/bench" --quant "$quant" --uniform > "$out/pack.log" 2>&1 || { tail "$out/pack.log"; exit 1; }
+# one packed model per preset and quant, kept between calls while the machine is warm
+m=/tmp/pb-models-$preset-$quant
+if [ ! -s "$m/bench/manifest.json" ]; then
+  rm -rf "$m" /tmp/pb-hf && mkdir -p "$m"
+  python3 -m weights_tool synth /tmp/pb-hf --preset "$preset" > "$out/synth.log" 2>&1 || { tail "$out/synth.log"; exit 1; }
+  python3 -m weights_tool pack /tmp/pb-hf "$m/bench" --quant "$quant" --uniform --method rtn > "$out/pack.log" 2>&1 || { tail "$out/pack.log"; exit 1; }
+  rm -rf /tmp/pb-hf
+fi
 # native: the page's prompt ids (web/app.js runBench), the same definitions of the two speeds
-python3 - > "$out/native.json" <<'PY'
-import json
+if [ -n "${TTFT:-}" ]; then
+  programs=default
+  MODEL="$m/bench" python3 -c 'import json, os
 from driver.native import load
-e = load("/tmp/pb-models/bench")
-prompt = [1 + (i * 7919) % 1000 for i in range(128)]
-list(e.generate(prompt[:8], 8, stop_ids=()))          # warm-up
-runs = []
-for _ in range(3):
-    ids = list(e.generate(prompt, 128, stop_ids=()))
-    s = e.last_stats
-    runs.append({"n": len(ids), "decode_tokens_per_s": (s["generated"] - 1) / s["decode_s"],
-                 "prefill_tokens_per_s": s["prompt_tokens"] / s["prefill_s"]})
-print(json.dumps({"dispatches_per_token": e.dispatches_per_token, "runs": runs,
-                  "decode_tokens_per_s": max(r["decode_tokens_per_s"] for r in runs),
-                  "prefill_tokens_per_s": max(r["prefill_tokens_per_s"] for r in runs),
-                  "ids": ids[:16]}))
+from driver.native.bench_session import run_ttft_bench
+print(json.dumps(run_ttft_bench(load(os.environ["MODEL"]))))' > "$out/native.json"
+  query="ttft=$TTFT"
+else
+  query="prompt=128&tokens=128"
+PROGRAMS="$programs" MODEL="$m/bench" python3 - > "$out/native.json" <<'PY'
+import json, os
+from driver.decode_options import DecodeOptions
+from driver.native import load
+PROGRAMS = {"default": DecodeOptions(), "split": DecodeOptions(short_ctx=0, head_norm=False)}
+e = load(os.environ["MODEL"])
+prompt = lambda r: [1 + (i * 7919 + r * 104729) % 1000 for i in range(128)]   # web/app.js runBench
+out = {}
+for name in os.environ["PROGRAMS"].split():
+    e.set_decode(PROGRAMS[name])
+    list(e.generate(prompt(5), 128, stop_ids=()))          # warm-up, as the page's
+    runs = []
+    for r in range(5):
+        ids = list(e.generate(prompt(r), 128, stop_ids=()))
+        s = e.last_stats
+        runs.append({"n": len(ids), "decode_tokens_per_s": (s["generated"] - 1) / s["decode_s"],
+                     "prefill_tokens_per_s": s["prompt_tokens"] / s["prefill_s"]})
+    out[name] = {"dispatches_per_token": e.dispatches_per_token, "runs": runs,
+                 "decode_tokens_per_s": max(r["decode_tokens_per_s"] for r in runs),
+                 "prefill_tokens_per_s": max(r["prefill_tokens_per_s"] for r in runs),
+                 "ids": ids[:16]}
+print(json.dumps(out))
 PY
+fi
 python3 server.py --models "$m" --port 8123 --bench-out "$out/page.jsonl" > "$out/server.log" 2>&1 &
 srv=$!
 sleep 3
+for prog in $programs; do
+n0=$(cat "$out/page.jsonl" 2>/dev/null | wc -l)
 LD_LIBRARY_PATH=/opt/crx/root/lib:/opt/crx/root/chromium \
 FONTCONFIG_FILE=/opt/crx/root/fonts/fonts.conf \
 VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json \
 timeout 300 /opt/crx/root/chromium/chromium --headless=new --no-sandbox --disable-gpu-sandbox \
   --enable-unsafe-webgpu --ignore-gpu-blocklist --use-angle=vulkan --enable-features=Vulkan \
-  "${adapter[@]}" --no-first-run --disable-background-networking --disable-component-update \
-  --disable-sync --disable-quic --user-data-dir=/tmp/pb-crud \
-  "http://127.0.0.1:8123/?bench=bench&prompt=128&tokens=128" > "$out/chromium.log" 2>&1 &
+  "${adapter[@]}" ${EXTRA_FLAGS:-} --no-first-run --disable-background-networking --disable-component-update \
+  --disable-sync --disable-quic --user-data-dir="/tmp/pb-crud-$preset-$quant" \
+  "http://127.0.0.1:8123/?bench=bench&$query&decode=$prog" > "$out/chromium-$prog.log" 2>&1 &
 cr=$!
 # until the page reports, or Chromium exits (a crash must not cost the whole timeout)
-for _ in $(seq 300); do { [ -s "$out/page.jsonl" ] || ! kill -0 "$cr" 2>/dev/null; } && break; sleep 1; done
-kill "$cr" "$srv" 2>/dev/null
+for _ in $(seq 300); do
+  { [ "$(cat "$out/page.jsonl" 2>/dev/null | wc -l)" -gt "$n0" ] || ! kill -0 "$cr" 2>/dev/null; } && break
+  sleep 1
+done
+kill "$cr" 2>/dev/null; wait "$cr" 2>/dev/null
+done
+kill "$srv" 2>/dev/null
 echo "native: $(cat "$out/native.json")"
 echo "page:   $(cat "$out/page.jsonl" 2>/dev/null || echo 'no report (see chromium.log)')"

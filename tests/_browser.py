@@ -228,8 +228,13 @@ def import_module(name: str) -> str:
 
 
 def native(code: str):
-    """Run the native driver in a child process (Playwright's sync API owns this process's event loop)."""
-    r = subprocess.run([sys.executable, "-c", "import json, sys\nfrom driver.native import load\n" + code],
+    """Run the native driver in a child process (Playwright's sync API owns this process's event loop). Its
+    ``load`` records the page's decode program (``DecodeOptions()``; native engines default to
+    ``decode_options.NATIVE``), so the page and native run the same dispatches in the same order."""
+    prelude = ("import json, sys\nfrom driver.decode_options import DecodeOptions\n"
+               "from driver.native import load as _load\n"
+               "def load(model, **kw):\n    return _load(model, **{'decode': DecodeOptions(), **kw})\n")
+    r = subprocess.run([sys.executable, "-c", prelude + code],
                        capture_output=True, text=True, cwd=REPO, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(r.stdout.strip().splitlines()[-1])

@@ -146,11 +146,11 @@ def test_cancellation_between_tokens(q4_engine):
 
 
 def test_decode_dispatch_count(q4_engine):
-    # embed, per layer qkv_rope_decode (attention RMSNorm fused) + one-pass attention (the
-    # whole 96-token cache is a short context) + wo (adds into the residual) + gate_up (ffn
-    # RMSNorm fused) + w2 (adds into the residual), then one LM-head block (final RMSNorm
-    # fused), sample (candidates) + sample_select
-    assert q4_engine.dispatches_per_token == 1 + 5 * 3 + 1 + 2
+    # the native decode program (decode_options.NATIVE): embed, per layer qkv_rope_decode
+    # (attention RMSNorm fused) + split-K attention_decode + attention_combine + wo (adds into
+    # the residual) + gate_up (ffn RMSNorm fused) + w2 (adds into the residual), then the final
+    # RMSNorm, one LM-head block, sample (candidates) + sample_select
+    assert q4_engine.dispatches_per_token == 1 + 6 * 3 + 1 + 1 + 2
     assert q4_engine.dispatches_at(96) == q4_engine.dispatches_per_token
 
 
@@ -162,12 +162,13 @@ def test_decode_program_variants_agree(f32_engine, q4_engine, models, mode):
     final RMSNorm, a decode kernel knob. Logits agree to float rounding (the int8-x q4_0
     path quantizes differently scaled inputs: measured 3e-5 of max |logit| on lavapipe) and
     the reference holds for each; dispatch counts per context follow the options."""
+    from driver.decode_options import NATIVE
     from driver.graph import DecodeOptions
     eng = f32_engine if mode == "f32" else q4_engine
     ids = _ids(40, 1)
     ref = Reference.load(models[mode]).logits(ids)
     base = eng.logits(ids, mode="decode")
-    variants = [DecodeOptions(short_ctx=0, head_norm=False),
+    variants = [DecodeOptions(),                       # the page's: fewest dispatches
                 DecodeOptions(short_ctx=20, short_wg=16),
                 DecodeOptions(short_ctx=24, head_norm=False,
                               knobs=DecodeOptions.knobs_of({"matvec": {"r": 2}, "head": {"r": 4},
@@ -182,13 +183,13 @@ def test_decode_program_variants_agree(f32_engine, q4_engine, models, mode):
             fused_head = opts.head_norm
             layers = CFG["num_hidden_layers"]
             n_short = 1 + 5 * layers + (0 if fused_head else 1) + 1 + 2
-            assert eng.dispatches_at(1) == (n_short if short else n_short + layers)
-            assert eng.dispatches_at(40) == n_short + layers    # split-K pair past short_ctx
+            for ctx in (1, 40):     # one pass while ctx <= short_ctx, the split-K pair past it
+                assert eng.dispatches_at(ctx) == n_short + (0 if ctx <= short else layers)
         prompt = _ids(17, 3)
         assert list(eng.generate(prompt, 16, stop_ids=())) == \
             list(eng.generate(prompt, 16, stop_ids=(), depth=1))
     finally:
-        eng.set_decode(DecodeOptions())
+        eng.set_decode(NATIVE)
     assert np.array_equal(eng.logits(ids, mode="decode"), base)
 
 
@@ -253,7 +254,7 @@ def test_bench_quick_output_parses(models):
                        timeout=120)
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout.strip().splitlines()[-1])
-    assert res["dispatches_per_token"] == 19   # test_decode_dispatch_count's
+    assert res["dispatches_per_token"] == 23   # test_decode_dispatch_count's
     # --profile: every dispatch of each program is attributed to exactly one op
     for name, program in (("profile_prefill", "prefill"), ("profile_decode", "decode")):
         (tag, n_all, ms_all), *ops = res[name]
@@ -272,19 +273,19 @@ def test_sweep_measures_candidates_on_one_model(models, tmp_path):
     ``--count-only`` gives the same counts without GPU work; a bad candidate name is one line,
     exit 2."""
     out = tmp_path / "sweep.json"
-    prev = "previous (split-K always, head norm separate)"
+    nat, page = "native default", "page default"
     base = [sys.executable, "-m", "driver", "sweep", str(models["q4_0"]), "--quick", "--ctx",
             "8,40"]
-    p = subprocess.run(base + ["--only", "default", "--only", prev, "--only", "depth 4",
+    p = subprocess.run(base + ["--only", nat, "--only", page, "--only", "depth 4",
                                "--tokens", "3", "--rounds", "1", "--out", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    assert "copy roofline" in p.stdout and prev in p.stdout
+    assert "copy roofline" in p.stdout and nat in p.stdout
     (res,) = json.loads(out.read_text())
     rows = {r["name"]: r for r in res["rows"]}
-    assert list(rows) == ["default", prev, "depth 4"] and res["copy_gb_s"] > 0
-    assert rows["default"]["dispatches"] == rows["depth 4"]["dispatches"] == {"8": 19, "40": 19}
-    assert rows[prev]["dispatches"] == {"8": 23, "40": 23}
+    assert list(rows) == [nat, page, "depth 4"] and res["copy_gb_s"] > 0
+    assert rows[page]["dispatches"] == rows["depth 4"]["dispatches"] == {"8": 19, "40": 19}
+    assert rows[nat]["dispatches"] == {"8": 23, "40": 23}
     for r in rows.values():
         for b in r["best"].values():
             assert b["tok_s"] > 0 and b["gpu_ms"] > 0 and b["weight_share_of_copy"] > 0
@@ -293,7 +294,7 @@ def test_sweep_measures_candidates_on_one_model(models, tmp_path):
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout.strip().splitlines()[-1])
     counts = {r["name"]: r["dispatches"] for r in res["rows"]}
-    assert counts["default"] == {"1": 19, "8": 19, "40": 19} and counts[prev]["40"] == 23
+    assert counts[page] == {"1": 19, "8": 19, "40": 19} and counts[nat]["40"] == 23
     assert counts["short off"]["8"] == 22 and counts["head norm separate"]["8"] == 20
     p = subprocess.run(base + ["--only", "nope"], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
@@ -407,4 +408,4 @@ def test_cli_chat_answers(smollm2_native):
     res = json.loads(p.stdout.strip().splitlines()[-1])
     assert "Paris" in res["text"], res["text"]
     assert res["prefill_tokens"] == len(res["prompt_ids"]) and res["ids"]
-    assert res["dispatches_per_token"] == 1 + 5 * 30 + 1 + 2   # norms fused (limit 32)
+    assert res["dispatches_per_token"] == 1 + 6 * 30 + 1 + 1 + 2   # decode_options.NATIVE

@@ -92,15 +92,15 @@ def test_logits_and_greedy_match_transformers(packed, backend, name, mode):
     if mode == "decode":
         greedy = list(eng.generate(ids[:8], 32, stop_ids=()))
         assert greedy == gold["greedy_ids"].tolist()
-        # dispatches a step: embed; per layer one qkv_rope_decode per weight format of wq / wk /
-        # wv (the fused kernel fits lavapipe's limit), the one-pass attention (the 64-token cache
-        # is a short context), wo, gate_up, w2; the LM-head blocks with the final RMSNorm fused;
-        # sample + sample_select
+        # dispatches a step (decode_options.NATIVE): embed; per layer one qkv_rope_decode per
+        # weight format of wq / wk / wv (the fused kernel fits lavapipe's limit), split-K
+        # attention_decode + attention_combine, wo, gate_up, w2; the final RMSNorm, the LM-head
+        # blocks; sample + sample_select
         t = packed[name].manifest["tensors"]
         fmts = [len({t[f"layers.{i}.attention.w{h}"]["dtype"] for h in "qkv"})
                 for i in range(eng.cfg.num_hidden_layers)]
         head = t["output"] if "alias" not in t["output"] else t[t["output"]["alias"]]
-        assert eng.dispatches_per_token == 1 + sum(n + 4 for n in fmts) + \
+        assert eng.dispatches_per_token == 1 + sum(n + 5 for n in fmts) + 1 + \
             len(head["blocks"]) + 2
         if name == "k1_q4_k_m_untied":
             assert max(fmts) == 2   # the split QKV layer is there

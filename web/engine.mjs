@@ -263,8 +263,10 @@ export function startWorker() {
 
 // Load `model` (a folder name under /models/ of `base`): capability check, download (cached, verified),
 // shader compilation and upload. onProgress({phase, ...}) reports progress; `signal` cancels the load (the worker
-// is terminated, the promise rejects with kind 'aborted').
-export async function createEngine({ model, base = HERE, onProgress = () => {}, worker = null, signal = null } = {}) {
+// is terminated, the promise rejects with kind 'aborted'). `decode` (benchmarks): the decode program's
+// DecodeOptions fields (driver/decode_options.py), e.g. {short_ctx: 0, head_norm: false}; default: the driver's.
+export async function createEngine({ model, base = HERE, onProgress = () => {}, worker = null, signal = null,
+  decode = null } = {}) {
   if (!model) throw described('bad-option', 'createEngine needs {model: "<name>"} (see listModels())');
   const w = worker || startWorker();
   const engine = new Engine(w, model, new URL(base, location.href).href);
@@ -289,7 +291,7 @@ export async function createEngine({ model, base = HERE, onProgress = () => {}, 
       if (signal.aborted) { cancel(); return; }
       signal.addEventListener('abort', cancel, { once: true });
     }
-    w.postMessage({ type: 'load', model, base: engine.base, pipelines: remembered(key) });
+    w.postMessage({ type: 'load', model, base: engine.base, pipelines: remembered(key), decode });
   });
   remember(key, engine.info.kernels);
   return engine;

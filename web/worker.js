@@ -2,7 +2,7 @@
 // and the Python driver (wheel `llama3-webgpu-browser`, loaded by name from the local pyodide-lock.json with its
 // sha256 checked). The UI thread talks to it with small typed messages (see engine.mjs):
 //
-//   in:  probe | load {model, base, pipelines?} | generate {id, messages|prompt_ids, options, continue?}
+//   in:  probe | load {model, base, pipelines?, decode?} | generate {id, messages|prompt_ids, options, continue?}
 //        | stop {id} | delete {model} | unload
 //   out: probe {adapter} | progress {phase, ...} | loaded {info} | prefill {id, done, total} | token {id, token, text}
 //        | done {id, stats} | error {id?, kind, message, hint, cls, detail, reload} | deleted {model, n}
@@ -81,7 +81,7 @@ function startPyodide() {
 
 const verified = new Map(); // shard index -> ArrayBuffer kept only when the cache refused it (quota)
 
-async function load(model, base, pipelines) {
+async function load(model, base, pipelines, decode) {
   control.stop = false;
   const modelBase = new URL(`./models/${encodeURIComponent(model)}/`, base || ROOT).href;
   const manifest = await cache.fetchFile(new URL('manifest.json', modelBase).href, 'json');
@@ -149,7 +149,7 @@ async function load(model, base, pipelines) {
   const tPrep = performance.now();
   session = await backend.open_session(JSON.stringify(manifest), modelBase, dir, (phase, done, total2) => {
     post({ type: 'progress', phase, done, total: total2 });
-  });
+  }, decode ? JSON.stringify(decode) : '');
   verified.clear();
   const dev = session.gpu.device;
   await gpu.popLoadScope(dev);
@@ -210,7 +210,7 @@ self.onmessage = (ev) => {
   busy = busy.then(async () => {
     try {
       if (m.type === 'probe') post({ type: 'probe', adapter: await probe(m.mode) });
-      else if (m.type === 'load') post({ type: 'loaded', info: await load(m.model, m.base, m.pipelines) });
+      else if (m.type === 'load') post({ type: 'loaded', info: await load(m.model, m.base, m.pipelines, m.decode) });
       else if (m.type === 'generate') post({ type: 'done', id: m.id, stats: await generate(m) });
       else if (m.type === 'delete') {
         const base = new URL(`./models/${encodeURIComponent(m.model)}/`, m.base || ROOT).href;

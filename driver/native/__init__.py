@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
+from driver.decode_options import NATIVE, DecodeOptions
 from driver.engine import Engine
 from driver.loader import FolderSource, ModelError, ModelSource
 
@@ -31,9 +32,11 @@ def open_source(model) -> ModelSource:
 
 
 def load(model, *, backend=None, max_context: int | None = None, kv: str = "f16",
-         chunk: int | None = None, progress=None, f16_math: bool | None = None) -> Engine:
+         chunk: int | None = None, progress=None, f16_math: bool | None = None,
+         decode: DecodeOptions | None = None) -> Engine:
     """An Engine for ``model`` (folder, ``synth:PRESET:QUANT`` or a ModelSource) on the wgpu-py
-    backend (or ``backend``), driven by an event loop the engine owns (its sync wrappers)."""
+    backend (or ``backend``), driven by an event loop the engine owns (its sync wrappers).
+    ``decode``: the decode program (default ``decode_options.NATIVE``, measured faster natively)."""
     loop = asyncio.new_event_loop()
     source = open_source(model)
     if backend is None:
@@ -41,7 +44,7 @@ def load(model, *, backend=None, max_context: int | None = None, kv: str = "f16"
         backend = loop.run_until_complete(WgpuBackend.create())
     eng = loop.run_until_complete(Engine.load_async(
         source, backend, max_context=max_context, kv=kv, chunk=chunk, progress=progress,
-        f16_math=f16_math))
+        f16_math=f16_math, decode=NATIVE if decode is None else decode))
     eng.adopt_loop(loop)
     return eng
 

@@ -168,10 +168,8 @@ def run_bench(model, quick: bool = False, vs_torch: bool = False, as_json: bool 
     n_dec = 8 if quick else 128
     n_pre = 64 if quick else 512
     if count_only:   # the programs recorded on a null GPU: no GPU work, no GPU memory
-        from .sweep import PREV, count_model, format_counts
-        from driver.graph import DecodeOptions
-        res = count_model(model, [("default", DecodeOptions(), 3),
-                                  ("previous (split-K always, head norm separate)", PREV, 3)],
+        from .sweep import candidates, count_model, format_counts
+        res = count_model(model, candidates(quick=True)[:2],
                           [1] + loop_ctxs)
         out.write(json.dumps(res) + "\n" if as_json else format_counts(res))
         return res

@@ -24,21 +24,21 @@ import time
 from dataclasses import asdict
 
 from driver import gpu as g
+from driver.decode_options import NATIVE
 from driver.graph import DecodeOptions
 from driver.loader import ModelError
 from driver.sampler import BadOption, Sampling
 
 from .bench import decode_speed, rooflines, submit_ms
 
-PREV = DecodeOptions(short_ctx=0, head_norm=False)   # the decode program before DecodeOptions
 
 
 def candidates(quick: bool = False) -> list[tuple[str, DecodeOptions, int]]:
-    """(name, options, depth) of every candidate; the first is the default."""
+    """(name, options, depth) of every candidate; the first is the native default."""
     K = DecodeOptions.knobs_of
     D = DecodeOptions()
-    out = [("default", D, 3),
-           ("previous (split-K always, head norm separate)", PREV, 3),
+    out = [("native default", NATIVE, 3),   # split-K attention always, head norm apart
+           ("page default", D, 3),     # fewest dispatches
            ("depth 2", D, 2), ("depth 4", D, 4),
            ("short off", DecodeOptions(short_ctx=0), 3),
            ("head norm separate", DecodeOptions(head_norm=False), 3),

@@ -1,0 +1,25 @@
+"""The page's bench mode names a decode program as JSON (web/app.js DECODE_PROGRAMS ->
+driver.backend_js.open_session): what it accepts and the plain-words errors for the rest."""
+
+import pytest
+
+from driver.decode_options import DecodeOptions, from_json
+
+
+def test_from_json_builds_the_split_program():
+    assert from_json('{"short_ctx": 0, "head_norm": false}') == DecodeOptions(short_ctx=0,
+                                                                             head_norm=False)
+    assert from_json("{}") == DecodeOptions()
+
+
+@pytest.mark.parametrize("text, words", [
+    ("not json", "is not JSON"),
+    ("[1, 2]", "expected an object"),
+    ('{"shortctx": 0}', "expected an object"),
+    ('{"knobs": []}', "expected an object"),          # kernel overrides stay native-only
+    ('{"short_ctx": -1}', "short_ctx must be an integer >= 0"),
+    ('{"head_norm": "no"}', "head_norm must be true or false"),
+])
+def test_from_json_refuses_in_plain_words(text, words):
+    with pytest.raises(ValueError, match=words):
+        from_json(text)
