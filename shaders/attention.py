@@ -156,7 +156,7 @@ def acc_fragments(n_group: int) -> dict[str, str]:
                             f"    var acc{g}b = vec4<f32>();\n" for g in range(n_group)),
         "ACC_RESCALE": "".join(f"        acc{g}a *= alpha[{g}];\n        acc{g}b *= alpha[{g}];\n"
                                f"        l{g} *= alpha[{g}];\n" for g in range(n_group)),
-        "FOLD": "".join(f"    fold({g}u, h, c, t, o, pg, dg, acc{g}a, acc{g}b, l{g}, m[{g}]);\n"
+        "FOLD": "".join(f"    fold({g}u, h, row, c, t, o, pg, dg, acc{g}a, acc{g}b, l{g}, m[{g}]);\n"
                         for g in range(n_group)),
     }
 
@@ -211,29 +211,58 @@ def n_chunks(ctx: int, tile: int = DECODE_WG, max_chunks: int = MAX_CHUNKS) -> i
     return -(-n_tiles // tpc)
 
 
-def part_bytes(n_heads: int, head_dim: int, max_chunks: int = MAX_CHUNKS) -> int:
-    """Byte size of the ``part`` scratch buffer of attention_decode / attention_combine."""
-    return n_heads * max_chunks * (head_dim + 2) * 4
+def part_bytes(n_heads: int, head_dim: int, max_chunks: int = MAX_CHUNKS, nb: int = 0) -> int:
+    """Byte size of the ``part`` scratch buffer of attention_decode / attention_combine (``nb``
+    query rows of the verify variant, one row's layout after another; 0: decode, one row)."""
+    return max(1, nb) * n_heads * max_chunks * (head_dim + 2) * 4
+
+
+def verify_chunks(ctx: int, n_tok: int, tile: int = DECODE_WG, max_chunks: int = MAX_CHUNKS) -> int:
+    """Grid x of the verify variant: the most chunks any of its ``n_tok`` rows has (row i's
+    context is ctx - n_tok + 1 + i; ``n_chunks`` is not monotonic: 64 tiles are 64 chunks of one
+    tile, 65 tiles 33 chunks of two). A workgroup past its row's last chunk returns at once."""
+    return max(n_chunks(c, tile, max_chunks) for c in range(max(1, ctx - n_tok + 1), ctx + 1))
 
 
 def _decode_knobs(wg: int, max_chunks: int) -> tuple[int, int]:
     return wg or DECODE_WG, max_chunks or MAX_CHUNKS
 
 
+VERIFY_PARAMS = Params((("ctx", "u32"), ("n_tok", "u32")))
+MAX_NB = 64             # query rows of the verify variant (grid z)
+
+
+def _check_nb(op: str, nb) -> None:
+    if not (isinstance(nb, int) and 0 <= nb <= MAX_NB):
+        raise UnsupportedKernel(f"{op}: nb (query rows of a verify pass) must be an integer in "
+                                f"[0, {MAX_NB}] (0: decode), got {nb!r}")
+
+
+def _row_setup(nb: int, z: str) -> str:
+    """WGSL of the query row and its context length ``ctx``: decode, row 0 at params.ctx; the
+    verify variant (nb > 0), row ``z`` (a grid dimension) of the pass's n_tok rows ending at
+    params.ctx, its causal context ctx - n_tok + 1 + row (workgroup-uniform early return past
+    n_tok)."""
+    if not nb:
+        return "    let row = 0u;\n    let ctx = params.ctx;"
+    return (f"    let row = {z};\n    if (row >= params.n_tok) {{ return; }}\n"
+            "    let ctx = params.ctx + 1u + row - params.n_tok;   // positions row sees (causal)")
+
+
 _PART_DECL = ("@group(0) @binding(3) var<storage, read_write> part: array<f32>;     "
-              "// (N_HEADS, MAX_CHUNKS, HD) acc, then (N_HEADS, MAX_CHUNKS, 2) (m, l)")
+              "// per row: (N_HEADS, MAX_CHUNKS, HD) acc, then (N_HEADS, MAX_CHUNKS, 2) (m, l)")
 _OUT_DECL = ("@group(0) @binding(3) var<storage, read_write> out: array<f32>;      "
-             "// (N_HEADS * HD) f32 attention output")
+             "// (rows, N_HEADS * HD) f32 attention output")
 # fold's store: the chunk's partial (split-K) ...
 _STORE_PART = """    for (var d = t; d < HD; d += WG) {
         var sum = 0.0;
         for (var i = 0u; i < PG; i++) { sum += red[i * HD + d]; }
-        part[(hq * MAX_CHUNKS + c) * HD + d] = sum;
+        part[row * PART_ROW + (hq * MAX_CHUNKS + c) * HD + d] = sum;
     }
     if (t == 0u) {
         var ls = 0.0;
         for (var i = 0u; i < PG; i++) { ls += red[PG * HD + i]; }
-        let ml = N_HEADS * MAX_CHUNKS * HD + (hq * MAX_CHUNKS + c) * 2u;
+        let ml = row * PART_ROW + N_HEADS * MAX_CHUNKS * HD + (hq * MAX_CHUNKS + c) * 2u;
         part[ml] = mg;
         part[ml + 1u] = ls;
     }"""
@@ -244,20 +273,25 @@ _STORE_OUT = """    var ls = 0.0;
     for (var d = t; d < HD; d += WG) {
         var sum = 0.0;
         for (var i = 0u; i < PG; i++) { sum += red[i * HD + d]; }
-        out[hq * HD + d] = sum / ls;
+        out[(row * N_HEADS + hq) * HD + d] = sum / ls;
     }"""
 
 
 @register("attention_decode")
 def build_decode(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int, kv: str = "f16",
-                 wg: int = 0, max_chunks: int = 0, direct: int = 0) -> Kernel:
+                 wg: int = 0, max_chunks: int = 0, direct: int = 0, nb: int = 0) -> Kernel:
     """``wg`` (tile = workgroup size, power of two) and ``max_chunks`` override the defaults
     (benchmarks only; attention_combine must get the same values). ``direct=1``: the one-pass
     variant for short contexts: one workgroup per KV head over all ``ctx`` positions (one
     chunk), the normalised output written to ``out`` (bound instead of ``part``); no
     attention_combine after it. Its time grows with ctx / wg tiles walked in sequence, so the
-    driver uses it only up to a context length (``driver.graph.DecodeOptions.short_ctx``)."""
+    driver uses it only up to a context length (``driver.graph.DecodeOptions.short_ctx``).
+    ``nb`` > 0: the verify variant for a speculative verify pass of n_tok <= nb query rows at
+    the cache's end (their K/V already appended): q and out (n_tok, n_heads*hd), params{ctx,
+    n_tok}, grid z = row; row i computes decode's result for context ctx - n_tok + 1 + i, with
+    decode's arithmetic (same chunks, same sums; direct or split-K as chosen)."""
     _check_dims("attention_decode", n_heads, n_kv_heads, head_dim, kv)
+    _check_nb("attention_decode", nb)
     if direct not in (0, 1) or (direct and max_chunks not in (0, 1)):
         raise UnsupportedKernel(f"attention_decode: direct must be 0 or 1 (direct=1 is one chunk: "
                                 f"no max_chunks), got direct={direct!r} max_chunks={max_chunks!r}")
@@ -276,42 +310,52 @@ def build_decode(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int, kv: s
     sg = caps.subgroups
     key = KernelKey(op="attention_decode", fmt=kv, wg=wg, vec=4, subgroups=sg,
                     dims=(("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim), ("mc", mc))
-                    + ((("dir", 1),) if direct else ()))
+                    + ((("dir", 1),) if direct else ()) + ((("nb", nb),) if nb else ()))
     decl, fns = kv_fragments(kv, head_dim)
+    prm = VERIFY_PARAMS if nb else DECODE_PARAMS
     vpre, vacc = v_phase(head_dim, g)
     src = render(load_template("attention_decode"), {
         "V_PREFETCH": vpre, "V_ACCUM": vacc, **acc_fragments(g),
         "ENABLES": enable_lines(False, sg), "N_HEADS": str(n_heads), "N_KV": str(n_kv_heads),
         "HEAD_DIM": str(head_dim), "WG": str(wg), "MAX_CHUNKS": str(mc),
-        "SCALE": wgsl_float(1.0 / math.sqrt(head_dim)), "PARAMS": DECODE_PARAMS.wgsl(),
-        "KV_DECL": decl, "KV_FNS": fns, "TILE_MAX": _tile_max(sg),
+        "SCALE": wgsl_float(1.0 / math.sqrt(head_dim)), "PARAMS": prm.wgsl(),
+        "ROW_SETUP": _row_setup(nb, "wid.z"), "KV_DECL": decl, "KV_FNS": fns,
+        "TILE_MAX": _tile_max(sg),
         "SG_ARGS": SG_ARGS if sg else "", "SG_CALL": SG_CALL if sg else "",
         "PART_DECL": _OUT_DECL if direct else _PART_DECL,
         "FOLD_STORE": _STORE_OUT if direct else _STORE_PART}, key.slug())
     src = unroll_g(src, g)
     kv_shape = f"(max_ctx, n_kv_heads, head_dim) {kv}" + (" packed 2 per u32" if kv == "f16"
                                                           else "")
-    return Kernel(key=key, wgsl=src, params=DECODE_PARAMS, workgroup_size=(wg, 1, 1),
+    rows = "(n_tok, n_heads*head_dim) f32" if nb else "(n_heads*head_dim) f32"
+    if nb:   # grid z: query rows; x: the most chunks of any row
+        grid = (Grid(lambda n_tok=1: (1, n_kv_heads, n_tok), ("n_tok",)) if direct else
+                Grid(lambda ctx=1, n_tok=1: (verify_chunks(ctx, n_tok, wg, mc), n_kv_heads,
+                                             n_tok), ("ctx", "n_tok")))
+    else:
+        grid = (Grid.fixed(1, n_kv_heads) if direct else
+                Grid(lambda ctx=1: (n_chunks(ctx, wg, mc), n_kv_heads, 1), ("ctx",)))
+    return Kernel(key=key, wgsl=src, params=prm, workgroup_size=(wg, 1, 1),
                   features=features(False, sg), bindings=(
-                      Binding("q", "read", "(n_heads*head_dim) f32"),
+                      Binding("q", "read", rows),
                       Binding("k_cache", "read", kv_shape),
                       Binding("v_cache", "read", kv_shape),
-                      Binding("out", "read_write", "(n_heads*head_dim) f32") if direct else
-                      Binding("part", "read_write",
-                              "(n_heads, MAX_CHUNKS, head_dim) + (n_heads, MAX_CHUNKS, 2) f32"),
-                      Binding("params", "uniform", "Params{ctx}")),
-                  grid=(Grid.fixed(1, n_kv_heads) if direct else
-                        Grid(lambda ctx=1: (n_chunks(ctx, wg, mc), n_kv_heads, 1), ("ctx",))),
-                  meta={
-                        "part_bytes": 0 if direct else part_bytes(n_heads, head_dim, mc),
+                      Binding("out", "read_write", rows) if direct else
+                      Binding("part", "read_write", f"{'(nb) x ' if nb else ''}(n_heads, "
+                              "MAX_CHUNKS, head_dim) + (n_heads, MAX_CHUNKS, 2) f32"),
+                      Binding("params", "uniform", "Params{ctx, n_tok}" if nb else "Params{ctx}")),
+                  grid=grid, meta={
+                        "part_bytes": 0 if direct else part_bytes(n_heads, head_dim, mc, nb),
                         "tile": wg, "max_chunks": mc, "direct": direct})
 
 
 @register("attention_combine")
 def build_combine(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int, kv: str = "f16",
-                  wg: int = 0, max_chunks: int = 0) -> Kernel:
-    """Pass 2 of attention_decode; takes the same dims (they fix the tile and chunk layout)."""
+                  wg: int = 0, max_chunks: int = 0, nb: int = 0) -> Kernel:
+    """Pass 2 of attention_decode; takes the same dims (they fix the tile and chunk layout;
+    ``nb`` > 0: the verify variant, grid (n_heads, n_tok), out (n_tok, n_heads*hd))."""
     _check_dims("attention_combine", n_heads, n_kv_heads, head_dim, kv)
+    _check_nb("attention_combine", nb)
     tile, mc = _decode_knobs(wg, max_chunks)
     cwg = 256 if caps.max_workgroup_size >= 256 else 128
     if head_dim > cwg or cwg % head_dim:
@@ -324,20 +368,25 @@ def build_combine(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int, kv: 
                      for u in range(unroll))
     sg = caps.subgroups
     key = KernelKey(op="attention_combine", wg=cwg, subgroups=sg,
-                    dims=(("nh", n_heads), ("hd", head_dim), ("tile", tile), ("mc", mc)))
+                    dims=(("nh", n_heads), ("hd", head_dim), ("tile", tile), ("mc", mc))
+                    + ((("nb", nb),) if nb else ()))
+    prm = VERIFY_PARAMS if nb else DECODE_PARAMS
     src = render(load_template("attention_combine"), {
         "ENABLES": enable_lines(False, sg), "SG_ARGS": SG_ARGS if sg else "",
         "SG_CALL": SG_CALL if sg else "",
         "FOLDS": wg_reduce("wg_max", "max", cwg, sg) + wg_reduce("wg_sum", "sum", cwg, sg),
         "N_HEADS": str(n_heads), "HEAD_DIM": str(head_dim), "WG": str(cwg), "TILE": str(tile),
-        "MAX_CHUNKS": str(mc), "PARAMS": DECODE_PARAMS.wgsl(), "UNROLL": str(unroll),
-        "VALUE_LOADS": loads.rstrip("\n")}, key.slug())
-    return Kernel(key=key, wgsl=src, params=DECODE_PARAMS, workgroup_size=(cwg, 1, 1),
+        "MAX_CHUNKS": str(mc), "PARAMS": prm.wgsl(), "UNROLL": str(unroll),
+        "ROW_SETUP": _row_setup(nb, "wid.y"), "VALUE_LOADS": loads.rstrip("\n")}, key.slug())
+    return Kernel(key=key, wgsl=src, params=prm, workgroup_size=(cwg, 1, 1),
                   features=features(False, sg),
                   bindings=(Binding("part", "read", "as written by attention_decode"),
-                            Binding("out", "read_write", "(n_heads*head_dim) f32"),
-                            Binding("params", "uniform", "Params{ctx}")),
-                  grid=Grid.fixed(n_heads))
+                            Binding("out", "read_write", "(n_tok, n_heads*head_dim) f32" if nb
+                                    else "(n_heads*head_dim) f32"),
+                            Binding("params", "uniform", "Params{ctx, n_tok}" if nb
+                                    else "Params{ctx}")),
+                  grid=(Grid(lambda n_tok=1: (n_heads, n_tok, 1), ("n_tok",)) if nb
+                        else Grid.fixed(n_heads)))
 
 
 # ---- numpy references (float64) ----
@@ -429,4 +478,61 @@ def decode_cases(quick: bool) -> list[Case]:
                 _decode_case(32, 8, 128, "f16", 1024, wg=256, direct=1),
                 _decode_case(4, 2, 16, "f16", 140, direct=1), _decode_case(3, 1, 32, "f32", 9,
                                                                           direct=1)]
+    return out
+
+
+def _verify_case(n_heads, n_kv_heads, head_dim, kv, ctx, n_tok, nb, **knobs) -> Case:
+    """The verify variant: n_tok query rows at positions ctx - n_tok .. ctx - 1 (their K/V in
+    the cache) of a kernel compiled for nb >= n_tok rows; rows past n_tok of ``out`` must stay."""
+    dims = {"n_heads": n_heads, "n_kv_heads": n_kv_heads, "head_dim": head_dim, "kv": kv,
+            "nb": nb, **knobs}
+    Q = n_heads * head_dim
+
+    def make(rng):
+        import numpy as np
+        kb, vb, k, v = kv_arrays(rng, ctx + 3, n_kv_heads, head_dim, kv, ctx)
+        q = rng.standard_normal((nb, Q)).astype(np.float32)        # (nb, Q): rows >= n_tok unused
+        y0 = rng.standard_normal((nb, Q)).astype(np.float32)       # (nb, Q): rows >= n_tok stay
+        return {"buffers": {"q": q, "k_cache": kb, "v_cache": vb, "out": y0,
+                            "part": part_bytes(n_heads, head_dim, knobs.get("max_chunks", 0)
+                                               or MAX_CHUNKS, nb)},
+                "k": k, "v": v, "y0": y0}
+
+    def ref(inp):
+        y = inp["y0"].copy()
+        y[:n_tok] = ref_attention(inp["buffers"]["q"][:n_tok], inp["k"], inp["v"], n_heads,
+                                  n_kv_heads, head_dim, ctx - n_tok)
+        return {"out": y}
+
+    def steps(caps, inp):
+        k1 = build_decode(caps, **dims)
+        p = {"ctx": ctx, "n_tok": n_tok}
+        if knobs.get("direct"):
+            return [(k1, p, k1.grid(ctx=ctx, n_tok=n_tok))]
+        k2 = build_combine(caps, **{d: x for d, x in dims.items() if d != "direct"})
+        return [(k1, p, k1.grid(ctx=ctx, n_tok=n_tok)), (k2, p, k2.grid(n_tok=n_tok))]
+
+    return Case(op="attention_decode", dims=dims, make_inputs=make, reference=ref, tol="attention",
+                steps=steps, label=f"nh={n_heads},nkv={n_kv_heads},hd={head_dim},{kv},ctx={ctx},"
+                                   f"rows={n_tok}/{nb}" + "".join(f",{k}={v}"
+                                                                  for k, v in knobs.items()))
+
+
+@register_cases("attention_decode", covers=("attention_combine",))
+def verify_cases(quick: bool) -> list[Case]:
+    """The verify variant (nb > 0): one chunk; rows on both sides of a tile boundary (2 and 3
+    chunks); rows whose chunk layouts differ (tile 64, 4 chunks: 8 tiles are 4 chunks of 2,
+    9 tiles 3 of 3); every row from position 0; fewer rows than compiled; GQA 1, 3, 4, 8; f16
+    and f32 KV; the one-pass variant (direct=1)."""
+    out = [_verify_case(32, 8, 128, "f16", 17, 5, 8), _verify_case(16, 2, 128, "f16", 258, 5, 8),
+           _verify_case(9, 3, 64, "f32", 131, 4, 4),
+           _verify_case(12, 4, 128, "f16", 515, 6, 8, wg=64, max_chunks=4),
+           _verify_case(8, 8, 64, "f16", 5, 5, 8), _verify_case(8, 1, 64, "f32", 200, 3, 16),
+           _verify_case(32, 8, 128, "f16", 300, 5, 8, direct=1, wg=256),
+           _verify_case(9, 3, 64, "f32", 130, 3, 4, direct=1)]
+    if not quick:
+        out += [_verify_case(32, 8, 128, "f16", 4096, 5, 8),
+                _verify_case(24, 8, 64, "f16", 9000, 16, 16),
+                _verify_case(8, 1, 128, "f32", 8195, 9, 16),
+                _verify_case(32, 8, 64, "f16", 512, 9, 16, direct=1, wg=256)]
     return out

@@ -45,7 +45,8 @@ def main(argv=None) -> int:
         if args.dump:
             os.environ["SHADERS_DUMP"] = args.dump
         ops = args.op
-        if ops:
+        if ops:   # a helper op (attention_combine, quant_x) runs in the cases of the op covering it
+            ops = list(dict.fromkeys(registry.COVERED_BY.get(o, o) for o in ops))
             unknown = [o for o in ops if o not in registry.case_ops()]
             if unknown:
                 print(f"error: no check cases for op(s) {unknown}; known: "

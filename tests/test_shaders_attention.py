@@ -178,3 +178,43 @@ def test_qkv_rope_then_decode_attention_share_the_cache(gpu):
     vc64[pos] = v.reshape(nkv, hd).astype(np.float16)
     ref = attention.ref_attention(q, kc64, vc64, nh, nkv, hd, pos)[0]
     np.testing.assert_allclose(got["out"].view(np.float32), ref, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("knobs", [{}, {"wg": 64, "max_chunks": 4}, {"direct": 1, "wg": 256}],
+                         ids=["split-K", "chunk-layout-change", "one-pass"])
+def test_verify_rows_are_decode_bit_for_bit(gpu, knobs):
+    """attention_decode's verify variant (nb > 0): row i of a pass over n_tok rows ending at ctx
+    is exactly (bit for bit) the decode kernel's output for the same q at context
+    ctx - n_tok + 1 + i: the same chunks and sums per row. With wg 64 / 4 chunks the rows cross
+    8 -> 9 tiles (chunks of 2 tiles -> of 3), so each row keeps its own chunk layout."""
+    from shaders import harness
+
+    dev, caps = gpu
+    nh, nkv, hd, kv, n_tok, nb, ctx = 12, 4, 128, "f16", 6, 8, 515
+    rng = np.random.default_rng(5)
+    kb, vb, _, _ = attention.kv_arrays(rng, ctx + 2, nkv, hd, kv, ctx)
+    q = rng.standard_normal((nb, nh * hd)).astype(np.float32)
+    dims = dict(n_heads=nh, n_kv_heads=nkv, head_dim=hd, kv=kv, **knobs)
+    cdims = {k: v for k, v in dims.items() if k != "direct"}
+
+    def run(q_rows, params, n, nb_):
+        k1 = shaders.kernel("attention_decode", caps, **dims, nb=nb_)
+        steps = [(k1, params, k1.grid(ctx=params["ctx"], n_tok=n))]
+        if not knobs.get("direct"):
+            k2 = shaders.kernel("attention_combine", caps, **cdims, nb=nb_)
+            steps.append((k2, params, k2.grid(n_tok=n)))
+        got = harness.run_steps(steps, {"q": q_rows, "k_cache": kb, "v_cache": vb,
+                                        "part": max(16, k1.meta["part_bytes"]),
+                                        "out": q_rows.nbytes}, ["out"])
+        return got["out"].view(np.float32)[:q_rows.size].reshape(q_rows.shape)
+
+    rows = run(q, {"ctx": ctx, "n_tok": n_tok}, n_tok, nb)
+    for i in range(n_tok):
+        dec = run(q[i:i + 1], {"ctx": ctx - n_tok + 1 + i}, 1, 0)[0]
+        assert np.array_equal(rows[i], dec), (i, np.abs(rows[i] - dec).max())
+    # and the numpy reference (causal), to the check tolerance
+    k64 = np.frombuffer(kb, np.float16).reshape(ctx + 2, nkv, hd)[:ctx].astype(np.float64)
+    v64 = np.frombuffer(vb, np.float16).reshape(ctx + 2, nkv, hd)[:ctx].astype(np.float64)
+    ref = attention.ref_attention(q[:n_tok], k64, v64, nh, nkv, hd, ctx - n_tok)
+    np.testing.assert_allclose(rows[:n_tok], ref, atol=2e-5, rtol=1e-4)
