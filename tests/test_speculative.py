@@ -247,6 +247,37 @@ def test_verify_body_runs_decode_attention_per_row(tiny, q, monkeypatch):
         G.set_decode(old)
 
 
+def test_verify_body_honors_multi_tuned(tiny, monkeypatch):
+    """An entry of shaders.multi's tuning tables (what ``python -m shaders bench --multi``
+    prints, keyed (op, rows, cols, nb)) is the kernel the verify body records for that weight
+    shape; other shapes keep the default rule; greedy speculation still gives plain's output."""
+    from shaders import multi, registry
+    eng = tiny["q4_0"]
+    G = eng.graph
+    Q, H = G.dims["Q"], G.dims["H"]                      # wq and wo: (Q, H) and (H, Q)
+    entry = {("matvec_multi", Q, H, 8): (32, 2, 0), ("matvec_multi", H, Q, 8): (32, 2, 0)}
+    monkeypatch.setattr(multi, "MULTI_TUNED", entry)
+    monkeypatch.setattr(multi, "MULTI_TUNED_XQ", entry)
+    monkeypatch.setattr(registry, "_CACHE", {})          # kernels rendered afresh
+    monkeypatch.setattr(G, "verifiers", {})
+    seen = {}
+    for st in G.record_verify(8).steps:
+        k = getattr(st, "kernel", None)
+        if k is not None and k.key.op == "matvec_multi":
+            d = dict(k.key.dims)
+            seen[(d["r"], d["c"])] = (k.workgroup_size[0], k.meta["rows_per_wg"],
+                                      int(k.key.subgroups))
+    assert seen[(Q, H)] == seen[(H, Q)] == (32, 2, 0), seen
+    kv = G.dims["KV"]
+    assert seen[(kv, H)] != (32, 2, 0), seen             # wk / wv: not in the table
+    prompt = _ids(30, 5)
+    plain = list(eng.generate(prompt, 24, stop_ids=()))
+    out = eng._run(_collect(generate_speculative(eng, prompt, 24, 4, "lookup",
+                                                 drafter=Oracle(len(prompt), plain, 256),
+                                                 stop_ids=())))
+    same_or_near_tie(eng, "q4_0", prompt, plain, out)
+
+
 def test_draft_model_same_output_and_bad_drafts(tiny, backend, tmp_path):
     """The f32 packing drafts for the q4_0 one (same tokenizer): output identical to plain; a
     draft with another vocabulary is refused in plain words; k out of range too."""
