@@ -67,7 +67,7 @@ DEFAULT_NS = (2, 5, 9)
 DEFAULT_CANDS = ((64, 8), (64, 4), (128, 8), (32, 8), (128, 4), (256, 4))
 # quant_x dispatches a layer per weight: xn once for wq / wk / wv, attn for wo, xn for w1 + w3, act
 QX_PER_LAYER = {"wq/wo": 2, "wk/wv": 0, "w1+w3": 1, "w2": 1}
-BUDGET_S = 75.0               # default sweep: candidates past this many seconds are skipped
+BUDGET_S = 60.0               # default sweep: candidates past this many seconds are skipped
 
 
 def pow2(n: int) -> int:
