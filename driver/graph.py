@@ -442,7 +442,9 @@ class Graph:
         split-K flash-decoding, attention_decode writes per-chunk partials into ``part``,
         attention_combine merges them into ``out``; both grids follow ``ctx``. Both paths are
         recorded; ``plan.Span`` picks per step. ``nb`` > 0 (a verify body): the kernels' verify
-        variant over the pass's n_tok rows, each row decode's arithmetic at its own context."""
+        variant over the pass's n_tok rows, each row decode's arithmetic at its own context (the
+        pass's ctx picks the path: rows of a pass straddling short_ctx that decode would run in
+        one pass get the split-K pair, equal to it to rounding)."""
         c = self.cfg
         dims = dict(n_heads=c.num_attention_heads, n_kv_heads=c.num_key_value_heads,
                     head_dim=c.head_dim, kv=self.kv, **({"nb": nb} if nb else {}))
