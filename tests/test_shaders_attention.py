@@ -40,6 +40,10 @@ def test_refusals_name_op_and_reason():
         shaders.kernel("attention_prefill", c, n_heads=4, n_kv_heads=4, head_dim=64, kv="bf16")
     with pytest.raises(shaders.UnsupportedKernel, match="head_dim"):
         shaders.kernel("attention_combine", c, n_heads=4, n_kv_heads=4, head_dim=36)
+    with pytest.raises(shaders.UnsupportedKernel, match="attention_decode: nb .*query rows"):
+        shaders.kernel("attention_decode", c, n_heads=4, n_kv_heads=4, head_dim=64, nb=65)
+    with pytest.raises(shaders.UnsupportedKernel, match="attention_combine: nb"):
+        shaders.kernel("attention_combine", c, n_heads=4, n_kv_heads=4, head_dim=64, nb=-1)
     with pytest.raises(shaders.UnsupportedKernel, match="workgroup storage"):
         shaders.kernel("attention_decode", replace(c, max_workgroup_storage=4096), n_heads=32,
                        n_kv_heads=4, head_dim=128)
@@ -96,6 +100,10 @@ def test_model_shapes_build_within_browser_limits(model, limits):
     ks = [shaders.kernel(op, caps, n_heads=nh, n_kv_heads=nkv, head_dim=hd, kv=kv)
           for op in ("attention_decode", "attention_combine", "attention_prefill")
           for kv in ("f16", "f32")]
+    # the verify variant of a 16-row verify body (split-K pair and the one-pass kernel)
+    ks += [shaders.kernel(op, caps, n_heads=nh, n_kv_heads=nkv, head_dim=hd, kv="f16", nb=16,
+                          **kn) for op, kn in (("attention_decode", {}), ("attention_combine", {}),
+                                               ("attention_decode", {"direct": 1}))]
     # qkv_rope_decode split to fit maxStorageBuffersPerShaderStage (8 by default: q4_* need a split)
     ks += [shaders.kernel("qkv_rope_decode", caps, fmt=f, hidden=hidden, n_heads=nh, n_kv_heads=nkv,
                           head_dim=hd, heads=h) for f in ("q4_0", "q4_1", "q8_0", "f16", "f32")
