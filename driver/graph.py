@@ -15,7 +15,8 @@ state buffers once, and records four programs over them (see ``driver.plan.Recor
             the steps its ``ctx`` selects (``plan.Span``)
   lm_all    (tests: logits of every position) matmul of all ``xn`` rows per LM-head row block
   verify<n> (speculative decoding, on first use) the prefill body for <= n rows with the small-M
-            projection kernels (matvec_multi, gate_up_multi) in f32 arithmetic
+            projection kernels (matvec_multi, gate_up_multi) and decode's attention per row
+            (attention_decode's verify variant, VERIFY_ATTN_ROWS) in f32 arithmetic
   vhead<n>  (speculative, VERIFY_HEAD_MULTI) the LM head over <= n rows as one matvec_multi per
             row block, and ``sampler`` (sample + sample_select of ``logits``)
 
@@ -44,6 +45,12 @@ OPS = ("embed", "rmsnorm", "add_rmsnorm", "matmul", "matvec", "gate_up", "rope_a
 # 5-row pass of the 8B shape on the nb = 8 body 20.3 ms -> 12.7 ms (the per-workgroup quantization
 # of x was what made the small-M kernels' cost grow with the rows).
 VERIFY_XQ = True
+# Verify bodies of up to this many rows run decode's attention per row (attention_decode /
+# attention_combine with nb: split-K over the cache, or the one-pass kernel up to
+# DecodeOptions.short_ctx, as decode picks) instead of attention_prefill, whose grid is one
+# workgroup per query head for a few rows (H200, 8B shape, 5 rows at ctx 256: 109 us a layer where
+# decode's split-K pair takes 18 us for one row).
+VERIFY_ATTN_ROWS = 16
 RING = 5          # readback buffers for sampled ids (pipelined steps in flight <= RING - 1)
 SLOTS = 8192      # uniform slices available to all recorders together (2 MiB): the 8B shape's
                   # prefill + decode + head take 1,280, each verify body 576 (5 nb values: 2,880)
@@ -274,10 +281,13 @@ class Graph:
             r.dispatch(k, {"q": q, "k_new": kn, "v_new": vn,
                            "inv_freq": W(self.inv_freq, 2 * c.head_dim),
                            "k_cache": kc, "v_cache": vc}, {"n_tok": n_tok, "pos": pos}, rt_grid)
-            k = self.kernel("attention_prefill", n_heads=c.num_attention_heads,
-                            n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv)
-            r.dispatch(k, {"q": q, "k_cache": kc, "v_cache": vc, "out": attn},
-                       {"n_tok": n_tok, "pos": pos}, {"n_tok": n_tok, "pos": pos})
+            if 0 < nb <= VERIFY_ATTN_ROWS:
+                self._attention_decode(r, q, kc, vc, attn, nb=nb)
+            else:
+                k = self.kernel("attention_prefill", n_heads=c.num_attention_heads,
+                                n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv)
+                r.dispatch(k, {"q": q, "k_cache": kc, "v_cache": vc, "out": attn},
+                           {"n_tok": n_tok, "pos": pos}, {"n_tok": n_tok, "pos": pos})
             self._proj(r, p + "attention.wo", attn, delta, rows=H, cols=Q,
                        xq=xq(r, attn, Q, p + "attention.wo"), **pre)
             k = self.kernel("add_rmsnorm", hidden=H, eps=c.rms_norm_eps)
@@ -427,20 +437,24 @@ class Graph:
                 return self.kernel("attention_decode", **dims, direct=1, wg=wg)
         return None
 
-    def _attention_decode(self, r, q, kc, vc, out) -> None:
+    def _attention_decode(self, r, q, kc, vc, out, nb: int = 0) -> None:
         """ctx <= short_ctx: attention_decode direct=1, one dispatch writing ``out``. Longer:
         split-K flash-decoding, attention_decode writes per-chunk partials into ``part``,
         attention_combine merges them into ``out``; both grids follow ``ctx``. Both paths are
-        recorded; ``plan.Span`` picks per step."""
+        recorded; ``plan.Span`` picks per step. ``nb`` > 0 (a verify body): the kernels' verify
+        variant over the pass's n_tok rows, each row decode's arithmetic at its own context (the
+        pass's ctx picks the path: rows of a pass straddling short_ctx that decode would run in
+        one pass get the split-K pair, equal to it to rounding)."""
         c = self.cfg
         dims = dict(n_heads=c.num_attention_heads, n_kv_heads=c.num_key_value_heads,
-                    head_dim=c.head_dim, kv=self.kv)
+                    head_dim=c.head_dim, kv=self.kv, **({"nb": nb} if nb else {}))
         ctx = Dyn("ctx")
+        prm = {"ctx": ctx, "n_tok": Dyn("n_tok")} if nb else {"ctx": ctx}
         short = self._short_attention(dims)
         when_long = None
         if short is not None:
-            r.dispatch(short, {"q": q, "k_cache": kc, "v_cache": vc, "out": out}, {"ctx": ctx},
-                       {}, when=Span("ctx", 0, self.opts.short_ctx))
+            r.dispatch(short, {"q": q, "k_cache": kc, "v_cache": vc, "out": out}, prm,
+                       prm, when=Span("ctx", 0, self.opts.short_ctx))
             if self.opts.short_ctx >= self.max_ctx:
                 return   # the KV cache never holds more: no split-K pair
             when_long = Span("ctx", self.opts.short_ctx + 1)
@@ -451,9 +465,9 @@ class Graph:
             self.part_bytes = k1.meta["part_bytes"]
             self.part = self._buf(self.part_bytes, "attn_part")  # split-K partials, reused
         part = (self.part, 0, self.part_bytes)
-        r.dispatch(k1, {"q": q, "k_cache": kc, "v_cache": vc, "part": part}, {"ctx": ctx},
-                   {"ctx": ctx}, when=when_long)
-        r.dispatch(k2, {"part": part, "out": out}, {"ctx": ctx}, {"ctx": ctx}, when=when_long)
+        r.dispatch(k1, {"q": q, "k_cache": kc, "v_cache": vc, "part": part}, prm, prm,
+                   when=when_long)
+        r.dispatch(k2, {"part": part, "out": out}, prm, prm, when=when_long)
 
     def _record_head(self, r: Recorder, src_row) -> None:
         """LM head over row blocks -> logits (V,), then sample -> ids[0] and hist[pos+1].

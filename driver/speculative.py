@@ -14,13 +14,14 @@ the round is one ordinary decode step.
 What is guaranteed (greedy): every emitted token is the argmax of the target's logits for the
 sequence so far, as plain decoding's is, but a verified row's logits (and the K/V of accepted
 tokens) come from the verify kernels, not the decode ones. The per-row dot products are decode's
-(same chunk order and unpacking); the RMSNorms are not fused, q/k/v are three matvecs, attention is
-the prefill kernel, all in f32: the logits agree to rounding, measured on lavapipe at 2.4e-7 (f32
+(same chunk order and unpacking), and so is attention (attention_decode's verify variant: each row
+decode's chunks and sums at its own context); the RMSNorms are not fused, q/k/v are three matvecs,
+all in f32: the logits agree to rounding, measured on lavapipe at 2.4e-7 (f32
 packing) and 2-3e-5 (q4_0, int8 activations) of max |logit| (tests/test_session.py). So the output
 is plain decoding's token for token wherever no top-2 logit margin is below that difference: the
 tests check identity on the goldens' models, SmolLM2's golden chats and the tiny f32 model, and on
 q4_0 that any difference starts at such a near-tie. Bitwise identity would need batched variants
-of the decode kernels themselves (fused norm, qkv_rope_decode, attention_decode per row).
+of the other decode kernels (the fused norms, qkv_rope_decode).
 
 With temperature > 0 (or a repetition penalty) the k + 1 rows' logits are read back and the
 standard rejection rule runs here: draft d with draft probability q(d) is accepted with

@@ -1,4 +1,4 @@
-"""Attention kernels over the KV cache: decode (split-K flash-decoding) and prefill (causal, tiled).
+"""Decode attention over the KV cache: split-K flash-decoding (and its one-pass short variant).
 
 KV cache per layer: ``k_cache``, ``v_cache`` of shape (max_ctx, n_kv_heads, head_dim), f16 packed
 two per u32 (low half first, ``kv="f16"``) or f32 (``kv="f32"``). Query heads h*G .. h*G+G-1 share
@@ -18,15 +18,12 @@ or, for short contexts, one (``direct=1``):
   workgroups, each streaming 2 x 128 rows of K and V.
   Every memory load of a tile is issued before any is used (K row and V words unrolled in the
   generated WGSL): on an H100 a rolled loop left one load per memory round trip in flight.
-Prefill (see ``attention_prefill.wgsl``):
-  attention_prefill  q (n_tok, n_heads*hd) f32, k_cache, v_cache, out (n_tok, n_heads*hd),
-                     params{n_tok, pos}; query t attends positions [0, pos + t]
+Prefill attention (causal, tiled) is shaders/attention_prefill.py; it shares this module's
+cache layout, ``kv_arrays`` and the numpy reference ``ref_attention``.
 Decode arithmetic is f32 in every variant (f16 only as KV storage, through unpack2x16float): it is
-bound by memory traffic and latency, where f16 math buys nothing and costs accuracy. The shader-f16
-prefill variant (opt-in, ``arith="f16"``) stages Q and K/V tiles as f16 (half the workgroup memory
-traffic, packed f16 dot products for the scores; values still accumulate in f32); it is not the
-default because it measurably shortens greedy agreement with f32 (see build_prefill). Subgroup variant: the per-tile
-score maxima of attention_decode (subgroupMax) instead of a shared-memory tree.
+bound by memory traffic and latency, where f16 math buys nothing and costs accuracy. Subgroup
+variant: the per-tile score maxima of attention_decode (subgroupMax) instead of a shared-memory
+tree.
 """
 
 from __future__ import annotations
@@ -37,7 +34,6 @@ from .core import Binding, Caps, Grid, Kernel, KernelKey, Params, UnsupportedKer
 from .wgsl_common import SG_ARGS, SG_CALL, enable_lines, features, wg_reduce, wgsl_float
 from .registry import Case, register, register_cases
 
-# shader-f16 prefill: q (scaled) and K rounded to f16 (2^-11) and q.k summed 4 products at a time
 
 MAX_CHUNKS = 64         # partial slots per query head: bounds the scratch and the combine loop
 DECODE_PARAMS = Params((("ctx", "u32"),))
@@ -160,7 +156,7 @@ def acc_fragments(n_group: int) -> dict[str, str]:
                             f"    var acc{g}b = vec4<f32>();\n" for g in range(n_group)),
         "ACC_RESCALE": "".join(f"        acc{g}a *= alpha[{g}];\n        acc{g}b *= alpha[{g}];\n"
                                f"        l{g} *= alpha[{g}];\n" for g in range(n_group)),
-        "FOLD": "".join(f"    fold({g}u, h, c, t, o, pg, dg, acc{g}a, acc{g}b, l{g}, m[{g}]);\n"
+        "FOLD": "".join(f"    fold({g}u, h, row, c, t, o, pg, dg, acc{g}a, acc{g}b, l{g}, m[{g}]);\n"
                         for g in range(n_group)),
     }
 
@@ -215,29 +211,58 @@ def n_chunks(ctx: int, tile: int = DECODE_WG, max_chunks: int = MAX_CHUNKS) -> i
     return -(-n_tiles // tpc)
 
 
-def part_bytes(n_heads: int, head_dim: int, max_chunks: int = MAX_CHUNKS) -> int:
-    """Byte size of the ``part`` scratch buffer of attention_decode / attention_combine."""
-    return n_heads * max_chunks * (head_dim + 2) * 4
+def part_bytes(n_heads: int, head_dim: int, max_chunks: int = MAX_CHUNKS, nb: int = 0) -> int:
+    """Byte size of the ``part`` scratch buffer of attention_decode / attention_combine (``nb``
+    query rows of the verify variant, one row's layout after another; 0: decode, one row)."""
+    return max(1, nb) * n_heads * max_chunks * (head_dim + 2) * 4
+
+
+def verify_chunks(ctx: int, n_tok: int, tile: int = DECODE_WG, max_chunks: int = MAX_CHUNKS) -> int:
+    """Grid x of the verify variant: the most chunks any of its ``n_tok`` rows has (row i's
+    context is ctx - n_tok + 1 + i; ``n_chunks`` is not monotonic: 64 tiles are 64 chunks of one
+    tile, 65 tiles 33 chunks of two). A workgroup past its row's last chunk returns at once."""
+    return max(n_chunks(c, tile, max_chunks) for c in range(max(1, ctx - n_tok + 1), ctx + 1))
 
 
 def _decode_knobs(wg: int, max_chunks: int) -> tuple[int, int]:
     return wg or DECODE_WG, max_chunks or MAX_CHUNKS
 
 
+VERIFY_PARAMS = Params((("ctx", "u32"), ("n_tok", "u32")))
+MAX_NB = 64             # query rows of the verify variant (grid z)
+
+
+def _check_nb(op: str, nb) -> None:
+    if not (isinstance(nb, int) and 0 <= nb <= MAX_NB):
+        raise UnsupportedKernel(f"{op}: nb (query rows of a verify pass) must be an integer in "
+                                f"[0, {MAX_NB}] (0: decode), got {nb!r}")
+
+
+def _row_setup(nb: int, z: str) -> str:
+    """WGSL of the query row and its context length ``ctx``: decode, row 0 at params.ctx; the
+    verify variant (nb > 0), row ``z`` (a grid dimension) of the pass's n_tok rows ending at
+    params.ctx, its causal context ctx - n_tok + 1 + row (workgroup-uniform early return past
+    n_tok)."""
+    if not nb:
+        return "    let row = 0u;\n    let ctx = params.ctx;"
+    return (f"    let row = {z};\n    if (row >= params.n_tok) {{ return; }}\n"
+            "    let ctx = params.ctx + 1u + row - params.n_tok;   // positions row sees (causal)")
+
+
 _PART_DECL = ("@group(0) @binding(3) var<storage, read_write> part: array<f32>;     "
-              "// (N_HEADS, MAX_CHUNKS, HD) acc, then (N_HEADS, MAX_CHUNKS, 2) (m, l)")
+              "// per row: (N_HEADS, MAX_CHUNKS, HD) acc, then (N_HEADS, MAX_CHUNKS, 2) (m, l)")
 _OUT_DECL = ("@group(0) @binding(3) var<storage, read_write> out: array<f32>;      "
-             "// (N_HEADS * HD) f32 attention output")
+             "// (rows, N_HEADS * HD) f32 attention output")
 # fold's store: the chunk's partial (split-K) ...
 _STORE_PART = """    for (var d = t; d < HD; d += WG) {
         var sum = 0.0;
         for (var i = 0u; i < PG; i++) { sum += red[i * HD + d]; }
-        part[(hq * MAX_CHUNKS + c) * HD + d] = sum;
+        part[row * PART_ROW + (hq * MAX_CHUNKS + c) * HD + d] = sum;
     }
     if (t == 0u) {
         var ls = 0.0;
         for (var i = 0u; i < PG; i++) { ls += red[PG * HD + i]; }
-        let ml = N_HEADS * MAX_CHUNKS * HD + (hq * MAX_CHUNKS + c) * 2u;
+        let ml = row * PART_ROW + N_HEADS * MAX_CHUNKS * HD + (hq * MAX_CHUNKS + c) * 2u;
         part[ml] = mg;
         part[ml + 1u] = ls;
     }"""
@@ -248,20 +273,25 @@ _STORE_OUT = """    var ls = 0.0;
     for (var d = t; d < HD; d += WG) {
         var sum = 0.0;
         for (var i = 0u; i < PG; i++) { sum += red[i * HD + d]; }
-        out[hq * HD + d] = sum / ls;
+        out[(row * N_HEADS + hq) * HD + d] = sum / ls;
     }"""
 
 
 @register("attention_decode")
 def build_decode(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int, kv: str = "f16",
-                 wg: int = 0, max_chunks: int = 0, direct: int = 0) -> Kernel:
+                 wg: int = 0, max_chunks: int = 0, direct: int = 0, nb: int = 0) -> Kernel:
     """``wg`` (tile = workgroup size, power of two) and ``max_chunks`` override the defaults
     (benchmarks only; attention_combine must get the same values). ``direct=1``: the one-pass
     variant for short contexts: one workgroup per KV head over all ``ctx`` positions (one
     chunk), the normalised output written to ``out`` (bound instead of ``part``); no
     attention_combine after it. Its time grows with ctx / wg tiles walked in sequence, so the
-    driver uses it only up to a context length (``driver.graph.DecodeOptions.short_ctx``)."""
+    driver uses it only up to a context length (``driver.graph.DecodeOptions.short_ctx``).
+    ``nb`` > 0: the verify variant for a speculative verify pass of n_tok <= nb query rows at
+    the cache's end (their K/V already appended): q and out (n_tok, n_heads*hd), params{ctx,
+    n_tok}, grid z = row; row i computes decode's result for context ctx - n_tok + 1 + i, with
+    decode's arithmetic (same chunks, same sums; direct or split-K as chosen)."""
     _check_dims("attention_decode", n_heads, n_kv_heads, head_dim, kv)
+    _check_nb("attention_decode", nb)
     if direct not in (0, 1) or (direct and max_chunks not in (0, 1)):
         raise UnsupportedKernel(f"attention_decode: direct must be 0 or 1 (direct=1 is one chunk: "
                                 f"no max_chunks), got direct={direct!r} max_chunks={max_chunks!r}")
@@ -280,42 +310,52 @@ def build_decode(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int, kv: s
     sg = caps.subgroups
     key = KernelKey(op="attention_decode", fmt=kv, wg=wg, vec=4, subgroups=sg,
                     dims=(("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim), ("mc", mc))
-                    + ((("dir", 1),) if direct else ()))
+                    + ((("dir", 1),) if direct else ()) + ((("nb", nb),) if nb else ()))
     decl, fns = kv_fragments(kv, head_dim)
+    prm = VERIFY_PARAMS if nb else DECODE_PARAMS
     vpre, vacc = v_phase(head_dim, g)
     src = render(load_template("attention_decode"), {
         "V_PREFETCH": vpre, "V_ACCUM": vacc, **acc_fragments(g),
         "ENABLES": enable_lines(False, sg), "N_HEADS": str(n_heads), "N_KV": str(n_kv_heads),
         "HEAD_DIM": str(head_dim), "WG": str(wg), "MAX_CHUNKS": str(mc),
-        "SCALE": wgsl_float(1.0 / math.sqrt(head_dim)), "PARAMS": DECODE_PARAMS.wgsl(),
-        "KV_DECL": decl, "KV_FNS": fns, "TILE_MAX": _tile_max(sg),
+        "SCALE": wgsl_float(1.0 / math.sqrt(head_dim)), "PARAMS": prm.wgsl(),
+        "ROW_SETUP": _row_setup(nb, "wid.z"), "KV_DECL": decl, "KV_FNS": fns,
+        "TILE_MAX": _tile_max(sg),
         "SG_ARGS": SG_ARGS if sg else "", "SG_CALL": SG_CALL if sg else "",
         "PART_DECL": _OUT_DECL if direct else _PART_DECL,
         "FOLD_STORE": _STORE_OUT if direct else _STORE_PART}, key.slug())
     src = unroll_g(src, g)
     kv_shape = f"(max_ctx, n_kv_heads, head_dim) {kv}" + (" packed 2 per u32" if kv == "f16"
                                                           else "")
-    return Kernel(key=key, wgsl=src, params=DECODE_PARAMS, workgroup_size=(wg, 1, 1),
+    rows = "(n_tok, n_heads*head_dim) f32" if nb else "(n_heads*head_dim) f32"
+    if nb:   # grid z: query rows; x: the most chunks of any row
+        grid = (Grid(lambda n_tok=1: (1, n_kv_heads, n_tok), ("n_tok",)) if direct else
+                Grid(lambda ctx=1, n_tok=1: (verify_chunks(ctx, n_tok, wg, mc), n_kv_heads,
+                                             n_tok), ("ctx", "n_tok")))
+    else:
+        grid = (Grid.fixed(1, n_kv_heads) if direct else
+                Grid(lambda ctx=1: (n_chunks(ctx, wg, mc), n_kv_heads, 1), ("ctx",)))
+    return Kernel(key=key, wgsl=src, params=prm, workgroup_size=(wg, 1, 1),
                   features=features(False, sg), bindings=(
-                      Binding("q", "read", "(n_heads*head_dim) f32"),
+                      Binding("q", "read", rows),
                       Binding("k_cache", "read", kv_shape),
                       Binding("v_cache", "read", kv_shape),
-                      Binding("out", "read_write", "(n_heads*head_dim) f32") if direct else
-                      Binding("part", "read_write",
-                              "(n_heads, MAX_CHUNKS, head_dim) + (n_heads, MAX_CHUNKS, 2) f32"),
-                      Binding("params", "uniform", "Params{ctx}")),
-                  grid=(Grid.fixed(1, n_kv_heads) if direct else
-                        Grid(lambda ctx=1: (n_chunks(ctx, wg, mc), n_kv_heads, 1), ("ctx",))),
-                  meta={
-                        "part_bytes": 0 if direct else part_bytes(n_heads, head_dim, mc),
+                      Binding("out", "read_write", rows) if direct else
+                      Binding("part", "read_write", f"{'(nb) x ' if nb else ''}(n_heads, "
+                              "MAX_CHUNKS, head_dim) + (n_heads, MAX_CHUNKS, 2) f32"),
+                      Binding("params", "uniform", "Params{ctx, n_tok}" if nb else "Params{ctx}")),
+                  grid=grid, meta={
+                        "part_bytes": 0 if direct else part_bytes(n_heads, head_dim, mc, nb),
                         "tile": wg, "max_chunks": mc, "direct": direct})
 
 
 @register("attention_combine")
 def build_combine(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int, kv: str = "f16",
-                  wg: int = 0, max_chunks: int = 0) -> Kernel:
-    """Pass 2 of attention_decode; takes the same dims (they fix the tile and chunk layout)."""
+                  wg: int = 0, max_chunks: int = 0, nb: int = 0) -> Kernel:
+    """Pass 2 of attention_decode; takes the same dims (they fix the tile and chunk layout;
+    ``nb`` > 0: the verify variant, grid (n_heads, n_tok), out (n_tok, n_heads*hd))."""
     _check_dims("attention_combine", n_heads, n_kv_heads, head_dim, kv)
+    _check_nb("attention_combine", nb)
     tile, mc = _decode_knobs(wg, max_chunks)
     cwg = 256 if caps.max_workgroup_size >= 256 else 128
     if head_dim > cwg or cwg % head_dim:
@@ -328,118 +368,25 @@ def build_combine(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int, kv: 
                      for u in range(unroll))
     sg = caps.subgroups
     key = KernelKey(op="attention_combine", wg=cwg, subgroups=sg,
-                    dims=(("nh", n_heads), ("hd", head_dim), ("tile", tile), ("mc", mc)))
+                    dims=(("nh", n_heads), ("hd", head_dim), ("tile", tile), ("mc", mc))
+                    + ((("nb", nb),) if nb else ()))
+    prm = VERIFY_PARAMS if nb else DECODE_PARAMS
     src = render(load_template("attention_combine"), {
         "ENABLES": enable_lines(False, sg), "SG_ARGS": SG_ARGS if sg else "",
         "SG_CALL": SG_CALL if sg else "",
         "FOLDS": wg_reduce("wg_max", "max", cwg, sg) + wg_reduce("wg_sum", "sum", cwg, sg),
         "N_HEADS": str(n_heads), "HEAD_DIM": str(head_dim), "WG": str(cwg), "TILE": str(tile),
-        "MAX_CHUNKS": str(mc), "PARAMS": DECODE_PARAMS.wgsl(), "UNROLL": str(unroll),
-        "VALUE_LOADS": loads.rstrip("\n")}, key.slug())
-    return Kernel(key=key, wgsl=src, params=DECODE_PARAMS, workgroup_size=(cwg, 1, 1),
+        "MAX_CHUNKS": str(mc), "PARAMS": prm.wgsl(), "UNROLL": str(unroll),
+        "ROW_SETUP": _row_setup(nb, "wid.y"), "VALUE_LOADS": loads.rstrip("\n")}, key.slug())
+    return Kernel(key=key, wgsl=src, params=prm, workgroup_size=(cwg, 1, 1),
                   features=features(False, sg),
                   bindings=(Binding("part", "read", "as written by attention_decode"),
-                            Binding("out", "read_write", "(n_heads*head_dim) f32"),
-                            Binding("params", "uniform", "Params{ctx}")),
-                  grid=Grid.fixed(n_heads))
-
-
-PREFILL_PARAMS = Params((("n_tok", "u32"), ("pos", "u32")))
-
-
-def _tile_io(kv: str, head_dim: int, tk: int, wg: int, f16: bool) -> dict[str, str]:
-    """WGSL of attention_prefill's tile staging, unrolled: TILE_LOADS (the invocation's K and V
-    16-byte words of positions k0 .. k0+TK-1, zero past ``last``), STORE_K / STORE_V (into ``kt``
-    as f32, or f16 in the shader-f16 variant)."""
-    per = 8 if kv == "f16" else 4          # elements per 16-byte word
-    words = tk * head_dim // per
-    if words % wg:
-        raise UnsupportedKernel(f"attention_prefill: a {tk}x{head_dim} tile is not a whole "
-                                f"number of 16-byte loads per invocation")
-    wpr = head_dim // per                  # words per cache row
-    zero = "vec4<u32>(0u)" if kv == "f16" else "vec4<f32>(0.0)"
-    loads, sk, sv = "", "", ""
-    for u in range(words // wg):
-        loads += (f"        let i{u} = lid + {u * wg}u;\n"
-                  f"        let kk{u} = i{u} / {wpr}u;\n"
-                  f"        let ok{u} = k0 + kk{u} <= last;\n"
-                  f"        let a{u} = (min(k0 + kk{u}, last) * N_KV + kvh) * {wpr}u + i{u} % {wpr}u;\n"
-                  f"        let kr{u} = select({zero}, k_cache[a{u}], ok{u});\n"
-                  f"        let vr{u} = select({zero}, v_cache[a{u}], ok{u});\n")
-        for dst, src in ((None, "kr"), (None, "vr")):
-            o = f"kk{u} * KROW4 + (i{u} % {wpr}u) * {per // 4}u"
-            w = f"{src}{u}"
-            if kv == "f16":
-                # unpack + convert rather than bitcast<vec2<f16>>: naga (wgpu 0.32) mistypes the
-                # bitcast inside a constructor; the conversion is exact either way
-                st = (f"        kt[{o}] = vec4<ST>(vec4<f32>(unpack2x16float({w}.x), unpack2x16float({w}.y)));\n"
-                      f"        kt[{o} + 1u] = vec4<ST>(vec4<f32>(unpack2x16float({w}.z), unpack2x16float({w}.w)));\n")
-            else:
-                st = f"        kt[{o}] = vec4<ST>({w});\n"
-            if src == "kr":
-                sk += st
-            else:
-                sv += st
-    return {"TILE_LOADS": loads.rstrip("\n"), "STORE_K": sk.rstrip("\n"),
-            "STORE_V": sv.rstrip("\n")}
-
-
-def prefill_tiles(head_dim: int, kv: str, wg: int = 128) -> tuple[int, int]:
-    """(TQ query rows, TK keys) per tile. TPR = wg / TQ invocations share a query row and must
-    split head_dim / 4 (vec4 accumulators); a K/V tile must be whole 16-byte loads per
-    invocation. Llama shapes: hd 128 -> (8, 16), hd 64 -> (16, 32): 4 KiB of queries and
-    8 KiB of keys in workgroup memory."""
-    h4 = head_dim // 4
-    tpr = next(t for t in (16, 8, 4, 2, 1) if h4 % t == 0 and (t < 16 or head_dim >= 128))
-    tq = wg // tpr
-    per = 8 if kv == "f16" else 4
-    unit = wg * per // math.gcd(wg * per, head_dim)      # TK multiple: whole loads per invocation
-    tk = unit * tpr // math.gcd(unit, tpr)
-    while tk < 2 * tq:
-        tk *= 2
-    return tq, tk
-
-
-@register("attention_prefill")
-def build_prefill(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int,
-                  kv: str = "f16", arith: str = "f32") -> Kernel:
-    """``arith="f16"`` opts into f16 tiles and score dot products when the adapter has shader-f16
-    (else f32). Not the default: on the engine's f16 test model it cut the greedy agreement with
-    the f32 run from >= 32 tokens to 15 (tests/test_engine.py quality check)."""
-    _check_dims("attention_prefill", n_heads, n_kv_heads, head_dim, kv)
-    if arith not in ("f32", "f16"):
-        raise UnsupportedKernel(f"attention_prefill: arith must be 'f32' or 'f16', got {arith!r}")
-    wg = 128
-    if wg > caps.max_workgroup_size:
-        raise UnsupportedKernel(f"attention_prefill: needs {wg} invocations per workgroup")
-    tq, tk = prefill_tiles(head_dim, kv, wg)
-    f16 = caps.shader_f16 and arith == "f16"
-    esize = 2 if f16 else 4
-    shared = esize * (tq * head_dim + tk * (head_dim + 4)) + 4 * tq * tk
-    if shared > caps.max_workgroup_storage:
-        raise UnsupportedKernel(f"attention_prefill: needs {shared} B of workgroup storage, "
-                                f"adapter has {caps.max_workgroup_storage}")
-    key = KernelKey(op="attention_prefill", fmt=kv, wg=wg, tile=tq, f16=f16,
-                    dims=(("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim), ("tk", tk)))
-    wt = "vec4<u32>" if kv == "f16" else "vec4<f32>"
-    decl = (f"@group(0) @binding(1) var<storage, read> k_cache: array<{wt}>;"
-            f"  // (max_ctx, N_KV, HD) {kv}, 16-byte words\n"
-            f"@group(0) @binding(2) var<storage, read> v_cache: array<{wt}>;"
-            f"  // (max_ctx, N_KV, HD) {kv}, 16-byte words")
-    src = render(load_template("attention_prefill"), {
-        "ENABLES": enable_lines(f16, False) + f"\nalias ST = {'f16' if f16 else 'f32'};",
-        "N_HEADS": str(n_heads), "N_KV": str(n_kv_heads), "HEAD_DIM": str(head_dim),
-        "WG": str(wg), "TQ": str(tq), "TK": str(tk),
-        "SCALE": wgsl_float(1.0 / math.sqrt(head_dim)), "PARAMS": PREFILL_PARAMS.wgsl(),
-        "KV_DECL": decl, **_tile_io(kv, head_dim, tk, wg, f16)}, key.slug())
-    kv_shape = f"(max_ctx, n_kv_heads, head_dim) {kv}"
-    return Kernel(key=key, wgsl=src, params=PREFILL_PARAMS, workgroup_size=(wg, 1, 1),
-                  features=features(f16, False), bindings=(
-        Binding("q", "read", "(n_tok, n_heads*head_dim) f32"),
-        Binding("k_cache", "read", kv_shape), Binding("v_cache", "read", kv_shape),
-        Binding("out", "read_write", "(n_tok, n_heads*head_dim) f32"),
-        Binding("params", "uniform", "Params{n_tok, pos}")),
-        grid=Grid(lambda n_tok=1: (-(-n_tok // tq), n_heads, 1), ("n_tok",)))
+                            Binding("out", "read_write", "(n_tok, n_heads*head_dim) f32" if nb
+                                    else "(n_heads*head_dim) f32"),
+                            Binding("params", "uniform", "Params{ctx, n_tok}" if nb
+                                    else "Params{ctx}")),
+                  grid=(Grid(lambda n_tok=1: (n_heads, n_tok, 1), ("n_tok",)) if nb
+                        else Grid.fixed(n_heads)))
 
 
 # ---- numpy references (float64) ----
@@ -534,36 +481,58 @@ def decode_cases(quick: bool) -> list[Case]:
     return out
 
 
-def _prefill_case(n_heads, n_kv_heads, head_dim, kv, n_tok, pos, arith="f32") -> Case:
+def _verify_case(n_heads, n_kv_heads, head_dim, kv, ctx, n_tok, nb, **knobs) -> Case:
+    """The verify variant: n_tok query rows at positions ctx - n_tok .. ctx - 1 (their K/V in
+    the cache) of a kernel compiled for nb >= n_tok rows; rows past n_tok of ``out`` must stay."""
     dims = {"n_heads": n_heads, "n_kv_heads": n_kv_heads, "head_dim": head_dim, "kv": kv,
-            **({"arith": arith} if arith != "f32" else {})}
+            "nb": nb, **knobs}
+    Q = n_heads * head_dim
 
     def make(rng):
         import numpy as np
-        kb, vb, k, v = kv_arrays(rng, pos + n_tok + 2, n_kv_heads, head_dim, kv, pos + n_tok)
-        q = rng.standard_normal((n_tok, n_heads * head_dim)).astype(np.float32)
-        return {"buffers": {"q": q, "k_cache": kb, "v_cache": vb, "out": q.nbytes},
-                "params": {"n_tok": n_tok, "pos": pos}, "grid": {"n_tok": n_tok}, "k": k, "v": v}
+        kb, vb, k, v = kv_arrays(rng, ctx + 3, n_kv_heads, head_dim, kv, ctx)
+        q = rng.standard_normal((nb, Q)).astype(np.float32)        # (nb, Q): rows >= n_tok unused
+        y0 = rng.standard_normal((nb, Q)).astype(np.float32)       # (nb, Q): rows >= n_tok stay
+        return {"buffers": {"q": q, "k_cache": kb, "v_cache": vb, "out": y0,
+                            "part": part_bytes(n_heads, head_dim, knobs.get("max_chunks", 0)
+                                               or MAX_CHUNKS, nb)},
+                "k": k, "v": v, "y0": y0}
 
     def ref(inp):
-        import numpy as np
-        return {"out": ref_attention(inp["buffers"]["q"], inp["k"], inp["v"], n_heads, n_kv_heads,
-                                     head_dim, pos).astype(np.float32)}
+        y = inp["y0"].copy()
+        y[:n_tok] = ref_attention(inp["buffers"]["q"][:n_tok], inp["k"], inp["v"], n_heads,
+                                  n_kv_heads, head_dim, ctx - n_tok)
+        return {"out": y}
 
-    return Case(op="attention_prefill", dims=dims, make_inputs=make, reference=ref, tol="attention",
-                tol_f16="attention_f16",
-                label=f"nh={n_heads},nkv={n_kv_heads},hd={head_dim},{kv},n_tok={n_tok},pos={pos}"
-                      + (f",arith={arith}" if arith != "f32" else ""))
+    def steps(caps, inp):
+        k1 = build_decode(caps, **dims)
+        p = {"ctx": ctx, "n_tok": n_tok}
+        if knobs.get("direct"):
+            return [(k1, p, k1.grid(ctx=ctx, n_tok=n_tok))]
+        k2 = build_combine(caps, **{d: x for d, x in dims.items() if d != "direct"})
+        return [(k1, p, k1.grid(ctx=ctx, n_tok=n_tok)), (k2, p, k2.grid(n_tok=n_tok))]
+
+    return Case(op="attention_decode", dims=dims, make_inputs=make, reference=ref, tol="attention",
+                steps=steps, label=f"nh={n_heads},nkv={n_kv_heads},hd={head_dim},{kv},ctx={ctx},"
+                                   f"rows={n_tok}/{nb}" + "".join(f",{k}={v}"
+                                                                  for k, v in knobs.items()))
 
 
-@register_cases("attention_prefill")
-def prefill_cases(quick: bool) -> list[Case]:
-    out = [_prefill_case(8, 8, 64, "f16", 1, 0), _prefill_case(9, 3, 64, "f32", 5, 12),
-           _prefill_case(8, 2, 128, "f16", 33, 0), _prefill_case(4, 1, 128, "f32", 17, 3),
-           _prefill_case(4, 2, 16, "f16", 40, 3), _prefill_case(3, 1, 32, "f32", 9, 0),
-           _prefill_case(8, 2, 128, "f16", 33, 5, arith="f16"),
-           _prefill_case(9, 3, 64, "f32", 17, 0, arith="f16")]
+@register_cases("attention_decode", covers=("attention_combine",))
+def verify_cases(quick: bool) -> list[Case]:
+    """The verify variant (nb > 0): one chunk; rows on both sides of a tile boundary (2 and 3
+    chunks); rows whose chunk layouts differ (tile 64, 4 chunks: 8 tiles are 4 chunks of 2,
+    9 tiles 3 of 3); every row from position 0; fewer rows than compiled; GQA 1, 3, 4, 8; f16
+    and f32 KV; the one-pass variant (direct=1)."""
+    out = [_verify_case(32, 8, 128, "f16", 17, 5, 8), _verify_case(16, 2, 128, "f16", 258, 5, 8),
+           _verify_case(9, 3, 64, "f32", 131, 4, 4),
+           _verify_case(12, 4, 128, "f16", 515, 6, 8, wg=64, max_chunks=4),
+           _verify_case(8, 8, 64, "f16", 5, 5, 8), _verify_case(8, 1, 64, "f32", 200, 3, 16),
+           _verify_case(32, 8, 128, "f16", 300, 5, 8, direct=1, wg=256),
+           _verify_case(9, 3, 64, "f32", 130, 3, 4, direct=1)]
     if not quick:
-        out += [_prefill_case(32, 8, 128, "f16", 33, 4000), _prefill_case(9, 3, 64, "f16", 33, 100),
-                _prefill_case(8, 1, 64, "f16", 5, 17), _prefill_case(4, 4, 128, "f16", 130, 0)]
+        out += [_verify_case(32, 8, 128, "f16", 4096, 5, 8),
+                _verify_case(24, 8, 64, "f16", 9000, 16, 16),
+                _verify_case(8, 1, 128, "f32", 8195, 9, 16),
+                _verify_case(32, 8, 64, "f16", 512, 9, 16, direct=1, wg=256)]
     return out

@@ -1,13 +1,16 @@
 """Benchmark of the attention / qkv_rope_decode / sampling kernels against the copy roofline of the same run.
 
-    python -m shaders.attention_bench [--quick] [--out FILE] [--sweep] [--short]
+    python -m shaders.attention_bench [--quick] [--out FILE] [--sweep] [--short] [--verify]
 
 Decode attention (attention_decode + attention_combine, one pair per call) over an f16 KV cache:
 GB/s counts the K and V bytes read (the useful traffic); each call reads another copy of the
 cache so a pass touches more bytes than any L2. "indep" gives every call its own part/out buffers
 (throughput), "chain" reuses them (each pair waits for the previous one, like a decode step's
 layer chain). Also times qkv_rope_decode (GB/s of weights), causal prefill attention (FLOP/s) and the
-two sampling passes at vocab 128256. Native only (numpy, wgpu); reuses shaders.bench's timers.
+two sampling passes at vocab 128256. ``--verify``: a speculative verify pass's attention over 5
+rows (nb 8) at ctx 256 / 1024 / 4096, attention_prefill against attention_decode's verify variant
+(split-K + combine, and one pass), with decode's one row for scale. Native only (numpy, wgpu);
+reuses shaders.bench's timers.
 """
 
 from __future__ import annotations
@@ -29,26 +32,32 @@ def _kv_host(rng, ctx, n_kv, hd, kv):
 
 
 def bench_decode(dev, caps, rng, n_heads=32, n_kv=8, hd=128, kv="f16", ctx=4096, chain=False,
-                 **knobs) -> dict:
+                 n_tok=1, **knobs) -> dict:
+    """``nb`` in knobs: the verify variant over ``n_tok`` <= nb query rows ending at ctx."""
     import numpy as np
     dims = dict(n_heads=n_heads, n_kv_heads=n_kv, head_dim=hd, kv=kv, **knobs)
+    rows = knobs.get("nb") or 1
+    prm = {"ctx": ctx, "n_tok": n_tok} if knobs.get("nb") else {"ctx": ctx}
     k1 = kernel("attention_decode", caps, **dims)
     # direct=1: the one-pass kernel alone (writes out); else the split-K pair
     k2 = None if knobs.get("direct") else kernel("attention_combine", caps, **dims)
+    # (rows, n_heads * hd) f32 queries
     kb, vb = _kv_host(rng, ctx, n_kv, hd, kv)
     kvbytes = len(kb) + len(vb)
     copies = max(1, min(64, math.ceil(ROTATE / kvbytes)))
-    q = harness.make_buffers({"q": rng.standard_normal(n_heads * hd).astype(np.float32)}, dev)
-    scratch = {"part": max(16, k1.meta["part_bytes"]), "out": n_heads * hd * 4}
+    q = harness.make_buffers({"q": rng.standard_normal(rows * n_heads * hd).astype(np.float32)},
+                             dev)
+    scratch = {"part": max(16, k1.meta["part_bytes"]), "out": rows * n_heads * hd * 4}
     shared = harness.make_buffers(scratch, dev)
     calls = []
     for _ in range(copies):
         bufs = {**q, **harness.make_buffers({"k_cache": kb, "v_cache": vb}, dev)}
         bufs.update(shared if chain else harness.make_buffers(scratch, dev))
-        calls.append([bench._calls(dev, k, bufs, {"ctx": ctx}, k.grid(ctx=ctx))
+        calls.append([bench._calls(dev, k, bufs, prm, k.grid(ctx=ctx, n_tok=n_tok))
                       for k in (k1, k2) if k is not None])
     t, src = bench.time_calls(calls, dev)
     return {"kernel": k1.slug, "shape": f"ctx={ctx} {n_heads}/{n_kv} hd={hd} {kv}"
+            + (f" rows={n_tok}" if knobs.get("nb") else "")
             + "".join(f" {k}={v}" for k, v in knobs.items()) + (" chain" if chain else " indep"),
             "secs": t, "gbs": kvbytes / t / 1e9, "timer": src}
 
@@ -78,18 +87,20 @@ def bench_qkv(dev, caps, rng, fmt="q4_0", hidden=4096, n_heads=32, n_kv=8, hd=12
 
 
 def bench_prefill(dev, caps, rng, n_tok=512, n_heads=32, n_kv=8, hd=128, kv="f16",
-                  arith="f32") -> dict:
+                  arith="f32", pos: int = 0) -> dict:
     import numpy as np
     k = kernel("attention_prefill", caps, n_heads=n_heads, n_kv_heads=n_kv, head_dim=hd, kv=kv,
                arith=arith)
-    kb, vb = _kv_host(rng, n_tok, n_kv, hd, kv)
+    kb, vb = _kv_host(rng, pos + n_tok, n_kv, hd, kv)
     bufs = harness.make_buffers({
         "q": rng.standard_normal((n_tok, n_heads * hd)).astype(np.float32),
         "k_cache": kb, "v_cache": vb, "out": n_tok * n_heads * hd * 4}, dev)
-    call = bench._calls(dev, k, bufs, {"n_tok": n_tok, "pos": 0}, k.grid(n_tok=n_tok))
+    call = bench._calls(dev, k, bufs, {"n_tok": n_tok, "pos": pos}, k.grid(n_tok=n_tok))
     t, src = bench.time_calls([[call]], dev, min_secs=0.1)
-    flops = 2 * 2 * n_heads * hd * n_tok * (n_tok + 1) / 2   # QK^T and PV over the causal half
-    return {"kernel": k.slug, "shape": f"n_tok={n_tok} {n_heads}/{n_kv} hd={hd} {kv} {arith}",
+    # QK^T and PV: query t over pos + t + 1 positions
+    flops = 2 * 2 * n_heads * hd * (n_tok * pos + n_tok * (n_tok + 1) / 2)
+    return {"kernel": k.slug, "shape": f"n_tok={n_tok} {n_heads}/{n_kv} hd={hd} {kv} {arith}"
+            + (f" pos={pos}" if pos else ""),
             "secs": t, "flops": flops / t, "timer": src}
 
 
@@ -111,7 +122,7 @@ def bench_sample(dev, caps, rng, vocab=128256, **params) -> dict:
 
 
 def main(quick: bool = False, out_file: str | None = None, sweep: bool = False,
-         short: bool = False) -> int:
+         short: bool = False, verify: bool = False) -> int:
     import time
 
     rep = bench.Report()
@@ -148,6 +159,16 @@ def main(quick: bool = False, out_file: str | None = None, sweep: bool = False,
             for ctx in ((64, 300) if quick else (128, 256, 384, 512, 768, 1024, 2048)):
                 for knobs in ({}, {"direct": 1, "wg": 128}, {"direct": 1, "wg": 256}):
                     row(bench_decode(dev, caps, rng, ctx=ctx, chain=True, **shp, **knobs))
+    if verify:   # a verify pass's attention: 5 rows on the nb = 8 body (driver.speculative)
+        shapes = ([{"n_heads": 8, "n_kv": 2, "hd": 64}] if quick else
+                  [{"n_heads": 32, "n_kv": 8, "hd": 128}, {"n_heads": 32, "n_kv": 8, "hd": 64}])
+        for shp in shapes:
+            for ctx in ((64, 300) if quick else (256, 1024, 4096)):
+                row(bench_decode(dev, caps, rng, ctx=ctx, chain=True, **shp))   # 1 row
+                row(bench_prefill(dev, caps, rng, n_tok=5, pos=ctx - 5, **shp))
+                for knobs in ({}, {"direct": 1, "wg": 256}):
+                    row(bench_decode(dev, caps, rng, ctx=ctx, chain=True, n_tok=5, nb=8,
+                                     **shp, **knobs))
     qkv_dims = {"hidden": 512, "n_heads": 8, "n_kv": 2} if quick else {}
     row(bench_qkv(dev, caps, rng, **qkv_dims))
     for arith in (("f32", "f16") if caps.shader_f16 else ("f32",)):
@@ -171,5 +192,8 @@ if __name__ == "__main__":
     ap.add_argument("--short", action="store_true",
                     help="one-pass attention (direct=1) against split-K + combine, chained, "
                          "ctx 128..2048 (the decode short_ctx threshold)")
+    ap.add_argument("--verify", action="store_true",
+                    help="a verify pass's attention (5 rows): attention_prefill against "
+                         "attention_decode's verify variant, ctx 256 / 1024 / 4096")
     a = ap.parse_args()
-    raise SystemExit(main(a.quick, a.out, a.sweep, a.short))
+    raise SystemExit(main(a.quick, a.out, a.sweep, a.short, a.verify))

@@ -9,6 +9,9 @@
 // (attention_combine.wgsl) merges the chunks. Scores are pre-scaled by 1/sqrt(HD) via q.
 // The one-pass variant (direct=1, for short contexts) has MAX_CHUNKS = 1: one workgroup per KV
 // head walks the whole context and writes acc / l straight to `out` (no `part`, no pass 2).
+// The verify variant (nb > 0: a speculative verify pass's n_tok <= nb query rows) adds grid z =
+// query row: row i is the query at position ctx - n_tok + i and runs exactly decode's arithmetic
+// for the context ctx - n_tok + 1 + i (its own chunk layout; causal), q, part and out per row.
 {{ENABLES}}
 const N_HEADS: u32 = {{N_HEADS}}u;
 const N_KV: u32 = {{N_KV}}u;
@@ -22,11 +25,12 @@ const PG: u32 = WG / TPR;          // position groups of the value phase
 const NV: u32 = TILE / PG;        // positions per invocation per tile (= TPR)
 const RED: u32 = max(G * TILE, PG * HD + PG);
 const MAX_CHUNKS: u32 = {{MAX_CHUNKS}}u;
+const PART_ROW: u32 = N_HEADS * MAX_CHUNKS * (HD + 2u);   // part floats a query row
 const SCALE: f32 = {{SCALE}};      // 1 / sqrt(HD)
 const NEG: f32 = -3.0e38;          // masked score (finite: exp(NEG - m) == 0, never NaN)
 
 {{PARAMS}}
-@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;        // (N_HEADS * HD / 4) f32
+@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;        // (rows, N_HEADS * HD / 4) f32
 {{KV_DECL}}
 {{PART_DECL}}
 @group(0) @binding(4) var<uniform> params: Params;
@@ -49,14 +53,14 @@ fn chunk_tiles(ctx: u32) -> u32 {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32{{SG_ARGS}}) {
     let c = wid.x;
     let h = wid.y;
-    let ctx = params.ctx;
+{{ROW_SETUP}}
     let tpc = chunk_tiles(ctx);
     let p_begin = c * tpc * TILE;
     let p_end = min(ctx, p_begin + tpc * TILE);
     if (p_begin >= p_end) { return; }  // workgroup-uniform
 
     for (var i = t; i < G * HD / 4u; i += WG) {
-        qs[i] = q[h * G * HD / 4u + i] * SCALE;
+        qs[i] = q[row * (N_HEADS * HD / 4u) + h * G * HD / 4u + i] * SCALE;
     }
     workgroupBarrier();
 
@@ -103,7 +107,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
 // the fold of query head g (its acc a, b and sum lg; running max mg): sum over the PG position
 // groups, write the chunk's partial. Called in uniform control flow (it has barriers).
-fn fold(g: u32, h: u32, c: u32, t: u32, o: u32, pg: u32, dg: u32, a: vec4<f32>, b: vec4<f32>,
+fn fold(g: u32, h: u32, row: u32, c: u32, t: u32, o: u32, pg: u32, dg: u32, a: vec4<f32>, b: vec4<f32>,
         lg: f32, mg: f32) {
     red[o] = a.x;
     red[o + 1u] = a.y;

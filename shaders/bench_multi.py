@@ -1,6 +1,16 @@
-"""Small-M kernel sweep (``python -m shaders bench --multi [--quick]``): matvec_multi / gate_up_multi
-(shaders/multi.py, the verify pass of speculative decoding) against one decode matvec of the same
-weight, over the candidate variants, to pick the defaults (``multi.MULTI_TUNED``).
+"""Small-M kernel sweep (``python -m shaders bench --multi [--full] [--quick]``): matvec_multi /
+gate_up_multi (shaders/multi.py, the verify pass of speculative decoding) against one decode matvec
+of the same weight, over candidate variants, to pick the defaults (``multi.MULTI_TUNED`` /
+``MULTI_TUNED_XQ``).
+
+Default (``sweep_default``, about a minute on an H200): the layer weights of the 1B and 8B presets
+(modelfmt.presets), n in ``DEFAULT_NS`` (nb = the power of two >= n), the kernels the verify body
+runs on this device (x pre-quantized by quant_x where it builds, as driver.graph.VERIFY_XQ does;
+else the self-quantizing ones) at their default and the few (wg, r) of ``DEFAULT_CANDS`` (around
+the best measured: 5 rows on 4096 x 4096, wg 64 x r 8 26.0 us vs the default 128 x 4 34.0 us, H200
+2026-12-03), candidates skipped past ``BUDGET_S`` seconds (said so). It ends with the
+``MULTI_TUNED_XQ = {...}`` (or ``MULTI_TUNED``) line to paste into shaders/multi.py.
+``--full``: the whole sweep below (it did not finish within 330 s on an H200).
 
 Why: a verify pass over k + 1 = 5 rows of the 8B shape cost 5.4 decode steps on the H200 where
 ~1.2-1.5 are possible (decode reads 4.2 GB of weights a step; 5 rows re-use each byte). The suspects
@@ -8,7 +18,7 @@ are per-token work that does not shrink with the rows per workgroup: the int8 qu
 chunk (per token, per chunk, per workgroup: total ~ rows / R), and the subgroup reduction of
 nb * R * weights sums per thread (total ~ rows * nb * WG, whatever R).
 
-Per shape (the 8B layer's weights and its LM head, ``SHAPES``; ``--quick``: small shapes for CPU
+``--full``, per shape (the 8B layer's weights and its LM head, ``SHAPES``; ``--quick``: small shapes for CPU
 adapters) and per pass size n in ``NS`` (the body is compiled for nb = the power of two >= n, as
 driver.speculative does):
   decode      the decode kernel (matvec / gate_up decode=1): ``1 step`` of this weight
@@ -51,6 +61,13 @@ TREE_WG = (64, 128, 256)
 TREE_R = (2, 4, 8)
 MAIN_N = 5                    # k = 4: the full grid; other n get GRID_R[:4]
 TUNE_GAIN = 0.97              # a MULTI_TUNED entry only where best < 0.97 x default
+DEFAULT_PRESETS = ("llama3-8b-shape", "llama3.2-1b-shape")
+DEFAULT_NS = (2, 5, 9)
+# (wg, r) candidates of the default sweep, most promising first (see the docstring)
+DEFAULT_CANDS = ((64, 8), (64, 4), (128, 8), (32, 8), (128, 4), (256, 4))
+# quant_x dispatches a layer per weight: xn once for wq / wk / wv, attn for wo, xn for w1 + w3, act
+QX_PER_LAYER = {"wq/wo": 2, "wk/wv": 0, "w1+w3": 1, "w2": 1}
+BUDGET_S = 60.0               # default sweep: candidates past this many seconds are skipped
 
 
 def pow2(n: int) -> int:
@@ -226,15 +243,114 @@ def sweep(dev, caps, rng, say, quick: bool = False) -> dict:
     return tuned
 
 
-def main(quick: bool = False, out_file: str | None = None) -> int:
+def preset_shapes(names=DEFAULT_PRESETS) -> list[tuple]:
+    """(op, rows, cols, name, uses per layer, preset) of each distinct layer weight of the
+    presets: wq / wo (q_dim x hidden; the same shape for Llama), wk / wv, w1 + w3, w2."""
+    from modelfmt.presets import PRESETS
+    out = []
+    for nm in names:
+        p = PRESETS[nm]
+        h, f, hd = p["hidden_size"], p["intermediate_size"], p["head_dim"]
+        out += [("matvec_multi", p["num_attention_heads"] * hd, h, "wq/wo", 2, nm),
+                ("matvec_multi", p["num_key_value_heads"] * hd, h, "wk/wv", 2, nm),
+                ("gate_up_multi", f, h, "w1+w3", 1, nm), ("matvec_multi", h, f, "w2", 1, nm)]
+    return out
+
+
+def sweep_default(dev, caps, rng, say, quick: bool = False, budget: float = BUDGET_S) -> dict:
+    """The default sweep (module docstring): returns {(op, rows, cols, nb): (wg, r, sg)} of the
+    entries to tune (best < TUNE_GAIN x default), for the xq kernels where quant_x builds."""
+    shapes = ([(op, r, c, nm, u, "quick") for op, r, c, nm, u in QUICK_SHAPES] if quick
+              else preset_shapes())
+    ns = (2, MAIN_N) if quick else DEFAULT_NS
+    tuned: dict = {}
+    layer: dict = {}
+    xq_used = None
+    skipped = 0
+    say("| op | shape | n | nb | variant | kernel | us | x dec |")
+    say("|---|---|---|---|---|---|---|---|")
+    t0 = time.perf_counter()
+    for op, rows, cols, name, uses, preset in shapes:
+        sh = Shape(dev, rng, op, rows, cols)
+        label = f"{name} {rows}x{cols}"
+        dec, slug = sh.time(caps, None, 1)
+        say(f"| decode | {label} | 1 | - | decode | {slug} | {dec * 1e6:.1f} | 1.00 |")
+        nw = 2 if op == "gate_up_multi" else 1
+        for n in ns:
+            nb = pow2(n)
+            try:   # the verify body's choice (graph.VERIFY_XQ on): quant_x where it builds
+                kq = kernel("quant_x", caps, fmt="q4_0", cols=cols, nb=nb)
+                tq, _ = time_calls([[_calls(dev, kq, {**sh.x}, {"n_tok": n}, kq.grid())]], dev,
+                                   min_secs=0.02)
+                say(f"| quant_x | {label} | {n} | {nb} | quant_x | {kq.slug} | {tq * 1e6:.1f} | "
+                    f"{tq / dec:.2f} |")
+                xq = {"xq": 1}
+            except UnsupportedKernel:
+                tq, xq = 0.0, {}
+            xq_used = bool(xq) if xq_used is None else xq_used
+            seen: set = set()
+            res = []
+            for wg, r in [(0, 0)] + [c for c in DEFAULT_CANDS if nb * c[1] * nw <= 128]:
+                variant = ("xq " if xq else "") + (f"wg {wg} r {r}" if wg else "default")
+                if wg and time.perf_counter() - t0 > budget:
+                    skipped += 1
+                    continue
+                try:
+                    knobs = {**xq, **({"wg": wg, "r": r, "sg": 1} if wg else {})}
+                    k = sh.first(caps, nb, **knobs)
+                    if k.slug in seen:     # the builder clamped it to one already timed
+                        continue
+                    seen.add(k.slug)
+                    t, slug = sh.time(caps, nb, n, **knobs)
+                except UnsupportedKernel as e:
+                    say(f"| {op} | {label} | {n} | {nb} | {variant} | unsupported: {e} | | |")
+                    continue
+                say(f"| {op} | {label} | {n} | {nb} | {variant} | {slug} | {t * 1e6:.1f} | "
+                    f"{t / dec:.2f} |")
+                res.append((t, (k.workgroup_size[0], k.meta["rows_per_wg"], int(k.key.subgroups))))
+            if not res:
+                continue
+            (base, dk), (best, bk) = res[0], min(res)
+            if best < TUNE_GAIN * base:
+                for _, nrows in sh.blocks:
+                    tuned[(op, nrows, cols, nb)] = bk
+            say(f"best {label} n={n} nb={nb}: wg {bk[0]} r {bk[1]} sg {bk[2]} {best * 1e6:.1f} us"
+                f" = {best / dec:.2f} x dec (default wg {dk[0]} r {dk[1]} {base * 1e6:.1f} us)"
+                + (f" + quant_x {tq * 1e6:.1f} us" if xq else ""))
+            L = layer.setdefault((preset, n), {"dec": 0.0, "default": 0.0, "best": 0.0, "qx": 0.0})
+            L["dec"] += uses * dec
+            L["default"] += uses * base
+            L["best"] += uses * best
+            L["qx"] += tq * QX_PER_LAYER.get(name, 1)
+        del sh
+    for (preset, n), L in layer.items():
+        say(f"layer {preset} n={n}: decode projections {L['dec'] * 1e6:.1f} us; verify default "
+            f"{L['default'] * 1e6:.1f} us = {L['default'] / L['dec']:.2f} steps, best "
+            f"{L['best'] * 1e6:.1f} us = {L['best'] / L['dec']:.2f} steps"
+            + (f" (+ quant_x ~{L['qx'] * 1e6:.1f} us)" if L["qx"] else "")
+            + f" ({n} rows: {n} steps of plain decode)")
+    if skipped:
+        say(f"time budget ({budget:.0f} s) spent: {skipped} candidates skipped (--full: all)")
+    name = "MULTI_TUNED_XQ" if xq_used else "MULTI_TUNED"
+    items = ", ".join(f"({op!r}, {r}, {c}, {nb}): ({wg}, {rr}, {sg})"
+                      for (op, r, c, nb), (wg, rr, sg) in sorted(tuned.items()))
+    say(f"{name} = {{{items}}}")
+    say("(" + ("the xq kernels: quant_x builds here, and the verify body runs them" if xq_used
+               else "no quant_x here: the self-quantizing kernels")
+        + "; the other table is swept by --full)")
+    say(f"sweep time: {time.perf_counter() - t0:.0f} s")
+    return tuned
+
+
+def main(quick: bool = False, out_file: str | None = None, full: bool = False) -> int:
     from .bench import Report
     rep = Report()
     rep.say(f"# shaders bench --multi {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
             f"{harness.adapter_name(rep.dev)}; caps: subgroups={rep.caps.subgroups} "
             f"packed_dot={rep.caps.packed_dot} max_wg_storage={rep.caps.max_workgroup_storage}")
-    sweep(rep.dev, rep.caps, rep.rng, rep.say, quick)
+    (sweep if full else sweep_default)(rep.dev, rep.caps, rep.rng, rep.say, quick)
     rep.save(out_file)
     return 0
 
 
-__all__ = ["sweep", "main", "row_blocks"]
+__all__ = ["sweep", "sweep_default", "preset_shapes", "main", "row_blocks"]

@@ -2,7 +2,7 @@
 
     python -m shaders check [--quick] [--op OP ...] [--dump DIR]   numpy check of every kernel variant
     python -m shaders bench [--quick] [--vs-torch] [--out FILE]     bandwidth / FLOP benchmark
-    python -m shaders bench --multi [--quick] [--out FILE]          verify-pass kernel sweep
+    python -m shaders bench --multi [--full] [--quick] [--out FILE] verify-pass kernel sweep
 """
 
 from __future__ import annotations
@@ -28,11 +28,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="also sweep the decode kernel's workgroup size x rows per workgroup")
     b.add_argument("--multi", action="store_true",
                    help="instead: the small-M (verify pass) kernel sweep, shaders/bench_multi.py")
+    b.add_argument("--full", action="store_true",
+                   help="with --multi: every candidate (minutes; the default is the 1B / 8B "
+                        "layer shapes and a few candidates)")
     return p
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if args.cmd == "bench" and args.full and not args.multi:
+        print("error: --full is an option of bench --multi (the small-M sweep)", file=sys.stderr)
+        return 2
     from . import all_ops, harness, load_ops, registry
 
     load_ops()
@@ -45,7 +51,8 @@ def main(argv=None) -> int:
         if args.dump:
             os.environ["SHADERS_DUMP"] = args.dump
         ops = args.op
-        if ops:
+        if ops:   # a helper op (attention_combine, quant_x) runs in the cases of the op covering it
+            ops = list(dict.fromkeys(registry.COVERED_BY.get(o, o) for o in ops))
             unknown = [o for o in ops if o not in registry.case_ops()]
             if unknown:
                 print(f"error: no check cases for op(s) {unknown}; known: "
@@ -56,7 +63,7 @@ def main(argv=None) -> int:
         return 0 if rows and all(r["ok"] for r in rows) else 1
     if args.multi:
         from . import bench_multi
-        return bench_multi.main(quick=args.quick, out_file=args.out)
+        return bench_multi.main(quick=args.quick, out_file=args.out, full=args.full)
     from . import bench
 
     return bench.main(quick=args.quick, vs_torch=args.vs_torch, out_file=args.out,

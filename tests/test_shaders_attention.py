@@ -40,6 +40,10 @@ def test_refusals_name_op_and_reason():
         shaders.kernel("attention_prefill", c, n_heads=4, n_kv_heads=4, head_dim=64, kv="bf16")
     with pytest.raises(shaders.UnsupportedKernel, match="head_dim"):
         shaders.kernel("attention_combine", c, n_heads=4, n_kv_heads=4, head_dim=36)
+    with pytest.raises(shaders.UnsupportedKernel, match="attention_decode: nb .*query rows"):
+        shaders.kernel("attention_decode", c, n_heads=4, n_kv_heads=4, head_dim=64, nb=65)
+    with pytest.raises(shaders.UnsupportedKernel, match="attention_combine: nb"):
+        shaders.kernel("attention_combine", c, n_heads=4, n_kv_heads=4, head_dim=64, nb=-1)
     with pytest.raises(shaders.UnsupportedKernel, match="workgroup storage"):
         shaders.kernel("attention_decode", replace(c, max_workgroup_storage=4096), n_heads=32,
                        n_kv_heads=4, head_dim=128)
@@ -96,6 +100,10 @@ def test_model_shapes_build_within_browser_limits(model, limits):
     ks = [shaders.kernel(op, caps, n_heads=nh, n_kv_heads=nkv, head_dim=hd, kv=kv)
           for op in ("attention_decode", "attention_combine", "attention_prefill")
           for kv in ("f16", "f32")]
+    # the verify variant of a 16-row verify body (split-K pair and the one-pass kernel)
+    ks += [shaders.kernel(op, caps, n_heads=nh, n_kv_heads=nkv, head_dim=hd, kv="f16", nb=16,
+                          **kn) for op, kn in (("attention_decode", {}), ("attention_combine", {}),
+                                               ("attention_decode", {"direct": 1}))]
     # qkv_rope_decode split to fit maxStorageBuffersPerShaderStage (8 by default: q4_* need a split)
     ks += [shaders.kernel("qkv_rope_decode", caps, fmt=f, hidden=hidden, n_heads=nh, n_kv_heads=nkv,
                           head_dim=hd, heads=h) for f in ("q4_0", "q4_1", "q8_0", "f16", "f32")
@@ -178,3 +186,43 @@ def test_qkv_rope_then_decode_attention_share_the_cache(gpu):
     vc64[pos] = v.reshape(nkv, hd).astype(np.float16)
     ref = attention.ref_attention(q, kc64, vc64, nh, nkv, hd, pos)[0]
     np.testing.assert_allclose(got["out"].view(np.float32), ref, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("knobs", [{}, {"wg": 64, "max_chunks": 4}, {"direct": 1, "wg": 256}],
+                         ids=["split-K", "chunk-layout-change", "one-pass"])
+def test_verify_rows_are_decode_bit_for_bit(gpu, knobs):
+    """attention_decode's verify variant (nb > 0): row i of a pass over n_tok rows ending at ctx
+    is exactly (bit for bit) the decode kernel's output for the same q at context
+    ctx - n_tok + 1 + i: the same chunks and sums per row. With wg 64 / 4 chunks the rows cross
+    8 -> 9 tiles (chunks of 2 tiles -> of 3), so each row keeps its own chunk layout."""
+    from shaders import harness
+
+    dev, caps = gpu
+    nh, nkv, hd, kv, n_tok, nb, ctx = 12, 4, 128, "f16", 6, 8, 515
+    rng = np.random.default_rng(5)
+    kb, vb, _, _ = attention.kv_arrays(rng, ctx + 2, nkv, hd, kv, ctx)
+    q = rng.standard_normal((nb, nh * hd)).astype(np.float32)
+    dims = dict(n_heads=nh, n_kv_heads=nkv, head_dim=hd, kv=kv, **knobs)
+    cdims = {k: v for k, v in dims.items() if k != "direct"}
+
+    def run(q_rows, params, n, nb_):
+        k1 = shaders.kernel("attention_decode", caps, **dims, nb=nb_)
+        steps = [(k1, params, k1.grid(ctx=params["ctx"], n_tok=n))]
+        if not knobs.get("direct"):
+            k2 = shaders.kernel("attention_combine", caps, **cdims, nb=nb_)
+            steps.append((k2, params, k2.grid(n_tok=n)))
+        got = harness.run_steps(steps, {"q": q_rows, "k_cache": kb, "v_cache": vb,
+                                        "part": max(16, k1.meta["part_bytes"]),
+                                        "out": q_rows.nbytes}, ["out"])
+        return got["out"].view(np.float32)[:q_rows.size].reshape(q_rows.shape)
+
+    rows = run(q, {"ctx": ctx, "n_tok": n_tok}, n_tok, nb)
+    for i in range(n_tok):
+        dec = run(q[i:i + 1], {"ctx": ctx - n_tok + 1 + i}, 1, 0)[0]
+        assert np.array_equal(rows[i], dec), (i, np.abs(rows[i] - dec).max())
+    # and the numpy reference (causal), to the check tolerance
+    k64 = np.frombuffer(kb, np.float16).reshape(ctx + 2, nkv, hd)[:ctx].astype(np.float64)
+    v64 = np.frombuffer(vb, np.float16).reshape(ctx + 2, nkv, hd)[:ctx].astype(np.float64)
+    ref = attention.ref_attention(q[:n_tok], k64, v64, nh, nkv, hd, ctx - n_tok)
+    np.testing.assert_allclose(rows[:n_tok], ref, atol=2e-5, rtol=1e-4)

@@ -73,3 +73,18 @@ def test_prequantized_x_refused_where_it_does_not_apply(caps):
             kernel("matvec_multi", caps, fmt=fmt, rows=8, cols=64, nb=2, xq=1)
     with pytest.raises(UnsupportedKernel, match="q4_0"):
         kernel("matvec_multi", caps, fmt="q4_0", rows=8, cols=64, nb=2, xq=1, unpack=0)
+
+
+def test_bench_multi_default_shapes_are_the_presets_layers():
+    """``python -m shaders bench --multi`` (default sweep): the 1B and 8B presets' layer weights."""
+    from shaders.bench_multi import preset_shapes
+    got = {(p, nm): (op, r, c) for op, r, c, nm, _, p in preset_shapes()}
+    assert got == {
+        ("llama3-8b-shape", "wq/wo"): ("matvec_multi", 4096, 4096),
+        ("llama3-8b-shape", "wk/wv"): ("matvec_multi", 1024, 4096),
+        ("llama3-8b-shape", "w1+w3"): ("gate_up_multi", 14336, 4096),
+        ("llama3-8b-shape", "w2"): ("matvec_multi", 4096, 14336),
+        ("llama3.2-1b-shape", "wq/wo"): ("matvec_multi", 2048, 2048),
+        ("llama3.2-1b-shape", "wk/wv"): ("matvec_multi", 512, 2048),
+        ("llama3.2-1b-shape", "w1+w3"): ("gate_up_multi", 8192, 2048),
+        ("llama3.2-1b-shape", "w2"): ("matvec_multi", 2048, 8192)}

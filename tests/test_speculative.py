@@ -198,6 +198,86 @@ def test_verify_body_with_prequantized_x(tiny, monkeypatch):
     same_or_near_tie(eng, "q4_0", prompt, plain, out)
 
 
+def attention_ops(body) -> dict:
+    """(op, nb, one-pass) -> dispatches of the attention kernels recorded in a body (both Span
+    paths: the one-pass kernel up to short_ctx and the split-K pair past it)."""
+    out: dict = {}
+    for st in body.steps:
+        k = getattr(st, "kernel", None)
+        if k is not None and k.key.op.startswith("attention"):
+            d = dict(k.key.dims)
+            key = (k.key.op, d.get("nb", 0), d.get("dir", 0))
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+@pytest.mark.parametrize("q", ["f32", "q4_0"])
+def test_verify_body_runs_decode_attention_per_row(tiny, q, monkeypatch):
+    """A verify body (nb <= graph.VERIFY_ATTN_ROWS) dispatches attention_decode's verify variant
+    (as decode picks: the one-pass kernel up to short_ctx, split-K + combine past it), never
+    attention_prefill; greedy speculation with either gives plain decoding's output (forced
+    drafts: every row of every pass used), with the split-K pair on the whole context too."""
+    from driver.decode_options import DecodeOptions
+    eng = tiny[q]
+    G, L = eng.graph, CFG["num_hidden_layers"]
+    prompt = _ids(30, 5)
+    old = G.opts
+    try:
+        for opts in (old, DecodeOptions(short_ctx=0)):
+            G.set_decode(opts)
+            monkeypatch.setattr(G, "verifiers", {})         # bodies recorded with these options
+            got = attention_ops(G.record_verify(8))
+            want = {}
+            if 0 < opts.short_ctx:
+                want[("attention_decode", 8, 1)] = L
+            if opts.short_ctx < G.max_ctx:
+                want[("attention_decode", 8, 0)] = want[("attention_combine", 8, 0)] = L
+            assert got == want, (opts, got)
+            plain = list(eng.generate(prompt, 40, stop_ids=()))
+            for wrong in (False, True):
+                o = Oracle(len(prompt), plain, 256, wrong=wrong)
+                out = eng._run(_collect(generate_speculative(eng, prompt, 40, 4, "lookup",
+                                                             drafter=o, stop_ids=())))
+                same_or_near_tie(eng, q, prompt, plain, out)
+            assert eng.last_stats["speculative"]["verify_passes"] > 0
+        monkeypatch.setattr(graph, "VERIFY_ATTN_ROWS", 4)   # larger bodies: the prefill kernel
+        monkeypatch.setattr(G, "verifiers", {})
+        assert set(attention_ops(G.record_verify(8))) == {("attention_prefill", 0, 0)}
+    finally:
+        G.set_decode(old)
+
+
+def test_verify_body_honors_multi_tuned(tiny, monkeypatch):
+    """An entry of shaders.multi's tuning tables (what ``python -m shaders bench --multi``
+    prints, keyed (op, rows, cols, nb)) is the kernel the verify body records for that weight
+    shape; other shapes keep the default rule; greedy speculation still gives plain's output."""
+    from shaders import multi, registry
+    eng = tiny["q4_0"]
+    G = eng.graph
+    Q, H = G.dims["Q"], G.dims["H"]                      # wq and wo: (Q, H) and (H, Q)
+    entry = {("matvec_multi", Q, H, 8): (32, 2, 0), ("matvec_multi", H, Q, 8): (32, 2, 0)}
+    monkeypatch.setattr(multi, "MULTI_TUNED", entry)
+    monkeypatch.setattr(multi, "MULTI_TUNED_XQ", entry)
+    monkeypatch.setattr(registry, "_CACHE", {})          # kernels rendered afresh
+    monkeypatch.setattr(G, "verifiers", {})
+    seen = {}
+    for st in G.record_verify(8).steps:
+        k = getattr(st, "kernel", None)
+        if k is not None and k.key.op == "matvec_multi":
+            d = dict(k.key.dims)
+            seen[(d["r"], d["c"])] = (k.workgroup_size[0], k.meta["rows_per_wg"],
+                                      int(k.key.subgroups))
+    assert seen[(Q, H)] == seen[(H, Q)] == (32, 2, 0), seen
+    kv = G.dims["KV"]
+    assert seen[(kv, H)] != (32, 2, 0), seen             # wk / wv: not in the table
+    prompt = _ids(30, 5)
+    plain = list(eng.generate(prompt, 24, stop_ids=()))
+    out = eng._run(_collect(generate_speculative(eng, prompt, 24, 4, "lookup",
+                                                 drafter=Oracle(len(prompt), plain, 256),
+                                                 stop_ids=())))
+    same_or_near_tie(eng, "q4_0", prompt, plain, out)
+
+
 def test_draft_model_same_output_and_bad_drafts(tiny, backend, tmp_path):
     """The f32 packing drafts for the q4_0 one (same tokenizer): output identical to plain; a
     draft with another vocabulary is refused in plain words; k out of range too."""
@@ -287,6 +367,8 @@ def test_bench_ttft_and_speculative_quick(tiny):
         ops = {op: n for op, n, _ in x["ops"]}
         L = CFG["num_hidden_layers"]   # wq wk wv wo w2 and w1+w3 a layer
         assert ops["matvec_multi"] == 5 * L and ops["gate_up_multi"] == L
+        # attention: decode's kernels per row (ctx 256: the one-pass one up to short_ctx 512)
+        assert ops["attention_decode"] == L and "attention_prefill" not in ops
         xq_on = x.get("xq", graph.VERIFY_XQ) and tiny["q4_0"].graph.caps.packed_dot
         assert ops.get("quant_x", 0) == (n_quant_x(tiny["q4_0"]) if xq_on else 0)
         assert min(x["row_head_ms"], x["multi_head_ms"], x["body_ms"]) > 0

@@ -93,12 +93,15 @@ def pass_costs(eng, ks=(1, 2, 4, 8), reps: int = 20, ctx: int = 256) -> dict:
     return eng._run(go())
 
 
-def verify_profile(eng, ns=(2, 3, 5, 9), reps: int = 10, ctx: int = 256) -> dict:
+def verify_profile(eng, ns=(2, 3, 5, 9), reps: int = 10, ctx: int = 256,
+                   long_ctx: int | None = None) -> dict:
     """Where a verify pass's GPU time goes (``--speculative --profile``): per pass size n (body
     compiled for nb = the power of two >= n, as generate_speculative does; n = 5 also for nb = 5)
     the body's GPU time by op (``bench.op_profile``: each op's dispatches replayed alone), the
     decode step's by op, and the whole pass (body + heads) with the per-row decode head and with
-    one small-M head pass (``VERIFY_HEAD_MULTI``), in ms and in decode steps."""
+    one small-M head pass (``VERIFY_HEAD_MULTI``), in ms and in decode steps. ``long_ctx``: n = 5
+    also at that context (past DecodeOptions.short_ctx the verify body's attention is the split-K
+    pair, not the one-pass kernel), against a decode step at that context."""
     from driver.sampler import Sampling
     from driver.speculative import Verifier, verify_nb
 
@@ -123,17 +126,23 @@ def verify_profile(eng, ns=(2, 3, 5, 9), reps: int = 10, ctx: int = 256) -> dict
         out = res
         out.update({"decode_ms": await timed(G.decode.program(rt), 2 * reps),
                     "decode_ops": await op_profile(eng, G.decode, rt, 2 * reps), "passes": []})
-        cases = [(n, verify_nb(n), False) for n in ns]
-        cases += [(n, n, False) for n in ns if n == 5 and verify_nb(n) != 5]
+        cases = [(n, verify_nb(n), False, ctx) for n in ns]
+        cases += [(n, n, False, ctx) for n in ns if n == 5 and verify_nb(n) != 5]
         if G._fits("quant_x", fmt="q4_0", cols=eng.cfg.hidden_size, nb=8) and \
                 G.wdims("layers.0.feed_forward.w1")["fmt"] == "q4_0":
-            cases += [(n, verify_nb(n), True) for n in ns if n == 5]
-        for n, nb, xq in cases:
+            cases += [(n, verify_nb(n), True, ctx) for n in ns if n == 5]
+        if long_ctx:
+            cases += [(n, verify_nb(n), False, long_ctx) for n in ns if n == 5]
+        for n, nb, xq, at in cases:
             if xq:
                 await xq_case(n, nb)
                 continue
-            rt = eng._rt(samp, ctx, n, ctx)
+            rt = eng._rt(samp, at, n, at)
             row = {"n": n, "nb": nb}
+            if at != ctx:
+                rd = eng._rt(samp, at, 1, 1)
+                G.decode.write_uniforms(rd)
+                row.update(ctx=at, decode_ms=await timed(G.decode.program(rd), 2 * reps))
             for multi in (False, True):
                 v = Verifier(eng, nb, head_multi=multi)
                 v.write_uniforms(rt)
@@ -189,6 +198,9 @@ def format_profile(p: dict) -> list[str]:
     for r in p["passes"]:
         tag = "" if "xq" not in r else (" with quant_x (VERIFY_XQ on)" if r["xq"] else
                                           " without quant_x (VERIFY_XQ off)")
+        d = r.get("decode_ms", p["decode_ms"])
+        if "ctx" in r:
+            tag += f" at ctx {r['ctx']} (decode step there {d:.3f} ms)"
         lines.append(
             f"  n={r['n']} nb={r['nb']}{tag}: pass with per-row heads {r['row_head_ms']:.3f} ms "
             f"({r['row_head_ms'] / d:.2f} steps), with one multi head {r['multi_head_ms']:.3f} ms "
@@ -295,7 +307,9 @@ def run_session_bench(model, speculative: bool = False, ttft: bool = False, quic
     if speculative and profile:
         res["verify_profile"] = verify_profile(eng, ns=(2, 5) if quick else (2, 3, 5, 9),
                                                reps=2 if quick else 10,
-                                               ctx=min(256, eng.max_context - 32))
+                                               ctx=min(256, eng.max_context - 32),
+                                               long_ctx=2048 if eng.max_context >= 2080
+                                               else None)
     if speculative:
         res.update(run_speculative_bench(eng, dr, quick, k))
     eng.close()

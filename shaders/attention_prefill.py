@@ -1,0 +1,155 @@
+"""Prefill attention (op "attention_prefill"): causal, tiled, over the KV cache.
+
+  attention_prefill  q (n_tok, n_heads*hd) f32, k_cache, v_cache, out (n_tok, n_heads*hd),
+                     params{n_tok, pos}; query t attends positions [0, pos + t]
+  grid (ceil(n_tok / TQ), n_heads, 1): a workgroup per TQ query rows of one query head walks the
+  K/V tiles of positions [0, pos + last row] (see ``attention_prefill.wgsl``).
+
+KV cache layout, GQA and the softmax scale as in shaders/attention.py (its module docstring); the
+numpy reference ``attention.ref_attention`` checks both. Arithmetic f32 by default; the shader-f16
+variant (opt-in, ``arith="f16"``) stages Q and K/V tiles as f16 (half the workgroup memory traffic,
+packed f16 dot products for the scores; values still accumulate in f32); it is not the default
+because it measurably shortens greedy agreement with f32 (see build_prefill). Pure Python; numpy
+only inside the check cases.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .attention import _check_dims, kv_arrays, ref_attention
+from .core import Binding, Caps, Grid, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
+from .wgsl_common import enable_lines, features, wgsl_float
+from .registry import Case, register, register_cases
+
+PREFILL_PARAMS = Params((("n_tok", "u32"), ("pos", "u32")))
+
+
+def _tile_io(kv: str, head_dim: int, tk: int, wg: int, f16: bool) -> dict[str, str]:
+    """WGSL of attention_prefill's tile staging, unrolled: TILE_LOADS (the invocation's K and V
+    16-byte words of positions k0 .. k0+TK-1, zero past ``last``), STORE_K / STORE_V (into ``kt``
+    as f32, or f16 in the shader-f16 variant)."""
+    per = 8 if kv == "f16" else 4          # elements per 16-byte word
+    words = tk * head_dim // per
+    if words % wg:
+        raise UnsupportedKernel(f"attention_prefill: a {tk}x{head_dim} tile is not a whole "
+                                f"number of 16-byte loads per invocation")
+    wpr = head_dim // per                  # words per cache row
+    zero = "vec4<u32>(0u)" if kv == "f16" else "vec4<f32>(0.0)"
+    loads, sk, sv = "", "", ""
+    for u in range(words // wg):
+        loads += (f"        let i{u} = lid + {u * wg}u;\n"
+                  f"        let kk{u} = i{u} / {wpr}u;\n"
+                  f"        let ok{u} = k0 + kk{u} <= last;\n"
+                  f"        let a{u} = (min(k0 + kk{u}, last) * N_KV + kvh) * {wpr}u + i{u} % {wpr}u;\n"
+                  f"        let kr{u} = select({zero}, k_cache[a{u}], ok{u});\n"
+                  f"        let vr{u} = select({zero}, v_cache[a{u}], ok{u});\n")
+        for dst, src in ((None, "kr"), (None, "vr")):
+            o = f"kk{u} * KROW4 + (i{u} % {wpr}u) * {per // 4}u"
+            w = f"{src}{u}"
+            if kv == "f16":
+                # unpack + convert rather than bitcast<vec2<f16>>: naga (wgpu 0.32) mistypes the
+                # bitcast inside a constructor; the conversion is exact either way
+                st = (f"        kt[{o}] = vec4<ST>(vec4<f32>(unpack2x16float({w}.x), unpack2x16float({w}.y)));\n"
+                      f"        kt[{o} + 1u] = vec4<ST>(vec4<f32>(unpack2x16float({w}.z), unpack2x16float({w}.w)));\n")
+            else:
+                st = f"        kt[{o}] = vec4<ST>({w});\n"
+            if src == "kr":
+                sk += st
+            else:
+                sv += st
+    return {"TILE_LOADS": loads.rstrip("\n"), "STORE_K": sk.rstrip("\n"),
+            "STORE_V": sv.rstrip("\n")}
+
+
+def prefill_tiles(head_dim: int, kv: str, wg: int = 128) -> tuple[int, int]:
+    """(TQ query rows, TK keys) per tile. TPR = wg / TQ invocations share a query row and must
+    split head_dim / 4 (vec4 accumulators); a K/V tile must be whole 16-byte loads per
+    invocation. Llama shapes: hd 128 -> (8, 16), hd 64 -> (16, 32): 4 KiB of queries and
+    8 KiB of keys in workgroup memory."""
+    h4 = head_dim // 4
+    tpr = next(t for t in (16, 8, 4, 2, 1) if h4 % t == 0 and (t < 16 or head_dim >= 128))
+    tq = wg // tpr
+    per = 8 if kv == "f16" else 4
+    unit = wg * per // math.gcd(wg * per, head_dim)      # TK multiple: whole loads per invocation
+    tk = unit * tpr // math.gcd(unit, tpr)
+    while tk < 2 * tq:
+        tk *= 2
+    return tq, tk
+
+
+@register("attention_prefill")
+def build_prefill(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int,
+                  kv: str = "f16", arith: str = "f32") -> Kernel:
+    """``arith="f16"`` opts into f16 tiles and score dot products when the adapter has shader-f16
+    (else f32). Not the default: on the engine's f16 test model it cut the greedy agreement with
+    the f32 run from >= 32 tokens to 15 (tests/test_engine.py quality check)."""
+    _check_dims("attention_prefill", n_heads, n_kv_heads, head_dim, kv)
+    if arith not in ("f32", "f16"):
+        raise UnsupportedKernel(f"attention_prefill: arith must be 'f32' or 'f16', got {arith!r}")
+    wg = 128
+    if wg > caps.max_workgroup_size:
+        raise UnsupportedKernel(f"attention_prefill: needs {wg} invocations per workgroup")
+    tq, tk = prefill_tiles(head_dim, kv, wg)
+    f16 = caps.shader_f16 and arith == "f16"
+    esize = 2 if f16 else 4
+    shared = esize * (tq * head_dim + tk * (head_dim + 4)) + 4 * tq * tk
+    if shared > caps.max_workgroup_storage:
+        raise UnsupportedKernel(f"attention_prefill: needs {shared} B of workgroup storage, "
+                                f"adapter has {caps.max_workgroup_storage}")
+    key = KernelKey(op="attention_prefill", fmt=kv, wg=wg, tile=tq, f16=f16,
+                    dims=(("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim), ("tk", tk)))
+    wt = "vec4<u32>" if kv == "f16" else "vec4<f32>"
+    decl = (f"@group(0) @binding(1) var<storage, read> k_cache: array<{wt}>;"
+            f"  // (max_ctx, N_KV, HD) {kv}, 16-byte words\n"
+            f"@group(0) @binding(2) var<storage, read> v_cache: array<{wt}>;"
+            f"  // (max_ctx, N_KV, HD) {kv}, 16-byte words")
+    src = render(load_template("attention_prefill"), {
+        "ENABLES": enable_lines(f16, False) + f"\nalias ST = {'f16' if f16 else 'f32'};",
+        "N_HEADS": str(n_heads), "N_KV": str(n_kv_heads), "HEAD_DIM": str(head_dim),
+        "WG": str(wg), "TQ": str(tq), "TK": str(tk),
+        "SCALE": wgsl_float(1.0 / math.sqrt(head_dim)), "PARAMS": PREFILL_PARAMS.wgsl(),
+        "KV_DECL": decl, **_tile_io(kv, head_dim, tk, wg, f16)}, key.slug())
+    kv_shape = f"(max_ctx, n_kv_heads, head_dim) {kv}"
+    return Kernel(key=key, wgsl=src, params=PREFILL_PARAMS, workgroup_size=(wg, 1, 1),
+                  features=features(f16, False), bindings=(
+        Binding("q", "read", "(n_tok, n_heads*head_dim) f32"),
+        Binding("k_cache", "read", kv_shape), Binding("v_cache", "read", kv_shape),
+        Binding("out", "read_write", "(n_tok, n_heads*head_dim) f32"),
+        Binding("params", "uniform", "Params{n_tok, pos}")),
+        grid=Grid(lambda n_tok=1: (-(-n_tok // tq), n_heads, 1), ("n_tok",)))
+
+
+def _prefill_case(n_heads, n_kv_heads, head_dim, kv, n_tok, pos, arith="f32") -> Case:
+    dims = {"n_heads": n_heads, "n_kv_heads": n_kv_heads, "head_dim": head_dim, "kv": kv,
+            **({"arith": arith} if arith != "f32" else {})}
+
+    def make(rng):
+        import numpy as np
+        kb, vb, k, v = kv_arrays(rng, pos + n_tok + 2, n_kv_heads, head_dim, kv, pos + n_tok)
+        q = rng.standard_normal((n_tok, n_heads * head_dim)).astype(np.float32)
+        return {"buffers": {"q": q, "k_cache": kb, "v_cache": vb, "out": q.nbytes},
+                "params": {"n_tok": n_tok, "pos": pos}, "grid": {"n_tok": n_tok}, "k": k, "v": v}
+
+    def ref(inp):
+        import numpy as np
+        return {"out": ref_attention(inp["buffers"]["q"], inp["k"], inp["v"], n_heads, n_kv_heads,
+                                     head_dim, pos).astype(np.float32)}
+
+    return Case(op="attention_prefill", dims=dims, make_inputs=make, reference=ref, tol="attention",
+                tol_f16="attention_f16",
+                label=f"nh={n_heads},nkv={n_kv_heads},hd={head_dim},{kv},n_tok={n_tok},pos={pos}"
+                      + (f",arith={arith}" if arith != "f32" else ""))
+
+
+@register_cases("attention_prefill")
+def prefill_cases(quick: bool) -> list[Case]:
+    out = [_prefill_case(8, 8, 64, "f16", 1, 0), _prefill_case(9, 3, 64, "f32", 5, 12),
+           _prefill_case(8, 2, 128, "f16", 33, 0), _prefill_case(4, 1, 128, "f32", 17, 3),
+           _prefill_case(4, 2, 16, "f16", 40, 3), _prefill_case(3, 1, 32, "f32", 9, 0),
+           _prefill_case(8, 2, 128, "f16", 33, 5, arith="f16"),
+           _prefill_case(9, 3, 64, "f32", 17, 0, arith="f16")]
+    if not quick:
+        out += [_prefill_case(32, 8, 128, "f16", 33, 4000), _prefill_case(9, 3, 64, "f16", 33, 100),
+                _prefill_case(8, 1, 64, "f16", 5, 17), _prefill_case(4, 4, 128, "f16", 130, 0)]
+    return out
