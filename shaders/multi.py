@@ -41,7 +41,17 @@ ACC_BUDGET = 32   # default rows per workgroup: the largest R <= 8 with nb * R *
 # take the rule above (wg from the decode loop, R from ACC_BUDGET, subgroups where present)
 MULTI_TUNED: dict[tuple, tuple[int, int, int]] = {}
 # the same for the xq = 1 kernels (pre-quantized x; driver.graph.VERIFY_XQ)
-MULTI_TUNED_XQ: dict[tuple, tuple[int, int, int]] = {}
+# measured on an NVIDIA H200, 2026-12-03 (`python -m shaders bench --multi`, 8B-shape weights; the 1B
+# shapes' defaults were the best of what the time budget measured)
+MULTI_TUNED_XQ: dict[tuple, tuple[int, int, int]] = {
+    ('gate_up_multi', 14336, 4096, 2): (64, 4, 1),
+    ('gate_up_multi', 14336, 4096, 8): (64, 4, 1),
+    ('matvec_multi', 1024, 4096, 2): (128, 4, 1),
+    ('matvec_multi', 4096, 4096, 2): (64, 4, 1),
+    ('matvec_multi', 4096, 4096, 8): (64, 4, 1),
+    ('matvec_multi', 4096, 14336, 2): (64, 4, 1),
+    ('matvec_multi', 4096, 14336, 8): (64, 8, 1),
+}
 
 
 def multi_kernel(caps: Caps, spec: WeightSpec, nb: int, unpack: int | None = None,
