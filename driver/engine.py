@@ -21,6 +21,7 @@ import time
 from collections import deque
 
 from . import gpu as g
+from . import prefill_attention
 from .graph import RING, DecodeOptions, Graph
 from .loader import ContextOverflow, ModelError, ModelSource, upload_weights, validate_manifest
 from .sampler import BadOption, Sampling
@@ -122,7 +123,8 @@ class Engine:
 
     def _rt(self, samp: dict, pos: int, n_tok: int, step: int) -> dict:
         return {**samp, "pos": pos, "n_tok": n_tok, "ctx": pos + n_tok, "step": step,
-                "n_hist": pos + n_tok, "vocab": self.cfg.vocab_size}
+                "n_hist": pos + n_tok, "vocab": self.cfg.vocab_size,
+                **prefill_attention.split_rt(self.graph, pos, n_tok)}
 
     def _tail(self, samp: dict, j: int, hist_pos: int) -> list[g.Copy]:
         """Copies after step j: the sampled id to readback slot j % RING and, when a repetition

@@ -29,6 +29,7 @@ from __future__ import annotations
 from modelfmt.manifest import resolve
 
 from . import gpu as g
+from . import prefill_attention
 from .loader import DeviceCannotRun, ModelError
 from .decode_options import KNOB_OPS, DecodeOptions  # noqa: F401  (re-exported)
 from .plan import Dyn, PipelineCache, Recorder, Span
@@ -37,7 +38,7 @@ from .plan import Dyn, PipelineCache, Recorder, Span
 # of a manifest (modelfmt.manifest.MIN_STORAGE_BUFFERS) is computed from this declaration.
 OPS = ("embed", "rmsnorm", "add_rmsnorm", "matmul", "matvec", "gate_up", "rope_append",
        "qkv_rope_decode", "attention_prefill", "attention_decode", "attention_combine", "sample",
-       "sample_select", "matvec_multi", "gate_up_multi", "quant_x")
+       "sample_select", "matvec_multi", "gate_up_multi", "quant_x", "attention_prefill_combine")
 # Verify bodies: x of the q4_0 projections quantized to int8 once per pass by quant_x (4 dispatches
 # a layer) instead of by every workgroup of matvec_multi / gate_up_multi (same int8 values, so the
 # same dots); where quant_x fits (q4_0, packed int8 dot products). On: measured on an H200
@@ -74,6 +75,7 @@ class Graph:
         self._next_slot = 0
         self.opts = decode or DecodeOptions()
         self.part = self.part_bytes = None    # split-K attention partials (made by _attention_decode)
+        self.prefill_part = self.prefill_split_tk = None   # prefill_attention's split partials
         self.cand = self.cand_bytes = None    # sampling candidates (made by _record_head)
         self.lm_all, self.lm_blocks = None, []  # logits of every prefill row (record_lm_all)
         self.verifiers: dict[int, Recorder] = {}  # verify bodies by max rows (record_verify)
@@ -283,11 +285,10 @@ class Graph:
                            "k_cache": kc, "v_cache": vc}, {"n_tok": n_tok, "pos": pos}, rt_grid)
             if 0 < nb <= VERIFY_ATTN_ROWS:
                 self._attention_decode(r, q, kc, vc, attn, nb=nb)
-            else:
-                k = self.kernel("attention_prefill", n_heads=c.num_attention_heads,
-                                n_kv_heads=c.num_key_value_heads, head_dim=c.head_dim, kv=self.kv)
-                r.dispatch(k, {"q": q, "k_cache": kc, "v_cache": vc, "out": attn},
-                           {"n_tok": n_tok, "pos": pos}, {"n_tok": n_tok, "pos": pos})
+            else:   # one pass, or split over the positions after a long cached prefix
+                prefill_attention.record(self, r, q, kc, vc, attn, n_tok, pos, dict(
+                    n_heads=c.num_attention_heads, n_kv_heads=c.num_key_value_heads,
+                    head_dim=c.head_dim, kv=self.kv))
             self._proj(r, p + "attention.wo", attn, delta, rows=H, cols=Q,
                        xq=xq(r, attn, Q, p + "attention.wo"), **pre)
             k = self.kernel("add_rmsnorm", hidden=H, eps=c.rms_norm_eps)

@@ -53,6 +53,12 @@ def qkv_split(caps: Caps, fmt: str, heads: str = "qkv") -> list[str]:
     return split(caps, fmt, heads)
 
 
+def split_plan(pos: int, n_tok: int, tk: int, keys: int) -> tuple[int, int]:
+    """(splits, span) of attention_prefill's split variant for a chunk (shaders.attention_prefill)."""
+    from .attention_prefill import split_plan as plan
+    return plan(pos, n_tok, tk, keys)
+
+
 def min_storage_buffers(ops, fmt: str) -> int:
     """Least maxStorageBuffersPerShaderStage a graph of ``ops`` needs for ``fmt`` weights
     (shaders.limits)."""
@@ -67,4 +73,5 @@ def all_ops() -> list[str]:
 
 __all__ = ["Binding", "Caps", "Case", "Grid", "Kernel", "KernelKey", "Params", "UnsupportedKernel",
            "all_ops", "fits", "kernel", "load_ops", "min_storage_buffers", "qkv_split", "register",
+           "split_plan",
            "register_cases", "render"]

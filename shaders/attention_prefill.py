@@ -23,11 +23,48 @@ from .wgsl_common import enable_lines, features, wgsl_float
 from .registry import Case, register, register_cases
 
 PREFILL_PARAMS = Params((("n_tok", "u32"), ("pos", "u32")))
+SPLIT_PARAMS = Params((("n_tok", "u32"), ("pos", "u32"), ("span", "u32")))
+COMBINE_PARAMS = Params((("n_tok", "u32"), ("splits", "u32")))
+MAX_SPLITS = 8          # position ranges of the split variant (grid z), ``part``'s stride
+
+# the template's variant pieces: (one pass, split=1)
+_OUT_DECL = ("@group(0) @binding(3) var<storage, read_write> out: array<f32>;    "
+             "// (n_tok, N_HEADS * HD) f32",
+             f"const MAX_SPLITS: u32 = {MAX_SPLITS}u;\n"
+             "@group(0) @binding(3) var<storage, read_write> part: array<f32>;   "
+             "// (n_tok, N_HEADS, MAX_SPLITS, HD + 2) f32: acc, then m, l")
+_RANGE = ("    let k_begin = 0u;\n    let klast = last;",
+          "    let k_begin = wid.z * params.span;             // this split's positions: [k_begin, "
+          "k_begin + span)\n    let klast = min(last, k_begin + params.span - 1u);")
+_STORE = ("""    if (row_ok) {
+        let o = (t0 + r) * N_HEADS * HD + hq * HD;
+        for (var i = 0u; i < DPT4; i++) {
+            let d = 4u * (j + TPR * i);
+            let v = acc[i] / l;
+            out[o + d] = v.x;
+            out[o + d + 1u] = v.y;
+            out[o + d + 2u] = v.z;
+            out[o + d + 3u] = v.w;
+        }
+    }""", """    if (row_ok) {
+        let o = (((t0 + r) * N_HEADS + hq) * MAX_SPLITS + wid.z) * (HD + 2u);
+        for (var i = 0u; i < DPT4; i++) {
+            let d = o + 4u * (j + TPR * i);
+            part[d] = acc[i].x;
+            part[d + 1u] = acc[i].y;
+            part[d + 2u] = acc[i].z;
+            part[d + 3u] = acc[i].w;
+        }
+        if (j == 0u) {
+            part[o + HD] = m;
+            part[o + HD + 1u] = l;
+        }
+    }""")
 
 
 def _tile_io(kv: str, head_dim: int, tk: int, wg: int, f16: bool) -> dict[str, str]:
     """WGSL of attention_prefill's tile staging, unrolled: TILE_LOADS (the invocation's K and V
-    16-byte words of positions k0 .. k0+TK-1, zero past ``last``), STORE_K / STORE_V (into ``kt``
+    16-byte words of positions k0 .. k0+TK-1, zero past ``klast``), STORE_K / STORE_V (into ``kt``
     as f32, or f16 in the shader-f16 variant)."""
     per = 8 if kv == "f16" else 4          # elements per 16-byte word
     words = tk * head_dim // per
@@ -40,8 +77,8 @@ def _tile_io(kv: str, head_dim: int, tk: int, wg: int, f16: bool) -> dict[str, s
     for u in range(words // wg):
         loads += (f"        let i{u} = lid + {u * wg}u;\n"
                   f"        let kk{u} = i{u} / {wpr}u;\n"
-                  f"        let ok{u} = k0 + kk{u} <= last;\n"
-                  f"        let a{u} = (min(k0 + kk{u}, last) * N_KV + kvh) * {wpr}u + i{u} % {wpr}u;\n"
+                  f"        let ok{u} = k0 + kk{u} <= klast;\n"
+                  f"        let a{u} = (min(k0 + kk{u}, klast) * N_KV + kvh) * {wpr}u + i{u} % {wpr}u;\n"
                   f"        let kr{u} = select({zero}, k_cache[a{u}], ok{u});\n"
                   f"        let vr{u} = select({zero}, v_cache[a{u}], ok{u});\n")
         for dst, src in ((None, "kr"), (None, "vr")):
@@ -80,11 +117,15 @@ def prefill_tiles(head_dim: int, kv: str, wg: int = 128) -> tuple[int, int]:
 
 @register("attention_prefill")
 def build_prefill(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int,
-                  kv: str = "f16", arith: str = "f32") -> Kernel:
+                  kv: str = "f16", arith: str = "f32", split: int = 0) -> Kernel:
     """``arith="f16"`` opts into f16 tiles and score dot products when the adapter has shader-f16
     (else f32). Not the default: on the engine's f16 test model it cut the greedy agreement with
-    the f32 run from >= 32 tokens to 15 (tests/test_engine.py quality check)."""
+    the f32 run from >= 32 tokens to 15 (tests/test_engine.py quality check). ``split=1``: the
+    split variant, grid z = params' position ranges of ``span`` keys, partials into ``part`` for
+    attention_prefill_combine (long cached contexts: many short walks instead of a few long)."""
     _check_dims("attention_prefill", n_heads, n_kv_heads, head_dim, kv)
+    if split not in (0, 1):
+        raise UnsupportedKernel(f"attention_prefill: split must be 0 or 1, got {split!r}")
     if arith not in ("f32", "f16"):
         raise UnsupportedKernel(f"attention_prefill: arith must be 'f32' or 'f16', got {arith!r}")
     wg = 128
@@ -98,7 +139,9 @@ def build_prefill(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int,
         raise UnsupportedKernel(f"attention_prefill: needs {shared} B of workgroup storage, "
                                 f"adapter has {caps.max_workgroup_storage}")
     key = KernelKey(op="attention_prefill", fmt=kv, wg=wg, tile=tq, f16=f16,
-                    dims=(("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim), ("tk", tk)))
+                    dims=(("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim), ("tk", tk))
+                    + ((("split", 1),) if split else ()))
+    prm = SPLIT_PARAMS if split else PREFILL_PARAMS
     wt = "vec4<u32>" if kv == "f16" else "vec4<f32>"
     decl = (f"@group(0) @binding(1) var<storage, read> k_cache: array<{wt}>;"
             f"  // (max_ctx, N_KV, HD) {kv}, 16-byte words\n"
@@ -108,16 +151,54 @@ def build_prefill(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int,
         "ENABLES": enable_lines(f16, False) + f"\nalias ST = {'f16' if f16 else 'f32'};",
         "N_HEADS": str(n_heads), "N_KV": str(n_kv_heads), "HEAD_DIM": str(head_dim),
         "WG": str(wg), "TQ": str(tq), "TK": str(tk),
-        "SCALE": wgsl_float(1.0 / math.sqrt(head_dim)), "PARAMS": PREFILL_PARAMS.wgsl(),
-        "KV_DECL": decl, **_tile_io(kv, head_dim, tk, wg, f16)}, key.slug())
+        "SCALE": wgsl_float(1.0 / math.sqrt(head_dim)), "PARAMS": prm.wgsl(),
+        "KV_DECL": decl, "OUT_DECL": _OUT_DECL[split], "RANGE": _RANGE[split],
+        "STORE": _STORE[split],
+        **_tile_io(kv, head_dim, tk, wg, f16)}, key.slug())
     kv_shape = f"(max_ctx, n_kv_heads, head_dim) {kv}"
-    return Kernel(key=key, wgsl=src, params=PREFILL_PARAMS, workgroup_size=(wg, 1, 1),
+    out = (Binding("part", "read_write", "(n_tok, n_heads, MAX_SPLITS, head_dim + 2) f32") if split
+           else Binding("out", "read_write", "(n_tok, n_heads*head_dim) f32"))
+    return Kernel(key=key, wgsl=src, params=prm, workgroup_size=(wg, 1, 1),
                   features=features(f16, False), bindings=(
         Binding("q", "read", "(n_tok, n_heads*head_dim) f32"),
-        Binding("k_cache", "read", kv_shape), Binding("v_cache", "read", kv_shape),
+        Binding("k_cache", "read", kv_shape), Binding("v_cache", "read", kv_shape), out,
+        Binding("params", "uniform", "Params{n_tok, pos, span}" if split else "Params{n_tok, pos}")),
+        grid=(Grid(lambda n_tok=1, splits=1: (-(-n_tok // tq), n_heads, splits), ("n_tok", "splits"))
+              if split else Grid(lambda n_tok=1: (-(-n_tok // tq), n_heads, 1), ("n_tok",))),
+        meta={"tk": tk, "part_bytes_per_row": n_heads * MAX_SPLITS * (head_dim + 2) * 4} if split
+        else {"tk": tk})
+
+
+@register("attention_prefill_combine")
+def build_prefill_combine(caps: Caps, n_heads: int, head_dim: int) -> Kernel:
+    """Merges attention_prefill's split variant: grid (n_tok, n_heads), params{n_tok, splits}."""
+    if n_heads < 1 or head_dim < 1:
+        raise UnsupportedKernel(f"attention_prefill_combine: bad dims n_heads={n_heads}, "
+                                f"head_dim={head_dim}")
+    wg = min(64, caps.max_workgroup_size)
+    key = KernelKey(op="attention_prefill_combine", fmt="f32", wg=wg, tile=1, f16=False,
+                    dims=(("nh", n_heads), ("hd", head_dim), ("ms", MAX_SPLITS)))
+    src = render(load_template("attention_prefill_combine"), {
+        "N_HEADS": str(n_heads), "HEAD_DIM": str(head_dim), "WG": str(wg),
+        "MAX_SPLITS": str(MAX_SPLITS), "PARAMS": COMBINE_PARAMS.wgsl()}, key.slug())
+    return Kernel(key=key, wgsl=src, params=COMBINE_PARAMS, workgroup_size=(wg, 1, 1),
+                  features=features(False, False), bindings=(
+        Binding("part", "read", "(n_tok, n_heads, MAX_SPLITS, head_dim + 2) f32"),
         Binding("out", "read_write", "(n_tok, n_heads*head_dim) f32"),
-        Binding("params", "uniform", "Params{n_tok, pos}")),
-        grid=Grid(lambda n_tok=1: (-(-n_tok // tq), n_heads, 1), ("n_tok",)))
+        Binding("params", "uniform", "Params{n_tok, splits}")),
+        grid=Grid(lambda n_tok=1: (n_tok, n_heads, 1), ("n_tok",)))
+
+
+def split_plan(pos: int, n_tok: int, tk: int, keys: int) -> tuple[int, int]:
+    """(splits, span) of the split variant for a chunk of ``n_tok`` rows after ``pos`` cached
+    positions: one split per ``keys`` positions of the chunk's context, at most MAX_SPLITS, each a
+    whole number of ``tk``-key tiles; (1, 0) = the one-pass kernel (a short cached prefix)."""
+    ctx = pos + n_tok
+    if keys <= 0 or pos < keys:
+        return 1, 0
+    splits = min(MAX_SPLITS, -(-ctx // keys))
+    span = -(-(-(-ctx // splits)) // tk) * tk
+    return -(-ctx // span), span
 
 
 def _prefill_case(n_heads, n_kv_heads, head_dim, kv, n_tok, pos, arith="f32") -> Case:
@@ -142,13 +223,48 @@ def _prefill_case(n_heads, n_kv_heads, head_dim, kv, n_tok, pos, arith="f32") ->
                       + (f",arith={arith}" if arith != "f32" else ""))
 
 
-@register_cases("attention_prefill")
+def _split_case(n_heads, n_kv_heads, head_dim, kv, n_tok, pos, keys) -> Case:
+    """The split variant + attention_prefill_combine (``keys`` positions a split, as
+    ``split_plan``) against the same reference as the one-pass kernel."""
+    dims = {"n_heads": n_heads, "n_kv_heads": n_kv_heads, "head_dim": head_dim, "kv": kv}
+
+    def make(rng):
+        import numpy as np
+        kb, vb, k, v = kv_arrays(rng, pos + n_tok + 2, n_kv_heads, head_dim, kv, pos + n_tok)
+        q = rng.standard_normal((n_tok, n_heads * head_dim)).astype(np.float32)
+        part = n_tok * n_heads * MAX_SPLITS * (head_dim + 2) * 4
+        return {"buffers": {"q": q, "k_cache": kb, "v_cache": vb, "part": part, "out": q.nbytes},
+                "k": k, "v": v}
+
+    def ref(inp):
+        import numpy as np
+        return {"out": ref_attention(inp["buffers"]["q"], inp["k"], inp["v"], n_heads, n_kv_heads,
+                                     head_dim, pos).astype(np.float32)}
+
+    def steps(caps, inp):
+        k1 = build_prefill(caps, **dims, split=1)
+        splits, span = split_plan(pos, n_tok, k1.meta["tk"], keys)
+        assert splits > 1, (splits, span)   # the case must exercise the split path
+        k2 = build_prefill_combine(caps, n_heads, head_dim)
+        return [(k1, {"n_tok": n_tok, "pos": pos, "span": span}, k1.grid(n_tok=n_tok, splits=splits)),
+                (k2, {"n_tok": n_tok, "splits": splits}, k2.grid(n_tok=n_tok))]
+
+    return Case(op="attention_prefill", dims=dims, make_inputs=make, reference=ref, tol="attention",
+                steps=steps, label=f"nh={n_heads},nkv={n_kv_heads},hd={head_dim},{kv},n_tok={n_tok},"
+                                   f"pos={pos},split,keys={keys}")
+
+
+@register_cases("attention_prefill", covers=("attention_prefill_combine",))
 def prefill_cases(quick: bool) -> list[Case]:
     out = [_prefill_case(8, 8, 64, "f16", 1, 0), _prefill_case(9, 3, 64, "f32", 5, 12),
            _prefill_case(8, 2, 128, "f16", 33, 0), _prefill_case(4, 1, 128, "f32", 17, 3),
            _prefill_case(4, 2, 16, "f16", 40, 3), _prefill_case(3, 1, 32, "f32", 9, 0),
            _prefill_case(8, 2, 128, "f16", 33, 5, arith="f16"),
-           _prefill_case(9, 3, 64, "f32", 17, 0, arith="f16")]
+           _prefill_case(9, 3, 64, "f32", 17, 0, arith="f16"),
+           # split variant: rows whose causal end precedes the last split (all masked there),
+           # a partial last tile, GQA 4 / 3 / 1, f16 and f32 KV, the most splits
+           _split_case(4, 1, 128, "f32", 17, 40, 16), _split_case(9, 3, 64, "f16", 5, 300, 64),
+           _split_case(32, 8, 128, "f16", 33, 700, 128), _split_case(8, 2, 64, "f16", 9, 1000, 32)]
     if not quick:
         out += [_prefill_case(32, 8, 128, "f16", 33, 4000), _prefill_case(9, 3, 64, "f16", 33, 100),
                 _prefill_case(8, 1, 64, "f16", 5, 17), _prefill_case(4, 4, 128, "f16", 130, 0)]

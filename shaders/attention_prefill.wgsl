@@ -6,6 +6,11 @@
 // memory as f32 (from f16 or f32 storage) one after the other; scores go through `pw` so every
 // invocation of a row sees the row's max. ST: f32, or f16 in the shader-f16 variant (tiles and
 // the score dot products in f16, scores and values accumulated in f32).
+// Split variant (split=1, long cached contexts): workgroup z walks only positions
+// [z * span, (z + 1) * span) and stores its unnormalised partial (acc, m, l) into `part`;
+// attention_prefill_combine merges the splits (more workgroups walking shorter ranges). A row's
+// valid positions are a prefix, so a split either starts with one (m is finite before any masked
+// score) or has none: then m stays NEG and the combine weighs the split exp(NEG - M) = 0.
 {{ENABLES}}
 const N_HEADS: u32 = {{N_HEADS}}u;
 const N_KV: u32 = {{N_KV}}u;
@@ -25,7 +30,7 @@ const NEG: f32 = -3.0e38;
 {{PARAMS}}
 @group(0) @binding(0) var<storage, read> q: array<f32>;            // (n_tok, N_HEADS * HD) f32
 {{KV_DECL}}
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;    // (n_tok, N_HEADS * HD) f32
+{{OUT_DECL}}
 @group(0) @binding(4) var<uniform> params: Params;
 
 var<workgroup> qs: array<vec4<ST>, TQ * HD4>;    // (TQ, HD) scaled queries
@@ -44,7 +49,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let j = lid % TPR;
     let row_ok = t0 + r < n_tok;
     let last = pos + min(n_tok, t0 + TQ) - 1u;   // last position any row of this tile sees
-
+{{RANGE}}
     for (var i = lid; i < TQ * HD; i += WG) {
         let tr = t0 + i / HD;
         let v = select(0.0, q[tr * N_HEADS * HD + hq * HD + i % HD] * SCALE, tr < n_tok);
@@ -55,8 +60,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var acc = array<vec4<f32>, DPT4>();
     let my_last = pos + t0 + r;                   // causal limit of this row
 
-    for (var k0 = 0u; k0 <= last; k0 += TK) {
-        // K and V words of the tile: rows past `last` are zero, never read from the cache
+    for (var k0 = k_begin; k0 <= klast; k0 += TK) {
+        // K and V words of the tile: rows past `klast` are zero, never read from the cache
 {{TILE_LOADS}}
         workgroupBarrier();                       // kt / pw of the previous tile are consumed
 {{STORE_K}}
@@ -82,15 +87,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             for (var i = 0u; i < DPT4; i++) { acc[i] += p * vec4<f32>(kt[kk * KROW4 + j + TPR * i]); }
         }
     }
-    if (row_ok) {
-        let o = (t0 + r) * N_HEADS * HD + hq * HD;
-        for (var i = 0u; i < DPT4; i++) {
-            let d = 4u * (j + TPR * i);
-            let v = acc[i] / l;
-            out[o + d] = v.x;
-            out[o + d + 1u] = v.y;
-            out[o + d + 2u] = v.z;
-            out[o + d + 3u] = v.w;
-        }
-    }
+{{STORE}}
 }

@@ -25,7 +25,8 @@ def _probes(op: str) -> list[dict]:
     fused kernel does not fit) and qkv_rope_decode split as finely as it goes."""
     from .qkv_decode import SPLITS
     return {
-        "attention_decode": [_ATT], "attention_combine": [_ATT], "attention_prefill": [_ATT],
+        "attention_decode": [_ATT], "attention_combine": [_ATT], "attention_prefill": [_ATT, {**_ATT, "split": 1}],
+        "attention_prefill_combine": [{"n_heads": _ATT["n_heads"], "head_dim": _ATT["head_dim"]}],
         "rope_append": [_ATT], "sample": [{"vocab": 64}], "sample_select": [{"vocab": 64}],
         "rmsnorm": [{"hidden": 64}], "add_rmsnorm": [{"hidden": 64}],
         # weight widths of 256: a multiple of every format's block (the K-quants' super-block)

@@ -193,6 +193,35 @@ def test_decode_program_variants_agree(f32_engine, q4_engine, models, mode):
     assert np.array_equal(eng.logits(ids, mode="decode"), base)
 
 
+def test_prefill_split_attention_after_a_cached_prefix(models, backend, monkeypatch):
+    """A chunk after a long cached prefix runs attention_prefill's split variant + combine
+    (driver.prefill_attention, SPLIT_KEYS lowered to 16 so that the 16-row chunk at position 64
+    takes it): the logits of every position agree with the one-pass run's to f32 round-off (the
+    splits' partials are merged in another order), the reference holds, and the program of a
+    chunk at position 0 is the one-pass kernel alone."""
+    import driver.prefill_attention as pa
+    ids = _ids(80, 5)
+    one = load(models["f32"], backend=backend, max_context=96, kv="f32", chunk=16)
+    base = one.logits(ids, mode="prefill")
+    monkeypatch.setattr(pa, "SPLIT_KEYS", 16)
+    eng = load(models["f32"], backend=backend, max_context=96, kv="f32", chunk=16)
+    samp = {"temperature": 0.0}
+    # splits are whole tiles of keys (64 for this head_dim): 2 at position 64
+    assert [eng._rt(samp, pos, 16, 0)["splits"] for pos in (0, 16, 64)] == [1, 1, 2]
+    ops = [d.label for d in eng.graph.prefill.program(eng._rt(samp, 64, 16, 0)).ops
+           if hasattr(d, "label")]
+    got = eng.logits(ids, mode="prefill")
+    assert _rel_err(got, base) < 1e-5
+    assert _rel_err(got, Reference.load(models["f32"]).logits(ids)) < 1e-3
+    layers = CFG["num_hidden_layers"]
+    slugs = [s for s in ops if "attention_prefill" in s]
+    assert sum("split1" in s for s in slugs) == layers and \
+        sum("combine" in s for s in slugs) == layers, slugs
+    first = [d.label for d in eng.graph.prefill.program(eng._rt(samp, 0, 16, 0)).ops
+             if hasattr(d, "label")]
+    assert not any("split1" in s or "combine" in s for s in first)
+
+
 @pytest.mark.parametrize("limit,split,unfused", [(8, ["q", "kv"], 1), (6, ["q", "k", "v"], 1)])
 def test_storage_buffer_limit_splits_qkv_same_results(q4_engine, backend, monkeypatch, limit,
                                                       split, unfused):

@@ -4,8 +4,9 @@ What is checked (issue 12):
 - options: defaults from the manifest's ``generation`` section, merged and validated the same way;
   bad messages / roles / options: one plain-words error, the session usable after;
 - KV-cache reuse: a request prefills only after the longest common prefix with the cached ids;
-  prefill rows are bitwise independent of how the prompt is cut into chunks, so a prompt-only
-  reuse gives exactly a fresh prefill's logits; multi-turn chats (replies' K/V from decode reused),
+  prefill rows are bitwise independent of how the prompt is cut into chunks (while fewer than
+  driver.prefill_attention.SPLIT_KEYS positions precede a chunk: these models' contexts), so a
+  prompt-only reuse gives exactly a fresh prefill's logits; multi-turn chats (replies' K/V from decode reused),
   an edited last turn, a regenerated turn and a changed first (system) turn give the greedy ids of a
   fresh full prefill, with logits within the existing decode-vs-prefill tolerance, on every golden
   model and on SmolLM2 chats (with greedy speculation on the goldens too);
