@@ -18,7 +18,7 @@ import re
 import pytest
 
 from _browser import (CHATS_KEY, ERROR_TEXT, KQ, OVERFLOW, axe_source, axe_violations, browser_ids, native, open_and_load,
-                      open_page, refused, send, settings, wait_ok)
+                      open_page, refused, send, settings, shot, wait_ok)
 
 pytestmark = pytest.mark.browser
 
@@ -163,6 +163,7 @@ def test_speculative_setting_in_the_page(browser, site):
     meta = page.evaluate("[...document.querySelectorAll('#log .msg.assistant .meta')].pop().textContent")
     assert f"{spec['accepted']} of {spec['drafted']} drafted tokens accepted" in meta, meta
     page.evaluate("document.getElementById('settings').open = true")
+    shot(page, "page-settings-speculative")
     assert axe_violations(page, axe_source()) == [], "settings open with speculation on"
 
     # out of range: the field's sentence, the send refused in the page, no request
