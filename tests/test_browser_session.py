@@ -6,8 +6,8 @@ What is checked: a second turn reads the first turn's prompt and reply from the 
 status line say how many prompt tokens were cached) and Continue extends a reply cut at max tokens from the cache (only
 the reply's tokens are read again, not the conversation); a message longer than the context is refused in plain words
 and not kept, and the chat goes on; a stop during a long prompt's prefill ends it between two chunks (the chunks read
-stay cached); prompt-lookup speculation gives plain decoding's greedy ids; a Q4_K_M-style packing gives the native
-driver's greedy ids.
+stay cached); prompt-lookup speculation gives plain decoding's greedy ids, through the API and through the page's
+setting (saved, checked, sent only when on); a Q4_K_M-style packing gives the native driver's greedy ids.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import re
 
 import pytest
 
-from _browser import ERROR_TEXT, KQ, OVERFLOW, browser_ids, native, open_and_load, refused, send, settings, wait_ok
+from _browser import (CHATS_KEY, ERROR_TEXT, KQ, OVERFLOW, axe_source, axe_violations, browser_ids, native, open_and_load,
+                      open_page, refused, send, settings, shot, wait_ok)
 
 pytestmark = pytest.mark.browser
 
@@ -120,6 +121,74 @@ def test_speculative_option_same_ids(browser, site):
     }""")
     assert len(r["a"]) == 16 and r["b"] == r["a"], r
     assert r["spec"]["verify_passes"] >= 1 and r["spec"]["drafted"] >= 1, r
+
+
+SPEC_PROMPT = "Repeat after me: one two three four, one two three four, one two three four."
+
+
+def _speculation(page, on: bool) -> None:
+    page.evaluate("document.getElementById('settings').open = true")
+    page.set_checked("#speculative", on)
+    page.evaluate("document.getElementById('settings').open = false")
+
+
+def test_speculative_setting_in_the_page(browser, site):
+    """The Settings checkbox (off by default) sends speculative 'lookup' + draft_k only when on; the greedy reply is
+    the same ids and text as with it off, and the status line says how many drafted tokens were accepted; the
+    setting survives a reload; a draft_k out of range is one plain sentence under the field and nothing is sent."""
+    _tiny(browser, site)
+    page = browser["page"]
+    assert page.is_checked("#speculative") is False and page.is_disabled("#draft_k")   # off by default
+    settings(page, max_tokens=12, temperature=0, repetition_penalty=1)
+    page.click("#newchat")
+    off = send(page, SPEC_PROMPT)
+    ids_off = page.evaluate("window.__app.engine.lastIds")
+    opts = page.evaluate("window.__app.lastRequest.options")
+    assert "speculative" not in opts and "draft_k" not in opts, opts
+    assert "speculative" not in page.evaluate("window.__app.engine.lastStats")
+    assert "drafted" not in page.evaluate("[...document.querySelectorAll('#log .msg.assistant .meta')].pop().textContent")
+
+    _speculation(page, True)
+    assert page.is_enabled("#draft_k") and page.input_value("#draft_k") == "4"
+    settings(page, draft_k=3)
+    page.click("#newchat")
+    on = send(page, SPEC_PROMPT)
+    ids_on = page.evaluate("window.__app.engine.lastIds")
+    assert page.evaluate("window.__app.lastRequest.options")["speculative"] == "lookup"
+    assert page.evaluate("window.__app.lastRequest.options")["draft_k"] == 3
+    assert len(ids_off) > 0 and ids_on == ids_off and on["content"] == off["content"], (ids_off, ids_on)
+    spec = page.evaluate("window.__app.engine.lastStats.speculative")
+    assert spec["verify_passes"] >= 1 and spec["drafted"] >= 1 and 0 <= spec["accepted"] <= spec["drafted"], spec
+    assert (on["meta"]["drafted"], on["meta"]["accepted"]) == (spec["drafted"], spec["accepted"])
+    meta = page.evaluate("[...document.querySelectorAll('#log .msg.assistant .meta')].pop().textContent")
+    assert f"{spec['accepted']} of {spec['drafted']} drafted tokens accepted" in meta, meta
+    page.evaluate("document.getElementById('settings').open = true")
+    shot(page, "page-settings-speculative")
+    assert axe_violations(page, axe_source()) == [], "settings open with speculation on"
+
+    # out of range: the field's sentence, the send refused in the page, no request
+    before = page.evaluate("window.__app.lastRequest")
+    n_msgs = len(page.evaluate("window.__app.chat.messages"))
+    settings(page, draft_k=20)
+    page.fill("#prompt", "Hi")
+    page.click("#send")
+    sentence = "Drafted tokens per step must be a whole number from 1 to 15 (got 20)."
+    assert page.text_content("#draft_k-err") == sentence
+    assert page.get_attribute("#draft_k", "aria-invalid") == "true"
+    assert page.evaluate(ERROR_TEXT).startswith(sentence), page.evaluate(ERROR_TEXT)
+    assert page.evaluate("window.__app.lastRequest") == before, "a request was sent with a bad draft_k"
+    assert len(page.evaluate("window.__app.chat.messages")) == n_msgs
+    settings(page, draft_k=5)
+    assert page.get_attribute("#draft_k", "aria-invalid") == "false" and page.evaluate(ERROR_TEXT) == ""
+
+    # kept across a reload (localStorage), restored into the form
+    assert page.evaluate(f"JSON.parse(localStorage.getItem({CHATS_KEY!r})).settings")["speculative"] is True
+    open_page(page, site)
+    assert page.is_checked("#speculative") and page.input_value("#draft_k") == "5" and page.is_enabled("#draft_k")
+    page.click("#settings summary")
+    page.click("#resetsettings")   # back to off for the tests after this one
+    assert not page.is_checked("#speculative") and page.input_value("#draft_k") == "4" and page.is_disabled("#draft_k")
+    page.keyboard.press("Escape")
 
 
 def test_q4_k_m_greedy_ids_match_native(browser, site):

@@ -3,7 +3,8 @@
 // A message is an <article class="msg user|assistant"> named "You" / "Assistant" for assistive tech, with a .body
 // (user text as typed, through textContent; assistant text through markdown.js, which builds DOM nodes only) and, under
 // a reply, a .meta status line: prompt tokens (and cached ones when the engine reports them), time to the first
-// token, tokens/s, and how it ended ("finished", "stopped", "cut at max tokens — Continue").
+// token, tokens/s, with speculative decoding how many drafted tokens were accepted, and how it ended ("finished",
+// "stopped", "cut at max tokens — Continue").
 
 import { StreamRenderer } from './markdown.js';
 
@@ -19,7 +20,7 @@ export function finishText(reason) { return FINISH[reason] || reason || ''; }
 const fmt = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '–');
 
 // The status line's words for a reply's meta ({finish, prompt_tokens, cached_tokens?, completion_tokens, ttft_s,
-// decode_tokens_per_s, truncated_turns?}).
+// decode_tokens_per_s, truncated_turns?, drafted?, accepted?}; drafted/accepted: speculative decoding ran).
 export function statusText(meta) {
   const parts = [];
   if (meta.prompt_tokens) {
@@ -29,6 +30,7 @@ export function statusText(meta) {
   if (meta.completion_tokens != null) parts.push(`${meta.completion_tokens} tokens`);
   if (meta.ttft_s) parts.push(`first token ${fmt(meta.ttft_s, 2)} s`);
   if (meta.decode_tokens_per_s) parts.push(`${fmt(meta.decode_tokens_per_s)} tokens/s`);
+  if (meta.drafted != null) parts.push(`${meta.accepted} of ${meta.drafted} drafted tokens accepted`);
   if (meta.finish) parts.push(finishText(meta.finish));
   return parts.join(' · ');
 }

@@ -81,6 +81,7 @@ export const OPTION_RANGES = {
   max_tokens: { label: 'Max tokens', min: 1, max: 1e9, int: true },
   repetition_penalty: { label: 'Repetition penalty', min: 0, max: 10, minOpen: true },
   seed: { label: 'Seed', min: 0, max: 2 ** 32 - 1, int: true },
+  draft_k: { label: 'Drafted tokens per step', min: 1, max: 15, int: true }, // driver.session MAX_DRAFT_K
 };
 
 // [{name, message}] for every option that is set and out of range ([] when all are fine).

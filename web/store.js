@@ -10,6 +10,7 @@ const MAX_CHATS = 200; // the oldest beyond this are dropped (localStorage holds
 
 export const DEFAULT_SETTINGS = Object.freeze({
   system: '', temperature: 0.7, top_p: 0.9, top_k: 40, max_tokens: 256, repetition_penalty: 1.1,
+  speculative: false, draft_k: 4, // prompt-lookup speculative decoding: off unless the user turns it on
 });
 
 function read(key) {
