@@ -440,7 +440,7 @@ def test_7_chats_and_settings_persist_and_last_model_autoloads(browser, site):
 
 def test_8_phone_layout(browser, axe):
     """390x844: the model card is a one-line chip, the message box is visible without scrolling, one scroll
-    container, no horizontal scroll (a wide code line scrolls inside its block)."""
+    container, no horizontal scroll (a wide code line scrolls inside its block), the Settings panel on the screen."""
     page = browser["page"]
     page.set_viewport_size({"width": 390, "height": 844})
     try:
@@ -453,6 +453,12 @@ def test_8_phone_layout(browser, axe):
         assert r["pageScrollH"] <= 844, "the page itself scrolls"
         assert r["scrollers"] == ["scroller"], r["scrollers"]
         assert r["setupHidden"] and r["chip"]["h"] < 40 and r["chipOneLine"] == "nowrap", r
+        # an open menu panel stays on the screen (anchored to its button it stuck out past the left edge)
+        page.click("#settings > summary")
+        box = page.evaluate("(() => { const b = document.querySelector('#settings .panel')"
+                            ".getBoundingClientRect(); return {left: b.left, right: b.right}; })()")
+        page.click("#settings > summary")
+        assert box["left"] >= 0 and box["right"] <= 390, box
         shot(page, "page-phone")
         assert axe_violations(page, axe) == [], "phone layout"
     finally:
