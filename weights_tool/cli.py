@@ -28,7 +28,8 @@ def _pack(args) -> int:
     s = pack(args.src, args.out, quant=args.quant, group_size=args.group_size,
              shard_mb=args.shard_mb, force=args.force, progress=progress, name=args.name,
              keep_native=args.keep_native, method=args.method, keep=args.keep or (),
-             uniform=args.uniform, calib=args.calib, calib_tokens=args.calib_tokens, log=log)
+             uniform=args.uniform, calib=args.calib, calib_tokens=args.calib_tokens, log=log,
+             rotate=args.rotate, rotate_seed=args.rotate_seed)
     print(s.line())
     return 0
 
@@ -95,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "wins over --keep-native")
     p.add_argument("--uniform", action="store_true",
                    help="every matrix in --quant: no default 8-bit embedding / LM head")
+    p.add_argument("--rotate", default="off", metavar="off|hadamard|random",
+                   help="rotate the residual stream before quantizing (QuaRot / SpinQuant R1: "
+                        "RMSNorm weights folded, Q = random-sign Hadamard, or a random "
+                        "orthogonal Q): the same model, fewer outliers per block; unties a tied "
+                        "LM head (default off; docs/QUANTIZATION.md)")
+    p.add_argument("--rotate-seed", type=int, default=0, metavar="N",
+                   help="seed of the rotation's random signs / matrix (default 0)")
     p.add_argument("-v", "--verbose", action="store_true", help="per-layer calibration timing")
     p.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="progress bar on stderr (default: when stderr is a terminal)")
