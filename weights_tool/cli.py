@@ -58,7 +58,8 @@ def _inspect(args) -> int:
 def _bench(args) -> int:
     from .bench import bench
     return bench(preset=args.preset, quant=args.quant, keep=args.keep, method=args.method,
-                 calib_tokens=args.calib_tokens, layers=args.layers, dtype=args.dtype)
+                 calib_tokens=args.calib_tokens, layers=args.layers, dtype=args.dtype,
+                 rotate=args.rotate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "preset's; peak memory of a calibrated pack is per layer)")
     p.add_argument("--dtype", default="f32", choices=("f32", "bf16", "f16"),
                    help="synthesized checkpoint dtype (bf16 halves the disk needed)")
+    p.add_argument("--rotate", default="off", metavar="off|hadamard|random",
+                   help="rotate the residual stream before packing (as pack --rotate)")
     p.set_defaults(func=_bench)
 
     # Subcommands written in other modules; hidden only while a module does not exist yet.
