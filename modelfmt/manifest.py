@@ -293,7 +293,7 @@ def bits_per_weight(tensors: dict) -> float:
 def quant_record(scheme: str, group_size: int, source: str, tensors: dict, *,
                  keep_native: bool = False, method: str = "rtn", keep=(),
                  fallback: dict | None = None, calibration: dict | None = None,
-                 requantized: int | None = None) -> dict:
+                 requantized: int | None = None, rotate: dict | None = None) -> dict:
     """The manifest's ``quant`` section: how the blocks were chosen (the engine reads none of it;
     every method writes ordinary blocks and the per-tensor ``dtype`` is authoritative).
 
@@ -301,7 +301,8 @@ def quant_record(scheme: str, group_size: int, source: str, tensors: dict, *,
     method: rtn | awq | gptq | awq+gptq; keep: the mixed-precision rules applied, defaults first
     ('PATTERN=FORMAT'); fallback: {dtype, tensors, why} for K-quant width fallbacks;
     calibration: {text, sha256, tokens, window}; requantized: matrices the method chose blocks
-    for. bits_per_weight is computed here from ``tensors``."""
+    for; rotate: the residual-stream rotation {kind, seed, size, factors} (weights_tool.rotate),
+    absent when off. bits_per_weight is computed here from ``tensors``."""
     q = {"scheme": scheme, "group_size": group_size, "source": source,
          "keep_native": keep_native, "method": method, "keep": list(keep),
          "bits_per_weight": round(bits_per_weight(tensors), 4)}
@@ -311,6 +312,8 @@ def quant_record(scheme: str, group_size: int, source: str, tensors: dict, *,
         q["calibration"] = calibration
     if requantized is not None:
         q["requantized"] = requantized
+    if rotate is not None:
+        q["rotate"] = rotate
     return q
 
 

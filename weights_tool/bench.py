@@ -57,9 +57,10 @@ def _make_source(folder: Path, preset: str, layers: int | None = None,
 
 def bench(preset: str = "llama3.2-1b-shape", quant: str = "q4_0", keep: bool = False,
           method: str = "rtn", calib_tokens: int | None = None, layers: int | None = None,
-          dtype: str = "f32") -> int:
+          dtype: str = "f32", rotate: str = "off") -> int:
     """Synthesize, then pack in a child process; ``method`` awq / gptq calibrates on the
-    Shakespeare calibration split (``calib_tokens`` tokens) one layer at a time."""
+    Shakespeare calibration split (``calib_tokens`` tokens) one layer at a time; ``rotate``
+    (off | hadamard | random) rotates the residual stream first (weights_tool.rotate)."""
     work = Path(tempfile.mkdtemp(prefix="weights-bench-"))
     try:
         t0 = time.time()
@@ -70,6 +71,7 @@ def bench(preset: str = "llama3.2-1b-shape", quant: str = "q4_0", keep: bool = F
         out = work / "packed"
         t1 = time.time()
         extra = ["--calib-tokens", str(calib_tokens)] if calib_tokens else []
+        extra += ["--rotate", rotate]
         r = subprocess.run([sys.executable, "-c", _CHILD, "pack", str(src), str(out),
                             "--quant", quant, "--method", method, *extra, "--no-progress"],
                            stdout=subprocess.PIPE, text=True,
@@ -83,7 +85,8 @@ def bench(preset: str = "llama3.2-1b-shape", quant: str = "q4_0", keep: bool = F
         largest_f32 = max(4 * _numel(e["shape"]) for e in m["tensors"].values() if "shape" in e)
         layer_f32 = sum(4 * _numel(e["shape"]) for k, e in m["tensors"].items()
                         if k.startswith("layers.0.") and "shape" in e)
-        what = f"{preset}{f' ({layers} layers)' if layers else ''} -> {quant} {method}"
+        what = f"{preset}{f' ({layers} layers)' if layers else ''} -> {quant} {method}" + \
+            (f" + {rotate} rotation" if rotate != "off" else "")
         print(f"bench: packed {what}: {src_bytes / 1e6 / secs:.1f} MB/s of source, "
               f"{m['stats']['total_bytes'] / 1e6:.1f} MB out, {secs:.1f} s, peak RSS "
               f"{peak / 2**20:.0f} MiB (largest tensor in f32 {largest_f32 / 2**20:.0f} MiB, "

@@ -28,7 +28,8 @@ def _pack(args) -> int:
     s = pack(args.src, args.out, quant=args.quant, group_size=args.group_size,
              shard_mb=args.shard_mb, force=args.force, progress=progress, name=args.name,
              keep_native=args.keep_native, method=args.method, keep=args.keep or (),
-             uniform=args.uniform, calib=args.calib, calib_tokens=args.calib_tokens, log=log)
+             uniform=args.uniform, calib=args.calib, calib_tokens=args.calib_tokens, log=log,
+             rotate=args.rotate, rotate_seed=args.rotate_seed)
     print(s.line())
     return 0
 
@@ -57,7 +58,8 @@ def _inspect(args) -> int:
 def _bench(args) -> int:
     from .bench import bench
     return bench(preset=args.preset, quant=args.quant, keep=args.keep, method=args.method,
-                 calib_tokens=args.calib_tokens, layers=args.layers, dtype=args.dtype)
+                 calib_tokens=args.calib_tokens, layers=args.layers, dtype=args.dtype,
+                 rotate=args.rotate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "wins over --keep-native")
     p.add_argument("--uniform", action="store_true",
                    help="every matrix in --quant: no default 8-bit embedding / LM head")
+    p.add_argument("--rotate", default="off", metavar="off|hadamard|random",
+                   help="rotate the residual stream before quantizing (QuaRot / SpinQuant R1: "
+                        "RMSNorm weights folded, Q = random-sign Hadamard, or a random "
+                        "orthogonal Q): the same model, fewer outliers per block; unties a tied "
+                        "LM head (default off; docs/QUANTIZATION.md)")
+    p.add_argument("--rotate-seed", type=int, default=0, metavar="N",
+                   help="seed of the rotation's random signs / matrix (default 0)")
     p.add_argument("-v", "--verbose", action="store_true", help="per-layer calibration timing")
     p.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="progress bar on stderr (default: when stderr is a terminal)")
@@ -120,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "preset's; peak memory of a calibrated pack is per layer)")
     p.add_argument("--dtype", default="f32", choices=("f32", "bf16", "f16"),
                    help="synthesized checkpoint dtype (bf16 halves the disk needed)")
+    p.add_argument("--rotate", default="off", metavar="off|hadamard|random",
+                   help="rotate the residual stream before packing (as pack --rotate)")
     p.set_defaults(func=_bench)
 
     # Subcommands written in other modules; hidden only while a module does not exist yet.

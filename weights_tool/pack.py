@@ -53,7 +53,9 @@ class PackSummary:
         fb = self.manifest.get("quant", {}).get("fallback") if self.manifest else None
         fb = f", {fb['tensors']} matrices as {fb['dtype']} ({fb['why']})" if fb else ""
         q = self.manifest.get("quant", {}) if self.manifest else {}
-        how = f"{self.quant} {q.get('method', 'rtn')}, {q.get('bits_per_weight', 0):.2f} bits/weight"
+        rot = f" + {q['rotate']['kind']} rotation" if q.get("rotate") else ""
+        how = (f"{self.quant} {q.get('method', 'rtn')}{rot}, "
+               f"{q.get('bits_per_weight', 0):.2f} bits/weight")
         return (f"packed {self.name}: {self.total_bytes / 1e6:.1f} MB in {self.shards} shards, "
                 f"{self.tensors} tensors, {how} (group {self.group_size}){fb}, worst error "
                 f"{self.max_abs_err:.3g} in {self.worst_tensor or '-'}, {self.seconds:.1f} s "
@@ -235,7 +237,8 @@ def pack(src, out, quant: str = "q4_0", group_size: int = 32, shard_mb: float = 
          force: bool = False, progress: bool = True, name: str | None = None,
          keep_native: bool = False, max_part_bytes: int | None = None, *,
          method: str = "rtn", keep=(), uniform: bool = False, calib=None,
-         calib_tokens: int | None = None, log=None) -> PackSummary:
+         calib_tokens: int | None = None, log=None, rotate: str = "off",
+         rotate_seed: int = 0) -> PackSummary:
     """Pack ``src`` (a Source, an HF folder or a .gguf path) into the folder ``out``.
 
     quant: q4_0 | q4_1 | q8_0 | f16 | f32 | q4_k | q5_k | q6_k for the matrices (norms stay f32);
@@ -246,8 +249,10 @@ def pack(src, out, quant: str = "q4_0", group_size: int = 32, shard_mb: float = 
     still win). method: rtn | awq | gptq | awq+gptq | auto (weights_tool.calibrate): the
     calibrated ones choose q4_0 / q4_1 / q8_0 blocks from the model's activations on ``calib``
     (a text file; default the Shakespeare calibration split), ``calib_tokens`` tokens; K-quant,
-    f16 and f32 matrices are always rounded by their own rule. Raises PackError on bad input,
-    before anything is written.
+    f16 and f32 matrices are always rounded by their own rule. rotate: off | hadamard | random
+    (weights_tool.rotate, seeded by ``rotate_seed``): fold the RMSNorm weights and rotate the
+    residual stream first (the model is untied; calibration runs on the rotated model); any
+    format, not with ``keep_native``. Raises PackError on bad input, before anything is written.
     """
     t0 = time.time()
     if quant not in FORMATS:
@@ -262,13 +267,22 @@ def pack(src, out, quant: str = "q4_0", group_size: int = 32, shard_mb: float = 
     out = Path(out)
     if out.exists() and not force:
         raise PackError(out, "already exists", "Pass --force to replace it")
+    from .rotate import KINDS, rotated
+    if rotate not in KINDS:
+        raise PackError("--rotate", f"unknown rotation {rotate!r}", "Choose one of " + ", ".join(KINDS))
+    if rotate != "off" and keep_native:
+        raise PackError("--rotate", f"--rotate {rotate} makes new weights, --keep-native copies "
+                        "the source's blocks", "Choose one of them")
     own = not isinstance(src, Source)
     source = open_source(src) if own else src
     try:
+        source, rinfo = rotated(source, rotate, rotate_seed)
         policy = Policy(quant, keep, uniform, FORMATS, source.config.num_hidden_layers)
         policy.check(n for n, shape, _ in source.tensor_info() if len(shape) == 2)
         source, qinfo = _calibrated(source, quant, group_size, method, policy, keep_native,
                                     calib, calib_tokens, log)
+        if rinfo is not None:
+            qinfo["rotate"] = rinfo
         return _pack(source, out, quant, group_size, int(shard_mb * 1024 * 1024), force, progress,
                      name or out.resolve().name, keep_native, max_part, t0, policy, qinfo)
     finally:
