@@ -20,10 +20,14 @@ from .plan import Dyn, Span
 SPLIT_KEYS = 512
 
 
+ONE_PASS = {"splits": 1, "span": 0}
+
+
 def split_rt(graph, pos: int, n_tok: int) -> dict:
-    """Runtime values of the chunk at ``pos`` (``splits`` 1: the one-pass kernel)."""
-    if graph.prefill_split_tk is None:
-        return {"splits": 1, "span": 0}
+    """Runtime values of the chunk at ``pos`` (``splits`` 1: the one-pass kernel). A decode step
+    (one row: no program of it holds the split path) takes the constant, nothing computed."""
+    if n_tok <= 1 or graph.prefill_split_tk is None:
+        return ONE_PASS
     splits, span = graph.shaders.split_plan(pos, n_tok, graph.prefill_split_tk, SPLIT_KEYS)
     return {"splits": splits, "span": span}
 
