@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _checkpoints import hf_config, hf_tensors, write_hf, write_raw_safetensors
+from _cli import assert_clean_failure
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,17 +24,6 @@ def run_pack(src, out, *extra, code=None):
         [sys.executable, "-c", code, *argv]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
-
-
-def assert_clean_failure(r, out: Path, *words):
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("error: ") and "Traceback" not in r.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    assert not out.exists()
-    assert [p.name for p in out.parent.iterdir() if p.name.startswith(out.name + ".")] == []
 
 
 def _folder(tmp_path, **over):

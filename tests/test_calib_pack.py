@@ -6,8 +6,6 @@ nothing written)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _checkpoints import write_hf  # noqa: E402
+from _cli import assert_clean_failure, run_cli  # noqa: E402
 from _tiny_tok import write_byte_tokenizer  # noqa: E402
 
 from weights_tool.corpus import sha256_text  # noqa: E402
@@ -99,23 +98,6 @@ def test_calibrated_pack_records_and_verifies(src, tmp_path, method):
     assert np.abs(a - b).max() < 0.25 * np.abs(b).max()
 
 
-def run_cli(*argv):
-    return subprocess.run([sys.executable, "-m", "weights_tool", *map(str, argv)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
-
-
-def _bad(r, out: Path, *words):
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    assert "Traceback" not in r.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    assert not out.exists()
-    assert [p.name for p in out.parent.iterdir() if p.name.startswith(out.name + ".")] == []
-
-
 def test_calibration_bad_inputs(src, tmp_path):
     out = tmp_path / "out"
     empty = tmp_path / "empty.txt"
@@ -139,7 +121,7 @@ def test_calibration_bad_inputs(src, tmp_path):
         (["--keep", "q8_0"], ["PATTERN=FORMAT"]),
     ]
     for extra, words in cases:
-        _bad(run_cli("pack", src, out, *extra), out, *words)
+        assert_clean_failure(run_cli("pack", src, out, *extra), out, *words)
 
 
 def test_keep_rules_with_kquants_and_keep_native(src, tmp_path):
@@ -163,7 +145,7 @@ def test_keep_rules_with_kquants_and_keep_native(src, tmp_path):
 def test_calibration_needs_a_tokenizer(tmp_path):
     hf = write_hf(tmp_path / "hf", seed=1, **CFG)                      # no tokenizer.json
     out = tmp_path / "out"
-    _bad(run_cli("pack", hf, out, "--method", "gptq"), out, "no tokenizer")
+    assert_clean_failure(run_cli("pack", hf, out, "--method", "gptq"), out, "no tokenizer")
     # auto: nothing to calibrate with -> round to nearest, and the summary line says so
     r = run_cli("pack", hf, out)
     assert r.returncode == 0, r.stderr

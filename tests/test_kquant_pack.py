@@ -6,15 +6,13 @@ nothing written)."""
 
 from __future__ import annotations
 
-import os
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from _checkpoints import write_hf
+from _cli import assert_clean_failure, run_cli
 from _gguf_make import Q, make_gguf
 from test_pack import check_invariants, decode
 
@@ -119,22 +117,6 @@ def test_hf_quant_k_falls_back_on_narrow_widths(tmp_path, fmt):
 
 
 # ---- bad input through the CLI: exit 2, one line, nothing written ----
-def run_cli(*argv):
-    return subprocess.run([sys.executable, "-m", "weights_tool", *map(str, argv)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
-
-
-def assert_clean(r, out: Path, *words):
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    assert not out.exists()
-    assert [p.name for p in out.parent.iterdir() if p.name.startswith(out.name + ".")] == []
-
-
 def _tensor_data_offset(path: Path, name: str) -> int:
     from weights_tool.gguf_header import parse_header
     data = path.read_bytes()
@@ -151,7 +133,7 @@ def test_non_finite_super_block_scale(tmp_path, keep):
     src.write_bytes(bytes(b))
     out = tmp_path / "out"
     r = run_cli("pack", src, out, *(["--keep-native"] if keep else ["--quant", "q4_0"]))
-    assert_clean(r, out, "blk.1.ffn_down.weight", "Q4_K", "super-block 1 in row 1",
+    assert_clean_failure(r, out, "blk.1.ffn_down.weight", "Q4_K", "super-block 1 in row 1",
                  "not finite")
 
 
@@ -160,7 +142,7 @@ def test_truncated_k_tensor(tmp_path):
     make_gguf(src, mix="q6_k", tied=True, **GGUF_WIDE)
     src.write_bytes(src.read_bytes()[:-100])
     out = tmp_path / "out"
-    assert_clean(run_cli("pack", src, out, "--keep-native"), out, "truncated or corrupt GGUF",
+    assert_clean_failure(run_cli("pack", src, out, "--keep-native"), out, "truncated or corrupt GGUF",
                  "runs past the end")
 
 
@@ -175,7 +157,7 @@ def test_k_tensor_width_not_multiple_of_256(tmp_path):
     struct.pack_into("<Q", b, at + 4, 128)
     src.write_bytes(bytes(b))
     out = tmp_path / "out"
-    assert_clean(run_cli("pack", src, out, "--keep-native"), out, "blk.0.attn_q.weight",
+    assert_clean_failure(run_cli("pack", src, out, "--keep-native"), out, "blk.0.attn_q.weight",
                  "128 columns are not a multiple of its block size 256")
 
 
@@ -187,7 +169,7 @@ def test_kquant_error_is_one_pack_error_on_hf(tmp_path):
     t["model.layers.0.mlp.up_proj.weight"][0, :] = np.linspace(-3e9, 3e9, 256)
     save_file(t, str(src / "model.safetensors"))
     out = tmp_path / "out"
-    assert_clean(run_cli("pack", src, out, "--quant", "q4_k"), out,
+    assert_clean_failure(run_cli("pack", src, out, "--quant", "q4_k"), out,
                  "layers.0.feed_forward.w3", "f16 super-block")
 
 

@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _checkpoints import write_hf  # noqa: E402
 from _tiny_tok import write_byte_tokenizer  # noqa: E402
-from test_calib_pack import _bad, run_cli  # noqa: E402
+from _cli import assert_clean_failure, run_cli  # noqa: E402
 
 from driver.native.reference import Reference  # noqa: E402
 from weights_tool.pack import pack  # noqa: E402
@@ -138,11 +138,11 @@ def test_rotated_calibrated_pack_runs(model, tmp_path):
 def test_rotate_bad_input(model, tmp_path):
     hf, _ = model
     out = tmp_path / "out"
-    _bad(run_cli("pack", hf, out, "--quant", "q4_0", "--rotate", "walsh"), out,
+    assert_clean_failure(run_cli("pack", hf, out, "--quant", "q4_0", "--rotate", "walsh"), out,
          "unknown rotation 'walsh'", "hadamard")
-    _bad(run_cli("pack", hf, out, "--quant", "q4_1", "--rotate", "hadamard", "--keep-native"),
+    assert_clean_failure(run_cli("pack", hf, out, "--quant", "q4_1", "--rotate", "hadamard", "--keep-native"),
          out, "--keep-native")
-    _bad(run_cli("pack", hf, out, "--quant", "q4_0", "--rotate", "random", "--rotate-seed", "-1"),
+    assert_clean_failure(run_cli("pack", hf, out, "--quant", "q4_0", "--rotate", "random", "--rotate-seed", "-1"),
          out, "--rotate-seed")
 
 
