@@ -99,6 +99,22 @@ def _tile_io(kv: str, head_dim: int, tk: int, wg: int, f16: bool) -> dict[str, s
             "STORE_V": sv.rstrip("\n")}
 
 
+def _score_io(kpt: int) -> dict[str, str]:
+    """WGSL of the score phase (SCORES: invocation (r, j)'s scores of keys j + TPR * i, i < KPT,
+    into ``pw``) and of the probabilities (P_STORE: the same keys' exp(score - max) over them),
+    unrolled over i with named scalars."""
+    ks = [f"j + {i}u * TPR" if i else "j" for i in range(kpt)]
+    sc = [f"        var s{i} = 0.0;" for i in range(kpt)]
+    sc.append("        for (var d4 = 0u; d4 < HD4; d4++) {")
+    sc.append("            let qv = qs[r * HD4 + d4];")
+    sc += [f"            s{i} += f32(dot(qv, kt[({k}) * KROW4 + d4]));" for i, k in enumerate(ks)]
+    sc.append("        }")
+    sc += [f"        pw[r * TK + {k}] = select(NEG, s{i}, k0 + {k} <= my_last);"
+           for i, k in enumerate(ks)]
+    ps = [f"        pw[r * TK + {k}] = exp(pw[r * TK + {k}] - mx);" for k in ks]
+    return {"SCORES": "\n".join(sc), "P_STORE": "\n".join(ps)}
+
+
 def prefill_tiles(head_dim: int, kv: str, wg: int = 128) -> tuple[int, int]:
     """(TQ query rows, TK keys) per tile. TPR = wg / TQ invocations share a query row and must
     split head_dim / 4 (vec4 accumulators); a K/V tile must be whole 16-byte loads per
@@ -153,7 +169,7 @@ def build_prefill(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int,
         "WG": str(wg), "TQ": str(tq), "TK": str(tk),
         "SCALE": wgsl_float(1.0 / math.sqrt(head_dim)), "PARAMS": prm.wgsl(),
         "KV_DECL": decl, "OUT_DECL": _OUT_DECL[split], "RANGE": _RANGE[split],
-        "STORE": _STORE[split],
+        "STORE": _STORE[split], **_score_io(tk // (wg // tq)),
         **_tile_io(kv, head_dim, tk, wg, f16)}, key.slug())
     kv_shape = f"(max_ctx, n_kv_heads, head_dim) {kv}"
     out = (Binding("part", "read_write", "(n_tok, n_heads, MAX_SPLITS, head_dim + 2) f32") if split

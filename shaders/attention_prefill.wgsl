@@ -66,23 +66,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         workgroupBarrier();                       // kt / pw of the previous tile are consumed
 {{STORE_K}}
         workgroupBarrier();
-        for (var i = 0u; i < KPT; i++) {
-            let kk = j + TPR * i;
-            var s = 0.0;
-            for (var d4 = 0u; d4 < HD4; d4++) { s += f32(dot(qs[r * HD4 + d4], kt[kk * KROW4 + d4])); }
-            pw[r * TK + kk] = select(NEG, s, k0 + kk <= my_last);
-        }
+        // the KPT scores of this invocation side by side (named scalars, unrolled): each query vec4
+        // is read from workgroup memory once for all of them; every score sums over d4 in order
+{{SCORES}}
         workgroupBarrier();
 {{STORE_V}}
         var mx = m;
         for (var kk = 0u; kk < TK; kk++) { mx = max(mx, pw[r * TK + kk]); }
         let alpha = exp(m - mx);
         m = mx;
+        workgroupBarrier();                       // V staged; every invocation has its row's max
+        // p = exp(score - max) once per (row, key), by the invocation that scored the key (the TPR
+        // invocations of a row used to compute all TK exponentials each)
+{{P_STORE}}
         workgroupBarrier();
         l *= alpha;
         for (var i = 0u; i < DPT4; i++) { acc[i] *= alpha; }
         for (var kk = 0u; kk < TK; kk++) {
-            let p = exp(pw[r * TK + kk] - mx);
+            let p = pw[r * TK + kk];
             l += p;
             for (var i = 0u; i < DPT4; i++) { acc[i] += p * vec4<f32>(kt[kk * KROW4 + j + TPR * i]); }
         }
