@@ -52,10 +52,17 @@ KMAX = 64            # the GPU sampler's candidate bound (shaders/sample.py)
 # --profile`` times both ("head per row" / "head multi").
 VERIFY_HEAD_MULTI = False
 MAX_DRAFT_K = 15     # drafted tokens a verify pass: its body is recorded for 16 rows at most
+# A verify pass is submitted in pieces of at most this many ops (the first piece a quarter of it),
+# so the GPU starts on the first layers while the CPU still encodes the rest: a round cannot
+# pipeline with the next one (the drafts depend on its ids), and encoding a whole 8B-shape pass
+# (~500 dispatches, ~6 us of CPU each through wgpu-py) took 2.5-3.5 ms of a ~14 ms round on the
+# H200, all of it before the GPU had anything to do (.dev profile, 2026-12-03). A piece of 64 ops
+# is ~0.4 ms to encode and more than that to run, so after the first one the GPU never waits.
+SUBMIT_OPS = 64
 NGRAMS = (3, 2)      # prompt lookup: longest n-gram first
 
-__all__ = ["PromptLookup", "DraftModel", "Oracle", "check_draft", "generate_speculative",
-           "target_dist", "accept_or_resample"]
+__all__ = ["PromptLookup", "DraftModel", "Oracle", "Replay", "Recording", "check_draft",
+           "generate_speculative", "target_dist", "accept_or_resample"]
 
 
 # ---- drafters: propose(seq, n) -> (drafts, q or None) ----
@@ -133,6 +140,49 @@ class Oracle:
         if self.wrong:
             d = [(t + 1) % self.vocab for t in d]
         return d, None
+
+
+class Replay:
+    """Bench drafter: replays recorded rounds ``[(drafted, accepted), ...]`` (a real model's prompt
+    lookup on the same task, ``bench --record-rounds``) on another model: round i drafts
+    ``drafted`` tokens of ``future`` (plain decoding's output) of which the first ``accepted`` are
+    right and the rest off by one id, so the verify pass sees that acceptance pattern; 0 drafted =
+    a round with no n-gram match (one decode step). The rounds repeat if the run outlasts them."""
+
+    def __init__(self, n_prompt: int, future: list[int], vocab: int, rounds: list):
+        if not rounds:
+            raise BadOption("no recorded rounds to replay")
+        self.n0, self.future, self.vocab, self.rounds = n_prompt, future, vocab, rounds
+        self.i = 0
+
+    async def propose(self, seq: list[int], n: int):
+        drafted, accepted = self.rounds[self.i % len(self.rounds)]
+        self.i += 1
+        g0 = len(seq) - self.n0
+        d = self.future[g0:g0 + min(n, drafted)]
+        return [t if j < accepted else (t + 1) % self.vocab for j, t in enumerate(d)], None
+
+
+class Recording:
+    """Wraps a drafter and logs each proposal as (sequence length, drafts): ``rounds(output)``
+    turns the log into [(drafted, accepted)] once the greedy output is known."""
+
+    def __init__(self, inner):
+        self.inner, self.log = inner, []
+
+    async def propose(self, seq: list[int], n: int):
+        d, q = await self.inner.propose(seq, n)
+        self.log.append((len(seq), [int(t) for t in d]))
+        return d, q
+
+    def rounds(self, n_prompt: int, output: list[int]) -> list[tuple[int, int]]:
+        out = []
+        for length, d in self.log:
+            g0, a = length - n_prompt, 0
+            while a < len(d) and g0 + a < len(output) and d[a] == output[g0 + a]:
+                a += 1
+            out.append((len(d), a))
+        return out
 
 
 def check_draft(target, draft) -> None:
@@ -247,6 +297,7 @@ class Verifier:
         self.e, self.nb = engine, nb
         self.head_multi = VERIFY_HEAD_MULTI if head_multi is None else head_multi
         self.progs: dict = {}
+        self.pieces: dict = {}     # id(program) -> its submission pieces (see SUBMIT_OPS)
         self.vlog = None
 
     def body(self):
@@ -282,6 +333,20 @@ class Verifier:
         self.progs[key] = prog
         return prog
 
+    def pieces_of(self, prog: g.Program) -> list[g.Program]:
+        """``prog`` cut into consecutive Programs of <= SUBMIT_OPS ops (the first SUBMIT_OPS // 4),
+        submitted one after the other: the same commands in the same order on the same queue."""
+        got = self.pieces.get(id(prog))
+        if got is None:
+            cuts, i = [], 0
+            step = max(1, SUBMIT_OPS // 4)
+            while i < len(prog.ops):
+                cuts.append(g.Program(ops=prog.ops[i:i + step]))
+                i += step
+                step = SUBMIT_OPS
+            got = self.pieces[id(prog)] = cuts
+        return got
+
     def write_uniforms(self, rt: dict) -> None:
         G = self.e.graph
         self.body().write_uniforms(rt)
@@ -299,7 +364,8 @@ class Verifier:
         e.gpu.write_buffer(G.ids, 0, struct.pack(f"<{n}I", *rows))
         rt = e._rt(samp, pos, n, pos)
         self.write_uniforms(rt)
-        e.gpu.submit(self.program(rt, n, logits))
+        for piece in self.pieces_of(self.program(rt, n, logits)):
+            e.gpu.submit(piece)
         if logits:
             V = e.cfg.vocab_size
             raw = await e.gpu.read(self.vlog, 0, 4 * V * n)

@@ -11,6 +11,10 @@ extractive task (the prompt holds a passage the reply repeats / continues) and o
   forced    every round drafts k tokens that are plain decoding's own next tokens, so all are
             accepted: the mechanism's ceiling (verify cost at 100 % acceptance)
   rejected  k drafts a round that are all wrong: its floor (a wasted verify pass a round)
+  replayed  with ``--replay-rounds FILE``: the rounds prompt lookup made on a real model on the same
+            task (``--record-rounds FILE`` on that model: how many drafted, how many accepted,
+            round by round) replayed here, plain decoding's tokens right where they were accepted
+            and wrong after: a real acceptance pattern at this model's cost
   draft, draft-forced  with ``--draft MODEL``: the draft model's real drafts, and the draft model
             run for its cost but plain decoding's tokens verified (100 % acceptance)
 Every greedy mode's output is checked against plain decoding's (column "same"). Also the GPU time
@@ -29,6 +33,7 @@ import json
 import random
 import sys
 import time
+from pathlib import Path
 
 PASSAGE = (
     "The lighthouse stood at the end of a long spit of grey shingle, and for forty years the same "
@@ -215,12 +220,17 @@ def format_profile(p: dict) -> list[str]:
     return lines
 
 
-def run_speculative_bench(eng, draft=None, quick: bool = False, k: int = 4) -> dict:
-    from driver.speculative import DraftModel, Oracle, PromptLookup, generate_speculative
+def run_speculative_bench(eng, draft=None, quick: bool = False, k: int = 4,
+                          replay: dict | None = None) -> dict:
+    """``replay``: recorded rounds per task ({task: {"rounds": [[drafted, accepted], ...]}}, as
+    the "rounds" of a run on a real model, see ``--record-rounds``): adds the mode "replayed"."""
+    from driver.speculative import (DraftModel, Oracle, PromptLookup, Recording, Replay,
+                                    generate_speculative)
     from driver.sampler import Sampling
     n_new = 16 if quick else 128
     V = eng.cfg.vocab_size
     rows = []
+    rounds: dict = {}     # task -> prompt lookup's rounds [(drafted, accepted)] in this run
     for task, ids in _prompts(eng, quick).items():
         n_new_t = min(n_new, eng.max_context - len(ids))
         eng._run(_timed(eng.generate_async(ids, 4, stop_ids=())))        # warm-up
@@ -229,9 +239,12 @@ def run_speculative_bench(eng, draft=None, quick: bool = False, k: int = 4) -> d
         # warm-up of the verify pass (its kernels compile on first use)
         eng._run(_timed(generate_speculative(eng, ids, min(2 * k + 2, n_new_t), k, "lookup",
                                              drafter=Oracle(len(ids), plain, V), stop_ids=())))
-        modes = [("plain", None), ("lookup", PromptLookup()),
+        lookup = Recording(PromptLookup())
+        modes = [("plain", None), ("lookup", lookup),
                  ("forced", Oracle(len(ids), plain, eng.cfg.vocab_size)),
                  ("rejected", Oracle(len(ids), plain, eng.cfg.vocab_size, wrong=True))]
+        if replay and task in replay:
+            modes.append(("replayed", Replay(len(ids), plain, V, replay[task]["rounds"])))
         if draft is not None:
             modes += [("draft", DraftModel(draft, Sampling())),
                       ("draft-forced", Oracle(len(ids), plain, eng.cfg.vocab_size,
@@ -251,47 +264,105 @@ def run_speculative_bench(eng, draft=None, quick: bool = False, k: int = 4) -> d
                          "drafted": sp.get("drafted", 0), "accepted": sp.get("accepted", 0),
                          "verify_passes": sp.get("verify_passes", 0),
                          "decode_steps": sp.get("decode_steps", len(got) - 1 if not sp else 0)})
+        rounds[task] = {"prompt_tokens": len(ids), "k": k,
+                        "rounds": lookup.rounds(len(ids), plain)}
         plain_tok_s = next(r["tok_s"] for r in rows if r["task"] == task and r["mode"] == "plain")
         for r in rows:
             if r["task"] == task:
                 r["vs_plain"] = r["tok_s"] / plain_tok_s if plain_tok_s else 0.0
     costs = pass_costs(eng, ks=(1, 2, 4) if quick else (1, 2, 4, 8, 15), reps=3 if quick else 20,
                        ctx=min(256, eng.max_context - 32))
-    return {"k": k, "new_tokens": n_new, "speculative": rows, "pass_costs": costs}
+    return {"k": k, "new_tokens": n_new, "speculative": rows, "pass_costs": costs,
+            "lookup_rounds": rounds}
 
 
-def run_ttft_bench(eng, quick: bool = False) -> dict:
-    """TTFT per turn of a growing id-level chat (random user ids, greedy replies, EOS ignored)."""
+def run_ttft_bench(eng, quick: bool = False, reps: int | None = None) -> dict:
+    """TTFT per turn of a growing id-level chat (random user ids, greedy replies, EOS ignored),
+    the same chat run ``reps`` times from an empty cache (default 3; 1 with ``quick``): each
+    turn's median, so one slow first turn (a clock ramp, a late compile) does not make the ratio."""
+    from statistics import median
+
     from driver.session import ChatSession
     turns, user, reply = (3, 24, 8) if quick else (10, 150, 150)
-    rng = random.Random(1)
+    reps = reps or (1 if quick else 3)
     V = eng.cfg.vocab_size
-    sess = ChatSession(eng)
     opts = {"max_tokens": reply, "temperature": 0.0, "ignore_eos": True}
-    warm = [rng.randrange(V) for _ in range(user)]
-    list(sess.stream({"prompt_ids": warm, "options": {**opts, "max_tokens": 2}}))  # warm-up
-    eng.kv_ids = []
-    hist: list[int] = []
-    out = []
-    for i in range(turns):
-        prompt = hist + [rng.randrange(V) for _ in range(user)]
-        got = [t for t, _ in sess.stream({"prompt_ids": prompt, "options": opts})]
-        st = sess.last_stats
-        out.append({"turn": i + 1, "prompt_tokens": st["prompt_tokens"],
-                    "cached_tokens": st["cached_tokens"], "prefill_tokens": st["prefill_tokens"],
-                    "ttft_s": st["ttft_s"]})
-        hist = prompt + got
+    warm = [random.Random(1).randrange(V) for _ in range(user)]
+    runs = []
+    for _ in range(reps):
+        rng = random.Random(1)          # the same chat every repetition
+        sess = ChatSession(eng)
+        eng.kv_ids = []
+        list(sess.stream({"prompt_ids": warm, "options": {**opts, "max_tokens": 2}}))  # warm-up
+        eng.kv_ids = []
+        hist: list[int] = []
+        out = []
+        for i in range(turns):
+            prompt = hist + [rng.randrange(V) for _ in range(user)]
+            got = [t for t, _ in sess.stream({"prompt_ids": prompt, "options": opts})]
+            st = sess.last_stats
+            out.append({"turn": i + 1, "prompt_tokens": st["prompt_tokens"],
+                        "cached_tokens": st["cached_tokens"],
+                        "prefill_tokens": st["prefill_tokens"], "ttft_s": st["ttft_s"]})
+            hist = prompt + got
+        runs.append(out)
+    out = [{**runs[0][i], "ttft_s": median(r[i]["ttft_s"] for r in runs),
+            "ttft_s_runs": [r[i]["ttft_s"] for r in runs]} for i in range(turns)]
     cold = ChatSession(eng, reuse=False)
     list(cold.stream({"prompt_ids": prompt, "options": {**opts, "max_tokens": 1}}))
-    return {"turns": out, "ratio_last_first": out[-1]["ttft_s"] / out[0]["ttft_s"],
+    return {"turns": out, "reps": reps, "ratio_last_first": out[-1]["ttft_s"] / out[0]["ttft_s"],
+            "ratio_runs": [r[-1]["ttft_s"] / r[0]["ttft_s"] for r in runs],
             "last_turn_no_reuse_ttft_s": cold.last_stats["ttft_s"],
             "last_turn_no_reuse_prefill_tokens": cold.last_stats["prefill_tokens"]}
 
 
+def read_rounds(path) -> dict:
+    """``--replay-rounds FILE``: {task: {"rounds": [[drafted, accepted], ...]}} as written by
+    ``--record-rounds``; anything else is one plain-words BadOption."""
+    from driver.sampler import BadOption
+    from driver.speculative import MAX_DRAFT_K
+    p = Path(path)
+    try:
+        tasks = json.loads(p.read_text(encoding="utf-8"))["tasks"]
+        out = {}
+        for task, t in tasks.items():
+            rs = [(int(d), int(a)) for d, a in t["rounds"]]
+            if not rs or not all(0 <= a <= d <= MAX_DRAFT_K for d, a in rs):
+                raise ValueError(f"task {task!r}: rounds must be [drafted, accepted] pairs with "
+                                 f"0 <= accepted <= drafted <= {MAX_DRAFT_K}")
+            out[task] = {"rounds": rs}
+    except OSError as e:
+        raise BadOption(f"--replay-rounds {p}: cannot read it ({e.strerror or e}); give the file "
+                        "--record-rounds wrote") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise BadOption(f"--replay-rounds {p}: not a rounds file ({e}); give the file "
+                        "--record-rounds wrote") from None
+    return out
+
+
+def write_rounds(path, res: dict) -> None:
+    """``--record-rounds FILE``: prompt lookup's rounds of this run per task, with what produced
+    them; written whole or not at all (temporary file, then rename)."""
+    import os
+    p = Path(path)
+    doc = {"model": res["model"], "adapter": res["adapter"], "date": res["date"], "k": res["k"],
+           "new_tokens": res["new_tokens"], "tasks": res["lookup_rounds"]}
+    tmp = p.with_name(p.name + ".partial")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, p)
+
+
 def run_session_bench(model, speculative: bool = False, ttft: bool = False, quick: bool = False,
                       draft=None, k: int = 4, as_json: bool = False, out=sys.stdout,
-                      profile: bool = False) -> dict:
+                      profile: bool = False, record_rounds=None, replay_rounds=None) -> dict:
+    """``record_rounds``: write prompt lookup's rounds (``write_rounds``) — meaningful on a real
+    model; ``replay_rounds``: replay such a file's rounds on ``model`` (mode "replayed")."""
     from . import load, load_draft
+    replay = read_rounds(replay_rounds) if replay_rounds is not None else None
+    if record_rounds is not None and not Path(record_rounds).parent.is_dir():
+        from driver.sampler import BadOption
+        raise BadOption(f"--record-rounds {record_rounds}: folder "
+                        f"{Path(record_rounds).parent} does not exist")
     ctx = 512 if quick else 4096
     eng = load(model, max_context=ctx)
     res = {"model": str(model), "adapter": eng.gpu.info.get("description", ""),
@@ -311,7 +382,9 @@ def run_session_bench(model, speculative: bool = False, ttft: bool = False, quic
                                                long_ctx=2048 if eng.max_context >= 2080
                                                else None)
     if speculative:
-        res.update(run_speculative_bench(eng, dr, quick, k))
+        res.update(run_speculative_bench(eng, dr, quick, k, replay))
+        if record_rounds is not None:
+            write_rounds(record_rounds, res)
     eng.close()
     out.write(json.dumps(res) + "\n" if as_json else format_session(res))
     return res
@@ -321,12 +394,14 @@ def format_session(r: dict) -> str:
     lines = [f"# driver bench {r['model']} on {r['adapter']}, {r['date']}"]
     t = r.get("ttft")
     if t:
-        lines.append("time to first token per turn (KV cache reused across turns):")
+        lines.append(f"time to first token per turn (KV cache reused across turns; median of "
+                     f"{t.get('reps', 1)} runs of the chat):")
         for x in t["turns"]:
             lines.append(f"  turn {x['turn']:>2}: prompt {x['prompt_tokens']:>5} tokens, "
                          f"{x['cached_tokens']:>5} cached, {x['prefill_tokens']:>4} prefilled: "
                          f"{1e3 * x['ttft_s']:8.1f} ms")
-        lines.append(f"last turn / first turn: {t['ratio_last_first']:.2f}x (target <= 1.5x); "
+        lines.append(f"last turn / first turn: {t['ratio_last_first']:.2f}x (target <= 1.5x; each "
+                     "run: " + ", ".join(f"{x:.2f}x" for x in t.get("ratio_runs", ())) + "); "
                      f"last turn without reuse ({t['last_turn_no_reuse_prefill_tokens']} tokens "
                      f"prefilled): {1e3 * t['last_turn_no_reuse_ttft_s']:.1f} ms")
     if r.get("verify_profile"):

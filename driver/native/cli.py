@@ -195,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --speculative: also a draft model (same tokenizer)")
     bp.add_argument("--draft-k", type=_positive_int, default=4,
                     help="with --speculative: drafted tokens per verify pass (default 4)")
+    bp.add_argument("--record-rounds", type=Path, default=None, metavar="FILE",
+                    help="with --speculative: write prompt lookup's rounds (drafted, accepted) "
+                         "per task to FILE (run it on a real model)")
+    bp.add_argument("--replay-rounds", type=Path, default=None, metavar="FILE",
+                    help="with --speculative: replay FILE's rounds on this model (mode "
+                         "'replayed': a real model's acceptance pattern at this model's cost)")
 
     sp = sub.add_parser("sweep", help="decode candidates (DecodeOptions, depth) on one loaded "
                                       "model per shape, beside the copy roofline")
@@ -244,8 +250,8 @@ def main(argv=None) -> int:
         elif a.cmd == "bench" and (a.ttft or a.speculative):
             from .bench_session import run_session_bench
             run_session_bench(a.model, speculative=a.speculative, ttft=a.ttft, quick=a.quick,
-                              profile=a.profile,
-                              draft=a.draft, k=a.draft_k, as_json=a.json)
+                              profile=a.profile, draft=a.draft, k=a.draft_k, as_json=a.json,
+                              record_rounds=a.record_rounds, replay_rounds=a.replay_rounds)
         elif a.cmd == "bench":
             from .bench import run_bench
             run_bench(a.model, quick=a.quick, vs_torch=a.vs_torch, as_json=a.json,
