@@ -258,9 +258,11 @@ def split_plan(pos: int, n_tok: int, tk: int, keys: int) -> tuple[int, int]:
     return -(-ctx // span), span
 
 
-def _prefill_case(n_heads, n_kv_heads, head_dim, kv, n_tok, pos, arith="f32") -> Case:
+def _prefill_case(n_heads, n_kv_heads, head_dim, kv, n_tok, pos, arith="f32",
+                  tiles="auto") -> Case:
     dims = {"n_heads": n_heads, "n_kv_heads": n_kv_heads, "head_dim": head_dim, "kv": kv,
-            **({"arith": arith} if arith != "f32" else {})}
+            **({"arith": arith} if arith != "f32" else {}),
+            **({"tiles": tiles} if tiles != "auto" else {})}
 
     def make(rng):
         import numpy as np
@@ -277,13 +279,15 @@ def _prefill_case(n_heads, n_kv_heads, head_dim, kv, n_tok, pos, arith="f32") ->
     return Case(op="attention_prefill", dims=dims, make_inputs=make, reference=ref, tol="attention",
                 tol_f16="attention_f16",
                 label=f"nh={n_heads},nkv={n_kv_heads},hd={head_dim},{kv},n_tok={n_tok},pos={pos}"
-                      + (f",arith={arith}" if arith != "f32" else ""))
+                      + (f",arith={arith}" if arith != "f32" else "")
+                      + (f",tiles={tiles}" if tiles != "auto" else ""))
 
 
-def _split_case(n_heads, n_kv_heads, head_dim, kv, n_tok, pos, keys) -> Case:
+def _split_case(n_heads, n_kv_heads, head_dim, kv, n_tok, pos, keys, tiles="auto") -> Case:
     """The split variant + attention_prefill_combine (``keys`` positions a split, as
     ``split_plan``) against the same reference as the one-pass kernel."""
-    dims = {"n_heads": n_heads, "n_kv_heads": n_kv_heads, "head_dim": head_dim, "kv": kv}
+    dims = {"n_heads": n_heads, "n_kv_heads": n_kv_heads, "head_dim": head_dim, "kv": kv,
+            **({"tiles": tiles} if tiles != "auto" else {})}
 
     def make(rng):
         import numpy as np
@@ -308,7 +312,8 @@ def _split_case(n_heads, n_kv_heads, head_dim, kv, n_tok, pos, keys) -> Case:
 
     return Case(op="attention_prefill", dims=dims, make_inputs=make, reference=ref, tol="attention",
                 steps=steps, label=f"nh={n_heads},nkv={n_kv_heads},hd={head_dim},{kv},n_tok={n_tok},"
-                                   f"pos={pos},split,keys={keys}")
+                                   f"pos={pos},split,keys={keys}"
+                                   + (f",tiles={tiles}" if tiles != "auto" else ""))
 
 
 @register_cases("attention_prefill", covers=("attention_prefill_combine",))
@@ -321,7 +326,22 @@ def prefill_cases(quick: bool) -> list[Case]:
            # split variant: rows whose causal end precedes the last split (all masked there),
            # a partial last tile, GQA 4 / 3 / 1, f16 and f32 KV, the most splits
            _split_case(4, 1, 128, "f32", 17, 40, 16), _split_case(9, 3, 64, "f16", 5, 300, 64),
-           _split_case(32, 8, 128, "f16", 33, 700, 128), _split_case(8, 2, 64, "f16", 9, 1000, 32)]
+           _split_case(32, 8, 128, "f16", 33, 700, 128), _split_case(8, 2, 64, "f16", 9, 1000, 32),
+           # GQA-row tiles, each config at least once (partial token and key tiles: n_tok and
+           # pos + n_tok not multiples of TQ / TK), today's kernel explicitly, G = 1 / 3 / 4 / 8;
+           # the two 48 KiB configs at head_dim 32 (within lavapipe's 32 KiB, the same code)
+           _prefill_case(8, 2, 32, "f16", 37, 29, tiles="4x4/64/128"),
+           _split_case(16, 2, 32, "f32", 21, 90, 32, tiles="4x4/32/128"),
+           _prefill_case(32, 8, 32, "f16", 70, 3, tiles="8x4/64/64"),
+           _split_case(8, 2, 32, "f16", 15, 200, 64, tiles="4x8/64/64"),
+           _prefill_case(4, 1, 64, "f16", 9, 66, tiles="4x4/64/64"),
+           _prefill_case(16, 2, 128, "f32", 13, 50, tiles="4x2/32/64"),
+           _prefill_case(4, 4, 64, "f32", 45, 7, tiles="4x4/32/64"),
+           _prefill_case(9, 3, 64, "f16", 21, 11, tiles="3x4/32/128"),
+           _prefill_case(8, 2, 128, "f16", 19, 40, tiles="2x2/16/64"),
+           _prefill_case(8, 2, 64, "f32", 11, 5, tiles="v1"),
+           _split_case(32, 8, 64, "f16", 23, 300, 64, tiles="4x2/32/128"),
+           _split_case(8, 1, 128, "f32", 10, 130, 32, tiles="4x2/32/64")]
     if not quick:
         out += [_prefill_case(32, 8, 128, "f16", 33, 4000), _prefill_case(9, 3, 64, "f16", 33, 100),
                 _prefill_case(8, 1, 64, "f16", 5, 17), _prefill_case(4, 4, 128, "f16", 130, 0)]

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 
 from .core import Caps, UnsupportedKernel
 
-# tried in order by tiles="auto"; the big ones need 48 KiB of workgroup memory (native NVIDIA),
-# "4x4/32/64" and "4x2/32/64" fit 32 KiB, "2x2/16/64" the WebGPU default of 16 KiB at head_dim 64.
-# "3x4/32/128" serves G = 3 (9 / 3 heads). Which is fastest is measured by
-# ``python -m shaders.attention_bench --prefill`` (every config against today's kernel).
-CONFIGS = ("4x4/64/128", "4x4/32/128", "4x2/32/128", "4x4/32/64", "4x2/32/64", "3x4/32/128",
-           "2x2/16/64")
+# tried in order by tiles="auto" (a guess: most rows sharing a K/V tile and the biggest register
+# block first); "4x4/64/128", "8x4/64/64", "4x8/64/64" and "4x4/32/128" need more than 32 KiB of
+# workgroup memory at head_dim 64 (native NVIDIA offers 48 KiB), "4x4/32/64", "4x2/32/128" fit
+# 32 KiB, "2x2/16/64" the WebGPU default of 16 KiB at head_dim 64; "3x4/32/128" serves G = 3
+# (9 / 3 heads). Which is fastest is measured by ``python -m shaders.attention_bench --prefill``
+# (every config against today's kernel "v1").
+CONFIGS = ("4x4/64/128", "8x4/64/64", "4x8/64/64", "4x4/32/128", "4x4/32/64", "4x2/32/128",
+           "4x4/64/64", "4x2/32/64", "3x4/32/128", "2x2/16/64")
 
 
 @dataclass(frozen=True)
