@@ -1,6 +1,7 @@
 """Benchmark of the attention / qkv_rope_decode / sampling kernels against the copy roofline of the same run.
 
     python -m shaders.attention_bench [--quick] [--out FILE] [--sweep] [--short] [--verify]
+                                      [--prefill [--tiles LIST]]
 
 Decode attention (attention_decode + attention_combine, one pair per call) over an f16 KV cache:
 GB/s counts the K and V bytes read (the useful traffic); each call reads another copy of the
@@ -9,7 +10,8 @@ cache so a pass touches more bytes than any L2. "indep" gives every call its own
 layer chain). Also times qkv_rope_decode (GB/s of weights), causal prefill attention (FLOP/s) and the
 two sampling passes at vocab 128256. ``--verify``: a speculative verify pass's attention over 5
 rows (nb 8) at ctx 256 / 1024 / 4096, attention_prefill against attention_decode's verify variant
-(split-K + combine, and one pass), with decode's one row for scale. Native only (numpy, wgpu);
+(split-K + combine, and one pass), with decode's one row for scale. ``--prefill``: only
+attention_prefill, every tile config against today's kernel (``prefill_sweep``). Native only (numpy, wgpu);
 reuses shaders.bench's timers.
 """
 
@@ -87,21 +89,74 @@ def bench_qkv(dev, caps, rng, fmt="q4_0", hidden=4096, n_heads=32, n_kv=8, hd=12
 
 
 def bench_prefill(dev, caps, rng, n_tok=512, n_heads=32, n_kv=8, hd=128, kv="f16",
-                  arith="f32", pos: int = 0) -> dict:
+                  arith="f32", pos: int = 0, tiles: str = "auto", split_keys: int = 0) -> dict:
+    """One attention_prefill call (``tiles`` as build_prefill's). ``split_keys`` > 0: the engine's
+    plan for a chunk after ``pos`` cached positions (driver/prefill_attention.py, SPLIT_KEYS):
+    the split variant + attention_prefill_combine when ``split_plan`` says so, timed together."""
     import numpy as np
-    k = kernel("attention_prefill", caps, n_heads=n_heads, n_kv_heads=n_kv, head_dim=hd, kv=kv,
-               arith=arith)
+    from .attention_prefill import MAX_SPLITS, split_plan
+    from .attention_prefill_gqa import flops
+    dims = dict(n_heads=n_heads, n_kv_heads=n_kv, head_dim=hd, kv=kv, arith=arith, tiles=tiles)
+    k = kernel("attention_prefill", caps, **dims)
+    splits, span = split_plan(pos, n_tok, k.meta["tk"], split_keys) if n_tok > 1 else (1, 0)
     kb, vb = _kv_host(rng, pos + n_tok, n_kv, hd, kv)
     bufs = harness.make_buffers({
         "q": rng.standard_normal((n_tok, n_heads * hd)).astype(np.float32),
-        "k_cache": kb, "v_cache": vb, "out": n_tok * n_heads * hd * 4}, dev)
-    call = bench._calls(dev, k, bufs, {"n_tok": n_tok, "pos": pos}, k.grid(n_tok=n_tok))
-    t, src = bench.time_calls([[call]], dev, min_secs=0.1)
-    # QK^T and PV: query t over pos + t + 1 positions
-    flops = 2 * 2 * n_heads * hd * (n_tok * pos + n_tok * (n_tok + 1) / 2)
+        "k_cache": kb, "v_cache": vb, "out": n_tok * n_heads * hd * 4,
+        "part": n_tok * n_heads * MAX_SPLITS * (hd + 2) * 4}, dev)
+    if splits > 1:
+        ks = kernel("attention_prefill", caps, **dims, split=1)
+        kc = kernel("attention_prefill_combine", caps, n_heads=n_heads, head_dim=hd)
+        calls = [bench._calls(dev, ks, bufs, {"n_tok": n_tok, "pos": pos, "span": span},
+                              ks.grid(n_tok=n_tok, splits=splits)),
+                 bench._calls(dev, kc, bufs, {"n_tok": n_tok, "splits": splits},
+                              kc.grid(n_tok=n_tok))]
+        k = ks
+    else:
+        calls = [bench._calls(dev, k, bufs, {"n_tok": n_tok, "pos": pos}, k.grid(n_tok=n_tok))]
+    t, src = bench.time_calls([calls], dev, min_secs=0.1)
     return {"kernel": k.slug, "shape": f"n_tok={n_tok} {n_heads}/{n_kv} hd={hd} {kv} {arith}"
-            + (f" pos={pos}" if pos else ""),
-            "secs": t, "flops": flops / t, "timer": src}
+            + (f" pos={pos}" if pos else "") + (f" splits={splits}" if splits > 1 else ""),
+            "secs": t, "flops": flops(n_heads, hd, n_tok, pos) / t, "timer": src}
+
+
+def prefill_sweep(rep, quick: bool = False, tiles: list[str] | None = None,
+                  split_keys: int = 512) -> dict:
+    """attention_prefill, every tile config (``attention_prefill_gqa.CONFIGS`` and today's "v1",
+    or ``tiles``) on the prefill shapes that matter: a 512-token prompt from an empty cache (8B and
+    1B heads) and turn 10 of a ~3,000-token chat (1B heads, 151 rows after 2,699 cached positions,
+    the engine's split plan: ``split_keys`` = driver/prefill_attention.py's SPLIT_KEYS). Prints
+    TFLOP/s per row and the best config per shape; returns {shape: (config, TFLOP/s)}."""
+    from .attention_prefill_gqa import CONFIGS
+    dev, caps, rng, say = rep.dev, rep.caps, rep.rng, rep.say
+    shapes = ([("prompt 64, 8/2 hd64", dict(n_tok=64, n_heads=8, n_kv=2, hd=64)),
+               ("chunk 40 after 600, 8/2 hd64", dict(n_tok=40, pos=600, n_heads=8, n_kv=2, hd=64))]
+              if quick else
+              [("prompt 512, 8B heads", dict(n_tok=512, n_heads=32, n_kv=8, hd=128)),
+               ("prompt 512, 1B heads", dict(n_tok=512, n_heads=32, n_kv=8, hd=64)),
+               ("turn 10: 151 after 2699, 1B", dict(n_tok=151, pos=2699, n_heads=32, n_kv=8, hd=64))])
+    cfgs = tiles or ["v1", "auto", *CONFIGS]
+    say(f"workgroup storage {caps.max_workgroup_storage} B, invocations {caps.max_workgroup_size}")
+    say("| shape | tiles | kernel | time (us) | TFLOP/s | vs v1 |")
+    say("|---|---|---|---|---|---|")
+    best = {}
+    for label, shp in shapes:
+        base = None
+        for cfg in cfgs:
+            try:
+                r = bench_prefill(dev, caps, rng, kv="f16", tiles=cfg, split_keys=split_keys, **shp)
+            except Exception as e:   # a config these dims / this adapter cannot take: say so, go on
+                say(f"| {label} | {cfg} | {type(e).__name__}: {e} | | | |")
+                continue
+            base = r["flops"] if cfg == "v1" else base
+            vs = f"{r['flops'] / base:.2f}x" if base else "-"
+            say(f"| {label} | {cfg} | {r['kernel']} | {r['secs'] * 1e6:.1f} | "
+                f"{r['flops'] / 1e12:.3f} | {vs} |")
+            if cfg != "auto" and r["flops"] > best.get(label, ("", 0.0))[1]:
+                best[label] = (cfg, r["flops"])
+    for label, (cfg, fl) in best.items():
+        say(f"best for {label}: tiles={cfg} ({fl / 1e12:.2f} TFLOP/s)")
+    return best
 
 
 def bench_sample(dev, caps, rng, vocab=128256, **params) -> dict:
@@ -122,11 +177,18 @@ def bench_sample(dev, caps, rng, vocab=128256, **params) -> dict:
 
 
 def main(quick: bool = False, out_file: str | None = None, sweep: bool = False,
-         short: bool = False, verify: bool = False) -> int:
+         short: bool = False, verify: bool = False, prefill: bool = False,
+         tiles: list[str] | None = None) -> int:
     import time
 
     rep = bench.Report()
     dev, caps, rng, say = rep.dev, rep.caps, rep.rng, rep.say
+    if prefill:   # the prefill-attention tile sweep alone
+        say(f"# attention_prefill tile sweep {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
+            f"on {harness.adapter_name(dev)}")
+        prefill_sweep(rep, quick, tiles)
+        rep.save(out_file)
+        return 0
 
     say(f"# attention/qkv/sample bench {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
         f"{harness.adapter_name(dev)}; caps f16={caps.shader_f16} subgroups={caps.subgroups}")
@@ -195,5 +257,12 @@ if __name__ == "__main__":
     ap.add_argument("--verify", action="store_true",
                     help="a verify pass's attention (5 rows): attention_prefill against "
                          "attention_decode's verify variant, ctx 256 / 1024 / 4096")
+    ap.add_argument("--prefill", action="store_true",
+                    help="only attention_prefill: every tile config (and today's 'v1') on a "
+                         "512-token prompt (8B and 1B heads) and a turn-10 chunk (151 rows after "
+                         "2,699 cached, split + combine); TFLOP/s and the best config per shape")
+    ap.add_argument("--tiles", metavar="LIST",
+                    help="with --prefill: comma-separated tile configs (v1, auto, RQxRK/TK/WG)")
     a = ap.parse_args()
-    raise SystemExit(main(a.quick, a.out, a.sweep, a.short, a.verify))
+    raise SystemExit(main(a.quick, a.out, a.sweep, a.short, a.verify, a.prefill,
+                          a.tiles.split(",") if a.tiles else None))

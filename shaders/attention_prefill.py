@@ -21,6 +21,7 @@ from .attention import _check_dims, kv_arrays, ref_attention
 from .core import Binding, Caps, Grid, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
 from .wgsl_common import enable_lines, features, wgsl_float
 from .registry import Case, register, register_cases
+from . import attention_prefill_gqa as gqa
 
 PREFILL_PARAMS = Params((("n_tok", "u32"), ("pos", "u32")))
 SPLIT_PARAMS = Params((("n_tok", "u32"), ("pos", "u32"), ("span", "u32")))
@@ -133,44 +134,57 @@ def prefill_tiles(head_dim: int, kv: str, wg: int = 128) -> tuple[int, int]:
 
 @register("attention_prefill")
 def build_prefill(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int,
-                  kv: str = "f16", arith: str = "f32", split: int = 0) -> Kernel:
+                  kv: str = "f16", arith: str = "f32", split: int = 0,
+                  tiles: str = "auto") -> Kernel:
     """``arith="f16"`` opts into f16 tiles and score dot products when the adapter has shader-f16
-    (else f32). Not the default: on the engine's f16 test model it cut the greedy agreement with
-    the f32 run from >= 32 tokens to 15 (tests/test_engine.py quality check). ``split=1``: the
-    split variant, grid z = params' position ranges of ``span`` keys, partials into ``part`` for
-    attention_prefill_combine (long cached contexts: many short walks instead of a few long)."""
+    (else f32), on today's kernel. Not the default: on the engine's f16 test model it cut the
+    greedy agreement with the f32 run from >= 32 tokens to 15 (tests/test_engine.py quality
+    check). ``split=1``: the split variant, grid z = params' position ranges of ``span`` keys,
+    partials into ``part`` for attention_prefill_combine (long cached contexts: many short walks
+    instead of a few long). ``tiles``: "auto" (the GQA-row register-tiled kernel,
+    shaders/attention_prefill_gqa.py, in the first of its CONFIGS that fits the dims and the
+    adapter, else today's), "v1" (today's: TQ rows of one query head), or one config
+    "RQxRK/TK/WG" (UnsupportedKernel if it does not fit)."""
     _check_dims("attention_prefill", n_heads, n_kv_heads, head_dim, kv)
     if split not in (0, 1):
         raise UnsupportedKernel(f"attention_prefill: split must be 0 or 1, got {split!r}")
     if arith not in ("f32", "f16"):
         raise UnsupportedKernel(f"attention_prefill: arith must be 'f32' or 'f16', got {arith!r}")
-    wg = 128
-    if wg > caps.max_workgroup_size:
-        raise UnsupportedKernel(f"attention_prefill: needs {wg} invocations per workgroup")
-    tq, tk = prefill_tiles(head_dim, kv, wg)
     f16 = caps.shader_f16 and arith == "f16"
-    esize = 2 if f16 else 4
-    shared = esize * (tq * head_dim + tk * (head_dim + 4)) + 4 * tq * tk
-    if shared > caps.max_workgroup_storage:
-        raise UnsupportedKernel(f"attention_prefill: needs {shared} B of workgroup storage, "
-                                f"adapter has {caps.max_workgroup_storage}")
-    key = KernelKey(op="attention_prefill", fmt=kv, wg=wg, tile=tq, f16=f16,
-                    dims=(("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim), ("tk", tk))
-                    + ((("split", 1),) if split else ()))
-    prm = SPLIT_PARAMS if split else PREFILL_PARAMS
+    if tiles == "v1" or (tiles == "auto" and f16):
+        return _build_v1(caps, n_heads, n_kv_heads, head_dim, kv, f16, split)
+    if f16:
+        raise UnsupportedKernel("attention_prefill: arith='f16' runs only on tiles 'v1'/'auto'")
+    t = (gqa.pick(caps, n_heads, n_kv_heads, head_dim) if tiles == "auto"
+         else gqa.plan(tiles, caps, n_heads, n_kv_heads, head_dim))
+    if t is None:
+        return _build_v1(caps, n_heads, n_kv_heads, head_dim, kv, False, split)
+    key = KernelKey(op="attention_prefill", fmt=kv, wg=t.wg, tile=t.tq, f16=False,
+                    dims=(("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim), ("tk", t.tk),
+                          ("rq", t.rq), ("rk", t.rk)) + ((("split", 1),) if split else ()))
+    src = render(load_template("attention_prefill_gqa"), {
+        "N_HEADS": str(n_heads), "N_KV": str(n_kv_heads), "HEAD_DIM": str(head_dim),
+        "SCALE": wgsl_float(1.0 / math.sqrt(head_dim)),
+        "PARAMS": (SPLIT_PARAMS if split else PREFILL_PARAMS).wgsl(), "KV_DECL": _kv_decl(kv),
+        # the one-pass kernel stores whole vec4s of out (head_dim is a multiple of 8)
+        "OUT_DECL": _OUT_DECL[1] if split else _OUT_DECL[0].replace("array<f32>", "array<vec4<f32>>"),
+        "RANGE": _RANGE[split], **gqa.subs(kv, head_dim, t, split)}, key.slug())
+    return _kernel(key, src, kv, n_heads, n_kv_heads, head_dim, split, t.tq, t.tk, t.wg, False)
+
+
+def _kv_decl(kv: str) -> str:
     wt = "vec4<u32>" if kv == "f16" else "vec4<f32>"
-    decl = (f"@group(0) @binding(1) var<storage, read> k_cache: array<{wt}>;"
+    return (f"@group(0) @binding(1) var<storage, read> k_cache: array<{wt}>;"
             f"  // (max_ctx, N_KV, HD) {kv}, 16-byte words\n"
             f"@group(0) @binding(2) var<storage, read> v_cache: array<{wt}>;"
             f"  // (max_ctx, N_KV, HD) {kv}, 16-byte words")
-    src = render(load_template("attention_prefill"), {
-        "ENABLES": enable_lines(f16, False) + f"\nalias ST = {'f16' if f16 else 'f32'};",
-        "N_HEADS": str(n_heads), "N_KV": str(n_kv_heads), "HEAD_DIM": str(head_dim),
-        "WG": str(wg), "TQ": str(tq), "TK": str(tk),
-        "SCALE": wgsl_float(1.0 / math.sqrt(head_dim)), "PARAMS": prm.wgsl(),
-        "KV_DECL": decl, "OUT_DECL": _OUT_DECL[split], "RANGE": _RANGE[split],
-        "STORE": _STORE[split], **_score_io(tk // (wg // tq)),
-        **_tile_io(kv, head_dim, tk, wg, f16)}, key.slug())
+
+
+def _kernel(key, src, kv, n_heads, n_kv_heads, head_dim, split, tq, tk, wg, f16) -> Kernel:
+    """The Kernel of either tiling: same bindings, params and split protocol; the grid's y is the
+    query heads (today's kernel) or the KV heads (GQA rows: a workgroup holds all G heads)."""
+    prm = SPLIT_PARAMS if split else PREFILL_PARAMS
+    gy = n_kv_heads if "rq" in dict(key.dims) else n_heads
     kv_shape = f"(max_ctx, n_kv_heads, head_dim) {kv}"
     out = (Binding("part", "read_write", "(n_tok, n_heads, MAX_SPLITS, head_dim + 2) f32") if split
            else Binding("out", "read_write", "(n_tok, n_heads*head_dim) f32"))
@@ -179,10 +193,37 @@ def build_prefill(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int,
         Binding("q", "read", "(n_tok, n_heads*head_dim) f32"),
         Binding("k_cache", "read", kv_shape), Binding("v_cache", "read", kv_shape), out,
         Binding("params", "uniform", "Params{n_tok, pos, span}" if split else "Params{n_tok, pos}")),
-        grid=(Grid(lambda n_tok=1, splits=1: (-(-n_tok // tq), n_heads, splits), ("n_tok", "splits"))
-              if split else Grid(lambda n_tok=1: (-(-n_tok // tq), n_heads, 1), ("n_tok",))),
+        grid=(Grid(lambda n_tok=1, splits=1: (-(-n_tok // tq), gy, splits), ("n_tok", "splits"))
+              if split else Grid(lambda n_tok=1: (-(-n_tok // tq), gy, 1), ("n_tok",))),
         meta={"tk": tk, "part_bytes_per_row": n_heads * MAX_SPLITS * (head_dim + 2) * 4} if split
         else {"tk": tk})
+
+
+def _build_v1(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int, kv: str, f16: bool,
+              split: int) -> Kernel:
+    """Today's kernel (attention_prefill.wgsl): TQ rows of one query head per workgroup."""
+    wg = 128
+    if wg > caps.max_workgroup_size:
+        raise UnsupportedKernel(f"attention_prefill: needs {wg} invocations per workgroup")
+    tq, tk = prefill_tiles(head_dim, kv, wg)
+    esize = 2 if f16 else 4
+    shared = esize * (tq * head_dim + tk * (head_dim + 4)) + 4 * tq * tk
+    if shared > caps.max_workgroup_storage:
+        raise UnsupportedKernel(f"attention_prefill: needs {shared} B of workgroup storage, "
+                                f"adapter has {caps.max_workgroup_storage}")
+    key = KernelKey(op="attention_prefill", fmt=kv, wg=wg, tile=tq, f16=f16,
+                    dims=(("nh", n_heads), ("nkv", n_kv_heads), ("hd", head_dim), ("tk", tk))
+                    + ((("split", 1),) if split else ()))
+    src = render(load_template("attention_prefill"), {
+        "ENABLES": enable_lines(f16, False) + f"\nalias ST = {'f16' if f16 else 'f32'};",
+        "N_HEADS": str(n_heads), "N_KV": str(n_kv_heads), "HEAD_DIM": str(head_dim),
+        "WG": str(wg), "TQ": str(tq), "TK": str(tk),
+        "SCALE": wgsl_float(1.0 / math.sqrt(head_dim)),
+        "PARAMS": (SPLIT_PARAMS if split else PREFILL_PARAMS).wgsl(),
+        "KV_DECL": _kv_decl(kv), "OUT_DECL": _OUT_DECL[split], "RANGE": _RANGE[split],
+        "STORE": _STORE[split], **_score_io(tk // (wg // tq)),
+        **_tile_io(kv, head_dim, tk, wg, f16)}, key.slug())
+    return _kernel(key, src, kv, n_heads, n_kv_heads, head_dim, split, tq, tk, wg, f16)
 
 
 @register("attention_prefill_combine")
@@ -217,9 +258,11 @@ def split_plan(pos: int, n_tok: int, tk: int, keys: int) -> tuple[int, int]:
     return -(-ctx // span), span
 
 
-def _prefill_case(n_heads, n_kv_heads, head_dim, kv, n_tok, pos, arith="f32") -> Case:
+def _prefill_case(n_heads, n_kv_heads, head_dim, kv, n_tok, pos, arith="f32",
+                  tiles="auto") -> Case:
     dims = {"n_heads": n_heads, "n_kv_heads": n_kv_heads, "head_dim": head_dim, "kv": kv,
-            **({"arith": arith} if arith != "f32" else {})}
+            **({"arith": arith} if arith != "f32" else {}),
+            **({"tiles": tiles} if tiles != "auto" else {})}
 
     def make(rng):
         import numpy as np
@@ -236,13 +279,15 @@ def _prefill_case(n_heads, n_kv_heads, head_dim, kv, n_tok, pos, arith="f32") ->
     return Case(op="attention_prefill", dims=dims, make_inputs=make, reference=ref, tol="attention",
                 tol_f16="attention_f16",
                 label=f"nh={n_heads},nkv={n_kv_heads},hd={head_dim},{kv},n_tok={n_tok},pos={pos}"
-                      + (f",arith={arith}" if arith != "f32" else ""))
+                      + (f",arith={arith}" if arith != "f32" else "")
+                      + (f",tiles={tiles}" if tiles != "auto" else ""))
 
 
-def _split_case(n_heads, n_kv_heads, head_dim, kv, n_tok, pos, keys) -> Case:
+def _split_case(n_heads, n_kv_heads, head_dim, kv, n_tok, pos, keys, tiles="auto") -> Case:
     """The split variant + attention_prefill_combine (``keys`` positions a split, as
     ``split_plan``) against the same reference as the one-pass kernel."""
-    dims = {"n_heads": n_heads, "n_kv_heads": n_kv_heads, "head_dim": head_dim, "kv": kv}
+    dims = {"n_heads": n_heads, "n_kv_heads": n_kv_heads, "head_dim": head_dim, "kv": kv,
+            **({"tiles": tiles} if tiles != "auto" else {})}
 
     def make(rng):
         import numpy as np
@@ -267,7 +312,8 @@ def _split_case(n_heads, n_kv_heads, head_dim, kv, n_tok, pos, keys) -> Case:
 
     return Case(op="attention_prefill", dims=dims, make_inputs=make, reference=ref, tol="attention",
                 steps=steps, label=f"nh={n_heads},nkv={n_kv_heads},hd={head_dim},{kv},n_tok={n_tok},"
-                                   f"pos={pos},split,keys={keys}")
+                                   f"pos={pos},split,keys={keys}"
+                                   + (f",tiles={tiles}" if tiles != "auto" else ""))
 
 
 @register_cases("attention_prefill", covers=("attention_prefill_combine",))
@@ -280,7 +326,22 @@ def prefill_cases(quick: bool) -> list[Case]:
            # split variant: rows whose causal end precedes the last split (all masked there),
            # a partial last tile, GQA 4 / 3 / 1, f16 and f32 KV, the most splits
            _split_case(4, 1, 128, "f32", 17, 40, 16), _split_case(9, 3, 64, "f16", 5, 300, 64),
-           _split_case(32, 8, 128, "f16", 33, 700, 128), _split_case(8, 2, 64, "f16", 9, 1000, 32)]
+           _split_case(32, 8, 128, "f16", 33, 700, 128), _split_case(8, 2, 64, "f16", 9, 1000, 32),
+           # GQA-row tiles, each config at least once (partial token and key tiles: n_tok and
+           # pos + n_tok not multiples of TQ / TK), today's kernel explicitly, G = 1 / 3 / 4 / 8;
+           # the two 48 KiB configs at head_dim 32 (within lavapipe's 32 KiB, the same code)
+           _prefill_case(8, 2, 32, "f16", 37, 29, tiles="4x4/64/128"),
+           _split_case(16, 2, 32, "f32", 21, 90, 32, tiles="4x4/32/128"),
+           _prefill_case(32, 8, 32, "f16", 70, 3, tiles="8x4/64/64"),
+           _split_case(8, 2, 32, "f16", 15, 200, 64, tiles="4x8/64/64"),
+           _prefill_case(4, 1, 64, "f16", 9, 66, tiles="4x4/64/64"),
+           _prefill_case(16, 2, 128, "f32", 13, 50, tiles="4x2/32/64"),
+           _prefill_case(4, 4, 64, "f32", 45, 7, tiles="4x4/32/64"),
+           _prefill_case(9, 3, 64, "f16", 21, 11, tiles="3x4/32/128"),
+           _prefill_case(8, 2, 128, "f16", 19, 40, tiles="2x2/16/64"),
+           _prefill_case(8, 2, 64, "f32", 11, 5, tiles="v1"),
+           _split_case(32, 8, 64, "f16", 23, 300, 64, tiles="4x2/32/128"),
+           _split_case(8, 1, 128, "f32", 10, 130, 32, tiles="4x2/32/64")]
     if not quick:
         out += [_prefill_case(32, 8, 128, "f16", 33, 4000), _prefill_case(9, 3, 64, "f16", 33, 100),
                 _prefill_case(8, 1, 64, "f16", 5, 17), _prefill_case(4, 4, 128, "f16", 130, 0)]

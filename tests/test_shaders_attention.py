@@ -90,6 +90,37 @@ def test_min_storage_buffers_for_the_manifest():
         shaders.min_storage_buffers(["rope"], "f32")   # not an op of the graph: no probe dims
 
 
+
+def test_prefill_tiles_pick_gqa_rows_or_fall_back():
+    """tiles="auto": the GQA-row kernel (grid y = KV heads) where a config fits the adapter's
+    workgroup memory, today's "v1" (grid y = query heads) where none does; a config that does not
+    tile the dims or fit is refused with its reason; a malformed one names the expected form."""
+    from shaders import attention_prefill_gqa as gqa
+    big, small = shaders.Caps(max_workgroup_storage=49152), shaders.Caps()
+    dims = dict(n_heads=32, n_kv_heads=8, kv="f16")
+    k = shaders.kernel("attention_prefill", big, head_dim=64, **dims)
+    assert dict(k.key.dims)["rq"] == 4 and k.grid(n_tok=151)[1] == 8
+    assert k.grid(n_tok=151)[0] == -(-151 // gqa.plan(gqa.CONFIGS[0], big, 32, 8, 64).tq)
+    ks = shaders.kernel("attention_prefill", big, head_dim=64, split=1, **dims)
+    assert ks.grid(n_tok=151, splits=6)[1:] == (8, 6)
+    v1 = shaders.kernel("attention_prefill", big, head_dim=64, tiles="v1", **dims)
+    assert "rq" not in dict(v1.key.dims) and v1.grid(n_tok=151)[1] == 32
+    # 16 KiB: hd 64 still fits a config, hd 128 does not (today's kernel then)
+    assert "rq" in dict(shaders.kernel("attention_prefill", small, head_dim=64, **dims).key.dims)
+    assert "rq" not in dict(shaders.kernel("attention_prefill", small, head_dim=128,
+                                           **dims).key.dims)
+    for cfg in gqa.CONFIGS:     # every config builds for the 1B shape on a 48 KiB adapter
+        t = gqa.plan(cfg, big, 32, 8, 64)
+        assert t.shared <= 49152 and t.r == t.tq * 4 and t.rp * t.dv * t.wg == t.r * 16
+    with pytest.raises(shaders.UnsupportedKernel, match="workgroup storage"):
+        shaders.kernel("attention_prefill", small, head_dim=128, tiles="4x4/64/128", **dims)
+    with pytest.raises(shaders.UnsupportedKernel, match="whole tokens of 3 heads"):
+        shaders.kernel("attention_prefill", big, n_heads=9, n_kv_heads=3, head_dim=64,
+                       tiles="4x4/32/64")
+    with pytest.raises(shaders.UnsupportedKernel, match="RQxRK/TK/WG"):
+        shaders.kernel("attention_prefill", big, head_dim=64, tiles="fast", **dims)
+
+
 @pytest.mark.parametrize("model", sorted(MODELS))
 @pytest.mark.parametrize("limits", ["webgpu-default", "compat-128", "subgroups+f16"])
 def test_model_shapes_build_within_browser_limits(model, limits):
