@@ -19,14 +19,17 @@ from dataclasses import dataclass
 
 from .core import Caps, UnsupportedKernel
 
-# tried in order by tiles="auto" (a guess: most rows sharing a K/V tile and the biggest register
-# block first); "4x4/64/128", "8x4/64/64", "4x8/64/64" and "4x4/32/128" need more than 32 KiB of
-# workgroup memory at head_dim 64 (native NVIDIA offers 48 KiB), "4x4/32/64", "4x2/32/128" fit
-# 32 KiB, "2x2/16/64" the WebGPU default of 16 KiB at head_dim 64; "3x4/32/128" serves G = 3
-# (9 / 3 heads). Which is fastest is measured by ``python -m shaders.attention_bench --prefill``
-# (every config against today's kernel "v1").
-CONFIGS = ("4x4/64/128", "8x4/64/64", "4x8/64/64", "4x4/32/128", "4x4/32/64", "4x2/32/128",
-           "4x4/64/64", "4x2/32/64", "3x4/32/128", "2x2/16/64")
+# tried in order by tiles="auto": fastest first as measured on the H200 (2026-12-03, ``python -m
+# shaders.attention_bench --prefill``, TFLOP/s for a 512-token prompt with 8B heads / with 1B heads
+# / 151 rows after 2,699 cached with 1B heads; today's kernel "v1" 3.0 / 3.1 / 4.0):
+#   4x2/32/128  8.9 / 9.1 / 12.3     4x4/64/128  -  / 9.1 / 12.0     4x4/32/64  6.7 / 8.4 / 12.0
+#   4x4/32/128  -  / 8.2 / 11.9      3x4/32/128  -  / 8.3 / 11.1     4x2/32/64  5.2 / 7.8 / 10.9
+#   2x2/16/64   6.2 / 6.5 / 9.1      4x8/64/64   -  / 6.5 / 8.8      8x4/64/64  -  / 6.3 / 8.4
+#   4x4/64/64   6.4 / 5.0 / 6.1      ("-": needs more than the H200's 48 KiB of workgroup memory)
+# Adapters with less workgroup memory get the first that fits: "2x2/16/64" fits the WebGPU default
+# of 16 KiB at head_dim 64; "3x4/32/128" serves G = 3 (9 / 3 heads).
+CONFIGS = ("4x2/32/128", "4x4/64/128", "4x4/32/64", "4x4/32/128", "3x4/32/128", "4x2/32/64",
+           "2x2/16/64", "4x8/64/64", "8x4/64/64", "4x4/64/64")
 
 
 @dataclass(frozen=True)

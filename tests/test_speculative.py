@@ -347,7 +347,7 @@ def test_sampled_speculation_keeps_the_distribution(tiny):
         assert pval > 1e-3, (counts, joint)
 
 
-def test_bench_ttft_and_speculative_quick(tiny):
+def test_bench_ttft_and_speculative_quick(tiny, tmp_path):
     """`python -m driver bench MODEL --ttft --speculative --quick --json`: turns reuse the cache,
     every speculative mode's output equals plain decoding's, forced drafts are all accepted,
     rejected ones never, and the per-round GPU costs are there."""
@@ -356,8 +356,12 @@ def test_bench_ttft_and_speculative_quick(tiny):
 
     from driver.native.bench_session import run_session_bench
     out = io.StringIO()
+    # a replayed pattern with partial acceptance, a round without drafts, a full round
+    rounds = tmp_path / "rounds.json"
+    rounds.write_text(json.dumps({"tasks": {"extractive": {"rounds": [[3, 1], [0, 0], [2, 2]]}}}))
     run_session_bench(tiny["q4_0"].source.folder, speculative=True, ttft=True, quick=True,
-                      as_json=True, out=out, profile=True)
+                      as_json=True, out=out, profile=True, replay_rounds=rounds,
+                      record_rounds=tmp_path / "rec.json")
     r = json.loads(out.getvalue())
     # --profile: the verify pass by op for n = 2 and 5 (nb 2, 8, and 5), both head variants
     vp = r["verify_profile"]
@@ -379,7 +383,18 @@ def test_bench_ttft_and_speculative_quick(tiny):
     assert r["ttft"]["ratio_last_first"] > 0 and r["ttft"]["last_turn_no_reuse_prefill_tokens"] \
         == turns[-1]["prompt_tokens"]
     modes = {(x["task"], x["mode"]): x for x in r["speculative"]}
-    assert {m for _, m in modes} == {"plain", "lookup", "forced", "rejected"}
+    assert {m for _, m in modes} == {"plain", "lookup", "forced", "rejected", "replayed"}
+    assert ("chat", "replayed") not in modes      # only the task the file has rounds for
+    rp = modes[("extractive", "replayed")]
+    assert rp["same"] and 0 < rp["accepted"] < rp["drafted"] and rp["decode_steps"] > 0
+    # --record-rounds: this run's lookup rounds per task, each consistent with its lookup row
+    rec = json.loads((tmp_path / "rec.json").read_text())
+    assert rec["k"] == 4 and not list(tmp_path.glob("*.partial"))
+    for task in ("extractive", "chat"):
+        rs = rec["tasks"][task]["rounds"]
+        lk = modes[(task, "lookup")]
+        assert sum(a for _, a in rs) == lk["accepted"] and sum(d for d, _ in rs) == lk["drafted"]
+        assert sum(1 for d, _ in rs if d) == lk["verify_passes"]
     for key, x in modes.items():
         assert x["same"], key      # this model and prompt have no near-tie (q4_0: test above)
         if x["mode"] == "forced" and x["same"]:
@@ -387,3 +402,52 @@ def test_bench_ttft_and_speculative_quick(tiny):
         if x["mode"] == "rejected":
             assert x["accepted"] == 0 and x["verify_passes"] > 0
     assert r["pass_costs"]["decode_ms"] > 0 and r["pass_costs"]["verify_5_rows_ms"] > 0
+
+
+def test_recording_and_replay_drafters():
+    """Recording turns its log into (drafted, accepted) against the final output; Replay drafts
+    exactly that: the first ``accepted`` tokens right, the rest wrong, 0 = no drafts."""
+    import asyncio
+
+    from driver.speculative import Recording, Replay
+
+    class Fixed:
+        def __init__(self, props):
+            self.props = iter(props)
+
+        async def propose(self, seq, n):
+            return next(self.props), None
+
+    out = [5, 6, 7, 8, 9, 10]
+    rec = Recording(Fixed([[5, 6, 0], [], [8, 9, 10]]))
+    run = asyncio.run
+    run(rec.propose([1, 2], 3))              # before out[0]: 5, 6 right, 0 wrong
+    run(rec.propose([1, 2, 5, 6, 7], 3))     # no match
+    run(rec.propose([1, 2, 5, 6, 7], 3))     # out[3:] = 8, 9, 10: all right
+    assert rec.rounds(2, out) == [(3, 2), (0, 0), (3, 3)]
+    rep = Replay(2, out, 11, [(3, 2), (0, 0)])
+    assert run(rep.propose([1, 2], 3)) == ([5, 6, 8], None)
+    assert run(rep.propose([1, 2, 5], 3)) == ([], None)
+    assert run(rep.propose([1, 2, 5], 2)) == ([6, 7], None)   # rounds repeat; n caps them
+    with pytest.raises(BadOption, match="no recorded rounds"):
+        Replay(2, out, 11, [])
+
+
+@pytest.mark.parametrize("text,words", [
+    (None, ["cannot read it"]),
+    ("{not json", ["not a rounds file"]),
+    ('{"tasks": {"extractive": {"rounds": [[2, 3]]}}}', ["0 <= accepted <= drafted"]),
+    ('{"tasks": {"chat": {"rounds": []}}}', ["0 <= accepted <= drafted"]),
+    ('{"rounds": [[1, 1]]}', ["not a rounds file"]),
+])
+def test_replay_rounds_bad_file_one_line(tmp_path, capsys, text, words):
+    """`driver bench MODEL --speculative --replay-rounds FILE` with a missing or malformed FILE:
+    one error line naming the file, exit 2, before any model is loaded."""
+    from driver.native.cli import main
+    f = tmp_path / "rounds.json"
+    if text is not None:
+        f.write_text(text)
+    rc = main(["bench", "synth:llama3-tiny:q4_0", "--speculative", "--replay-rounds", str(f)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: --replay-rounds ")
+    assert str(f) in err[0] and all(w in err[0] for w in words), err

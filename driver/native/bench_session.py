@@ -348,7 +348,7 @@ def write_rounds(path, res: dict) -> None:
     doc = {"model": res["model"], "adapter": res["adapter"], "date": res["date"], "k": res["k"],
            "new_tokens": res["new_tokens"], "tasks": res["lookup_rounds"]}
     tmp = p.with_name(p.name + ".partial")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(doc) + "\n", encoding="utf-8")
     os.replace(tmp, p)
 
 
