@@ -270,6 +270,15 @@ def test_verify_body_honors_multi_tuned(tiny, monkeypatch):
     assert seen[(Q, H)] == seen[(H, Q)] == (32, 2, 0), seen
     kv = G.dims["KV"]
     assert seen[(kv, H)] != (32, 2, 0), seen             # wk / wv: not in the table
+
+    def wq_kernel(nb):
+        for st in G.record_verify(nb).steps:
+            k = getattr(st, "kernel", None)
+            if k is not None and k.key.op == "matvec_multi" and \
+                    (dict(k.key.dims)["r"], dict(k.key.dims)["c"]) == (Q, H):
+                return k.workgroup_size[0], k.meta["rows_per_wg"], int(k.key.subgroups)
+    # a body of 4 rows takes the entry for 8 (the smallest tuned nb above it); 16 has none
+    assert wq_kernel(4) == (32, 2, 0) and wq_kernel(16) != (32, 2, 0)
     prompt = _ids(30, 5)
     plain = list(eng.generate(prompt, 24, stop_ids=()))
     out = eng._run(_collect(generate_speculative(eng, prompt, 24, 4, "lookup",
