@@ -299,6 +299,9 @@ class Verifier:
         self.progs: dict = {}
         self.pieces: dict = {}     # id(program) -> its submission pieces (see SUBMIT_OPS)
         self.vlog = None
+        # seconds over this verifier's passes: uniforms + encoding + submission, then waiting for
+        # the ids (the stats' "encode_s" / "wait_s": where a round's wall time goes)
+        self.encode_s = self.wait_s = 0.0
 
     def body(self):
         return self.e.graph.record_verify(self.nb)
@@ -361,16 +364,21 @@ class Verifier:
         """Greedy: the n argmax ids; ``logits``: the n rows' logits as bytes."""
         e, G = self.e, self.e.graph
         n = len(rows)
+        t0 = time.perf_counter()
         e.gpu.write_buffer(G.ids, 0, struct.pack(f"<{n}I", *rows))
         rt = e._rt(samp, pos, n, pos)
         self.write_uniforms(rt)
         for piece in self.pieces_of(self.program(rt, n, logits)):
             e.gpu.submit(piece)
+        t1 = time.perf_counter()
+        self.encode_s += t1 - t0
         if logits:
             V = e.cfg.vocab_size
             raw = await e.gpu.read(self.vlog, 0, 4 * V * n)
+            self.wait_s += time.perf_counter() - t1
             return [raw[4 * V * i:4 * V * (i + 1)] for i in range(n)]
         raw = await e.gpu.map_read(G.rb[self.SLOT], 0, 4 * n)
+        self.wait_s += time.perf_counter() - t1
         return list(struct.unpack(f"<{n}I", raw))
 
 
@@ -478,5 +486,6 @@ async def generate_speculative(engine, prompt_ids, max_tokens: int, k: int, mode
             seq += new
             spec["acceptance_rate"] = spec["accepted"] / spec["drafted"] if spec["drafted"] \
                 else 0.0
+            spec["encode_s"], spec["wait_s"] = verifier.encode_s, verifier.wait_s
     finally:
         e.kv_ids = seq[:kv]

@@ -258,11 +258,15 @@ def run_speculative_bench(eng, draft=None, quick: bool = False, k: int = 4,
                 st = dict(eng.last_stats)
             sp = st.get("speculative") or {}
             dec_s = st.get("decode_s") or 0.0
+            npass = max(1, sp.get("verify_passes", 0))
             rows.append({"task": task, "mode": mode, "prompt_tokens": len(ids),
                          "tokens": len(got), "same": got == plain,
                          "tok_s": (len(got) - 1) / dec_s if dec_s else 0.0,
                          "drafted": sp.get("drafted", 0), "accepted": sp.get("accepted", 0),
                          "verify_passes": sp.get("verify_passes", 0),
+                         # per verify pass: encoding + submission, then the wait for its ids
+                         "encode_ms": 1e3 * sp.get("encode_s", 0.0) / npass,
+                         "wait_ms": 1e3 * sp.get("wait_s", 0.0) / npass,
                          "decode_steps": sp.get("decode_steps", len(got) - 1 if not sp else 0)})
         rounds[task] = {"prompt_tokens": len(ids), "k": k,
                         "rounds": lookup.rounds(len(ids), plain)}
@@ -417,10 +421,11 @@ def format_session(r: dict) -> str:
         lines.append(f"speculative decoding, greedy, k={r['k']}, up to {r['new_tokens']} new "
                      "tokens (tok/s from the first token on; same = output identical to plain):")
         lines.append(f"  {'task':<11}{'mode':<14}{'tok/s':>9}{'x plain':>9}{'accepted':>14}"
-                     f"{'passes':>8}{'steps':>7}  same")
+                     f"{'passes':>8}{'steps':>7}{'enc ms':>8}{'wait ms':>8}  same")
         for x in rows:
             acc = f"{x['accepted']}/{x['drafted']}" if x["drafted"] else "-"
             lines.append(f"  {x['task']:<11}{x['mode']:<14}{x['tok_s']:9.1f}{x['vs_plain']:9.2f}"
-                         f"{acc:>14}{x['verify_passes']:>8}{x['decode_steps']:>7}  "
+                         f"{acc:>14}{x['verify_passes']:>8}{x['decode_steps']:>7}"
+                         f"{x['encode_ms']:8.2f}{x['wait_ms']:8.2f}  "
                          f"{'yes' if x['same'] else 'NO'}")
     return "\n".join(lines) + "\n"
