@@ -162,6 +162,17 @@ def test_speculative_setting_in_the_page(browser, site):
     assert (on["meta"]["drafted"], on["meta"]["accepted"]) == (spec["drafted"], spec["accepted"])
     meta = page.evaluate("[...document.querySelectorAll('#log .msg.assistant .meta')].pop().textContent")
     assert f"{spec['accepted']} of {spec['drafted']} drafted tokens accepted" in meta, meta
+    # Continue after speculation was turned off keeps the first part's counts on the status line
+    assert on["meta"]["finish"] == "length", on["meta"]
+    _speculation(page, False)
+    page.evaluate("window.__app.lastFinish = null")
+    page.locator("#log .msg.assistant .continue").last.click()
+    wait_ok(page, "window.__app.lastFinish && !window.__app.generating", 120)
+    assert page.evaluate("window.__app.lastRequest.continue") is True
+    assert "speculative" not in page.evaluate("window.__app.lastRequest.options")
+    meta = page.evaluate("[...document.querySelectorAll('#log .msg.assistant .meta')].pop().textContent")
+    assert f"{spec['accepted']} of {spec['drafted']} drafted tokens accepted" in meta, meta
+    _speculation(page, True)
     page.evaluate("document.getElementById('settings').open = true")
     shot(page, "page-settings-speculative")
     assert axe_violations(page, axe_source()) == [], "settings open with speculation on"

@@ -175,9 +175,11 @@ async function runReply(run, messages, opts) {
           ttft_s: u.extra.ttft_s || (performance.now() - t0) / 1000, decode_tokens_per_s: u.extra.decode_tokens_per_s,
           ...(u.prompt_tokens_details ? { cached_tokens: u.prompt_tokens_details.cached_tokens } : {}),
           ...(u.extra.truncated_turns != null ? { truncated_turns: u.extra.truncated_turns } : {}),
-          ...(u.extra.speculative ? { // prompt lookup ran: its drafted tokens, and how many the model kept
-            drafted: (prev.drafted || 0) + (u.extra.speculative.drafted || 0),
-            accepted: (prev.accepted || 0) + (u.extra.speculative.accepted || 0) } : {}),
+          // prompt lookup ran (in this part or an earlier part of a continued reply): its drafted tokens, and how
+          // many the model kept; a Continue without speculation keeps the earlier part's counts
+          ...(u.extra.speculative || prev.drafted != null ? {
+            drafted: (prev.drafted || 0) + ((u.extra.speculative || {}).drafted || 0),
+            accepted: (prev.accepted || 0) + ((u.extra.speculative || {}).accepted || 0) } : {}),
         };
         state.lastFinish = c.finish_reason;
         if (u.extra.decode_tokens_per_s) state.lastTps = u.extra.decode_tokens_per_s;
