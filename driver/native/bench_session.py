@@ -221,9 +221,11 @@ def format_profile(p: dict) -> list[str]:
 
 
 def run_speculative_bench(eng, draft=None, quick: bool = False, k: int = 4,
-                          replay: dict | None = None) -> dict:
+                          replay: dict | None = None, lookup_only: bool = False) -> dict:
     """``replay``: recorded rounds per task ({task: {"rounds": [[drafted, accepted], ...]}}, as
-    the "rounds" of a run on a real model, see ``--record-rounds``): adds the mode "replayed"."""
+    the "rounds" of a run on a real model, see ``--record-rounds``): adds the mode "replayed".
+    ``lookup_only``: plain and lookup only, no pass costs (recording rounds on a CPU adapter,
+    where the other modes take most of half an hour)."""
     from driver.speculative import (DraftModel, Oracle, PromptLookup, Recording, Replay,
                                     generate_speculative)
     from driver.sampler import Sampling
@@ -240,9 +242,9 @@ def run_speculative_bench(eng, draft=None, quick: bool = False, k: int = 4,
         eng._run(_timed(generate_speculative(eng, ids, min(2 * k + 2, n_new_t), k, "lookup",
                                              drafter=Oracle(len(ids), plain, V), stop_ids=())))
         lookup = Recording(PromptLookup())
-        modes = [("plain", None), ("lookup", lookup),
+        modes = [("plain", None), ("lookup", lookup)] + ([] if lookup_only else [
                  ("forced", Oracle(len(ids), plain, eng.cfg.vocab_size)),
-                 ("rejected", Oracle(len(ids), plain, eng.cfg.vocab_size, wrong=True))]
+                 ("rejected", Oracle(len(ids), plain, eng.cfg.vocab_size, wrong=True))])
         if replay and task in replay:
             modes.append(("replayed", Replay(len(ids), plain, V, replay[task]["rounds"])))
         if draft is not None:
@@ -274,8 +276,9 @@ def run_speculative_bench(eng, draft=None, quick: bool = False, k: int = 4,
         for r in rows:
             if r["task"] == task:
                 r["vs_plain"] = r["tok_s"] / plain_tok_s if plain_tok_s else 0.0
-    costs = pass_costs(eng, ks=(1, 2, 4) if quick else (1, 2, 4, 8, 15), reps=3 if quick else 20,
-                       ctx=min(256, eng.max_context - 32))
+    costs = None if lookup_only else pass_costs(
+        eng, ks=(1, 2, 4) if quick else (1, 2, 4, 8, 15), reps=3 if quick else 20,
+        ctx=min(256, eng.max_context - 32))
     return {"k": k, "new_tokens": n_new, "speculative": rows, "pass_costs": costs,
             "lookup_rounds": rounds}
 
@@ -358,7 +361,8 @@ def write_rounds(path, res: dict) -> None:
 
 def run_session_bench(model, speculative: bool = False, ttft: bool = False, quick: bool = False,
                       draft=None, k: int = 4, as_json: bool = False, out=sys.stdout,
-                      profile: bool = False, record_rounds=None, replay_rounds=None) -> dict:
+                      profile: bool = False, record_rounds=None, replay_rounds=None,
+                      lookup_only: bool = False) -> dict:
     """``record_rounds``: write prompt lookup's rounds (``write_rounds``) — meaningful on a real
     model; ``replay_rounds``: replay such a file's rounds on ``model`` (mode "replayed")."""
     from . import load, load_draft
@@ -386,7 +390,7 @@ def run_session_bench(model, speculative: bool = False, ttft: bool = False, quic
                                                long_ctx=2048 if eng.max_context >= 2080
                                                else None)
     if speculative:
-        res.update(run_speculative_bench(eng, dr, quick, k, replay))
+        res.update(run_speculative_bench(eng, dr, quick, k, replay, lookup_only))
         if record_rounds is not None:
             write_rounds(record_rounds, res)
     eng.close()
@@ -421,11 +425,11 @@ def format_session(r: dict) -> str:
         lines.append(f"speculative decoding, greedy, k={r['k']}, up to {r['new_tokens']} new "
                      "tokens (tok/s from the first token on; same = output identical to plain):")
         lines.append(f"  {'task':<11}{'mode':<14}{'tok/s':>9}{'x plain':>9}{'accepted':>14}"
-                     f"{'passes':>8}{'steps':>7}{'enc ms':>8}{'wait ms':>8}  same")
+                     f"{'passes':>8}{'steps':>7}{'enc ms':>9}{'wait ms':>9}  same")
         for x in rows:
             acc = f"{x['accepted']}/{x['drafted']}" if x["drafted"] else "-"
             lines.append(f"  {x['task']:<11}{x['mode']:<14}{x['tok_s']:9.1f}{x['vs_plain']:9.2f}"
                          f"{acc:>14}{x['verify_passes']:>8}{x['decode_steps']:>7}"
-                         f"{x['encode_ms']:8.2f}{x['wait_ms']:8.2f}  "
+                         f" {x['encode_ms']:8.2f} {x['wait_ms']:8.2f}  "
                          f"{'yes' if x['same'] else 'NO'}")
     return "\n".join(lines) + "\n"

@@ -201,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--replay-rounds", type=Path, default=None, metavar="FILE",
                     help="with --speculative: replay FILE's rounds on this model (mode "
                          "'replayed': a real model's acceptance pattern at this model's cost)")
+    bp.add_argument("--lookup-only", action="store_true",
+                    help="with --speculative: only plain and lookup, no pass costs (a quick "
+                         "--record-rounds on a CPU adapter)")
 
     sp = sub.add_parser("sweep", help="decode candidates (DecodeOptions, depth) on one loaded "
                                       "model per shape, beside the copy roofline")
@@ -251,7 +254,8 @@ def main(argv=None) -> int:
             from .bench_session import run_session_bench
             run_session_bench(a.model, speculative=a.speculative, ttft=a.ttft, quick=a.quick,
                               profile=a.profile, draft=a.draft, k=a.draft_k, as_json=a.json,
-                              record_rounds=a.record_rounds, replay_rounds=a.replay_rounds)
+                              record_rounds=a.record_rounds, replay_rounds=a.replay_rounds,
+                              lookup_only=a.lookup_only)
         elif a.cmd == "bench":
             from .bench import run_bench
             run_bench(a.model, quick=a.quick, vs_torch=a.vs_torch, as_json=a.json,
