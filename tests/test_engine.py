@@ -206,8 +206,10 @@ def test_prefill_split_attention_after_a_cached_prefix(models, backend, monkeypa
     monkeypatch.setattr(pa, "SPLIT_KEYS", 16)
     eng = load(models["f32"], backend=backend, max_context=96, kv="f32", chunk=16)
     samp = {"temperature": 0.0}
-    # splits are whole tiles of keys (64 for this head_dim): 2 at position 64
-    assert [eng._rt(samp, pos, 16, 0)["splits"] for pos in (0, 16, 64)] == [1, 1, 2]
+    # splits are whole tiles of keys (the kernel's TK): one pass at positions 0 and 16 (fewer
+    # than SPLIT_KEYS cached), several at position 64
+    splits = [eng._rt(samp, pos, 16, 0)["splits"] for pos in (0, 16, 64)]
+    assert splits[:2] == [1, 1] and splits[2] >= 2, splits
     ops = [d.label for d in eng.graph.prefill.program(eng._rt(samp, 64, 16, 0)).ops
            if hasattr(d, "label")]
     got = eng.logits(ids, mode="prefill")
