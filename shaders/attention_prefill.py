@@ -64,40 +64,14 @@ _STORE = ("""    if (row_ok) {
 
 
 def _tile_io(kv: str, head_dim: int, tk: int, wg: int, f16: bool) -> dict[str, str]:
-    """WGSL of attention_prefill's tile staging, unrolled: TILE_LOADS (the invocation's K and V
-    16-byte words of positions k0 .. k0+TK-1, zero past ``klast``), STORE_K / STORE_V (into ``kt``
-    as f32, or f16 in the shader-f16 variant)."""
+    """WGSL of the v1 kernel's tile staging (``attention_prefill_gqa.tile_io``, into ``kt`` as
+    ``vec4<ST>``: f32, or f16 in the shader-f16 variant); TK x HD must be whole 16-byte loads per
+    invocation here."""
     per = 8 if kv == "f16" else 4          # elements per 16-byte word
-    words = tk * head_dim // per
-    if words % wg:
+    if tk * head_dim // per % wg:
         raise UnsupportedKernel(f"attention_prefill: a {tk}x{head_dim} tile is not a whole "
                                 f"number of 16-byte loads per invocation")
-    wpr = head_dim // per                  # words per cache row
-    zero = "vec4<u32>(0u)" if kv == "f16" else "vec4<f32>(0.0)"
-    loads, sk, sv = "", "", ""
-    for u in range(words // wg):
-        loads += (f"        let i{u} = lid + {u * wg}u;\n"
-                  f"        let kk{u} = i{u} / {wpr}u;\n"
-                  f"        let ok{u} = k0 + kk{u} <= klast;\n"
-                  f"        let a{u} = (min(k0 + kk{u}, klast) * N_KV + kvh) * {wpr}u + i{u} % {wpr}u;\n"
-                  f"        let kr{u} = select({zero}, k_cache[a{u}], ok{u});\n"
-                  f"        let vr{u} = select({zero}, v_cache[a{u}], ok{u});\n")
-        for dst, src in ((None, "kr"), (None, "vr")):
-            o = f"kk{u} * KROW4 + (i{u} % {wpr}u) * {per // 4}u"
-            w = f"{src}{u}"
-            if kv == "f16":
-                # unpack + convert rather than bitcast<vec2<f16>>: naga (wgpu 0.32) mistypes the
-                # bitcast inside a constructor; the conversion is exact either way
-                st = (f"        kt[{o}] = vec4<ST>(vec4<f32>(unpack2x16float({w}.x), unpack2x16float({w}.y)));\n"
-                      f"        kt[{o} + 1u] = vec4<ST>(vec4<f32>(unpack2x16float({w}.z), unpack2x16float({w}.w)));\n")
-            else:
-                st = f"        kt[{o}] = vec4<ST>({w});\n"
-            if src == "kr":
-                sk += st
-            else:
-                sv += st
-    return {"TILE_LOADS": loads.rstrip("\n"), "STORE_K": sk.rstrip("\n"),
-            "STORE_V": sv.rstrip("\n")}
+    return gqa.tile_io(kv, head_dim, tk, wg, cast=True)
 
 
 def _score_io(kpt: int) -> dict[str, str]:

@@ -97,19 +97,21 @@ def pick(caps: Caps, n_heads: int, n_kv_heads: int, head_dim: int) -> Tiles | No
     return None
 
 
-def _tile_io(kv: str, head_dim: int, t: Tiles) -> dict[str, str]:
+def tile_io(kv: str, head_dim: int, tk: int, wg: int, cast: bool = False) -> dict[str, str]:
     """TILE_LOADS (the invocation's K and V 16-byte words of positions k0 .. k0+TK-1 into
-    registers, zero past ``klast``) and STORE_K / STORE_V (into ``kt`` as f32), unrolled; the last
-    round is guarded where TK x HD is not a whole number of words per invocation."""
+    registers, zero past ``klast``) and STORE_K / STORE_V (into ``kt`` as f32; ``cast``: as
+    ``vec4<ST>``, the v1 kernel's f32 or f16 tile type), unrolled; the last round is guarded where
+    TK x HD is not a whole number of words per invocation. Both tilings stage K/V this way."""
     per = 8 if kv == "f16" else 4          # elements per 16-byte word
     wpr = head_dim // per                  # words per cache row
-    words = t.tk * wpr
+    words = tk * wpr
     zero = "vec4<u32>(0u)" if kv == "f16" else "vec4<f32>(0.0)"
+    to = (lambda x: f"vec4<ST>({x})") if cast else (lambda x: x)
     loads, st = "", {"k": "", "v": ""}
-    for u in range(-(-words // t.wg)):
-        guard = (u + 1) * t.wg > words
+    for u in range(-(-words // wg)):
+        guard = (u + 1) * wg > words
         ok = f"k0 + kk{u} <= klast" + (f" && i{u} < {words}u" if guard else "")
-        loads += (f"        let i{u} = lid + {u * t.wg}u;\n"
+        loads += (f"        let i{u} = lid + {u * wg}u;\n"
                   f"        let kk{u} = i{u} / {wpr}u;\n"
                   f"        let ok{u} = {ok};\n"
                   f"        let a{u} = (min(k0 + kk{u}, klast) * N_KV + kvh) * {wpr}u + i{u} % {wpr}u;\n"
@@ -120,10 +122,11 @@ def _tile_io(kv: str, head_dim: int, t: Tiles) -> dict[str, str]:
             w = f"{s}r{u}"
             if kv == "f16":
                 # unpack + convert rather than bitcast<vec2<f16>>: no shader-f16 needed, exact
-                code = (f"kt[{o}] = vec4<f32>(unpack2x16float({w}.x), unpack2x16float({w}.y)); "
-                        f"kt[{o} + 1u] = vec4<f32>(unpack2x16float({w}.z), unpack2x16float({w}.w));")
+                # (naga, wgpu 0.32, mistypes the bitcast inside a constructor)
+                code = (f"kt[{o}] = {to(f'vec4<f32>(unpack2x16float({w}.x), unpack2x16float({w}.y))')}; "
+                        f"kt[{o} + 1u] = {to(f'vec4<f32>(unpack2x16float({w}.z), unpack2x16float({w}.w))')};")
             else:
-                code = f"kt[{o}] = {w};"
+                code = f"kt[{o}] = {to(w)};"
             st[s] += (f"        if (i{u} < {words}u) {{ {code} }}\n" if guard
                       else f"        {code}\n")
     return {"TILE_LOADS": loads.rstrip("\n"), "STORE_K": st["k"].rstrip("\n"),
@@ -197,7 +200,7 @@ def subs(kv: str, head_dim: int, t: Tiles, split: int) -> dict[str, str]:
     caller's: they are shared with today's kernel)."""
     return {"WG": str(t.wg), "TQ": str(t.tq), "TK": str(t.tk), "RQ": str(t.rq), "RK": str(t.rk),
             "RP": str(t.rp), "DV": str(t.dv), "STORE": _store(t, split),
-            **_compute(t), **_tile_io(kv, head_dim, t)}
+            **_compute(t), **tile_io(kv, head_dim, t.tk, t.wg)}
 
 
 def flops(n_heads: int, head_dim: int, n_tok: int, pos: int) -> float:
