@@ -56,8 +56,9 @@ MAX_DRAFT_K = 15     # drafted tokens a verify pass: its body is recorded for 16
 # so the GPU starts on the first layers while the CPU still encodes the rest: a round cannot
 # pipeline with the next one (the drafts depend on its ids), and encoding a whole 8B-shape pass
 # (~500 dispatches, ~6 us of CPU each through wgpu-py) took 2.5-3.5 ms of a ~14 ms round on the
-# H200, all of it before the GPU had anything to do (.dev profile, 2026-12-03). A piece of 64 ops
-# is ~0.4 ms to encode and more than that to run, so after the first one the GPU never waits.
+# H200, all of it before the GPU had anything to do (2026-12-03; ``bench --speculative``'s enc ms /
+# wait ms columns). Pieces of 16-64 ops measured alike, 128 / 256 / one submission slower
+# (docs/PERFORMANCE.md): a piece is encoded faster than it runs, so the GPU rarely waits.
 SUBMIT_OPS = 64
 NGRAMS = (3, 2)      # prompt lookup: longest n-gram first
 
