@@ -169,6 +169,24 @@ def copy_roofline(device, quick: bool) -> dict:
             "roofline_gbs": max(bw_k, bw_c) / 1e9, "timer": src}
 
 
+def copy_at_size(device, nbytes: int) -> float:
+    """Seconds per dispatch of the vec4 copy kernel moving ``nbytes`` (read + write, half each),
+    dispatched back to back over buffer pairs rotated past the cache like the weights of
+    ``bench_matvec``: what a kernel that only streams that many bytes per dispatch reaches, so
+    a small matrix's % of the copy roofline can be read against it (launch and ramp-up cost
+    weigh more the smaller the dispatch)."""
+    import wgpu
+
+    k = _raw_pipeline(device, COPY_WGSL, "copy")
+    half = max(16, nbytes // 2 // 16 * 16)
+    calls = []
+    for _ in range(max(1, min(32, math.ceil(ROTATE_BYTES / nbytes)))):
+        a, b = (device.create_buffer(size=half, usage=wgpu.BufferUsage.STORAGE) for _ in range(2))
+        calls.append([_calls(device, k, {"src": a, "dst": b}, None,
+                             (max(1, min(65535, half // 16 // 256)), 1, 1))])
+    return time_calls(calls, device)[0]
+
+
 def fma_peak(device, f16: bool, quick: bool) -> float:
     """FLOP/s (2 per FMA) of independent vec4 FMA chains: the arithmetic ceiling for matmul."""
     import wgpu
@@ -378,6 +396,31 @@ def decode_unpack(device, caps, rng, say, quick: bool, roof: float) -> None:
             say(f"rows per workgroup, {op} q4_0 {r}x{c} unpack 3, GB/s: " + ", ".join(cells))
 
 
+def row_blocks_sweep(device, caps, rng, say, quick: bool, roof: float) -> None:
+    """Decode matvec / gate_up with RB = 1, 2, 4 row blocks per workgroup (x loaded once for
+    RB * R rows) and the ``auto_rb`` choice, q4_0 and q6_k: the evidence of matvec.auto_rb."""
+    from .core import UnsupportedKernel
+
+    shapes = QUICK_SHAPES if quick else DECODE_SHAPES
+    ffns = [(2048, 1024)] if quick else DECODE_FFN
+    say("| op | shape | RB = 1 | RB = 2 | RB = 4 | auto |")
+    say("|---|---|---|---|---|---|")
+    for op, lst in (("matvec", shapes), ("gate_up", ffns)):
+        for r, c in lst:
+            for fmt in ("q4_0", "q6_k"):
+                cells = []
+                for rb in (1, 2, 4):
+                    try:
+                        res = bench_matvec(device, caps, fmt, r, c, rng, op=op, rb=rb)
+                    except UnsupportedKernel:
+                        cells.append("-")
+                        continue
+                    cells.append(f"{res['secs'] * 1e6:.1f} us {100 * res['gbs'] / roof:.0f} %")
+                res = bench_matvec(device, caps, fmt, r, c, rng, op=op)   # the default
+                rb = res["kernel"].partition("_rb")[2] or "1"
+                say(f"| {op} | {fmt} {r}x{c} | " + " | ".join(cells) + f" | RB = {rb} |")
+
+
 class Report:
     """What every bench script starts with: the harness device and its caps, a seeded rng, and
     ``say`` (print a line and keep it); ``save(out_file)`` writes the kept lines."""
@@ -400,7 +443,7 @@ class Report:
 
 
 def main(quick: bool = False, vs_torch: bool = False, out_file: str | None = None,
-         tune_: bool = False, decode: bool = False) -> int:
+         tune_: bool = False, decode: bool = False, row_blocks_: bool = False) -> int:
     rep = Report()
     dev, caps, rng, say = rep.dev, rep.caps, rep.rng, rep.say
 
@@ -418,13 +461,16 @@ def main(quick: bool = False, vs_torch: bool = False, out_file: str | None = Non
     shapes = QUICK_SHAPES if quick else FULL_SHAPES
     m = 64 if quick else 512
     say("")
-    if decode:
-        decode_unpack(dev, caps, rng, say, quick, roof["roofline_gbs"])
+    if decode or row_blocks_:
+        (row_blocks_sweep if row_blocks_ else decode_unpack)(dev, caps, rng, say, quick,
+                                                       roof["roofline_gbs"])
         say(f"timer: {roof['timer']}")
         rep.save(out_file)
         return 0
-    say("| kernel | shape | blocks | time (us) | GB/s | % copy roofline | TFLOP/s | % FMA peak | torch (us) |")
-    say("|---|---|---|---|---|---|---|---|---|")
+    say("| kernel | shape | blocks | time (us) | GB/s | % copy roofline | TFLOP/s | % FMA peak | torch (us) "
+        "| copy of the same bytes (us / % roofline) |")
+    say("|---|---|---|---|---|---|---|---|---|---|")
+    same = {}   # bytes moved -> seconds of the copy kernel moving them (copy_at_size)
     rows_out = []
     # the K-quants beside q4_0 (targets: q4_k decode >= 90 % of q4_0's tok/s, q6_k matvec >= 60 %
     # of the copy roofline), f16 as the byte-bound reference
@@ -434,16 +480,20 @@ def main(quick: bool = False, vs_torch: bool = False, out_file: str | None = Non
             tt = torch_times(r, c, m) if vs_torch and fmt == "f16" else {}
             res["torch"] = tt.get("gemv_f16")
             rows_out.append(res)
+            nb = round(res["gbs"] * 1e9 * res["secs"])
+            if nb not in same:
+                same[nb] = copy_at_size(dev, nb)
             say(f"| {res['kernel']} | {fmt} {res['shape']} | {res['blocks']} | "
                 f"{res['secs'] * 1e6:.1f} | {res['gbs']:.0f} | "
                 f"{100 * res['gbs'] / roof['roofline_gbs']:.0f}% | | | "
-                f"{'' if res['torch'] is None else f'{res["torch"] * 1e6:.1f} (f16 mv)'} |")
+                f"{'' if res['torch'] is None else f'{res["torch"] * 1e6:.1f} (f16 mv)'} | "
+                f"{same[nb] * 1e6:.1f} / {100 * nb / same[nb] / 1e9 / roof['roofline_gbs']:.0f}% |")
     for (r, c), fmt in [(s, f) for s in (shapes[1:2] if quick else [(14336, 4096)])
                         for f in ("q4_0", "q4_k")]:
         res = bench_matvec(dev, caps, fmt, r, c, rng, op="gate_up")
         say(f"| {res['kernel']} | {fmt} gate_up {r}x{c} (2 weights) | 1 | "
             f"{res['secs'] * 1e6:.1f} | {res['gbs']:.0f} | "
-            f"{100 * res['gbs'] / roof['roofline_gbs']:.0f}% | | | |")
+            f"{100 * res['gbs'] / roof['roofline_gbs']:.0f}% | | | | |")
     from dataclasses import replace
 
     variants = [caps, replace(caps, shader_f16=False)] if caps.shader_f16 else [caps]
@@ -456,7 +506,7 @@ def main(quick: bool = False, vs_torch: bool = False, out_file: str | None = Non
         say(f"| {res['kernel']} | {fmt} {res['shape']} | {res['blocks']} | "
             f"{res['secs'] * 1e6:.1f} | {res['gbs']:.0f} | | {res['flops'] / 1e12:.2f} | "
             f"{100 * res['flops'] / peak:.0f}% of {'f16' if res['f16'] else 'f32'} | "
-            f"{'' if tb is None else f'{tb * 1e6:.1f} (bf16 mm)'} |")
+            f"{'' if tb is None else f'{tb * 1e6:.1f} (bf16 mm)'} | |")
     if vs_torch:
         tt = torch_times(4096, 4096, m)
         if tt:

@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="also sweep the decode kernel's workgroup size x rows per workgroup")
     b.add_argument("--multi", action="store_true",
                    help="instead: the small-M (verify pass) kernel sweep, shaders/bench_multi.py")
+    b.add_argument("--row-blocks", action="store_true",
+                   help="instead: the decode kernels' row blocks per workgroup (RB = 1, 2, 4) on "
+                        "the 1B / 8B layer shapes, q4_0 and q6_k (shaders/matvec.py auto_rb)")
     b.add_argument("--full", action="store_true",
                    help="with --multi: every candidate (minutes; the default is the 1B / 8B "
                         "layer shapes and a few candidates)")
@@ -67,4 +70,4 @@ def main(argv=None) -> int:
     from . import bench
 
     return bench.main(quick=args.quick, vs_torch=args.vs_torch, out_file=args.out,
-                      tune_=args.tune)
+                      tune_=args.tune, row_blocks_=args.row_blocks)

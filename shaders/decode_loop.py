@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from modelfmt.formats import KQUANT, QUANTIZED
 
 from . import kquant as kq
-from .core import Binding, Caps, load_template, render
+from .core import Binding, Caps, UnsupportedKernel, load_template, render
 from .wgsl_common import (EPW, SCALED, SG_ARGS, enable_lines, pick_vec, pow2_at_least,
                           weight_fns, words_per_row, wgsl_float)
 
@@ -311,7 +311,7 @@ class DecodeLoop:
         # unpack=2/3 (int8 x, dot4I8Packed) needs whole vec4 chunks inside one group
         i8 = unpack - 1 if unpack in (2, 3) and fmt in SCALED and vec == 4 else 0
         nch = words_per_row(fmt, cols) // vec
-        cap = min(256, caps.max_workgroup_size)
+        cap = min(max(256, wg), caps.max_workgroup_size)   # an explicit wg may go past 256
         wg = wg or max(32, min(cap, pow2_at_least(nch)))
         wg = min(pow2_at_least(wg), cap)
         # f32 arithmetic only: a shader-f16 q4 path (two nibbles per 32-bit op) needs
@@ -363,7 +363,8 @@ class DecodeLoop:
         return [f"{acc} += {self.dot(prefix, row, xs)};"]
 
     def render(self, template: str, slug: str, *, prefixes, r: int, nacc: int, nrm: dict | None,
-               accum, xs_lines: list[str], subs: dict, guards: list[str] | None = None) -> str:
+               accum, xs_lines: list[str], subs: dict, guards: list[str] | None = None,
+               rb: int = 1) -> str:
         """``template`` rendered with the shared tokens (ENABLES, REDUCTION, CONSTS, XFNS, WFNS,
         REDVARS, SGARGS, WG, LOOP) plus the op's own ``subs``; ``accum``: the chunk's dot lines;
         ``guards`` (subgroup reduction only): a workgroup-uniform WGSL condition per accumulator
@@ -400,6 +401,28 @@ class DecodeLoop:
             "XLOAD": "\n".join(" " * 8 + ln for ln in xs_lines),
             "ACCUM": "\n".join(" " * 8 + ln for ln in accum),
             "REDUCE": "\n".join("    " + ln for ln in reduce)})
+        blocks = {"XHOIST": "", "BLOCK_OPEN": "", "BLOCK_CLOSE": "",
+                  "ROW0": "(wid.x + wid.y * GX) * R"}
+        if rb > 1:
+            # RB row blocks per workgroup, one after the other: this thread's one x chunk is
+            # loaded (and quantized) once for all RB * R rows, not once per R rows
+            if self.nch > self.wg:
+                raise UnsupportedKernel(f"rb={rb} needs one chunk per thread ({self.nch} chunks, "
+                                        f"wg {self.wg})")
+            # the fused norm's sum of squares is summed here once (zero on a thread with no
+            # chunk: its clamped chunk repeats the last one) and reduced again with every block
+            ss = [f"    var acc{nrm['SS']} = 0.0;"] if nrm else []
+            ss_fix = [f"    if (!cv) {{ acc{nrm['SS']} = 0.0; }}"] if nrm else []
+            blocks = {
+                "XHOIST": "\n".join(["    let ch = min(lid, NCH - 1u);", "    let cv = lid < NCH;"]
+                                    + ss + ["    " + ln for ln in xs_lines] + ss_fix) + "\n",
+                "BLOCK_OPEN": f"    for (var blk = 0u; blk < {rb}u; blk++) {{",
+                "BLOCK_CLOSE": "    workgroupBarrier();   // red is reused by the next row block\n    }",
+                "ROW0": f"(wid.x + wid.y * GX) * (R * {rb}u) + blk * R"}
+            loop = ("\n".join(f"    var acc{i} = 0.0;" for i in range(nacc)
+                               if not nrm or i != nrm["SS"]) + "\n    if (cv) {\n"
+                    + "\n".join(" " * 8 + ln for ln in accum) + "\n    }\n"
+                    + "\n".join("    " + ln for ln in reduce) + "\n")
         return render(load_template(template), {
             "ENABLES": enable_lines(False, self.sg),
             "REDUCTION": "subgroupAdd" if self.sg else "shared-memory tree",
@@ -408,7 +431,8 @@ class DecodeLoop:
             "WFNS": "".join(weight_fns(self.fmt, p, self.vec) for p in prefixes)
                     + (PK8_WGSL if self.i8 else ""),
             "REDVARS": reduce_template(self.sg, bool(nrm)),
-            "SGARGS": SG_ARGS if self.sg else "", "WG": self.wg, **subs}, slug=slug)
+            "SGARGS": SG_ARGS if self.sg else "", "WG": self.wg,
+            **(blocks if template == "matvec" else {}), **subs}, slug=slug)
 
     def meta(self) -> dict:
         """Kernel.meta entries: the WGSL language feature the int8 paths need (not a device

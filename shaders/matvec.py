@@ -1,7 +1,7 @@
 """Decode matrix-vector kernels (M = 1) for every weight format, on the decode chunk loop
 (shaders/decode_loop.py); ``decode_kernel`` also builds gate_up's M = 1 kernel.
 
-    kernel("matvec", caps, fmt, rows, cols, group_size=32, accumulate=0, norm_eps=0.0)
+    kernel("matvec", caps, fmt, rows, cols, group_size=32, accumulate=0, norm_eps=0.0, rb=0)
         bindings: x (cols) f32 | [norm_w (cols) f32] | w_<parts> | y (row_offset + rows) f32 |
                   params {row_offset}
         y[row_offset + r] (+)= sum_c W[r, c] x[c]   (norm_eps > 0: RMSNorm(x) * norm_w for x)
@@ -22,9 +22,9 @@ from .wgsl_common import (BASE, SCALED, WeightSpec, binding_decls, check_weight,
 
 # ---- the decode kernel (matvec, and gate_up's M = 1 variant) ----
 def decode_kernel(caps: Caps, spec: WeightSpec, *, wg: int = 0, r: int = 0,
-                  unpack: int | None = None, norm_eps: float = 0.0) -> Kernel:
-    """One workgroup per R rows of ``spec``'s weights; ``spec.store`` is WGSL run by thread
-    r < R with ``row0``, ``r`` and ``total(i)`` in scope."""
+                  unpack: int | None = None, norm_eps: float = 0.0, rb: int = 0) -> Kernel:
+    """One workgroup per RB blocks of R rows of ``spec``'s weights (``rb`` 0: ``auto_rb``);
+    ``spec.store`` is WGSL run by thread r < R with ``row0``, ``r`` and ``total(i)`` in scope."""
     op, fmt, rows, cols, G = spec.op, spec.fmt, spec.rows, spec.cols, spec.group_size
     check_weight(op, fmt, rows, cols, G)
     lp = DecodeLoop.plan(caps, fmt, cols, G, unpack, wg)
@@ -43,12 +43,13 @@ def decode_kernel(caps: Caps, spec: WeightSpec, *, wg: int = 0, r: int = 0,
     if lp.red_bytes(nacc) > caps.max_workgroup_storage:
         raise UnsupportedKernel(f"{op}: reduction needs {lp.red_bytes(nacc)} B of workgroup "
                                 "storage")
-    gx, gy = fold_grid(-(-rows // r))
+    rb = rb or auto_rb(fmt, rows, r, lp)
+    gx, gy = fold_grid(-(-rows // (r * rb)))
     if gy > caps.max_workgroups_per_dim:
         raise UnsupportedKernel(f"{op}: {rows} rows need a {gx}x{gy} grid")
     key = KernelKey(op=op, fmt=fmt, wg=lp.wg, tile=r, vec=lp.vec, subgroups=lp.sg,
                     dims=(("r", rows), ("c", cols), ("g", G)) + spec.extra_dims
-                    + lp.key_dims(norm_eps))
+                    + lp.key_dims(norm_eps) + ((("rb", rb),) if rb > 1 else ()))
     binds = lp.x_binding("(cols) f32", norm_eps)
     for p in spec.weights:
         binds += weight_bindings(fmt, p, lp.vec, "rows", "cols")
@@ -60,7 +61,7 @@ def decode_kernel(caps: Caps, spec: WeightSpec, *, wg: int = 0, r: int = 0,
     accum = [ln for i in range(r) for k, p in enumerate(spec.weights)
              for ln in lp.accum(f"acc{i * nw + k}", p, f"rr{i}", xs, str(i))]
     src = lp.render("matvec", key.slug(), prefixes=spec.weights, r=r, nacc=nacc, nrm=nrm,
-                    accum=accum, xs_lines=xlines, subs={
+                    accum=accum, xs_lines=xlines, rb=rb, subs={
                         "OP": op, "FMT": fmt, "SEMANTICS": spec.semantics,
                         "PARAMS": spec.params.wgsl(), "BINDINGS": decls, "ROWS": rows,
                         "NW": nw, "GX": gx, "STORE": spec.store,
@@ -71,13 +72,36 @@ def decode_kernel(caps: Caps, spec: WeightSpec, *, wg: int = 0, r: int = 0,
                   grid=Grid.fixed(gx, gy), meta={"rows_per_wg": r, **lp.meta()})
 
 
+# Row blocks: a workgroup that runs RB blocks of R rows one after the other loads (and on the
+# int8 paths quantizes) its x chunk once for all of them. That halves decode's x work a weight
+# byte, but also the threads in flight, so it pays only where plenty are left: H200, 2026-12-03
+# (`python -m shaders bench --decode`, rows "row blocks"): 14336 x 4096 q4_0 38 -> 46 % of the
+# copy roofline at RB = 2, q6_k 45 -> 53 %, gate_up q4_0 53 -> 61 %, q6_k 57 -> 67 %; 4096 x 4096
+# 24 -> 19 %, gate_up 8192 x 2048 35 -> 27 %; the LM head (128256 x 2048) 51 / 60 / 63 % at RB =
+# 1 / 2 / 4, while RB = 4 lost on 14336 rows. The rule: the largest RB of 4, 2 that leaves at least
+# RB / 2 * ROW_BLOCK_THREADS threads (14336 x 4096 at RB = 2: 114,688; 4096 x 4096: 32,768).
+ROW_BLOCK_THREADS = 65536
+AUTO_ROW_BLOCKS = True   # off: RB = 1 everywhere (the bench's before / after switch)
+
+
+def auto_rb(fmt: str, rows: int, r: int, lp: DecodeLoop) -> int:
+    """Row blocks per workgroup (see ROW_BLOCK_THREADS) of a scaled format whose x chunks fit
+    one per thread; 1 for f16 / f32 (one row per workgroup) and wider rows."""
+    if not AUTO_ROW_BLOCKS or fmt not in SCALED or lp.nch > lp.wg:
+        return 1
+    for rb in (4, 2):
+        if -(-rows // (rb * r)) * lp.wg >= rb // 2 * ROW_BLOCK_THREADS:
+            return rb
+    return 1
+
+
 MATVEC_PARAMS = Params((("row_offset", "u32"),))
 
 
 @register("matvec")
 def build_matvec(caps: Caps, fmt: str, rows: int, cols: int, group_size: int = 32,
                  accumulate: int = 0, wg: int = 0, r: int = 0,
-                 unpack: int | None = None, norm_eps: float = 0.0) -> Kernel:
+                 unpack: int | None = None, norm_eps: float = 0.0, rb: int = 0) -> Kernel:
     """y[row_offset + r] (+)= W[r, :] . x. ``wg`` / ``r`` override the tuned workgroup size and
     rows per workgroup; ``unpack`` the q-format unpacking (default ``DECODE_UNPACK``; 0 exact
     f32, 1 shift-free q4, 2 / 3 int8 x with packed integer dot products; 0 is the fallback for
@@ -90,12 +114,12 @@ def build_matvec(caps: Caps, fmt: str, rows: int, cols: int, group_size: int = 3
     sem = "y[row_offset + r] " + ("+= " if accumulate else "= ") + "sum_c W[r, c] * x[c]"
     spec = WeightSpec("matvec", fmt, rows, cols, group_size, ("w_",), "y", store, sem,
                       MATVEC_PARAMS, (("acc", int(accumulate)),))
-    return decode_kernel(caps, spec, wg=wg, r=r, unpack=unpack, norm_eps=norm_eps)
+    return decode_kernel(caps, spec, wg=wg, r=r, unpack=unpack, norm_eps=norm_eps, rb=rb)
 
 
 # ---- check cases ----
 def _matvec_case(fmt: str, rows: int, cols: int, acc: int = 0, row_offset: int = 0,
-                 group_size: int = 32, unpack: int | None = None) -> Case:
+                 group_size: int = 32, unpack: int | None = None, **knobs) -> Case:
     def make(rng):
         import numpy as np
 
@@ -115,14 +139,15 @@ def _matvec_case(fmt: str, rows: int, cols: int, acc: int = 0, row_offset: int =
         y[row_offset:] = (y[row_offset:] if acc else 0.0) + dot
         return {"y": y.astype(np.float32)}
 
-    dims = dict(fmt=fmt, rows=rows, cols=cols, group_size=group_size, accumulate=acc)
+    dims = dict(fmt=fmt, rows=rows, cols=cols, group_size=group_size, accumulate=acc, **knobs)
     if unpack is not None:
         dims["unpack"] = unpack
     u = DECODE_UNPACK.get(fmt, 0) if unpack is None else unpack
     return Case("matvec", dims, make, ref, decode_tol(fmt, u, "dot_f32"),
                 label=f"{fmt} {rows}x{cols}" + (" acc" if acc else "") +
                       (f" off{row_offset}" if row_offset else "") +
-                      {1: " mask", 2: " i8x", 3: " i16x"}.get(u, "") * (fmt in SCALED))
+                      {1: " mask", 2: " i8x", 3: " i16x"}.get(u, "") * (fmt in SCALED) +
+                      "".join(f" {k}{v}" for k, v in knobs.items()))
 
 
 @register_cases("matvec")
@@ -148,12 +173,16 @@ def matvec_cases(quick: bool) -> list[Case]:
         if not quick:
             out += [_matvec_case(f, 4096, 4096, unpack=u) for f in QUANTIZED]
     out += [_matvec_case("q4_0", 7, 96, unpack=0)]
+    # RB row blocks per workgroup (``rb``): x loaded once for RB * R rows; 37 rows at R = 4 x
+    # RB = 3 leave the last workgroup's last block past the end
+    out += [_matvec_case(f, 37, 576, r=4, rb=3) for f in ("q4_0", "q4_1", "q8_0", "f16")]
+    out += [_matvec_case("q4_0", 37, 576, r=4, rb=2, acc=1, row_offset=3)]
     return out
 
 
 # the fused RMSNorm (norm_eps: the decode LM head on the un-normed residual stream)
 def _matvec_norm_case(fmt: str, rows: int, cols: int, row_offset: int = 0,
-                      group_size: int = 32) -> Case:
+                      group_size: int = 32, **knobs) -> Case:
     from . import decode_loop
 
     def make(rng):
@@ -174,14 +203,17 @@ def _matvec_norm_case(fmt: str, rows: int, cols: int, row_offset: int = 0,
 
     u = DECODE_UNPACK.get(fmt, 0)
     return Case("matvec", dict(fmt=fmt, rows=rows, cols=cols, group_size=group_size,
-                               norm_eps=decode_loop.NORM_EPS_CASE),
+                               norm_eps=decode_loop.NORM_EPS_CASE, **knobs),
                 make, ref, decode_tol(fmt, u, "dot_f32"),
-                label=f"{fmt} {rows}x{cols} norm" + (f" off{row_offset}" if row_offset else ""))
+                label=f"{fmt} {rows}x{cols} norm" + (f" off{row_offset}" if row_offset else "")
+                + "".join(f" {k}{v}" for k, v in knobs.items()))
 
 
 @register_cases("matvec")
 def matvec_norm_cases(quick: bool) -> list[Case]:
     out = [_matvec_norm_case(f, 67, 64) for f in BASE]   # K-quants: kquant_cases
+    # row blocks: 96 columns of q4 are 3 chunks for a 32-thread workgroup (29 threads idle)
+    out += [_matvec_norm_case(f, 67, 96, r=4, rb=3) for f in ("q4_0", "q8_0", "f32")]
     out += [_matvec_norm_case("q4_0", 19, 128, row_offset=45), _matvec_norm_case("f32", 5, 6)]
     if not quick:
         out += [_matvec_norm_case(f, 1536, 576) for f in BASE]

@@ -1,6 +1,7 @@
 {{ENABLES}}
 // {{OP}} ({{FMT}}, decode M = 1): {{SEMANTICS}}
-// Each workgroup owns R consecutive rows; its WG threads stride along those rows one chunk
+// Each workgroup owns R consecutive rows (RB blocks of them, one after the other, with rb > 1:
+// the thread's x chunk loaded once for all); its WG threads stride along those rows one chunk
 // (VEC u32 words, coalesced) at a time, so every weight byte is read once; partial sums are
 // reduced across the workgroup ({{REDUCTION}}). The loop is shaders/decode_loop.py's.
 {{PARAMS}}
@@ -15,11 +16,13 @@ const NW: u32 = {{NW}}u;       // weights read per row (2: gate_up's W1 and W3);
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>,
         @builtin(local_invocation_index) lid: u32{{SGARGS}}) {
-    let row0 = (wid.x + wid.y * GX) * R;
+{{XHOIST}}{{BLOCK_OPEN}}
+    let row0 = {{ROW0}};
     // per-row clamped indices: rows past the end are read in bounds and never stored
 {{ROWS_DECL}}
 {{LOOP}}    if (lid < R && row0 + lid < ROWS) {
         let r = lid;
 {{STORE}}
     }
+{{BLOCK_CLOSE}}
 }

@@ -105,6 +105,31 @@ def test_fallback_needs_no_feature():
     assert "enable f16;" in k.wgsl and "shader-f16" in k.features
 
 
+def test_decode_row_blocks_rule():
+    """matvec.auto_rb (H200 figures in its comment): RB = 2 on 14336 rows (gate_up, 8B), RB = 4 on
+    an LM head, none on 4096 or 2048 rows, on f16 / f32, or where a thread has two x chunks; the
+    grid shrinks by RB and the kernel runs its blocks in a loop; bad explicit rb is named."""
+    c = Caps(subgroups=True)
+    rb = {}
+    for fmt, rows, cols in [("q4_0", 14336, 4096), ("q6_k", 14336, 4096), ("q4_0", 4096, 4096),
+                            ("q4_0", 2048, 8192), ("q4_0", 128256, 2048), ("f16", 128256, 2048),
+                            ("q4_0", 4096, 14336)]:
+        k = shaders.kernel("matvec", c, fmt=fmt, rows=rows, cols=cols)
+        rb[fmt, rows, cols] = int(k.slug.partition("_rb")[2] or 1)
+        from shaders.wgsl_common import fold_grid
+        assert tuple(k.grid()[:2]) == fold_grid(-(-rows // (k.meta["rows_per_wg"] *
+                                                            rb[fmt, rows, cols]))), k.slug
+        assert ("blk < " in k.wgsl) == (rb[fmt, rows, cols] > 1)
+    assert rb == {("q4_0", 14336, 4096): 2, ("q6_k", 14336, 4096): 2, ("q4_0", 4096, 4096): 1,
+                  ("q4_0", 2048, 8192): 1, ("q4_0", 128256, 2048): 4, ("f16", 128256, 2048): 1,
+                  ("q4_0", 4096, 14336): 1}
+    g = shaders.kernel("gate_up", c, fmt="q4_0", ffn=14336, hidden=4096, decode=1, norm_eps=1e-5)
+    assert g.slug.endswith("_rb2")
+    assert "_rb" not in shaders.kernel("matvec", c, fmt="q4_0", rows=14336, cols=4096, rb=1).slug
+    with pytest.raises(UnsupportedKernel, match="rb=2 needs one chunk per thread"):
+        shaders.kernel("matvec", c, fmt="q4_0", rows=64, cols=14336, rb=2)
+
+
 def test_unsupported_combinations_are_named():
     with pytest.raises(UnsupportedKernel, match="matvec.*not a multiple of the group size"):
         shaders.kernel("matvec", Caps(), fmt="q4_0", rows=4, cols=48)
