@@ -19,7 +19,6 @@ from _tiny_tok import write_byte_tokenizer  # noqa: E402
 
 from weights_tool.corpus import sha256_text  # noqa: E402
 from weights_tool.pack import pack  # noqa: E402
-from weights_tool.policy import more_bits_layers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CFG = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -46,17 +45,15 @@ def test_mixed_precision_default_and_overrides(src, tmp_path):
     m = pack(src, tmp_path / "a", quant="q4_0", progress=False).manifest
     dt = _dtypes(m)
     assert m["tensors"]["output"] == {"alias": "tok_embeddings"}
-    # q4_0 defaults: embedding / LM head, every wv, the w2 of the last eighth of the layers
-    # (llama.cpp's integer rule: layer 1 of 2) at q8_0
-    assert more_bits_layers(2) == [1] and more_bits_layers(30) == [0, 1, 2, 5, 8, 11, 14, 17,
-                                                                   20, 23, 26, 27, 28, 29]
-    eight = {"tok_embeddings", "layers.0.attention.wv", "layers.1.attention.wv",
-             "layers.1.feed_forward.w2"}
+    # q4_0 defaults: embedding / LM head, every wv, wk and w2 at q8_0
+    eight = {"tok_embeddings"} | {f"layers.{i}.{n}" for i in (0, 1) for n in
+                                  ("attention.wv", "attention.wk", "feed_forward.w2")}
     assert {k for k, v in dt.items() if v == "q8_0"} == eight
     assert {v for k, v in dt.items() if k not in eight} == {"q4_0"}
     q = m["quant"]
-    assert q["method"] == "rtn" and q["keep"][:3] == ["tok_embeddings=q8_0", "output=q8_0",
-                                                      "layers.*.attention.wv=q8_0"]
+    assert q["method"] == "rtn" and q["keep"] == [
+        "tok_embeddings=q8_0", "output=q8_0", "layers.*.attention.wv=q8_0",
+        "layers.*.attention.wk=q8_0", "layers.*.feed_forward.w2=q8_0"]
     assert 4.5 < q["bits_per_weight"] < 8.5
     assert pack(src, tmp_path / "a1", quant="q4_1", progress=False).manifest["quant"]["keep"] \
         == ["tok_embeddings=q8_0", "output=q8_0"]

@@ -70,6 +70,19 @@ def test_perplexity_windows_and_self_agreement(models, backend):
                       out=io.StringIO(), numpy=True)
     assert abs(npy[0]["perplexity"] / ref["perplexity"] - 1) < 1e-3
     assert abs(npy[1]["mean_kl"] - q4["mean_kl"]) < 0.05 * q4["mean_kl"] + 1e-4
+    # the paired NLL difference and its standard error, from per-position NLLs computed here
+    assert same["nll_delta"] == 0.0 and same["nll_delta_se"] == 0.0
+    rq, nq = Reference.load(models["q4_0"]), []
+    for i in range(0, 200, 64):
+        w = ids[i:i + 64]
+        z = rq.logits(w).astype(np.float64)
+        lp = z - z.max(-1, keepdims=True)
+        lp -= np.log(np.exp(lp).sum(-1, keepdims=True))
+        nq += [-lp[t, w[t + 1]] for t in range(len(w) - 1)]
+    d = np.asarray(nq) - np.asarray(nll)                                # (196,) paired
+    assert abs(npy[1]["nll_delta"] - d.mean()) < 1e-4 * max(1.0, abs(d.mean()))
+    assert abs(npy[1]["nll_delta_se"] / (d.std(ddof=1) / np.sqrt(len(d))) - 1) < 1e-3
+    assert abs(np.exp(npy[1]["nll_delta"]) - npy[1]["perplexity"] / npy[0]["perplexity"]) < 1e-6
 
 
 def run_cli(*argv):

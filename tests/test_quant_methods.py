@@ -12,7 +12,7 @@ from modelfmt.config import ModelConfig
 from weights_tool import awq, blockq
 from weights_tool.calibrate import LayerQuantizer
 from weights_tool.forward import LINEARS, LayerForward, final_logits
-from weights_tool.gptq import gptq_columns, gptq_quantize, inverse_cholesky
+from weights_tool.gptq import gptq_columns, gptq_quantize, inverse_cholesky, refit_scales
 from modelfmt.quantize import dequantize, quantize
 
 
@@ -59,6 +59,46 @@ def test_gptq_parts_decode_and_beat_rtn(fmt):
     def out_err(Wq):
         return float(np.square(X @ (Wq - W).T).sum())
     assert out_err(deq) < 0.7 * out_err(rtn), (out_err(deq), out_err(rtn))
+
+
+@pytest.mark.parametrize("fmt", ["q4_0", "q4_1"])
+def test_refit_scales_is_the_least_squares_solution(fmt):
+    """With GPTQ's codes fixed, refit_scales' scales (and mins) of one row must be the direct
+    least-squares solution of min ||Hd^1/2 (w - B^T x)|| over the (K ng) block basis B, up to the
+    f16 rounding of the result, and never raise the damped objective of any row."""
+    rng = np.random.default_rng(3)
+    n, rows, cols, G, damp = 400, 8, 128, 32, 0.1
+    X = _inputs(rng, n, cols)
+    W = (rng.standard_normal((rows, cols)) * 0.05).astype(np.float32)
+    H = X.T @ X
+    parts, _ = gptq_quantize(W, H, fmt, G, damp)
+    ng = cols // G
+    deq0 = dequantize(parts, fmt, rows, cols)
+    d0 = parts["scales"].view(np.float16).astype(np.float32).reshape(rows, ng)
+    m0 = parts["mins"].view(np.float16).astype(np.float32).reshape(rows, ng) \
+        if fmt == "q4_1" else None
+    # the codes GPTQ stored: invert the dequantization block by block
+    q = np.rint((deq0.reshape(rows, ng, G) - (m0[..., None] if m0 is not None else 0))
+                / np.where(d0 != 0, d0, 1)[..., None]).reshape(rows, cols)
+    d, m = refit_scales(W, q, d0, m0, H, damp, G)
+    Hd = H.astype(np.float64) + damp * np.mean(np.diag(H)) * np.eye(cols)
+    L = np.linalg.cholesky(Hd)                                         # Hd = L L^T
+
+    def objective(dd, mm):                                             # (rows,)
+        wq = q.reshape(rows, ng, G) * dd[..., None] + (mm[..., None] if mm is not None else 0)
+        e = W - wq.reshape(rows, cols)
+        return np.einsum("ri,ij,rj->r", e, Hd, e)
+    assert (objective(d, m) <= objective(d0, m0) * (1 + 1e-6)).all()
+    assert objective(d, m).sum() < objective(d0, m0).sum()            # it did something
+    for r in range(rows):
+        B = np.zeros((ng * (2 if fmt == "q4_1" else 1), cols))         # (K ng, cols) basis
+        for g in range(ng):
+            B[g, g * G:(g + 1) * G] = q[r, g * G:(g + 1) * G]
+            if fmt == "q4_1":
+                B[ng + g, g * G:(g + 1) * G] = 1.0
+        x, *_ = np.linalg.lstsq(L.T @ B.T, L.T @ W[r].astype(np.float64), rcond=None)
+        got = np.concatenate([d[r], m[r]]) if fmt == "q4_1" else d[r]
+        np.testing.assert_allclose(got, x, rtol=2e-3, atol=1e-3 * np.abs(x).max())
 
 
 @pytest.mark.parametrize("fmt", ["q4_0", "q4_1", "q8_0"])

@@ -24,7 +24,10 @@ def test_default_q4_0_meets_the_targets(tmp_path, smollm2_gguf, shakespeare_dir,
     assert q["method"] == "gptq" and q["calibration"]["tokens"] == 4096
     assert q["requantized"] > 0 and "tok_embeddings=q8_0" in q["keep"]
     _, row = run_quality([ref, s.out], n_tokens=TOKENS, out=io.StringIO(), numpy=True)
-    # issue 10 asks >= 85 % top-1 and <= 0.05 nats mean KL; measured on these 512 held-out tokens:
-    # 86.1 % and 0.063 (the KL target is missed, docs/QUANTIZATION.md): this guards the level reached
+    # issue 10 asks >= 85 % top-1 and <= 0.05 nats mean KL; measured on these 512 held-out tokens
+    # with the default rules (embedding, every wv / wk / w2 at q8_0): 87.7 % and 0.042
+    # (docs/QUANTIZATION.md; 89.7 % and 0.028 on 2048 tokens)
+    assert q["keep"][2:] == ["layers.*.attention.wv=q8_0", "layers.*.attention.wk=q8_0",
+                             "layers.*.feed_forward.w2=q8_0"]
     assert row["top1_agreement"] >= 0.85, row
-    assert row["mean_kl"] <= 0.07, row
+    assert row["mean_kl"] <= 0.05, row

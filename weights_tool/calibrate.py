@@ -50,6 +50,7 @@ CALIB_DAMP = 1.0
 DEFAULT_WINDOW = 512
 SEARCH_ROWS = 256          # calibration rows the AWQ scale search and the error report use
 FP_TARGET = True           # aim every layer at the unquantized model's output (``_quant``)
+GPTQ_REFIT = 0             # gptq.gptq_quantize's ``refit`` passes (block scales refitted after)
 
 
 def best_method(quant: str, src: Source, fmt_of) -> str:
@@ -176,7 +177,7 @@ class LayerQuantizer:
             target = w + np.linalg.solve(A, C.astype(np.float64) @ w.T.astype(np.float64)) \
                 .T.astype(np.float32)
         if self.use_gptq:
-            parts, deq = gptq_quantize(target, H, fmt, self.G, self.damp)
+            parts, deq = gptq_quantize(target, H, fmt, self.G, self.damp, GPTQ_REFIT)
         else:
             parts, deq = blockq.quantize_weighted(target, fmt, np.diag(H) / X.shape[0], self.G)
         res.parts[name] = parts

@@ -85,26 +85,88 @@ def gptq_columns(W: np.ndarray, U: np.ndarray, quant_group, group_size: int = 32
     return W
 
 
+def refit_scales(W: np.ndarray, q: np.ndarray, d: np.ndarray, m: np.ndarray | None,
+                 H: np.ndarray, damp: float = DAMP, group_size: int = 32):
+    """The block scales (and mins) that minimise the OUTPUT error for GPTQ's codes, all blocks of
+    a row jointly: GPTQ fits a block's scale when the group starts, on weights that its later
+    rounding errors move again; with the codes fixed the best scales are a linear least-squares
+    problem per row. For row w (cols,) and Wq = sum_g d_g P_g (+ m_g 1_g) with P_g the codes
+    masked to block g, minimise (w - Wq) Hd (w - Wq)^T, Hd = H + damp * mean(diag H) I (GPTQ's
+    damped objective):  (B Hd B^T) x = B Hd w  with B the (K ng, cols) basis {P_g (, 1_g)}.
+    The solution is rounded to f16 and kept per row only where it lowers the objective.
+
+    W (rows, cols) the target weights; q (rows, cols) codes; d, m (rows, ng); returns (d, m)."""
+    rows, cols = W.shape
+    G = group_size
+    ng = cols // G
+    Hd = np.array(H, np.float64)                          # (cols, cols)
+    Hd[np.diag_indices_from(Hd)] += damp * float(np.mean(np.diag(Hd))) + 1e-30
+    Hd32 = Hd.astype(np.float32)
+    K = 1 if m is None else 2
+    d, m = d.copy(), (None if m is None else m.copy())
+    step = max(1, (1 << 22) // (ng * ng * K * K))         # rows per chunk: A <= 32 MB f64
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        R = r1 - r0
+        basis = [q[r0:r1].astype(np.float32)]             # (R, cols) each
+        if K == 2:
+            basis.append(np.ones((R, cols), np.float32))
+        A = np.empty((R, K * ng, K * ng), np.float64)
+        for a, Pa in enumerate(basis):
+            for g in range(ng):
+                T = Pa[:, g * G:(g + 1) * G] @ Hd32[g * G:(g + 1) * G]      # (R, cols)
+                for b, Pb in enumerate(basis):
+                    A[:, a * ng + g, b * ng:(b + 1) * ng] = \
+                        (T * Pb).reshape(R, ng, G).sum(-1)
+        w = W[r0:r1].astype(np.float32)
+        HW = w @ Hd32                                                       # (R, cols)
+        rhs = np.concatenate([(Pa * HW).reshape(R, ng, G).sum(-1) for Pa in basis], 1)
+        A[:, np.arange(K * ng), np.arange(K * ng)] += 1e-9 * np.abs(
+            A[:, np.arange(K * ng), np.arange(K * ng)]).mean(-1, keepdims=True) + 1e-30
+        x = np.linalg.solve(A, rhs[..., None])[..., 0]                      # (R, K ng)
+        nd = blockq._f16(x[:, :ng].astype(np.float32))
+        nm = blockq._f16(x[:, ng:].astype(np.float32)) if K == 2 else None
+
+        def err(dd, mm):
+            wq = basis[0].reshape(R, ng, G) * dd[..., None]
+            if mm is not None:
+                wq = wq + mm[..., None]
+            e = w - wq.reshape(R, cols)
+            return ((e @ Hd32) * e).sum(-1)                                 # (R,)
+        ok = np.isfinite(nd).all(-1) & (np.isfinite(nm).all(-1) if K == 2 else True)
+        nd = np.where(ok[:, None], nd, d[r0:r1])
+        nm = np.where(ok[:, None], nm, m[r0:r1]) if K == 2 else None
+        better = err(nd, nm) < err(d[r0:r1], None if m is None else m[r0:r1])
+        d[r0:r1] = np.where(better[:, None], nd, d[r0:r1])
+        if m is not None:
+            m[r0:r1] = np.where(better[:, None], nm, m[r0:r1])
+    return d, m
+
+
 def gptq_quantize(W: np.ndarray, H: np.ndarray, fmt: str, group_size: int = 32,
-                  damp: float = DAMP):
+                  damp: float = DAMP, refit: int = 0):
     """GPTQ of ``W`` (rows, cols) into ``fmt`` blocks: returns (parts, dequantized (rows, cols)).
 
-    H (cols, cols): X^T X of the layer's calibration inputs (any positive scale)."""
+    H (cols, cols): X^T X of the layer's calibration inputs (any positive scale).
+    ``refit`` > 0: after the sweep, ``refit_scales``; with refit >= 2 the sweep is run again from
+    W with those scales fixed (new codes), then the scales refitted again, refit - 1 times."""
     rows, cols = W.shape
     G = group_size
     U, dead = inverse_cholesky(H, damp)
-    Wc = np.array(W, np.float32)
-    Wc[:, dead] = 0.0
     hdiag = np.diag(H).astype(np.float32).copy()          # (cols,) importance for block fits
     ng = cols // G
     d_all = np.empty((rows, ng), np.float32)
     m_all = np.empty((rows, ng), np.float32) if fmt == "q4_1" else None
     q_all = np.empty((rows, cols), np.int16)
     lo, hi = blockq.CODE_RANGE[fmt]
+    fixed = None                                           # (d, m) of a previous pass
 
     def quant_group(g, Wg):
-        d, m = blockq.fit(Wg[:, None, :], fmt, hdiag[None, g * G:(g + 1) * G])
-        d, m = d[:, 0], (None if m is None else m[:, 0])     # (rows,)
+        if fixed is None:
+            d, m = blockq.fit(Wg[:, None, :], fmt, hdiag[None, g * G:(g + 1) * G])
+            d, m = d[:, 0], (None if m is None else m[:, 0])     # (rows,)
+        else:
+            d, m = fixed[0][:, g], (None if fixed[1] is None else fixed[1][:, g])
         d_all[:, g] = d
         if m is not None:
             m_all[:, g] = m
@@ -117,5 +179,14 @@ def gptq_quantize(W: np.ndarray, H: np.ndarray, fmt: str, group_size: int = 32,
             return q * d + m if m is not None else q * d
         return qcol
 
-    deq = gptq_columns(Wc, U, quant_group, G)
+    for p in range(max(1, refit)):
+        Wc = np.array(W, np.float32)
+        Wc[:, dead] = 0.0
+        deq = gptq_columns(Wc, U, quant_group, G)
+        if refit:
+            fixed = refit_scales(W, q_all, d_all, m_all, H, damp, G)
+            d_all[:], m_all = fixed[0], (None if fixed[1] is None else fixed[1].copy())
+    if refit:
+        deq = blockq.dequant(q_all.reshape(rows, ng, G).astype(np.float32), d_all,
+                             m_all).reshape(rows, cols)
     return blockq.to_parts(q_all, d_all, m_all, fmt), deq

@@ -8,6 +8,10 @@ model's context (``--window``), each window a fresh sequence that starts with th
 special prefix (BOS where the model has one). Per model, against the first (reference) model:
 
   perplexity        exp(mean negative log-likelihood of each next text token)
+  NLL delta, SE     mean over the positions of (the model's NLL - the reference's) = log of the
+                    perplexity ratio, and its paired standard error std(delta) / sqrt(n): the
+                    noise bar of a perplexity gap (positions are treated as independent, so it
+                    is a lower bound where neighbouring positions' errors correlate)
   top-1 agreement   share of positions whose argmax equals the reference's
   KL mean / p99     KL(p_ref || p_model) in nats per position: mean and 99th percentile
   greedy            common prefix of 32 greedy tokens from the sequence's first 8 tokens
@@ -43,7 +47,8 @@ def compare(base, other) -> dict:
     import numpy as np
     lp, lq = _logp(base), _logp(other)
     kl = (np.exp(lp) * (lp - lq)).sum(-1)
-    return {"top1_agreement": float((base.argmax(-1) == other.argmax(-1)).mean()),
+    same = base.argmax(-1) == other.argmax(-1)
+    return {"top1_agreement": float(same.mean()), "same": same,
             "mean_kl": float(kl.mean()), "max_kl": float(kl.max()), "kl": kl}
 
 
@@ -154,7 +159,7 @@ def run_quality(models, n_tokens: int = DEFAULT_TOKENS, as_json: bool = False, o
         raise BadOption("give the reference model first and at least one other model")
     if n_tokens < GREEDY_PREFIX + 2:
         raise BadOption(f"--tokens must be at least {GREEDY_PREFIX + 2}")
-    rows, vocab, wins, ref, base_greedy = [], None, None, None, None
+    rows, vocab, wins, ref, base_greedy, base_nll = [], None, None, None, None, None
     tmp = tempfile.TemporaryDirectory(prefix="quality-")
     try:
         for i, m in enumerate(models):
@@ -177,7 +182,7 @@ def run_quality(models, n_tokens: int = DEFAULT_TOKENS, as_json: bool = False, o
             elif eng.cfg.vocab_size != vocab:
                 raise BadOption(f"{m}: vocabulary {eng.cfg.vocab_size} differs from the first "
                                 f"model's {vocab}")
-            nll, kl, agree, k = [], [], 0, 0
+            nll, kl, same, agree, k = [], [], [], 0, 0
             for w, win in enumerate(wins):
                 lg = eng.logits(win)                                    # (len(win), vocab)
                 ts = [t for ww, t in pos if ww == w]
@@ -189,6 +194,7 @@ def run_quality(models, n_tokens: int = DEFAULT_TOKENS, as_json: bool = False, o
                 else:
                     c = compare(np.asarray(ref[k:k + len(ts)]), z)
                     kl.append(c["kl"])
+                    same.append(c["same"])
                     agree += c["top1_agreement"] * len(ts)
                 k += len(ts)
             first = wins[0][:GREEDY_PREFIX]
@@ -199,10 +205,16 @@ def run_quality(models, n_tokens: int = DEFAULT_TOKENS, as_json: bool = False, o
                    "bits_per_weight": _bits_per_weight(man),
                    "bytes": sum(s["nbytes"] for s in man.get("shards", [])),
                    "tokens": len(pos), "perplexity": float(np.exp(np.concatenate(nll).mean()))}
+            nll = np.concatenate(nll)                                   # (positions,)
+            row["_nll"] = nll              # per position, for callers (not printed)
             if i == 0:
-                base_greedy = greedy
+                base_greedy, base_nll = greedy, nll
             else:
+                delta = nll - base_nll                                  # paired per position
+                row.update(nll_delta=float(delta.mean()),
+                           nll_delta_se=float(delta.std(ddof=1) / np.sqrt(len(delta))))
                 kl = np.concatenate(kl)
+                row["_kl"], row["_same"] = kl, np.concatenate(same)
                 row.update(top1_agreement=agree / k, mean_kl=float(kl.mean()),
                            p99_kl=float(np.quantile(kl, 0.99)), max_kl=float(kl.max()),
                            greedy_common_prefix=common_prefix(base_greedy, greedy),
@@ -217,15 +229,17 @@ def run_quality(models, n_tokens: int = DEFAULT_TOKENS, as_json: bool = False, o
 
 
 def _print(rows, as_json, out) -> None:
+    rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     if as_json:
         out.write(json.dumps(rows) + "\n")
         return
     out.write(f"{'model':<40} {'quant':>5} {'method':>8} {'bits/w':>6} {'MB':>7} {'ppl':>8} "
-              f"{'top-1':>6} {'KL mean':>8} {'KL p99':>8} {'greedy':>6}\n")
+              f"{'top-1':>6} {'KL mean':>8} {'KL p99':>8} {'greedy':>6} {'dNLL +- SE':>16}\n")
     for i, r in enumerate(rows):
         cmp = ("  (reference)" if i == 0 else
                f" {100 * r['top1_agreement']:5.1f}% {r['mean_kl']:8.4f} {r['p99_kl']:8.4f} "
-               f"{r['greedy_common_prefix']:>3}/{r['greedy_tokens']}")
+               f"{r['greedy_common_prefix']:>3}/{r['greedy_tokens']} "
+               f"{r['nll_delta']:+8.4f} +-{r['nll_delta_se']:.4f}")
         out.write(f"{r['model'][-40:]:<40} {r['quant'] or '?':>5} {r['method']:>8} "
                   f"{r['bits_per_weight']:6.2f} {r['bytes'] / 1e6:7.1f} {r['perplexity']:8.3f}"
                   f"{cmp}\n")
