@@ -366,12 +366,16 @@ DECODE_SHAPES = FULL_SHAPES[:3] + [(2048, 2048), (2048, 8192), (128256, 2048)]
 DECODE_FFN = [(14336, 4096), (8192, 2048)]   # gate_up (ffn, hidden) of the 8B / 1B shapes
 
 
+def decode_shapes(quick: bool) -> tuple[list, list]:
+    """(matvec (rows, cols), gate_up (ffn, hidden)) shapes of the decode sweeps."""
+    return (QUICK_SHAPES, [(2048, 1024)]) if quick else (DECODE_SHAPES, DECODE_FFN)
+
+
 def decode_unpack(device, caps, rng, say, quick: bool, roof: float) -> None:
     """Decode kernels only: q4_0 matvec and gate_up with each weight unpacking (0 shift, 1 mask,
     2 int8 x + dot4I8Packed, 3 int8 x + residual), on the 8B and 1B layer shapes and LM heads,
     then rows per workgroup for unpacking 3."""
-    shapes = QUICK_SHAPES if quick else DECODE_SHAPES
-    ffns = [(2048, 1024)] if quick else DECODE_FFN
+    shapes, ffns = decode_shapes(quick)
     say("| op | shape | unpack | kernel | time (us) | GB/s | % copy roofline |")
     say("|---|---|---|---|---|---|---|")
     for op, lst in (("matvec", shapes), ("gate_up", ffns)):
@@ -401,8 +405,7 @@ def row_blocks_sweep(device, caps, rng, say, quick: bool, roof: float) -> None:
     RB * R rows) and the ``auto_rb`` choice, q4_0 and q6_k: the evidence of matvec.auto_rb."""
     from .core import UnsupportedKernel
 
-    shapes = QUICK_SHAPES if quick else DECODE_SHAPES
-    ffns = [(2048, 1024)] if quick else DECODE_FFN
+    shapes, ffns = decode_shapes(quick)
     say("| op | shape | RB = 1 | RB = 2 | RB = 4 | auto |")
     say("|---|---|---|---|---|---|")
     for op, lst in (("matvec", shapes), ("gate_up", ffns)):
