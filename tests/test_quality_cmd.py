@@ -50,14 +50,18 @@ def test_perplexity_windows_and_self_agreement(models, backend):
     from driver.tokenizer import Tokenizer
     ids = Tokenizer.from_file(Path(models["f32"]) / "tokenizer.json").encode(
         TEXT, add_special_tokens=False)[:200]
-    nll = []
-    r = Reference.load(models["f32"])
-    for i in range(0, 200, 64):
-        w = ids[i:i + 64]
-        z = r.logits(w).astype(np.float64)
-        lp = z - z.max(-1, keepdims=True)
-        lp -= np.log(np.exp(lp).sum(-1, keepdims=True))
-        nll += [-lp[t, w[t + 1]] for t in range(len(w) - 1)]
+
+    def position_nll(model):   # next-token NLL per position, windows of 64 as the command
+        r, out = Reference.load(models[model]), []
+        for i in range(0, 200, 64):
+            w = ids[i:i + 64]
+            z = r.logits(w).astype(np.float64)
+            lp = z - z.max(-1, keepdims=True)
+            lp -= np.log(np.exp(lp).sum(-1, keepdims=True))
+            out += [-lp[t, w[t + 1]] for t in range(len(w) - 1)]
+        return out
+
+    nll = position_nll("f32")
     assert abs(ref["perplexity"] / np.exp(np.mean(nll)) - 1) < 1e-3
     assert same["top1_agreement"] == 1.0 and same["mean_kl"] < 1e-6
     assert same["greedy_common_prefix"] == same["greedy_tokens"]
@@ -72,13 +76,7 @@ def test_perplexity_windows_and_self_agreement(models, backend):
     assert abs(npy[1]["mean_kl"] - q4["mean_kl"]) < 0.05 * q4["mean_kl"] + 1e-4
     # the paired NLL difference and its standard error, from per-position NLLs computed here
     assert same["nll_delta"] == 0.0 and same["nll_delta_se"] == 0.0
-    rq, nq = Reference.load(models["q4_0"]), []
-    for i in range(0, 200, 64):
-        w = ids[i:i + 64]
-        z = rq.logits(w).astype(np.float64)
-        lp = z - z.max(-1, keepdims=True)
-        lp -= np.log(np.exp(lp).sum(-1, keepdims=True))
-        nq += [-lp[t, w[t + 1]] for t in range(len(w) - 1)]
+    nq = position_nll("q4_0")
     d = np.asarray(nq) - np.asarray(nll)                                # (196,) paired
     assert abs(npy[1]["nll_delta"] - d.mean()) < 1e-4 * max(1.0, abs(d.mean()))
     assert abs(npy[1]["nll_delta_se"] / (d.std(ddof=1) / np.sqrt(len(d))) - 1) < 1e-3
