@@ -74,7 +74,11 @@ class JsBackend(g.GPU):
         from shaders.core import Caps
         lang = opened.languageFeatures
         self.language_features = frozenset(lang.to_py() if hasattr(lang, "to_py") else lang or ())
-        self.caps = Caps.from_adapter(self.features, self.limits, self.language_features)
+        mats = getattr(opened, "matrixConfigs", None)
+        sizes = getattr(opened, "subgroupSizes", None)
+        self.caps = Caps.from_adapter(self.features, self.limits, self.language_features,
+                                      mats.to_py() if hasattr(mats, "to_py") else mats,
+                                      tuple(sizes.to_py() if hasattr(sizes, "to_py") else sizes or (0, 0)))
 
     @classmethod
     async def create(cls, helper=None, mode: str = "") -> "JsBackend":

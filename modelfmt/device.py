@@ -31,9 +31,12 @@ RAISED_LIMITS = (
     "maxComputeWorkgroupsPerDimension", "maxUniformBufferBindingSize",
 )
 
-# Features enabled when the adapter offers them (WebGPU names; shaders.Caps reads the first two,
-# the bench the third). wgpu-py 0.32 spells "subgroups" as "subgroup": FEATURE_ALIASES.
-WANTED_FEATURES = ("shader-f16", "subgroups", "timestamp-query")
+# Features enabled when the adapter offers them (WebGPU names; shaders.Caps reads the first two
+# and the fourth, the bench the third). The fourth is Chromium's (behind --enable-unsafe-webgpu):
+# prefill matmuls on the matrix units (shaders/matmul.py). wgpu-py 0.32 spells "subgroups" as
+# "subgroup": FEATURE_ALIASES.
+WANTED_FEATURES = ("shader-f16", "subgroups", "timestamp-query",
+                   "chromium-experimental-subgroup-matrix")
 FEATURE_ALIASES = {"subgroups": ("subgroup",)}
 
 

@@ -34,13 +34,27 @@ class Caps:
     # kernels' int8-x path; without it they use the exact f32 unpacking (matvec.default_unpack).
     # Native naga has it; browsers list it in navigator.gpu.wgslLanguageFeatures.
     packed_dot: bool = True
+    # chromium-experimental-subgroup-matrix (the GPU's matrix units from WGSL): the adapter's
+    # subgroupMatrixConfigs as (component, result, M, N, K) tuples, e.g. ("f16", "f32", 16, 16, 16);
+    # () where the device was not opened with the feature. matmul.py's tensor-core tiles need an
+    # f16 -> f32 config and subgroups of exactly ``SGMAT_SUBGROUP`` invocations (subgroup_sizes).
+    subgroup_matrix: tuple = ()
+    subgroup_sizes: tuple = (0, 0)   # (adapter.info.subgroupMinSize, subgroupMaxSize); 0 unknown
 
     @classmethod
-    def from_adapter(cls, features, limits: dict, language_features=None) -> "Caps":
+    def from_adapter(cls, features, limits: dict, language_features=None,
+                     matrix_configs=None, subgroup_sizes=(0, 0)) -> "Caps":
         """``features``: iterable of WebGPU feature names; ``limits``: WebGPU limit name -> int
         (camelCase or snake_case accepted); ``language_features``: WGSL language feature names
-        (``navigator.gpu.wgslLanguageFeatures``), None where the compiler is known (wgpu-py)."""
+        (``navigator.gpu.wgslLanguageFeatures``), None where the compiler is known (wgpu-py);
+        ``matrix_configs``: ``adapter.info.subgroupMatrixConfigs`` as dicts (componentType,
+        resultComponentType, M, N, K), used only when the device has the feature."""
         feats = set(features)
+        mats = ()
+        if "chromium-experimental-subgroup-matrix" in feats:
+            mats = tuple(sorted({(str(c["componentType"]), str(c["resultComponentType"]),
+                                  int(c["M"]), int(c["N"]), int(c["K"]))
+                                 for c in (matrix_configs or ())}))
 
         def lim(name: str, default: int) -> int:
             snake = "".join("_" + c.lower() if c.isupper() else c for c in name)
@@ -58,6 +72,8 @@ class Caps:
             max_storage_buffers=lim("maxStorageBuffersPerShaderStage", 8),
             packed_dot=(language_features is None
                         or "packed_4x8_integer_dot_product" in set(language_features)),
+            subgroup_matrix=mats,
+            subgroup_sizes=(int(subgroup_sizes[0] or 0), int(subgroup_sizes[1] or 0)),
         )
 
 

@@ -102,14 +102,15 @@ async function init() {
     runTtftBench(q.get('bench'), +q.get('ttft')).catch((e) => postBench({ error: `${e.name}: ${e.message}` }));
   } else if (q.get('bench')) {
     runBench(q.get('bench'), +(q.get('prompt') || 128), +(q.get('tokens') || 128), q.get('decode') || 'default',
-      +(q.get('runs') || 5)).catch(
+      +(q.get('runs') || 5), q.get('matrix') === '0').catch(
       (e) => postBench({ error: `${e.name}: ${e.message}` }));
   } else {
     autoLoad();
   }
 }
 
-// ---- bench mode: /?bench=MODEL&prompt=P&tokens=N[&decode=split][&runs=R] (figures POSTed to /api/bench) ----
+// ---- bench mode: /?bench=MODEL&prompt=P&tokens=N[&decode=split][&runs=R][&matrix=0] (figures POSTed to /api/bench;
+// matrix=0: the device opened without chromium-experimental-subgroup-matrix, prefill on the FMA tiles) ----
 // decode=split: the decode program with split-K attention at every context and the final norm in its own
 // dispatch (more dispatches than the default; faster natively on the H200): both are measured in the page.
 const DECODE_PROGRAMS = { default: null, split: { short_ctx: 0, head_norm: false } };
@@ -119,11 +120,11 @@ async function postBench(report) {
     body: JSON.stringify({ ...report, adapter: state.adapter, userAgent: navigator.userAgent }) }).catch(() => {});
 }
 
-async function runBench(model, promptLen, tokens, program = 'default', nRuns = 5) {
+async function runBench(model, promptLen, tokens, program = 'default', nRuns = 5, noMatrix = false) {
   $('model').value = model;
   if (!Object.hasOwn(DECODE_PROGRAMS, program)) throw new Error(`decode=${program}: one of ${Object.keys(DECODE_PROGRAMS)}`);
   const t0 = performance.now();
-  state.engine = await createEngine({ model, onProgress, decode: DECODE_PROGRAMS[program] });
+  state.engine = await createEngine({ model, onProgress, decode: DECODE_PROGRAMS[program], noMatrix });
   const loadS = (performance.now() - t0) / 1000;
   const V = 1000; // ids well inside any Llama-3 family vocabulary
   // a different first id per run: no run reuses another's KV cache (driver.session's prefix reuse), so each one
@@ -138,7 +139,8 @@ async function runBench(model, promptLen, tokens, program = 'default', nRuns = 5
     runs.push({ n: ids.length, ...stats });
   }
   const best = (k) => Math.max(...runs.map((x) => x[k]));
-  const report = { model, decode_program: program, prompt_tokens: promptLen, max_tokens: tokens, load_s: loadS,
+  const report = { model, decode_program: program, matrix: !noMatrix, prompt_tokens: promptLen, max_tokens: tokens,
+    load_s: loadS,
     info: state.engine.info, runs,
     decode_tokens_per_s: best('decode_tokens_per_s'), prefill_tokens_per_s: best('prefill_tokens_per_s') };
   state.bench = report;

@@ -265,8 +265,10 @@ export function startWorker() {
 // shader compilation and upload. onProgress({phase, ...}) reports progress; `signal` cancels the load (the worker
 // is terminated, the promise rejects with kind 'aborted'). `decode` (benchmarks): the decode program's
 // DecodeOptions fields (driver/decode_options.py), e.g. {short_ctx: 0, head_norm: false}; default: the driver's.
+// `noMatrix` (benchmarks): open the device without chromium-experimental-subgroup-matrix, so prefill runs on the
+// FMA tiles even where the GPU's matrix units are reachable.
 export async function createEngine({ model, base = HERE, onProgress = () => {}, worker = null, signal = null,
-  decode = null } = {}) {
+  decode = null, noMatrix = false } = {}) {
   if (!model) throw described('bad-option', 'createEngine needs {model: "<name>"} (see listModels())');
   const w = worker || startWorker();
   const engine = new Engine(w, model, new URL(base, location.href).href);
@@ -291,7 +293,7 @@ export async function createEngine({ model, base = HERE, onProgress = () => {}, 
       if (signal.aborted) { cancel(); return; }
       signal.addEventListener('abort', cancel, { once: true });
     }
-    w.postMessage({ type: 'load', model, base: engine.base, pipelines: remembered(key), decode });
+    w.postMessage({ type: 'load', model, base: engine.base, pipelines: remembered(key), decode, noMatrix });
   });
   remember(key, engine.info.kernels);
   return engine;

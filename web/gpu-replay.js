@@ -19,7 +19,7 @@ const BINDING_TYPE = { read: 'read-only-storage', read_write: 'storage', uniform
 // Device knowledge from modelfmt/device.py (never edit by hand): the limits a manifest's requirements name with their
 // WebGPU defaults, the limits raised to the adapter's maximum, the features asked for. `python -m pybuild` writes the
 // table between the markers of the built copy; tests/test_pybuild.py checks this copy equals it.
-export const DEVICE = /*@DEVICE@*/{"requiredLimits":[{"requirement":"max_storage_buffer_binding_size","limit":"maxStorageBufferBindingSize","default":134217728},{"requirement":"max_buffer_size","limit":"maxBufferSize","default":268435456},{"requirement":"max_storage_buffers_per_shader_stage","limit":"maxStorageBuffersPerShaderStage","default":8}],"raisedLimits":["maxStorageBufferBindingSize","maxBufferSize","maxComputeWorkgroupStorageSize","maxComputeInvocationsPerWorkgroup","maxComputeWorkgroupSizeX","maxComputeWorkgroupSizeY","maxComputeWorkgroupSizeZ","maxStorageBuffersPerShaderStage","maxComputeWorkgroupsPerDimension","maxUniformBufferBindingSize"],"wantedFeatures":["shader-f16","subgroups","timestamp-query"]}/*@END@*/;
+export const DEVICE = /*@DEVICE@*/{"requiredLimits":[{"requirement":"max_storage_buffer_binding_size","limit":"maxStorageBufferBindingSize","default":134217728},{"requirement":"max_buffer_size","limit":"maxBufferSize","default":268435456},{"requirement":"max_storage_buffers_per_shader_stage","limit":"maxStorageBuffersPerShaderStage","default":8}],"raisedLimits":["maxStorageBufferBindingSize","maxBufferSize","maxComputeWorkgroupStorageSize","maxComputeInvocationsPerWorkgroup","maxComputeWorkgroupSizeX","maxComputeWorkgroupSizeY","maxComputeWorkgroupSizeZ","maxStorageBuffersPerShaderStage","maxComputeWorkgroupsPerDimension","maxUniformBufferBindingSize"],"wantedFeatures":["shader-f16","subgroups","timestamp-query","chromium-experimental-subgroup-matrix"]}/*@END@*/;
 
 // What the adapter lacks for a manifest's requirements, as plain reasons ([] when it can run the model): the rules of
 // modelfmt.device.unmet (a limit the device does not report has its WebGPU default).
@@ -85,10 +85,17 @@ export function describeAdapter(adapter, mode) {
   };
 }
 
+// Options every later openDevice call takes (the worker sets them per load: {noMatrix} from the page's bench mode).
+let deviceOptions = {};
+export function setDeviceOptions(o) { deviceOptions = { ...(o || {}) }; }
+
 // Open a device with the wanted features and raised limits. Returns {device, info, features, limits}.
 export async function openDevice(opts = {}) {
+  opts = { ...deviceOptions, ...opts };
   const { adapter, mode } = await pickAdapter(opts);
-  const requiredFeatures = DEVICE.wantedFeatures.filter((f) => adapter.features.has(f));
+  // opts.noMatrix: without chromium-experimental-subgroup-matrix (the prefill matmuls on FMA tiles; bench A/B)
+  const requiredFeatures = DEVICE.wantedFeatures.filter((f) => adapter.features.has(f) &&
+    !(opts.noMatrix && f === 'chromium-experimental-subgroup-matrix'));
   const requiredLimits = {};
   for (const k of DEVICE.raisedLimits) if (typeof adapter.limits[k] === 'number') requiredLimits[k] = adapter.limits[k];
   const device = await adapter.requestDevice({ requiredFeatures, requiredLimits, label: 'llama3-webgpu' });
@@ -99,7 +106,13 @@ export async function openDevice(opts = {}) {
   // the shaders' Caps use 'subgroups'; the manifest's requirements use WebGPU names
   // WGSL language features (packed_4x8_integer_dot_product gates the q4_0 int8 decode path)
   const languageFeatures = navigator.gpu.wgslLanguageFeatures ? [...navigator.gpu.wgslLanguageFeatures].sort() : [];
-  return { device, info, features, languageFeatures, limits: limitsObject(device.limits), lost: device.lost };
+  // the matrix units' shapes (shaders.Caps.subgroup_matrix) and subgroup widths, from the adapter's info
+  const ai = adapter.info || {};
+  const matrixConfigs = [...(ai.subgroupMatrixConfigs || [])].map((c) => ({ componentType: c.componentType,
+    resultComponentType: c.resultComponentType, M: c.M, N: c.N, K: c.K }));
+  const subgroupSizes = [ai.subgroupMinSize || 0, ai.subgroupMaxSize || 0];
+  return { device, info, features, languageFeatures, matrixConfigs, subgroupSizes, limits: limitsObject(device.limits),
+    lost: device.lost };
 }
 
 // End the load's out-of-memory scope: throws a plain error if any allocation failed.

@@ -2,7 +2,7 @@
 // and the Python driver (wheel `llama3-webgpu-browser`, loaded by name from the local pyodide-lock.json with its
 // sha256 checked). The UI thread talks to it with small typed messages (see engine.mjs):
 //
-//   in:  probe | load {model, base, pipelines?, decode?} | generate {id, messages|prompt_ids, options, continue?}
+//   in:  probe | load {model, base, pipelines?, decode?, noMatrix?} | generate {id, messages|prompt_ids, options, continue?}
 //        | stop {id} | delete {model} | unload
 //   out: probe {adapter} | progress {phase, ...} | loaded {info} | prefill {id, done, total} | token {id, token, text}
 //        | done {id, stats} | error {id?, kind, message, hint, cls, detail, reload} | deleted {model, n}
@@ -81,8 +81,9 @@ function startPyodide() {
 
 const verified = new Map(); // shard index -> ArrayBuffer kept only when the cache refused it (quota)
 
-async function load(model, base, pipelines, decode) {
+async function load(model, base, pipelines, decode, noMatrix) {
   control.stop = false;
+  gpu.setDeviceOptions({ noMatrix: !!noMatrix }); // bench A/B: prefill without the matrix units
   const modelBase = new URL(`./models/${encodeURIComponent(model)}/`, base || ROOT).href;
   const manifest = await cache.fetchFile(new URL('manifest.json', modelBase).href, 'json');
   // capability check before any byte of the weights is downloaded
@@ -210,7 +211,7 @@ self.onmessage = (ev) => {
   busy = busy.then(async () => {
     try {
       if (m.type === 'probe') post({ type: 'probe', adapter: await probe(m.mode) });
-      else if (m.type === 'load') post({ type: 'loaded', info: await load(m.model, m.base, m.pipelines, m.decode) });
+      else if (m.type === 'load') post({ type: 'loaded', info: await load(m.model, m.base, m.pipelines, m.decode, m.noMatrix) });
       else if (m.type === 'generate') post({ type: 'done', id: m.id, stats: await generate(m) });
       else if (m.type === 'delete') {
         const base = new URL(`./models/${encodeURIComponent(m.model)}/`, m.base || ROOT).href;
