@@ -10,7 +10,9 @@
 # TTFT=10: instead, time to first token per turn of a 10-turn id-level chat (KV cache reused), natively
 # (python -m driver bench --ttft's run_ttft_bench) and in the page (/?bench=bench&ttft=10);
 # EXTRA_FLAGS: more Chromium switches, e.g. --enable-dawn-features=vulkan_enable_f16_on_nvidia (shader-f16);
-# PROGRAMS="default split": the decode programs measured, natively and in the page, web/app.js DECODE_PROGRAMS)
+# PROGRAMS="default split": the decode programs measured, natively and in the page, web/app.js DECODE_PROGRAMS;
+# PROMPT=512: the prompt length of both sides (default 128); MATRIX=0: the page's device opened without
+# chromium-experimental-subgroup-matrix (prefill on the FMA tiles; the feature needs EXTRA_FLAGS' f16 switch))
 # Writes OUTDIR/native.json (Engine.generate, best of 5 after a warm-up, per program) and OUTDIR/page.jsonl (the page's POSTs,
 # one line per program).
 # Chromium needs the fonts the bundle packs (FONTCONFIG_FILE below; without them it aborts with
@@ -20,7 +22,8 @@
 # backend instead (the fallback for GPUs without core WebGPU).
 set -u
 out=${1:?OUTDIR}; preset=${2:-smollm-shape}; quant=${3:-q4_0}; mode=${MODE:-core}
-programs=${PROGRAMS:-default split}
+programs=${PROGRAMS:-default split}; prompt_len=${PROMPT:-128}
+matrix_q=""; [ "${MATRIX:-1}" = 0 ] && matrix_q="&matrix=0"
 case "$mode" in
   core) adapter=(--disable-vulkan-surface) ;;
   compat) adapter=(--use-webgpu-adapter=opengles) ;;
@@ -44,14 +47,15 @@ from driver.native.bench_session import run_ttft_bench
 print(json.dumps(run_ttft_bench(load(os.environ["MODEL"]))))' > "$out/native.json"
   query="ttft=$TTFT"
 else
-  query="prompt=128&tokens=128"
-PROGRAMS="$programs" MODEL="$m/bench" python3 - > "$out/native.json" <<'PY'
+  query="prompt=$prompt_len&tokens=128$matrix_q"
+PROMPT="$prompt_len" PROGRAMS="$programs" MODEL="$m/bench" python3 - > "$out/native.json" <<'PY'
 import json, os
 from driver.decode_options import DecodeOptions
 from driver.native import load
 PROGRAMS = {"default": DecodeOptions(), "split": DecodeOptions(short_ctx=0, head_norm=False)}
 e = load(os.environ["MODEL"])
-prompt = lambda r: [1 + (i * 7919 + r * 104729) % 1000 for i in range(128)]   # web/app.js runBench
+n_prompt = int(os.environ["PROMPT"])
+prompt = lambda r: [1 + (i * 7919 + r * 104729) % 1000 for i in range(n_prompt)]   # web/app.js runBench
 out = {}
 for name in os.environ["PROGRAMS"].split():
     e.set_decode(PROGRAMS[name])

@@ -283,7 +283,8 @@ def compare(out, ref, tol_key: str) -> tuple[float, float, bool]:
 
 def variant_name(kernel: Kernel) -> str:
     k = kernel.key
-    feats = [n for n, on in (("f16", k.f16), ("subgroups", k.subgroups)) if on]
+    feats = [n for n, on in (("f16", k.f16), ("subgroups", k.subgroups),
+                             ("matrix", "sgm" in dict(k.dims))) if on]
     return "+".join(feats) or "fallback"
 
 

@@ -6,7 +6,8 @@
 
 f32 tiles and accumulation by default; with shader-f16 the tiles are staged as f16 and each K
 step's 32 products are summed in f16 (twice the FMA rate on GPUs with packed half math) before
-being added to f32 accumulators. Pure Python; numpy only inside the check cases.
+being added to f32 accumulators. Where the device offers Chromium's subgroup matrices
+(``matmul_sgmat.sgmat_config``), the tiles run on the GPU's matrix units instead. Pure Python; numpy only inside the check cases.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from modelfmt.formats import QUANTIZED
 from .core import Binding, Caps, Grid, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
 from .wgsl_common import (BASE, WeightSpec, binding_decls, check_weight, enable_lines, weight_bindings,
                           weight_fns, words_per_row)
+from .matmul_sgmat import sgmat_config, sgmat_kernel
 from .registry import Case, register, register_cases
 
 TN = 64   # weight rows per tile (tokens per tile: 16 * tokens per thread)
@@ -35,6 +37,17 @@ def _wload(prefix: str, cols: int, tk: int) -> str:
             f"vec4<f32>(vec4<u32>(4u * c4) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(COLS))")
 
 
+def _xload(xvec: bool) -> str:
+    """WGSL ``xload4(t, c4)``: 4 consecutive x values of token t from column 4*c4, zero past the end."""
+    if xvec:  # whole vec4 loads: every token row starts 16-byte aligned
+        return ("fn xload4(t: u32, c4: u32) -> vec4<f32> {\n"
+                "    if (4u * c4 >= COLS) { return vec4<f32>(0.0); }\n"
+                "    return x[(t * COLS) / 4u + c4];\n}\n")
+    return ("fn xload4(t: u32, c4: u32) -> vec4<f32> {\n    var v = vec4<f32>(0.0);\n"
+            "    for (var e = 0u; e < 4u; e++) {\n        let c = 4u * c4 + e;\n"
+            "        if (c < COLS) { v[e] = x[t * COLS + c]; }\n    }\n    return v;\n}\n")
+
+
 def tiled_kernel(caps: Caps, spec: WeightSpec, mt: int = 4) -> Kernel:
     """16*mt tokens x 64 rows per workgroup of 256 threads (mt = 4 or 8 tokens per thread);
     ``spec.store`` is the WGSL run per output element with ``o`` (flat index) in scope, where
@@ -46,6 +59,13 @@ def tiled_kernel(caps: Caps, spec: WeightSpec, mt: int = 4) -> Kernel:
         raise UnsupportedKernel(f"{op}: tokens per thread must be 4 or 8, got {mt}")
     tm = 16 * mt
     check_weight(op, fmt, rows, cols, group_size)
+    cfg = sgmat_config(caps)
+    if cfg and mt == 4:   # the GPU's matrix units (Chromium): same bindings, grid semantics and store
+        try:
+            return sgmat_kernel(caps, spec, cfg, _xload(cols % 4 == 0),
+                                lambda p, tk: _wload(p, cols, tk))
+        except UnsupportedKernel:   # e.g. too little workgroup memory: the FMA tiles below
+            pass
     if caps.max_workgroup_size < 256:
         raise UnsupportedKernel(f"{op}: needs 256 invocations per workgroup")
     f16 = caps.shader_f16
@@ -102,14 +122,7 @@ def tiled_kernel(caps: Caps, spec: WeightSpec, mt: int = 4) -> Kernel:
                           f"        let o = (t0 + MT * ty + {i}u) * ROWS + n0 + 4u * tx + {j}u;\n"
                           f"{body}\n    }}")
     store_all = "\n".join(stores)
-    if xvec:  # whole vec4 loads: every token row starts 16-byte aligned
-        xload = ("fn xload4(t: u32, c4: u32) -> vec4<f32> {\n"
-                 "    if (4u * c4 >= COLS) { return vec4<f32>(0.0); }\n"
-                 "    return x[(t * COLS) / 4u + c4];\n}\n")
-    else:
-        xload = ("fn xload4(t: u32, c4: u32) -> vec4<f32> {\n    var v = vec4<f32>(0.0);\n"
-                 "    for (var e = 0u; e < 4u; e++) {\n        let c = 4u * c4 + e;\n"
-                 "        if (c < COLS) { v[e] = x[t * COLS + c]; }\n    }\n    return v;\n}\n")
+    xload = _xload(xvec)
     wfns = "".join(weight_fns(fmt, p, 1) for p in weights)
     src = render(load_template("matmul"), {
         "ENABLES": enable_lines(f16, False), "OP": op, "FMT": fmt, "SEMANTICS": spec.semantics,

@@ -92,6 +92,9 @@ def variant_caps(caps: Caps) -> list[Caps]:
     # the others render the same slug and are not run twice)
     if caps.packed_dot:
         out.append(replace(caps, packed_dot=False))
+    # and without subgroup matrices (the prefill matmuls' FMA tiles, next to their matrix-unit tiles)
+    if caps.subgroup_matrix:
+        out.append(replace(caps, subgroup_matrix=()))
     return out
 
 
