@@ -34,8 +34,8 @@ _ALIGN = 16
 class BadCases(ValueError):
     """The exported cases do not fit together (missing / other cases.bin, unknown format)."""
 
-    kind = "bad-option"
-    hint = "Export the cases again: python -m shaders export-cases DIR."
+    kind = "check-cases"
+    hint = "Export the cases again: python -m shaders export-cases DIR [--op OP ...]"
 
 
 def load_cases(cases_json: str, blob: bytes) -> dict:
@@ -131,6 +131,11 @@ async def _dispatch(gpu: g.GPU, k, case: dict, blob: bytes) -> dict:
 async def run_all(gpu: g.GPU, doc: dict, blob: bytes, ops=None, on_row=None) -> list[dict]:
     """Every exported case (of ``ops``) x every variant; ``on_row(row)`` after each row."""
     ops = [registry.COVERED_BY.get(o, o) for o in ops] if ops else None
+    have = {c["op"] for c in doc["cases"]}
+    missing = [o for o in ops or () if o not in have]
+    if missing:
+        raise BadCases(f"the exported cases hold no {', '.join(missing)} case "
+                       f"(they hold {', '.join(sorted(have)) or 'none'})")
     rows = []
     for case in doc["cases"]:
         if ops and case["op"] not in ops:

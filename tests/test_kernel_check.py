@@ -123,3 +123,9 @@ def test_cli_export_replaces_atomically(tmp_path):
     assert doc["ops"] == ["embed"] and doc != first
     kc.load_cases((tmp_path / "cases.json").read_text(), (tmp_path / "cases.bin").read_bytes())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cases.bin", "cases.json"]   # no temp file left
+
+
+def test_op_not_exported_refused(exported):
+    d, doc, _ = exported
+    with pytest.raises(kc.BadCases, match="hold no rope case"):
+        asyncio.run(kc.run_all(None, doc, b"", ["rope"]))
