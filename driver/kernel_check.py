@@ -35,7 +35,7 @@ class BadCases(ValueError):
     """The exported cases do not fit together (missing / other cases.bin, unknown format)."""
 
     kind = "check-cases"
-    hint = "Export the cases again: python -m shaders export-cases DIR [--op OP ...]"
+    hint = "Export the cases again: python -m shaders export-cases DIR [--op OP ...]."
 
 
 def load_cases(cases_json: str, blob: bytes) -> dict:

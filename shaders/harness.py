@@ -9,6 +9,12 @@ Native only: imports wgpu and numpy lazily (the package itself stays importable 
   weight_parts(rng, fmt, rows, cols, ...)     random weights as packed parts + their dequantized f32
   check(quick, ops) -> rows                   every case x every variant the adapter supports
 
+The page runs the same cases and tolerances on its own device (kernels wgpu-py cannot reach, e.g. the
+subgroup-matrix prefill tiles): ``python -m shaders export-cases DIR`` (shaders/case_export.py) writes
+the single-dispatch cases, driver/kernel_check.py runs them on any driver.gpu.GPU with this module's
+rows and ``variant_name``, compared by ``tolerances.verdict`` as ``compare`` here (docs/WEB.md,
+"Kernel check in the page": ``/?check=1``).
+
 Environment: ``WGPU_EXPECT_ADAPTER=llvmpipe`` makes a missing or different adapter an error (so GPU
 tests fail instead of skipping); ``SHADERS_DUMP=DIR`` writes every rendered WGSL source.
 """
