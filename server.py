@@ -59,6 +59,8 @@ MIME = {
 }
 IMMUTABLE = "public, max-age=31536000, immutable"
 NO_CACHE = "no-cache"
+CHECK_FILES = ("cases.json", "cases.bin")   # what --check-cases serves under /check/ (shaders/case_export.py)
+CHECK_MAX_BYTES = 8 << 20                    # a --full check report: a few thousand rows
 # content-addressed names: the bytes can never change under them
 HASHED = re.compile(r"^(shard-\d{3}-[0-9a-f]{12}\.bin|[A-Za-z0-9_-]+\.[0-9a-f]{12}\.[a-z0-9]+)$")
 # raw-URI escapes that could smuggle a separator, a dot segment or a NUL past the router
@@ -249,7 +251,8 @@ def default_web_dir() -> Path:
     return dist if (dist / "index.html").is_file() else REPO / "web"
 
 
-def create_app(web_dir: Path | None = None, models_dir: Path | None = None, bench_file: Path | None = None) -> Flask:
+def create_app(web_dir: Path | None = None, models_dir: Path | None = None, bench_file: Path | None = None,
+               check_dir: Path | None = None, check_file: Path | None = None) -> Flask:
     web_root = Path(web_dir) if web_dir else default_web_dir()
     models_root = Path(models_dir) if models_dir else REPO / "models"
     app = Flask(__name__, static_folder=None)
@@ -290,6 +293,31 @@ def create_app(web_dir: Path | None = None, models_dir: Path | None = None, benc
             print(f"bench: {line}", flush=True)
             return jsonify({"ok": True})
 
+    if check_dir is not None:
+        @app.get("/check/<name>")
+        def check_cases(name: str):
+            """The kernel check's cases (``python -m shaders export-cases DIR``) for the page's /?check=1."""
+            if name not in CHECK_FILES:
+                return not_found()
+            path = safe_file(Path(check_dir), name)
+            if path is None:
+                return not_found()
+            return send_file_safely(path)   # no-cache: a new export is never met by a cached old half
+
+    if check_file is not None:
+        @app.post("/api/check")
+        def api_check():
+            """The page's check mode posts its rows here (one JSON line appended)."""
+            data = request.get_json(silent=True)
+            if (not isinstance(data, dict) or request.content_length is None
+                    or request.content_length > CHECK_MAX_BYTES):
+                return Response("bad check report\n", status=400, mimetype="text/plain")
+            line = json.dumps(data, sort_keys=True)
+            with open(check_file, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+            print(f"check: {data.get('passed')}/{data.get('total')} passed", flush=True)
+            return jsonify({"ok": True})
+
     @app.get("/", defaults={"rel": ""})
     @app.get("/<path:rel>")
     def files(rel: str):
@@ -314,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="web root (default web/dist when built by `python -m pybuild`, else web/)")
     p.add_argument("--bench-out", type=Path, default=None,
                    help="accept the page's bench reports (POST /api/bench) and append them to this JSON-lines file")
+    p.add_argument("--check-cases", type=Path, default=None, metavar="DIR",
+                   help="serve DIR/cases.json + cases.bin (python -m shaders export-cases DIR) at /check/ for the "
+                        "page's kernel check, /?check=1")
+    p.add_argument("--check-out", type=Path, default=None, metavar="FILE",
+                   help="accept the page's kernel-check reports (POST /api/check), appended to this JSON-lines file")
     return p
 
 
@@ -329,7 +362,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (1 <= args.port <= 65535):
         print(f"error: --port {args.port}: must be 1..65535", file=sys.stderr)
         return 2
-    app = create_app(web, args.models, args.bench_out)
+    if args.check_cases is not None and not (args.check_cases / "cases.json").is_file():
+        print(f"error: --check-cases {args.check_cases}: no cases.json; run `python -m shaders export-cases "
+              f"{args.check_cases}` first", file=sys.stderr)
+        return 2
+    app = create_app(web, args.models, args.bench_out, args.check_cases, args.check_out)
     print(f"serving {web} and {args.models} on http://{args.host}:{args.port}/", flush=True)
     try:
         app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)

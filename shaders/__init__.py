@@ -20,7 +20,7 @@ from .registry import Case, all_ops as _all_ops, fits as _fits, kernel as _kerne
 
 # Modules of this package that define no op (everything else, except *_bench, is an op module).
 _NOT_OPS = {"__init__", "__main__", "core", "registry", "harness", "cli", "bench", "tolerances", "attention_bench",
-            "limits", "wgsl_common", "decode_loop", "kquant"}
+            "limits", "wgsl_common", "decode_loop", "kquant", "case_export"}
 _LOADED = False
 
 

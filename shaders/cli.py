@@ -3,6 +3,8 @@
     python -m shaders check [--quick] [--op OP ...] [--dump DIR]   numpy check of every kernel variant
     python -m shaders bench [--quick] [--vs-torch] [--out FILE]     bandwidth / FLOP benchmark
     python -m shaders bench --multi [--full] [--quick] [--out FILE] verify-pass kernel sweep
+    python -m shaders export-cases DIR [--op OP ...] [--full]      the check cases for the page's
+                                                                    check mode (/?check=1, docs/WEB.md)
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--quick", action="store_true", help="small shapes only (CI)")
     c.add_argument("--op", action="append", default=None, help="only this op (repeatable)")
     c.add_argument("--dump", metavar="DIR", help="write every rendered WGSL source to DIR/<slug>.wgsl")
+    e = sub.add_parser("export-cases", help="write the single-dispatch check cases (inputs + numpy "
+                                            "references) to DIR/cases.json + cases.bin for the page")
+    e.add_argument("dir", metavar="DIR", help="output folder (created; both files replaced atomically)")
+    e.add_argument("--op", action="append", default=None, help="only this op (repeatable)")
+    e.add_argument("--full", action="store_true", help="every case (default: the quick set, as CI)")
     b = sub.add_parser("bench", help="time the weight kernels against the copy / FMA rooflines")
     b.add_argument("--quick", action="store_true", help="small shapes (CPU adapters)")
     b.add_argument("--vs-torch", action="store_true", help="add torch's time on the same shapes")
@@ -42,6 +49,14 @@ def main(argv=None) -> int:
     if args.cmd == "bench" and args.full and not args.multi:
         print("error: --full is an option of bench --multi (the small-M sweep)", file=sys.stderr)
         return 2
+    if args.cmd == "export-cases":   # numpy only: no device needed
+        from .case_export import ExportError, export
+        try:
+            export(args.dir, quick=not args.full, ops=args.op)
+        except ExportError as e:
+            print(f"error: export-cases: {e}", file=sys.stderr)
+            return 2
+        return 0
     from . import all_ops, harness, load_ops, registry
 
     load_ops()

@@ -9,6 +9,12 @@ Native only: imports wgpu and numpy lazily (the package itself stays importable 
   weight_parts(rng, fmt, rows, cols, ...)     random weights as packed parts + their dequantized f32
   check(quick, ops) -> rows                   every case x every variant the adapter supports
 
+The page runs the same cases and tolerances on its own device (kernels wgpu-py cannot reach, e.g. the
+subgroup-matrix prefill tiles): ``python -m shaders export-cases DIR`` (shaders/case_export.py) writes
+the single-dispatch cases, driver/kernel_check.py runs them on any driver.gpu.GPU with this module's
+rows and ``variant_name``, compared by ``tolerances.verdict`` as ``compare`` here (docs/WEB.md,
+"Kernel check in the page": ``/?check=1``).
+
 Environment: ``WGPU_EXPECT_ADAPTER=llvmpipe`` makes a missing or different adapter an error (so GPU
 tests fail instead of skipping); ``SHADERS_DUMP=DIR`` writes every rendered WGSL source.
 """
@@ -265,7 +271,6 @@ def compare(out, ref, tol_key: str) -> tuple[float, float, bool]:
     """(max abs error, NMSE, passed) of ``out`` against ``ref`` under ``TOL[tol_key]``."""
     import numpy as np
 
-    t = tolerances.get(tol_key)
     o = np.asarray(out, np.float64)
     r = np.asarray(ref, np.float64)
     if o.shape != r.shape:
@@ -276,8 +281,8 @@ def compare(out, ref, tol_key: str) -> tuple[float, float, bool]:
     err = float(diff.max(initial=0.0))
     scale = float(np.abs(r).max(initial=0.0))
     den = float((r * r).sum())
-    nmse = float((diff * diff).sum() / den) if den > 0 else (0.0 if err == 0 else float("inf"))
-    ok = err <= t["atol"] + t["rtol"] * scale and (den == 0 or nmse <= t["nmse"])
+    # numpy reduces, the rule is tolerances.verdict's (the page's check applies the same one)
+    nmse, ok = tolerances.verdict(err, float((diff * diff).sum()), scale, den, tol_key)
     return err, nmse, ok
 
 

@@ -46,6 +46,33 @@ TOL: dict[str, dict[str, float]] = {
 }
 
 
+def verdict(err: float, sq_err: float, scale: float, den: float, key: str) -> tuple[float, bool]:
+    """(NMSE, passed) from an output's reduced statistics: ``err`` = max|out - ref|, ``sq_err`` =
+    sum((out - ref)^2), ``scale`` = max|ref|, ``den`` = sum(ref^2). The ONE pass rule, shared by
+    the native check (numpy reduces, ``harness.compare``) and the page's (pure Python,
+    ``compare_values``)."""
+    t = get(key)
+    nmse = sq_err / den if den > 0 else (0.0 if err == 0 else float("inf"))
+    ok = err <= t["atol"] + t["rtol"] * scale and (den == 0 or nmse <= t["nmse"])
+    return nmse, ok
+
+
+def compare_values(out, ref, key: str) -> tuple[float, float, bool]:
+    """(max abs error, NMSE, passed) of the flat sequences ``out`` against ``ref`` under
+    ``TOL[key]``, in pure Python (Pyodide has no numpy): harness.compare's rule through
+    ``verdict``; a length mismatch or a non-finite output fails."""
+    import math
+
+    if len(out) != len(ref) or not all(map(math.isfinite, out)):
+        return float("inf"), float("inf"), False
+    diffs = [abs(float(o) - float(r)) for o, r in zip(out, ref)]
+    err = max(diffs, default=0.0)
+    scale = max(map(abs, ref), default=0.0)
+    den = math.fsum(float(r) * float(r) for r in ref)
+    nmse, ok = verdict(err, math.fsum(d * d for d in diffs), float(scale), den, key)
+    return err, nmse, ok
+
+
 def get(key: str) -> dict[str, float]:
     if key not in TOL:
         raise KeyError(f"no tolerance {key!r} in shaders/tolerances.py; known: {', '.join(TOL)}")

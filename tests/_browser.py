@@ -31,6 +31,7 @@ FLAGS = ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-backgrou
 LAST_MODEL = "llama3-webgpu:last-model"   # web/store.js
 CHATS_KEY = "llama3-webgpu:chats:v1"      # web/store.js
 KQ = "tiny-q4km"                          # a Q4_K_M-style GGUF (q4_k + q6_k) packed as it is
+CHECK_OPS = ["matmul"]                    # the ops whose check cases the site exports for /?check=1
 
 
 def free_port() -> int:
@@ -78,10 +79,15 @@ def site(tmp_path_factory, llama3_tokenizer_dir, default_model_dir):
     make_gguf(root / "q4km.gguf", mix="q4_k_m", tied=False, hidden=256, ffn=512, layers=2, heads=4, kv_heads=2,
               vocab_pad=242)
     pack(root / "q4km.gguf", models / KQ, quant="q4_k", keep_native=True, progress=False)
+    # the kernel check's cases for /?check=1 (tests/test_browser_check.py): matmul's quick set, seconds to export
+    from shaders.case_export import export
+    export(root / "check", quick=True, ops=CHECK_OPS, out=lambda *a: None)
     port = free_port()
     log = open(root / "server.log", "w")
     proc = subprocess.Popen([sys.executable, str(REPO / "server.py"), "--port", str(port), "--models", str(models),
-                             "--web", str(out.dist)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+                             "--web", str(out.dist), "--check-cases", str(root / "check"),
+                             "--check-out", str(root / "check.jsonl")],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     url = f"http://127.0.0.1:{port}/"
     for _ in range(100):
         try:
@@ -89,7 +95,8 @@ def site(tmp_path_factory, llama3_tokenizer_dir, default_model_dir):
             break
         except OSError:
             time.sleep(0.1)
-    yield {"url": url, "models": models, "log": root / "server.log", "broken_shard": shard}
+    yield {"url": url, "models": models, "log": root / "server.log", "broken_shard": shard,
+           "check_cases": root / "check", "check_out": root / "check.jsonl"}
     proc.terminate()
     proc.wait(10)
     log.close()

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from driver import backend_js, gpu
+from driver.kernel_check import BadCases
 from driver.chat import ChatTemplateError
 from driver.loader import ContextOverflow, DeviceCannotRun, ModelError
 from driver.pretok import TokenizerError
@@ -20,7 +21,7 @@ from modelfmt.manifest import ManifestError
 KINDS = {ModelError: "model", ManifestError: "model", DeviceCannotRun: "capability",
          ContextOverflow: "context-overflow", BadOption: "bad-option", ConfigError: "config",
          TokenizerError: "tokenizer", ChatTemplateError: "chat-template", gpu.GPUError: "gpu",
-         gpu.WebGPUNotAvailable: "no-webgpu", gpu.ShaderError: "shader"}
+         gpu.WebGPUNotAvailable: "no-webgpu", gpu.ShaderError: "shader", BadCases: "check-cases"}
 
 
 @pytest.mark.parametrize("cls", sorted(KINDS, key=lambda c: c.__name__))

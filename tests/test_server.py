@@ -296,3 +296,40 @@ def test_bench_endpoint_appends(roots, tmp_path):
     assert [json.loads(x) for x in out.read_text().splitlines()] == [{"a": 1}, {"b": 2}]
     r = c.post("/api/bench", json={"a": 1})
     assert r.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+
+
+# ---- the page's kernel check (/?check=1): the exported cases and the reports ----
+
+def test_check_endpoints_off_by_default(client):
+    assert client.get("/check/cases.json").status_code == 404
+    assert client.post("/api/check", json={"rows": []}).status_code == 404
+
+
+def test_check_cases_served_and_reports_appended(roots, tmp_path):
+    web, models, _ = roots
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    (cases / "cases.json").write_text('{"version": 1}')
+    (cases / "cases.bin").write_bytes(b"\x01\x02\x03\x04")
+    (cases / "other.txt").write_text("not served")
+    out = tmp_path / "check.jsonl"
+    c = server.create_app(web, models, None, cases, out).test_client()
+    r = c.get("/check/cases.json")
+    assert r.status_code == 200 and r.json == {"version": 1} and r.headers["Cache-Control"] == "no-cache"
+    r = c.get("/check/cases.bin")
+    assert r.data == b"\x01\x02\x03\x04" and r.headers["Content-Type"] == "application/octet-stream"
+    assert c.get("/check/other.txt").status_code == 404
+    assert c.get("/check/..%2fcheck.jsonl").status_code == 404
+    assert c.post("/api/check", json={"passed": 1, "total": 1, "rows": [{"ok": True}]}).status_code == 200
+    assert c.post("/api/check", json=[1]).status_code == 400
+    assert c.post("/api/bench", json={"a": 1}).status_code == 404   # --bench-out not given
+    assert [json.loads(x)["total"] for x in out.read_text().splitlines()] == [1]
+
+
+def test_check_cases_dir_without_export_is_refused(tmp_path, capsys):
+    web = tmp_path / "web"
+    web.mkdir()
+    (web / "index.html").write_text("<!doctype html>")
+    assert server.main(["--web", str(web), "--check-cases", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "python -m shaders export-cases" in err

@@ -9,7 +9,7 @@
 // settings form), chats.js (chat list, persistence, a reply's life), models.js (the model card); this file wires
 // the events, starts the page and runs the bench mode.
 
-import { listModels, probe, createEngine } from './engine.mjs';
+import { listModels, probe, createEngine, runKernelCheck } from './engine.mjs';
 import { describe } from './errors.js';
 import * as store from './store.js';
 import { $, state, showError, clearError, setSetupOpen, showAdapter, autoGrow, nearBottom } from './ui.js';
@@ -98,7 +98,13 @@ async function init() {
   renderLog();
   state.ready = true;
   const q = new URLSearchParams(location.search);
-  if (q.get('bench') && q.get('ttft')) {
+  if (q.get('check')) {
+    runCheck(q.getAll('op'), q.get('matrix') === '0').catch((e) => {
+      state.check = { error: `${e.name}: ${e.message}` };
+      showError(e);
+      return postCheck(state.check);
+    });
+  } else if (q.get('bench') && q.get('ttft')) {
     runTtftBench(q.get('bench'), +q.get('ttft')).catch((e) => postBench({ error: `${e.name}: ${e.message}` }));
   } else if (q.get('bench')) {
     runBench(q.get('bench'), +(q.get('prompt') || 128), +(q.get('tokens') || 128), q.get('decode') || 'default',
@@ -176,6 +182,29 @@ async function runTtftBench(model, turns) {
   $('modelstate').textContent = `bench: turn ${turns} TTFT ${(1e3 * out[out.length - 1].ttft_s).toFixed(1)} ms = ` +
     `${report.ratio_last_first.toFixed(2)}x turn 1`;
   await postBench(report);
+}
+
+// ---- kernel check: /?check=1[&op=matmul&op=gate_up][&matrix=0]: the shader check cases (python -m shaders
+// export-cases, served by server.py --check-cases) on this page's device, every variant its caps allow; the rows are
+// POSTed to /api/check (server.py --check-out) and the page says N/M passed ----
+
+async function postCheck(report) {
+  await fetch('./api/check', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ ...report, page_adapter: state.adapter, userAgent: navigator.userAgent }) }).catch(() => {});
+}
+
+async function runCheck(ops, noMatrix) {
+  let n = 0, bad = 0;
+  $('modelstate').textContent = 'kernel check: starting…';
+  const report = await runKernelCheck({ ops, noMatrix, onRow: (row) => {
+    n++;
+    if (!row.ok) bad++;
+    $('modelstate').textContent = `kernel check: ${n} rows, ${bad} failed`;
+  } });
+  state.check = { ...report, ops, matrix: !noMatrix };
+  $('modelstate').textContent = `kernel check: ${report.passed}/${report.total} passed` +
+    (report.passed < report.total ? `, ${report.total - report.passed} FAILED` : '');
+  await postCheck(state.check);
 }
 
 init();

@@ -257,6 +257,27 @@ function usageOf(s) {
   return u;
 }
 
+// The kernel check (docs/WEB.md "Kernel check"): the shader check cases the server exports at ./check/ run on a
+// fresh worker's own device, every variant its caps allow. onRow(row) per result row; resolves to the report
+// {rows, passed, total, skipped, adapter, features, caps}. `noMatrix`: the device without the matrix units.
+export async function runKernelCheck({ base = HERE, ops = [], noMatrix = false, onRow = () => {} } = {}) {
+  const w = startWorker();
+  try {
+    return await new Promise((resolve, reject) => {
+      w.addEventListener('message', (ev) => {
+        const m = ev.data;
+        if (m.type === 'checkrow') onRow(m.row);
+        else if (m.type === 'checked') resolve(m.report);
+        else if (m.type === 'error') reject(fromWorker(m));
+      });
+      w.addEventListener('error', (e) => reject(described('worker', e.message || String(e))), { once: true });
+      w.postMessage({ type: 'check', base: new URL(base, location.href).href, ops, noMatrix });
+    });
+  } finally {
+    w.terminate();
+  }
+}
+
 export function startWorker() {
   return new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'llama3-webgpu' });
 }

@@ -53,6 +53,11 @@ export const ERRORS = {
     say: (d) => `The model's chat template refused this conversation (${strip(d)}). Start a new chat.`,
   },
   aborted: { say: (d) => `${strip(d || 'Cancelled')}.` },
+  // the kernel check page (/?check=1): the exported cases are missing, stale or lack the asked op
+  'check-cases': {
+    say: (d, h) => `The kernel check cannot run its cases (${strip(d)}).` +
+      then(h, 'Export them with python -m shaders export-cases DIR and serve them with server.py --check-cases DIR'),
+  },
   worker: {
     reload: true,
     say: (d, h) => `The engine could not start (${strip(d)}).` + then(h, 'Reload the page'),

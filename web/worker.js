@@ -3,10 +3,12 @@
 // sha256 checked). The UI thread talks to it with small typed messages (see engine.mjs):
 //
 //   in:  probe | load {model, base, pipelines?, decode?, noMatrix?} | generate {id, messages|prompt_ids, options, continue?}
-//        | stop {id} | delete {model} | unload
+//        | stop {id} | delete {model} | unload | check {base, ops, noMatrix?}
 //   out: probe {adapter} | progress {phase, ...} | loaded {info} | prefill {id, done, total} | token {id, token, text}
 //        | done {id, stats} | error {id?, kind, message, hint, cls, detail, reload} | deleted {model, n}
-//        | lost {kind, message, ...}
+//        | lost {kind, message, ...} | checkrow {row} | checked {report}
+//   check: the kernel check (driver/kernel_check.py) on this worker's own device, over the cases the server
+//   exports at ./check/ (python -m shaders export-cases; server.py --check-cases)
 //   generate options and done.stats fields: docs/WEB.md ("Requests and stats")
 //
 // Errors: a Python exception is described by the driver itself (driver.backend_js.error_info: the error class's
@@ -165,6 +167,31 @@ async function load(model, base, pipelines, decode, noMatrix) {
   return info;
 }
 
+// ---- kernel check (/?check=1): the shader check cases on the page's own device ----
+
+async function fetchChecked(url, as) {
+  let r;
+  try { r = await fetch(url, { cache: 'no-cache' }); } catch (e) { r = null; }
+  if (!r || !r.ok) {
+    throw Object.assign(new Error(`${url}: ${r ? `HTTP ${r.status}` : 'unreachable'}`), { kind: 'check-cases',
+      hint: 'Serve exported cases: python -m shaders export-cases DIR, then python server.py --check-cases DIR.' });
+  }
+  return as === 'text' ? r.text() : r.arrayBuffer();
+}
+
+async function check(m) {
+  gpu.setDeviceOptions({ noMatrix: !!m.noMatrix }); // matrix=0: the FMA tiles where the matrix units would be chosen
+  const where = new URL('./check/', m.base || ROOT);
+  const [text, bin] = await Promise.all([fetchChecked(new URL('cases.json', where).href, 'text'),
+    fetchChecked(new URL('cases.bin', where).href, 'bytes')]);
+  const pyo = await startPyodide();
+  backend = backend || pyo.pyimport('driver.backend_js');
+  const runner = pyo.pyimport('driver.kernel_check');
+  const out = await runner.check_page(text, new Uint8Array(bin), m.ops || [],
+    (row) => post({ type: 'checkrow', row: JSON.parse(row) }));
+  return JSON.parse(out);
+}
+
 // ---- generate ----
 
 // Continue a reply cut at max tokens: the conversation with the partial assistant turn last and
@@ -213,6 +240,7 @@ self.onmessage = (ev) => {
       if (m.type === 'probe') post({ type: 'probe', adapter: await probe(m.mode) });
       else if (m.type === 'load') post({ type: 'loaded', info: await load(m.model, m.base, m.pipelines, m.decode, m.noMatrix) });
       else if (m.type === 'generate') post({ type: 'done', id: m.id, stats: await generate(m) });
+      else if (m.type === 'check') post({ type: 'checked', report: await check(m) });
       else if (m.type === 'delete') {
         const base = new URL(`./models/${encodeURIComponent(m.model)}/`, m.base || ROOT).href;
         const manifest = await cache.fetchFile(new URL('manifest.json', base).href, 'json');
