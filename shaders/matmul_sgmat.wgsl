@@ -6,6 +6,8 @@
 // (sm, sn) of the 2 x 4 grid then multiplies its FM x FN blocks of MM x MN results with MK-deep f16 matrices
 // accumulating in f32 (subgroupMatrixMultiplyAccumulate). The results go through shared memory one block at a time
 // (a subgroup matrix has no element access) to the per-element store, which masks partial tiles.
+// Prefetch (when the staging divides evenly among the 256 invocations): the next K step's x and weight values are
+// loaded into registers before this step's multiplies, so their memory latency overlaps the matrix work.
 // Matrix offsets come from @builtin(subgroup_id): Chromium requires them subgroup-uniform, and lid / 32 is not
 // provably so.
 {{PARAMS}}
@@ -42,28 +44,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let sn = sg % 4u;               // this subgroup's rows: n0 + SNT sn ..
     let n_tok = params.n_tok;
 {{ACC_DECL}}
-    for (var k0 = 0u; k0 < COLS; k0 += TK) {
-        for (var i = lid; i < TM * NK4; i += 256u) {
-            let m = i / NK4;
-            let k4 = i % NK4;
-            var v = vec4<f32>(0.0);
-            if (t0 + m < n_tok) { v = xload4(t0 + m, k0 / 4u + k4); }
-            let o = m * XS + 4u * k4;
-            xs[o] = f16(v.x);
-            xs[o + 1u] = f16(v.y);
-            xs[o + 2u] = f16(v.z);
-            xs[o + 3u] = f16(v.w);
-        }
-        for (var i = lid; i < TN * NK4; i += 256u) {
-            let n = i / NK4;
-            let k4 = i % NK4;
-            let row = min(n0 + n, ROWS - 1u);   // past-the-end rows: in-bounds garbage, not stored
-            let o = n * XS + 4u * k4;
-{{STAGE_W}}
-        }
-        workgroupBarrier();
-{{INNER}}
-        workgroupBarrier();
-    }
+{{KLOOP}}
 {{STORE}}
 }
