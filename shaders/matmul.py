@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from modelfmt.formats import QUANTIZED
 
-from .core import Binding, Caps, Grid, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
-from .wgsl_common import (BASE, WeightSpec, binding_decls, check_weight, enable_lines, weight_bindings,
+from .core import Caps, Grid, Kernel, KernelKey, Params, UnsupportedKernel, load_template, render
+from .wgsl_common import (BASE, WeightSpec, binding_decls, check_weight, enable_lines, tiled_bindings,
                           weight_fns, words_per_row)
 from .matmul_sgmat import sgmat_config, sgmat_kernel
 from .registry import Case, register, register_cases
@@ -80,13 +80,7 @@ def tiled_kernel(caps: Caps, spec: WeightSpec, mt: int = 4) -> Kernel:
     key = KernelKey(op=op, fmt=fmt, wg=256, tile=tm, vec=4, f16=f16,
                     dims=(("r", rows), ("c", cols), ("g", group_size), ("k", tk)) + spec.extra_dims)
     xvec = cols % 4 == 0
-    binds = [(Binding("x", "read", "(n_tok, cols) f32" + (" as vec4" if xvec else "")),
-              "vec4<f32>" if xvec else "f32")]
-    for p in weights:
-        binds += weight_bindings(fmt, p, 1, "rows", "cols")
-    binds += [(Binding(spec.out_name, "read_write", "(n_tok, rows) f32"), "f32"),
-              (Binding("params", "uniform", "Params"), "Params")]
-    decls, bindings = binding_decls(binds)
+    decls, bindings = binding_decls(tiled_bindings(spec))
     tiles = f"var<workgroup> xs: array<vec4<{st}>, TK * TM / 4u>;   // (TK, TM) x tile, k-major\n"
     for p in weights:
         tiles += (f"var<workgroup> {p}tile: array<vec4<{st}>, TK * TN / 4u>;"

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from modelfmt.formats import QUANTIZED
 
-from .core import Binding, Caps, Grid, Kernel, KernelKey, UnsupportedKernel, load_template, render
-from .wgsl_common import WeightSpec, binding_decls, check_weight, weight_bindings, weight_fns, words_per_row
+from .core import Caps, Grid, Kernel, KernelKey, UnsupportedKernel, load_template, render
+from .wgsl_common import WeightSpec, binding_decls, check_weight, tiled_bindings, weight_fns, words_per_row
 
 SGMAT_SUBGROUP = 32    # invocations per subgroup the 8-subgroup tile layout assumes
 TM = 64                # tokens per tile: 2 subgroup rows
@@ -77,14 +77,7 @@ def sgmat_kernel(caps: Caps, spec: WeightSpec, cfg: tuple[int, int, int], xload:
     key = KernelKey(op=op, fmt=fmt, wg=256, tile=TM, vec=4, f16=True, subgroups=True,
                     dims=(("r", rows), ("c", cols), ("g", group_size), ("k", tk),
                           ("sgm", mm), ("sgn", mn), ("sgk", mk)) + spec.extra_dims)
-    xvec = cols % 4 == 0
-    binds = [(Binding("x", "read", "(n_tok, cols) f32" + (" as vec4" if xvec else "")),
-              "vec4<f32>" if xvec else "f32")]
-    for p in weights:
-        binds += weight_bindings(fmt, p, 1, "rows", "cols")
-    binds += [(Binding(spec.out_name, "read_write", "(n_tok, rows) f32"), "f32"),
-              (Binding("params", "uniform", "Params"), "Params")]
-    decls, bindings = binding_decls(binds)
+    decls, bindings = binding_decls(tiled_bindings(spec))
     left = f"subgroup_matrix_left<f16, {mk}, {mm}>"
     right = f"subgroup_matrix_right<f16, {mn}, {mk}>"
     result = f"subgroup_matrix_result<f32, {mn}, {mm}>"

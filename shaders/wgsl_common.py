@@ -44,6 +44,18 @@ class WeightSpec:
     extra_dims: tuple = ()
 
 
+def tiled_bindings(spec: WeightSpec) -> list:
+    """[(Binding, WGSL type)] of a prefill tile (matmul.py's FMA tiles and matmul_sgmat.py's matrix
+    tiles): x, each weight's parts, the output, the params uniform."""
+    xvec = spec.cols % 4 == 0
+    binds = [(Binding("x", "read", "(n_tok, cols) f32" + (" as vec4" if xvec else "")),
+              "vec4<f32>" if xvec else "f32")]
+    for p in spec.weights:
+        binds += weight_bindings(spec.fmt, p, 1, "rows", "cols")
+    return binds + [(Binding(spec.out_name, "read_write", "(n_tok, rows) f32"), "f32"),
+                    (Binding("params", "uniform", "Params"), "Params")]
+
+
 def check_weight(op: str, fmt: str, rows: int, cols: int, group_size: int) -> None:
     if fmt not in EPW:
         raise UnsupportedKernel(f"{op}: unknown weight format {fmt!r}; known: {', '.join(EPW)}")
