@@ -280,17 +280,28 @@ def create_app(web_dir: Path | None = None, models_dir: Path | None = None, benc
         return resp
 
     bench_out = bench_file
+
+    def _report(max_bytes: int):
+        """The POSTed JSON object of a bench / check report, or None (not an object, no length, too big)."""
+        data = request.get_json(silent=True)
+        if not isinstance(data, dict) or request.content_length is None or request.content_length > max_bytes:
+            return None
+        return data
+
+    def _append_line(path, data: dict) -> str:
+        line = json.dumps(data, sort_keys=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+        return line
+
     if bench_out is not None:
         @app.post("/api/bench")
         def api_bench():
             """The page's bench mode (``/?bench=MODEL``) posts its figures here (one JSON line appended)."""
-            data = request.get_json(silent=True)
-            if not isinstance(data, dict) or request.content_length is None or request.content_length > 65536:
+            data = _report(65536)
+            if data is None:
                 return Response("bad bench report\n", status=400, mimetype="text/plain")
-            line = json.dumps(data, sort_keys=True)
-            with open(bench_out, "a", encoding="utf-8") as f:
-                f.write(line + "\n")
-            print(f"bench: {line}", flush=True)
+            print(f"bench: {_append_line(bench_out, data)}", flush=True)
             return jsonify({"ok": True})
 
     if check_dir is not None:
@@ -308,13 +319,10 @@ def create_app(web_dir: Path | None = None, models_dir: Path | None = None, benc
         @app.post("/api/check")
         def api_check():
             """The page's check mode posts its rows here (one JSON line appended)."""
-            data = request.get_json(silent=True)
-            if (not isinstance(data, dict) or request.content_length is None
-                    or request.content_length > CHECK_MAX_BYTES):
+            data = _report(CHECK_MAX_BYTES)
+            if data is None:
                 return Response("bad check report\n", status=400, mimetype="text/plain")
-            line = json.dumps(data, sort_keys=True)
-            with open(check_file, "a", encoding="utf-8") as f:
-                f.write(line + "\n")
+            _append_line(check_file, data)
             print(f"check: {data.get('passed')}/{data.get('total')} passed", flush=True)
             return jsonify({"ok": True})
 
