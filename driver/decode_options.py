@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, fields
 
 KNOB_OPS = ("qkv_rope_decode", "attention_decode", "matvec", "gate_up", "head")
+MAX_DEPTH = 8   # decode steps in flight at most (driver.graph.RING readback slots = MAX_DEPTH + 1)
 
 
 @dataclass(frozen=True)
@@ -25,17 +26,25 @@ class DecodeOptions:
     its own dispatch; every head workgroup then also reads the norm weight and sums x^2.
     ``knobs``: ((op, ((dim, value), ...)), ...) kernel overrides of the decode kernels, ops in
     KNOB_OPS ("matvec": wo / w2, "head": the LM head matvec, "attention_decode": the split-K
-    pair): e.g. (("matvec", (("r", 4),)),). Benchmarks only."""
+    pair): e.g. (("matvec", (("r", 4),)),). Benchmarks only.
+    ``depth``: decode steps in flight (each step's sampled id stays on the GPU for the next
+    step's embed; ids are read back ``depth`` steps behind). Not part of the recorded program:
+    it sets how far ahead ``Engine.generate_async`` submits. In Chromium a readback resolves
+    milliseconds after the GPU finished (docs/PERFORMANCE.md), so the page may want more."""
 
     short_ctx: int = 512
     short_wg: int = 256
     head_norm: bool = True
     knobs: tuple = ()
+    depth: int = 3
 
     def __post_init__(self):
         for op, kv in self.knobs:
             if op not in KNOB_OPS:
                 raise ValueError(f"DecodeOptions.knobs: unknown op {op!r}; one of {KNOB_OPS}")
+        if not (isinstance(self.depth, int) and 1 <= self.depth <= MAX_DEPTH):
+            raise ValueError(f"DecodeOptions.depth must be an integer in [1, {MAX_DEPTH}], got "
+                             f"{self.depth!r}")
         if not (isinstance(self.short_ctx, int) and self.short_ctx >= 0):
             raise ValueError(f"DecodeOptions.short_ctx must be an integer >= 0, got "
                              f"{self.short_ctx!r}")

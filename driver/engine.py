@@ -228,7 +228,8 @@ class Engine:
 
     async def generate_async(self, prompt_ids, max_tokens: int = 128, temperature: float = 0.0,
                              top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
-                             seed: int = 0, stop_ids=None, depth: int = 3, reuse: bool = False,
+                             seed: int = 0, stop_ids=None, depth: int | None = None,
+                             reuse: bool = False,
                              should_stop=None, on_chunk=None):
         """Async iterator of generated ids (the stop id itself is not yielded). ``reuse``:
         prefill only after the prefix whose K/V the cache holds (``reusable_prefix``);
@@ -238,6 +239,8 @@ class Engine:
         self.check_fits(len(ids), max_tokens)
         if not all(0 <= i < self.cfg.vocab_size for i in ids):
             raise BadOption(f"prompt ids must be in [0, {self.cfg.vocab_size})")
+        if depth is None:   # the decode options' steps in flight
+            depth = self.graph.opts.depth
         if not (isinstance(depth, int) and 1 <= depth < RING):
             raise BadOption(f"depth must be in [1, {RING - 1}], got {depth!r}")
         samp = Sampling(temperature, top_k, top_p, repetition_penalty, seed).runtime(
@@ -267,11 +270,16 @@ class Engine:
                 if j == 0:
                     t_first = time.perf_counter()
                     stats["prefill_s"] = t_first - t0
+                    # where decode's wall time goes (from here on): recording + submitting the
+                    # steps, awaiting their ids, and the rest (the caller's work per token)
+                    snap = (track.get("submit_s", 0.0), track.get("wait_s", 0.0))
                 if tok in stop or self._cancel or (should_stop is not None and should_stop()):
                     stats["stopped"] = "stop" if tok in stop else "cancel"
                     break
                 stats["generated"] = j + 1
                 stats["decode_s"] = time.perf_counter() - t_first
+                stats["decode_submit_s"] = track.get("submit_s", 0.0) - snap[0]
+                stats["decode_wait_s"] = track.get("wait_s", 0.0) - snap[1]
                 yield tok
         finally:
             await steps.aclose()  # drains the steps still in flight
@@ -294,14 +302,19 @@ class Engine:
             while pending or submitted < n_steps:
                 while len(pending) < depth and submitted < n_steps:
                     j = submitted
+                    t = time.perf_counter()
                     G.decode.run(self._rt(samp, n0 + j - 1, 1, j), self._tail(samp, j, n0 + j),
                                  cache_tail=samp["rep_penalty"] == 1.0)
                     pending.append(j)
                     submitted += 1
                     if track is not None:
                         track["submitted"] = submitted
+                        track["submit_s"] = track.get("submit_s", 0.0) + time.perf_counter() - t
                 j = pending.popleft()
+                t = time.perf_counter()
                 raw = await self.gpu.map_read(G.rb[j % RING], 0, 4)
+                if track is not None:
+                    track["wait_s"] = track.get("wait_s", 0.0) + time.perf_counter() - t
                 yield j, struct.unpack("<I", raw)[0]
         finally:
             # drain: a readback still pending a map must not be reused by a later submit

@@ -31,7 +31,7 @@ from modelfmt.manifest import resolve
 from . import gpu as g
 from . import prefill_attention
 from .loader import DeviceCannotRun, ModelError
-from .decode_options import KNOB_OPS, DecodeOptions  # noqa: F401  (re-exported)
+from .decode_options import KNOB_OPS, MAX_DEPTH, DecodeOptions  # noqa: F401  (re-exported)
 from .plan import Dyn, PipelineCache, Recorder, Span
 
 # Every op this graph dispatches (``Graph.kernel`` refuses any other): the storage-buffer requirement
@@ -52,7 +52,7 @@ VERIFY_XQ = True
 # workgroup per query head for a few rows (H200, 8B shape, 5 rows at ctx 256: 109 us a layer where
 # decode's split-K pair takes 18 us for one row).
 VERIFY_ATTN_ROWS = 16
-RING = 5          # readback buffers for sampled ids (pipelined steps in flight <= RING - 1)
+RING = MAX_DEPTH + 1   # readback buffers for sampled ids (pipelined steps in flight <= RING - 1)
 SLOTS = 8192      # uniform slices available to all recorders together (2 MiB): the 8B shape's
                   # prefill + decode + head take 1,280, each verify body 576 (5 nb values: 2,880)
 

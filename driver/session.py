@@ -323,10 +323,23 @@ class ChatSession:
                "prefill_tokens_per_s": pre_n / pre_s if pre_s else 0.0,
                "decode_tokens_per_s": (st.get("generated", n) - 1) / dec_s if dec_s else 0.0,
                "dispatches_per_token": st.get("dispatches_per_token", 0),
+               "decode_ms_per_step": self._step_ms(st),
                "kv_tokens": len(self.engine.kv_ids)}   # what the cache holds for the next one
         if opts.speculative != "off":
             out["speculative"] = dict(st.get("speculative") or {})
         return out
+
+    @staticmethod
+    def _step_ms(st: dict) -> dict:
+        """Decode's wall time per step (ms) split into recording + submitting the steps
+        (``submit``: Python, and in the page the JS encode), awaiting the sampled ids (``wait``:
+        the GPU, or whatever feeds it, is behind) and the ``rest`` (detokenizing, streaming)."""
+        steps = st.get("generated", 0) - 1
+        if steps < 1 or not st.get("decode_s"):
+            return {}
+        sub, wait = st.get("decode_submit_s", 0.0), st.get("decode_wait_s", 0.0)
+        return {k: round(1e3 * v / steps, 4) for k, v in
+                (("submit", sub), ("wait", wait), ("rest", st["decode_s"] - sub - wait))}
 
     # ---- native sync wrappers ----
     def stream(self, request: dict):

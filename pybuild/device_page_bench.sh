@@ -10,9 +10,11 @@
 # TTFT=10: instead, time to first token per turn of a 10-turn id-level chat (KV cache reused), natively
 # (python -m driver bench --ttft's run_ttft_bench) and in the page (/?bench=bench&ttft=10);
 # EXTRA_FLAGS: more Chromium switches, e.g. --enable-dawn-features=vulkan_enable_f16_on_nvidia (shader-f16);
-# PROGRAMS="default split": the decode programs measured, natively and in the page, web/app.js DECODE_PROGRAMS;
+# PROGRAMS="default split deep": the decode programs measured, natively and in the page, web/app.js DECODE_PROGRAMS;
 # PROMPT=512: the prompt length of both sides (default 128); MATRIX=0: the page's device opened without
 # chromium-experimental-subgroup-matrix (prefill on the FMA tiles; the feature needs EXTRA_FLAGS' f16 switch))
+# PACK=1: the model through weights_tool synth + pack --uniform --method rtn (minutes for an 8B shape) instead of
+# driver.native.synthetic's random packed folder (the same tensor table and formats, seconds).
 # Writes OUTDIR/native.json (Engine.generate, best of 5 after a warm-up, per program) and OUTDIR/page.jsonl (the page's POSTs,
 # one line per program).
 # Chromium needs the fonts the bundle packs (FONTCONFIG_FILE below; without them it aborts with
@@ -34,9 +36,13 @@ mkdir -p "$out"
 m=/tmp/pb-models-$preset-$quant
 if [ ! -s "$m/bench/manifest.json" ]; then
   rm -rf "$m" /tmp/pb-hf && mkdir -p "$m"
-  python3 -m weights_tool synth /tmp/pb-hf --preset "$preset" > "$out/synth.log" 2>&1 || { tail "$out/synth.log"; exit 1; }
-  python3 -m weights_tool pack /tmp/pb-hf "$m/bench" --quant "$quant" --uniform --method rtn > "$out/pack.log" 2>&1 || { tail "$out/pack.log"; exit 1; }
-  rm -rf /tmp/pb-hf
+  if [ "${PACK:-0}" = 1 ]; then
+    python3 -m weights_tool synth /tmp/pb-hf --preset "$preset" > "$out/synth.log" 2>&1 || { tail "$out/synth.log"; exit 1; }
+    python3 -m weights_tool pack /tmp/pb-hf "$m/bench" --quant "$quant" --uniform --method rtn > "$out/pack.log" 2>&1 || { tail "$out/pack.log"; exit 1; }
+    rm -rf /tmp/pb-hf
+  else   # the same tensor table written straight from random patterns: seconds for an 8B shape
+    python3 -m driver.native.synthetic "$m/bench" "$preset" "$quant" > "$out/synth.log" 2>&1 || { tail "$out/synth.log"; exit 1; }
+  fi
 fi
 # native: the page's prompt ids (web/app.js runBench), the same definitions of the two speeds
 if [ -n "${TTFT:-}" ]; then
@@ -52,7 +58,8 @@ PROMPT="$prompt_len" PROGRAMS="$programs" MODEL="$m/bench" python3 - > "$out/nat
 import json, os
 from driver.decode_options import DecodeOptions
 from driver.native import load
-PROGRAMS = {"default": DecodeOptions(), "split": DecodeOptions(short_ctx=0, head_norm=False)}
+PROGRAMS = {"default": DecodeOptions(), "split": DecodeOptions(short_ctx=0, head_norm=False),
+            "deep": DecodeOptions(depth=6)}
 e = load(os.environ["MODEL"])
 n_prompt = int(os.environ["PROMPT"])
 prompt = lambda r: [1 + (i * 7919 + r * 104729) % 1000 for i in range(n_prompt)]   # web/app.js runBench
@@ -64,7 +71,11 @@ for name in os.environ["PROGRAMS"].split():
     for r in range(5):
         ids = list(e.generate(prompt(r), 128, stop_ids=()))
         s = e.last_stats
+        steps = s["generated"] - 1
+        split = {k: 1e3 * s.get(f"decode_{k}_s", 0.0) / steps for k in ("submit", "wait")}
+        split["rest"] = 1e3 * s["decode_s"] / steps - sum(split.values())
         runs.append({"n": len(ids), "decode_tokens_per_s": (s["generated"] - 1) / s["decode_s"],
+                     "decode_ms_per_step": split,
                      "prefill_tokens_per_s": s["prompt_tokens"] / s["prefill_s"]})
     out[name] = {"dispatches_per_token": e.dispatches_per_token, "runs": runs,
                  "decode_tokens_per_s": max(r["decode_tokens_per_s"] for r in runs),

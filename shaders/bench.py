@@ -249,11 +249,22 @@ def _weight_copies(device, rng, fmt, rows, cols, prefixes=("w_",)):
 
 
 # ---- benchmarks ----
-def bench_matvec(device, caps, fmt, rows, cols, rng, op="matvec", **knobs) -> dict:
+def bench_matvec(device, caps, fmt, rows, cols, rng, op="matvec", memo: dict | None = None,
+                 **knobs) -> dict:
+    """One decode kernel's time over rotated weight copies; ``memo`` (a dict) keeps the copies
+    for the next call on the same (op, fmt, shape) (sweeps: the upload is most of a call)."""
     import numpy as np
 
-    blocks, copies, wbytes = _weight_copies(
-        device, rng, fmt, rows, cols, ("w1_", "w3_") if op == "gate_up" else ("w_",))
+    key = (op, fmt, rows, cols)
+    if memo is not None and key in memo:
+        blocks, copies, wbytes = memo[key]
+    else:
+        if memo is not None:
+            memo.clear()   # one shape's copies (up to ROTATE_BYTES) on the GPU at a time
+        blocks, copies, wbytes = _weight_copies(
+            device, rng, fmt, rows, cols, ("w1_", "w3_") if op == "gate_up" else ("w_",))
+        if memo is not None:
+            memo[key] = blocks, copies, wbytes
     x = harness.make_buffers({"x": rng.standard_normal(cols).astype(np.float32)}, device)
     calls = []
     for c in copies:
@@ -424,6 +435,34 @@ def row_blocks_sweep(device, caps, rng, say, quick: bool, roof: float) -> None:
                 say(f"| {op} | {fmt} {r}x{c} | " + " | ".join(cells) + f" | RB = {rb} |")
 
 
+def config_sweep(device, caps, rng, say, fmt: str, quick: bool, roof: float) -> None:
+    """Decode matvec of ``fmt`` over rows per workgroup (R) x workgroup size x row blocks (RB)
+    on the 8B / 1B layer shapes, and the int8-x unpackings 2 / 3 at the default config: the
+    evidence behind a per-format choice of R / wg (the defaults were tuned on q4_0)."""
+    from .core import UnsupportedKernel
+
+    shapes, _ = decode_shapes(quick)
+    memo: dict = {}
+    for r, c in shapes[:5]:
+        cells = []
+        base = bench_matvec(device, caps, fmt, r, c, rng, memo=memo)
+        cells.append(f"default {base['kernel'].split('_', 2)[-1]}: "
+                     f"{100 * base['gbs'] / roof:.0f}")
+        u2 = bench_matvec(device, caps, fmt, r, c, rng, memo=memo, unpack=2)
+        cells.append(f"unpack2: {100 * u2['gbs'] / roof:.0f}")
+        for rr in (4, 8, 16):
+            for wg in (0, 64, 256, 512):
+                for rb in (1, 2):
+                    try:
+                        res = bench_matvec(device, caps, fmt, r, c, rng, memo=memo, r=rr,
+                                           wg=wg, rb=rb)
+                    except UnsupportedKernel:
+                        continue
+                    cells.append(f"r{rr}/wg{wg or 'auto'}/rb{rb}: {100 * res['gbs'] / roof:.0f}")
+        say(f"sweep matvec {fmt} {r}x{c} % copy roofline: " + ", ".join(cells))
+        memo.clear()
+
+
 class Report:
     """What every bench script starts with: the harness device and its caps, a seeded rng, and
     ``say`` (print a line and keep it); ``save(out_file)`` writes the kept lines."""
@@ -446,7 +485,8 @@ class Report:
 
 
 def main(quick: bool = False, vs_torch: bool = False, out_file: str | None = None,
-         tune_: bool = False, decode: bool = False, row_blocks_: bool = False) -> int:
+         tune_: bool = False, decode: bool = False, row_blocks_: bool = False,
+         sweep: str | None = None) -> int:
     rep = Report()
     dev, caps, rng, say = rep.dev, rep.caps, rep.rng, rep.say
 
@@ -464,6 +504,11 @@ def main(quick: bool = False, vs_torch: bool = False, out_file: str | None = Non
     shapes = QUICK_SHAPES if quick else FULL_SHAPES
     m = 64 if quick else 512
     say("")
+    if sweep:
+        config_sweep(dev, caps, rng, say, sweep, quick, roof["roofline_gbs"])
+        say(f"timer: {roof['timer']}")
+        rep.save(out_file)
+        return 0
     if decode or row_blocks_:
         (row_blocks_sweep if row_blocks_ else decode_unpack)(dev, caps, rng, say, quick,
                                                        roof["roofline_gbs"])

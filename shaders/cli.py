@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--row-blocks", action="store_true",
                    help="instead: the decode kernels' row blocks per workgroup (RB = 1, 2, 4) on "
                         "the 1B / 8B layer shapes, q4_0 and q6_k (shaders/matvec.py auto_rb)")
+    b.add_argument("--sweep", metavar="FMT",
+                   help="instead: FMT's decode matvec over rows per workgroup x workgroup size x "
+                        "row blocks on the 1B / 8B layer shapes")
     b.add_argument("--full", action="store_true",
                    help="with --multi: every candidate (minutes; the default is the 1B / 8B "
                         "layer shapes and a few candidates)")
@@ -49,6 +52,12 @@ def main(argv=None) -> int:
     if args.cmd == "bench" and args.full and not args.multi:
         print("error: --full is an option of bench --multi (the small-M sweep)", file=sys.stderr)
         return 2
+    if args.cmd == "bench" and args.sweep is not None:
+        from .wgsl_common import SCALED
+        if args.sweep not in SCALED:
+            print(f"error: --sweep {args.sweep}: a block format, one of {', '.join(SCALED)}",
+                  file=sys.stderr)
+            return 2
     if args.cmd == "export-cases":   # numpy only: no device needed
         from .case_export import ExportError, export
         try:
@@ -85,4 +94,4 @@ def main(argv=None) -> int:
     from . import bench
 
     return bench.main(quick=args.quick, vs_torch=args.vs_torch, out_file=args.out,
-                      tune_=args.tune, row_blocks_=args.row_blocks)
+                      tune_=args.tune, row_blocks_=args.row_blocks, sweep=args.sweep)

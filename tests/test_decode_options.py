@@ -10,6 +10,7 @@ def test_from_json_builds_the_split_program():
     assert from_json('{"short_ctx": 0, "head_norm": false}') == DecodeOptions(short_ctx=0,
                                                                              head_norm=False)
     assert from_json("{}") == DecodeOptions()
+    assert from_json('{"depth": 6}') == DecodeOptions(depth=6)   # the page's "deep" program
 
 
 @pytest.mark.parametrize("text, words", [
@@ -19,6 +20,9 @@ def test_from_json_builds_the_split_program():
     ('{"knobs": []}', "expected an object"),          # kernel overrides stay native-only
     ('{"short_ctx": -1}', "short_ctx must be an integer >= 0"),
     ('{"head_norm": "no"}', "head_norm must be true or false"),
+    ('{"depth": 0}', r"depth must be an integer in \[1, 8\]"),
+    ('{"depth": 9}', r"depth must be an integer in \[1, 8\]"),
+    ('{"depth": 2.5}', r"depth must be an integer in \[1, 8\]"),
 ])
 def test_from_json_refuses_in_plain_words(text, words):
     with pytest.raises(ValueError, match=words):

@@ -89,7 +89,7 @@ def test_greedy_matches_reference_and_is_deterministic(f32_engine, models):
     assert a == b == ref
 
 
-@pytest.mark.parametrize("depth", [2, 3, 4])
+@pytest.mark.parametrize("depth", [2, 3, 4, 8])
 def test_pipelined_same_ids_as_unpipelined(q4_engine, depth):
     prompt = _ids(17, 3)
     one = list(q4_engine.generate(prompt, 24, stop_ids=(), depth=1))

@@ -240,6 +240,23 @@ def test_prefill_pacing_shrinks_slow_chunks(tiny, monkeypatch):
         {"prompt_ids": prompt, "options": {**GREEDY, "max_tokens": 5}})) == want
 
 
+def test_decode_step_time_split(tiny):
+    """stats' decode_ms_per_step: submit + wait + rest add up to decode's wall time per step,
+    each part non-negative; a slow consumer shows up in ``rest``, not in the GPU's parts."""
+    import time as _t
+    eng = tiny["f32"]
+    sess = ChatSession(eng, reuse=False)
+    req = {"prompt_ids": _ids(20, 3), "options": {**GREEDY, "max_tokens": 6, "ignore_eos": True}}
+    for _ in sess.stream(req):
+        _t.sleep(0.02)   # 20 ms of caller work per token
+    st = sess.last_stats
+    split = st["decode_ms_per_step"]
+    assert set(split) == {"submit", "wait", "rest"} and min(split.values()) >= 0, split
+    per_step = 1e3 / st["decode_tokens_per_s"]
+    assert abs(sum(split.values()) - per_step) < 1e-3 * per_step + 1e-3, (split, per_step)
+    assert split["rest"] >= 19.0, split
+
+
 # ---- real chat templates: the llama3-tiny preset with the Llama-3 tokenizer; SmolLM2 ----
 
 

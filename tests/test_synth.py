@@ -86,3 +86,26 @@ def test_synth_cli_with_real_llama3_tokenizer(tmp_path):
 @pytest.mark.parametrize("name", golden_names())
 def test_golden_checkpoints_are_reproducible(tmp_path, name):
     make_checkpoint(name, tmp_path)
+
+
+def test_materialized_random_model_is_a_verified_packing(tmp_path, backend):
+    """driver.native.synthetic.materialize (the page bench's big random models) writes a folder
+    that `weights_tool verify` accepts and that loads with the same outputs as synth:PRESET:QUANT;
+    an existing OUT is refused in one line, exit 2, and left as it was."""
+    from driver.native import load
+    out = tmp_path / "m"
+    cmd = [sys.executable, "-m", "driver.native.synthetic", str(out), "llama3-tiny", "q4_0"]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    v = subprocess.run([sys.executable, "-m", "weights_tool", "verify", str(out)],
+                       capture_output=True, text=True)
+    assert v.returncode == 0, v.stdout + v.stderr
+    before = sorted(f.name for f in out.iterdir())
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 2 and again.stderr.count("\n") == 1
+    assert "already exists" in again.stderr and "Traceback" not in again.stderr
+    assert sorted(f.name for f in out.iterdir()) == before
+    ids = [1, 5, 9, 200]
+    a = load(out, backend=backend, max_context=64).logits(ids)
+    b = load("synth:llama3-tiny:q4_0", backend=backend, max_context=64).logits(ids)
+    np.testing.assert_array_equal(a, b)

@@ -119,7 +119,8 @@ async function init() {
 // matrix=0: the device opened without chromium-experimental-subgroup-matrix, prefill on the FMA tiles) ----
 // decode=split: the decode program with split-K attention at every context and the final norm in its own
 // dispatch (more dispatches than the default; faster natively on the H200): both are measured in the page.
-const DECODE_PROGRAMS = { default: null, split: { short_ctx: 0, head_norm: false } };
+// decode=deep: the default program with 6 steps in flight instead of 3 (DecodeOptions.depth).
+const DECODE_PROGRAMS = { default: null, split: { short_ctx: 0, head_norm: false }, deep: { depth: 6 } };
 
 async function postBench(report) {
   await fetch('./api/bench', { method: 'POST', headers: { 'Content-Type': 'application/json' },

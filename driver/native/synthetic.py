@@ -95,3 +95,73 @@ class SyntheticSource(ModelSource):
 
     def tokenizer_path(self, name: str):
         raise ModelError(f"{self.where}: a synthetic model has no tokenizer")
+
+
+def materialize(preset: str, quant: str, out) -> int:
+    """Write ``SyntheticSource(preset, quant)`` as a packed model folder OUT (manifest.json +
+    one content-addressed shard per part, sha256 recorded) for the page's bench on big shapes:
+    seconds for an 8B shape where ``weights_tool synth`` + ``pack`` takes minutes. The folder
+    is built beside OUT and renamed into place only when complete; OUT must not exist.
+    Returns the bytes written."""
+    import hashlib
+    import json
+    import os
+    import shutil
+    from pathlib import Path
+
+    src = SyntheticSource(preset, quant)
+    out = Path(out)
+    if out.exists():
+        raise ModelError(f"{out}: already exists; remove it or pick another folder")
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    tmp.mkdir(parents=True)
+    man = json.loads(json.dumps(src.manifest))
+    total = 0
+    try:
+        for i, sh in enumerate(man["shards"]):
+            fmt, part, norm = src._kinds[i]
+            piece, n, h = src._fill(fmt, part, norm), sh["nbytes"], hashlib.sha256()
+            part_path = tmp / f"shard-{i:04d}.partial"
+            with open(part_path, "wb") as f:
+                off = 0
+                while off < n:
+                    b = piece[:min(len(piece), n - off)]
+                    f.write(b)
+                    h.update(b)
+                    off += len(b)
+            sha = h.hexdigest()
+            name = f"shard-{i:04d}-{sha[:12]}.bin"
+            os.replace(part_path, tmp / name)
+            sh.update(file=name, sha256=sha)
+            total += n
+        man["quant"]["source"] = f"random (synth:{preset}:{quant})"
+        (tmp / "manifest.json").write_text(json.dumps(man, indent=1))
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return total
+
+
+def main(argv=None) -> int:
+    """python -m driver.native.synthetic OUT PRESET QUANT: ``materialize``."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m driver.native.synthetic",
+                                description="write a random packed model (benchmarks) to OUT")
+    p.add_argument("out")
+    p.add_argument("preset")
+    p.add_argument("quant")
+    a = p.parse_args(argv)
+    try:
+        n = materialize(a.preset, a.quant, a.out)
+    except (ModelError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"synthetic {a.preset} {a.quant}: {n / 1e9:.2f} GB -> {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
