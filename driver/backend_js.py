@@ -235,6 +235,14 @@ class Session:
             on_token(tok, text)
         return json.dumps(self.chat.last_stats)
 
+    @_reported
+    async def profile(self, prompt: int, ctx: int) -> str:
+        """The page's bench mode ``&profile=1``: ``driver.profile.engine_profile`` (each op and weight
+        shape of a ``prompt``-token prefill chunk and of a decode step at ``ctx``, replayed alone) as
+        JSON, the same rows ``python -m driver bench --profile`` prints natively."""
+        from .profile import engine_profile
+        return json.dumps(await engine_profile(self.engine, int(prompt), int(ctx)))
+
     def close(self) -> None:
         self.gpu.destroy()
 

@@ -13,6 +13,8 @@
 # PROGRAMS="default split deep": the decode programs measured, natively and in the page, web/app.js DECODE_PROGRAMS;
 # PROMPT=512: the prompt length of both sides (default 128); MATRIX=0: the page's device opened without
 # chromium-experimental-subgroup-matrix (prefill on the FMA tiles; the feature needs EXTRA_FLAGS' f16 switch))
+# PROFILE=1: also the GPU time by op and weight shape (driver/profile.py) of a prompt-length prefill chunk and a decode
+# step at that context, natively (native.json "profile") and in the page (page.jsonl "profile");
 # PACK=1: the model through weights_tool synth + pack --uniform --method rtn (minutes for an 8B shape) instead of
 # driver.native.synthetic's random packed folder (the same tensor table and formats, seconds).
 # Writes OUTDIR/native.json (Engine.generate, best of 5 after a warm-up, per program) and OUTDIR/page.jsonl (the page's POSTs,
@@ -54,7 +56,8 @@ print(json.dumps(run_ttft_bench(load(os.environ["MODEL"]))))' > "$out/native.jso
   query="ttft=$TTFT"
 else
   query="prompt=$prompt_len&tokens=128$matrix_q"
-PROMPT="$prompt_len" PROGRAMS="$programs" MODEL="$m/bench" python3 - > "$out/native.json" <<'PY'
+  [ "${PROFILE:-0}" = 1 ] && query="$query&profile=1"
+PROFILE="${PROFILE:-0}" PROMPT="$prompt_len" PROGRAMS="$programs" MODEL="$m/bench" python3 - > "$out/native.json" <<'PY'
 import json, os
 from driver.decode_options import DecodeOptions
 from driver.native import load
@@ -81,6 +84,9 @@ for name in os.environ["PROGRAMS"].split():
                  "decode_tokens_per_s": max(r["decode_tokens_per_s"] for r in runs),
                  "prefill_tokens_per_s": max(r["prefill_tokens_per_s"] for r in runs),
                  "ids": ids[:16]}
+if os.environ.get("PROFILE") == "1":   # the page's &profile=1 rows, natively (driver/profile.py)
+    from driver.profile import engine_profile
+    out["profile"] = e._run(engine_profile(e, n_prompt, n_prompt))
 print(json.dumps(out))
 PY
 fi

@@ -111,6 +111,15 @@ def test_second_load_uses_cache(browser, site, native_tiny_ids):
     assert not any("/s" in t for t in log), log
     assert f"Preparing: compiled {info['kernels']} of {info['kernels']} shader pipelines" in log, log
     assert browser_ids(page, 4, PROMPT_IDS) == native_tiny_ids[:4]
+    # the bench mode's profile (driver/profile.py) on the page's engine: every dispatch in one row, each row timed;
+    # it overwrote the KV cache, and the next generation (which would reuse the prompt) is still the native one
+    prof = page.evaluate("window.__app.engine.profile({prompt: 4, ctx: 8})")
+    for name in ("prefill", "decode"):
+        (tag, n_all, ms_all), *rows = prof[name]
+        assert tag == "all" and n_all == sum(r[1] for r in rows) and ms_all > 0, prof
+        assert all(r[1] >= 1 and r[2] > 0 for r in rows), prof
+    assert prof["decode"][0][1] == info["dispatches_per_token"], (prof, info)
+    assert browser_ids(page, 4, PROMPT_IDS) == native_tiny_ids[:4]
 
 
 def test_corrupted_cached_shard_is_refetched(browser, site, native_tiny_ids):

@@ -298,6 +298,30 @@ def test_bench_quick_output_parses(models):
     assert all(v["tok_s"] > 0 for v in res["decode"])
 
 
+def test_engine_profile_by_shape_then_generation_unchanged(q4_engine):
+    """driver.profile.engine_profile (the page's bench &profile=1, and natively the device script's
+    PROFILE=1): rows per op and weight shape that account for every dispatch; it overwrites the KV
+    cache, so the engine forgets its cached ids and the next generation equals the one before;
+    a prompt past the chunk is one plain BadOption."""
+    from driver.engine import BadOption
+    from driver.profile import engine_profile
+    prompt = _ids(13, 5)
+    want = list(q4_engine.generate(prompt, 6, stop_ids=()))
+    rep = q4_engine._run(engine_profile(q4_engine, 9, 12, reps_prefill=1, reps_decode=2))
+    assert (rep["prompt"], rep["ctx"], rep["by"]) == (9, 12, "shape")
+    for name in ("prefill", "decode"):
+        (tag, n_all, ms_all), *rows = rep[name]
+        assert tag == "all" and n_all == sum(n for _, n, _ in rows) and ms_all > 0
+        assert all(n >= 1 and ms > 0 for _, n, ms in rows)
+    cfg = q4_engine.cfg
+    names = {r[0] for r in rep["prefill"]}
+    assert f"matmul {cfg.hidden_size}x{cfg.hidden_size}" in names, names   # wq / wo
+    assert q4_engine.kv_ids == []
+    assert list(q4_engine.generate(prompt, 6, stop_ids=(), reuse=True)) == want
+    with pytest.raises(BadOption, match="prompt must be in"):
+        q4_engine._run(engine_profile(q4_engine, q4_engine.graph.chunk + 1, 12))
+
+
 def test_sweep_measures_candidates_on_one_model(models, tmp_path):
     """``python -m driver sweep``: the chosen candidates measured in one process, dispatch counts
     per context as recorded (the one-pass attention while ctx <= short_ctx), JSON written;

@@ -108,14 +108,15 @@ async function init() {
     runTtftBench(q.get('bench'), +q.get('ttft')).catch((e) => postBench({ error: `${e.name}: ${e.message}` }));
   } else if (q.get('bench')) {
     runBench(q.get('bench'), +(q.get('prompt') || 128), +(q.get('tokens') || 128), q.get('decode') || 'default',
-      +(q.get('runs') || 5), q.get('matrix') === '0').catch(
+      +(q.get('runs') || 5), q.get('matrix') === '0', q.get('profile') === '1').catch(
       (e) => postBench({ error: `${e.name}: ${e.message}` }));
   } else {
     autoLoad();
   }
 }
 
-// ---- bench mode: /?bench=MODEL&prompt=P&tokens=N[&decode=split][&runs=R][&matrix=0] (figures POSTed to /api/bench;
+// ---- bench mode: /?bench=MODEL&prompt=P&tokens=N[&decode=split][&runs=R][&matrix=0][&profile=1] (figures POSTed to
+// /api/bench; profile=1 adds the GPU time by op and weight shape, driver/profile.py;
 // matrix=0: the device opened without chromium-experimental-subgroup-matrix, prefill on the FMA tiles) ----
 // decode=split: the decode program with split-K attention at every context and the final norm in its own
 // dispatch (more dispatches than the default; faster natively on the H200): both are measured in the page.
@@ -127,7 +128,7 @@ async function postBench(report) {
     body: JSON.stringify({ ...report, adapter: state.adapter, userAgent: navigator.userAgent }) }).catch(() => {});
 }
 
-async function runBench(model, promptLen, tokens, program = 'default', nRuns = 5, noMatrix = false) {
+async function runBench(model, promptLen, tokens, program = 'default', nRuns = 5, noMatrix = false, profile = false) {
   $('model').value = model;
   if (!Object.hasOwn(DECODE_PROGRAMS, program)) throw new Error(`decode=${program}: one of ${Object.keys(DECODE_PROGRAMS)}`);
   const t0 = performance.now();
@@ -150,6 +151,8 @@ async function runBench(model, promptLen, tokens, program = 'default', nRuns = 5
     load_s: loadS,
     info: state.engine.info, runs,
     decode_tokens_per_s: best('decode_tokens_per_s'), prefill_tokens_per_s: best('prefill_tokens_per_s') };
+  // profile=1: the GPU time of each op and weight shape, prefill of the prompt's length and decode at its context
+  if (profile) report.profile = await state.engine.profile({ prompt: promptLen, ctx: promptLen });
   state.bench = report;
   $('modelstate').textContent = `bench: decode ${report.decode_tokens_per_s.toFixed(1)} tok/s, prefill ` +
     `${report.prefill_tokens_per_s.toFixed(1)} tok/s`;

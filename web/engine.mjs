@@ -146,6 +146,20 @@ class Engine {
   // finish_reason 'abort'.
   interrupt() { if (!this.closed) this.worker.postMessage({ type: 'stop', id: null }); }
 
+  // Where the GPU time goes (the bench mode's &profile=1): each op and weight shape of a `prompt`-token prefill chunk
+  // and of a decode step at context `ctx`, replayed alone (driver/profile.py): {prompt, ctx, by, prefill, decode},
+  // rows [name, dispatches, ms]. Between requests only (it overwrites the KV cache).
+  profile({ prompt = 512, ctx = 128 } = {}) {
+    const id = nextId++;
+    return new Promise((resolve, reject) => {
+      this.listeners.set(id, (m) => {
+        if (m.type === 'profiled') { this.listeners.delete(id); resolve(m.report); }
+        else if (m.type === 'error') { this.listeners.delete(id); reject(fromWorker(m)); }
+      });
+      this.worker.postMessage({ type: 'profile', id, prompt, ctx });
+    });
+  }
+
   // Greedy or sampled continuation of raw token ids: {ids, stats}. (Tests and benchmarks.)
   async completeIds({ prompt_ids, onToken = null, onPrefill = null, signal = null, ...options }) {
     const ids = [];

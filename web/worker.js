@@ -241,6 +241,10 @@ self.onmessage = (ev) => {
       else if (m.type === 'load') post({ type: 'loaded', info: await load(m.model, m.base, m.pipelines, m.decode, m.noMatrix) });
       else if (m.type === 'generate') post({ type: 'done', id: m.id, stats: await generate(m) });
       else if (m.type === 'check') post({ type: 'checked', report: await check(m) });
+      else if (m.type === 'profile') {
+        if (!session) throw Object.assign(new Error('no model is loaded'), { kind: 'model', hint: 'Load a model first.' });
+        post({ type: 'profiled', id: m.id, report: JSON.parse(await session.profile(m.prompt, m.ctx)) });
+      }
       else if (m.type === 'delete') {
         const base = new URL(`./models/${encodeURIComponent(m.model)}/`, m.base || ROOT).href;
         const manifest = await cache.fetchFile(new URL('manifest.json', base).href, 'json');

@@ -18,7 +18,9 @@ import struct
 import sys
 import time
 
+from driver.profile import op_profile, submit_ms  # noqa: F401  (re-exported: sweep, bench_session)
 from driver.sampler import Sampling
+
 
 def rooflines(gpu, quick: bool, f16: bool) -> dict:
     """Copy bandwidth and FMA peak from shaders.bench (the same measurement the kernel bench
@@ -70,46 +72,6 @@ async def prefill_speed(eng, n: int) -> float:
     eng._submit_prefill(ids, samp, head=True)
     await eng.gpu.map_read(eng.graph.rb[0], 0, 4)
     return n / (time.perf_counter() - t)
-
-
-async def submit_ms(gpu, prog, reps: int) -> float:
-    """Milliseconds per submit of ``prog``: one warm-up submit, then ``reps`` back to back, timed
-    to completion (kernel time does not depend on the values in the buffers). The one program
-    timer of bench --profile, sweep and bench --speculative's pass costs."""
-    gpu.submit(prog)
-    await gpu.sync()
-    t = time.perf_counter()
-    for _ in range(reps):
-        gpu.submit(prog)
-    await gpu.sync()
-    return 1e3 * (time.perf_counter() - t) / reps
-
-
-async def op_profile(eng, rec, rt: dict, reps: int) -> list[tuple[str, int, float]]:
-    """(op, dispatches, ms) per op of recorder ``rec`` at runtime ``rt``, and ("all", n, ms):
-    each op's dispatches replayed alone (same grids, bind groups and uniforms) ``reps`` times
-    and timed to completion. Kernel timing does not depend on the values in the buffers, so
-    the parts add up to about the whole; the rest is the dependency barriers between ops."""
-    from driver import gpu as g
-    from driver.plan import _DispatchStep
-    rec.write_uniforms(rt)
-    # the steps the program replays at rt (a Span-conditioned step outside its range does not)
-    steps = [s for s in rec.steps if isinstance(s, _DispatchStep)
-             and (s.when is None or s.when(rt))]
-    groups: dict[str, list] = {}
-    for s in steps:
-        groups.setdefault(s.kernel.key.op, []).append(s)
-
-    async def timed(sel) -> float:
-        prog = g.Program()
-        for s in sel:
-            prog.dispatch(s.pipeline, s.bind_group, s.grid(rt), s.kernel.slug)
-        return await submit_ms(eng.gpu, prog, reps)
-
-    out = [("all", len(steps), await timed(steps))]
-    for op, sel in sorted(groups.items()):
-        out.append((op, len(sel), await timed(sel)))
-    return out
 
 
 def prefill_flops_per_token(cfg) -> float:
