@@ -3,6 +3,7 @@
     python -m shaders check [--quick] [--op OP ...] [--dump DIR]   numpy check of every kernel variant
     python -m shaders bench [--quick] [--vs-torch] [--out FILE]     bandwidth / FLOP benchmark
     python -m shaders bench --multi [--full] [--quick] [--out FILE] verify-pass kernel sweep
+    python -m shaders bench --row-blocks | --sweep FMT [--quick]   decode matvec row blocks / R x wg x RB
     python -m shaders export-cases DIR [--op OP ...] [--full]      the check cases for the page's
                                                                     check mode (/?check=1, docs/WEB.md)
 """
