@@ -335,8 +335,8 @@ class ChatSession:
         (``submit``: Python, and in the page the JS encode), awaiting the sampled ids (``wait``:
         the GPU, or whatever feeds it, is behind) and the ``rest`` (detokenizing, streaming)."""
         steps = st.get("generated", 0) - 1
-        if steps < 1 or not st.get("decode_s"):
-            return {}
+        if steps < 1 or not st.get("decode_s") or "decode_submit_s" not in st:
+            return {}   # no decode step yet, or speculative rounds (not split this way)
         sub, wait = st.get("decode_submit_s", 0.0), st.get("decode_wait_s", 0.0)
         return {k: round(1e3 * v / steps, 4) for k, v in
                 (("submit", sub), ("wait", wait), ("rest", st["decode_s"] - sub - wait))}
