@@ -28,7 +28,7 @@ async def submit_ms(gpu: g.GPU, prog: g.Program, reps: int) -> float:
     return 1e3 * (time.perf_counter() - t) / reps
 
 
-def _group(step, rt: dict, by: str) -> str:
+def _group(step, by: str) -> str:
     """The row a dispatch step is counted in: its op, or (``by="shape"``) its op and weight shape
     (rows x cols where the kernel has them), so that e.g. wk / wv stand apart from wq."""
     key = step.kernel.key
@@ -53,7 +53,7 @@ async def op_profile(eng, rec, rt: dict, reps: int, by: str = "op") -> list[tupl
              and (s.when is None or s.when(rt))]
     groups: dict[str, list] = {}
     for s in steps:
-        groups.setdefault(_group(s, rt, by), []).append(s)
+        groups.setdefault(_group(s, by), []).append(s)
 
     async def timed(sel) -> float:
         prog = g.Program()
