@@ -253,7 +253,7 @@ async def open_session(manifest_json: str, where: str, files_dir: str, progress=
     """Open the device (adapter choice in the helper), then load the model: plan, shaders, weight upload.
     ``decode_json``: the page's bench mode may name the decode program (``DecodeOptions`` fields as
     JSON, e.g. {"short_ctx": 0, "head_norm": false}) to measure the candidates in the browser."""
-    from .decode_options import from_json
+    from .decode_options import DecodeOptions, from_json
     from .engine import BadOption, Engine
     decode = None
     if decode_json:
@@ -262,6 +262,10 @@ async def open_session(manifest_json: str, where: str, files_dir: str, progress=
         except ValueError as e:
             raise BadOption(str(e)) from None
     gpu = await JsBackend.create()
+    if decode is None and gpu.mode == "compatibility":
+        # a dispatch costs 30-45 us there (docs/PERFORMANCE.md): quant_x's four more a layer
+        # would cost more than the instructions they save
+        decode = DecodeOptions(xq=False)
     src = BrowserSource(manifest_json, where, files_dir)
     engine = await Engine.load_async(src, gpu, decode=decode)
     return Session(engine, gpu)

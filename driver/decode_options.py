@@ -30,13 +30,19 @@ class DecodeOptions:
     ``depth``: decode steps in flight (each step's sampled id stays on the GPU for the next
     step's embed; ids are read back ``depth`` steps behind). Not part of the recorded program:
     it sets how far ahead ``Engine.generate_async`` submits. In Chromium a readback resolves
-    milliseconds after the GPU finished (docs/PERFORMANCE.md), so the page may want more."""
+    milliseconds after the GPU finished (docs/PERFORMANCE.md), so the page may want more.
+    ``xq``: each input of the int8-x decode kernels (q4_0 and the K-quants where the GPU has
+    packed integer dot products) quantized to int8 ONCE a step by a ``quant_x`` dispatch (x, the
+    attention output, act; with the RMSNorm weight applied there), instead of by every
+    workgroup of every kernel reading it: the same int8 values, so the same results, with about
+    half of those kernels' instructions gone, for one small dispatch more per input."""
 
     short_ctx: int = 512
     short_wg: int = 256
     head_norm: bool = True
     knobs: tuple = ()
     depth: int = 3
+    xq: bool = True
 
     def __post_init__(self):
         for op, kv in self.knobs:
@@ -77,6 +83,7 @@ def from_json(text: str) -> DecodeOptions:
     names = [f.name for f in fields(DecodeOptions) if f.name != "knobs"]
     if not isinstance(d, dict) or set(d) - set(names):
         raise ValueError(f"decode program {text!r}: expected an object with some of {names}")
-    if "head_norm" in d and not isinstance(d["head_norm"], bool):
-        raise ValueError(f"decode program {text!r}: head_norm must be true or false")
+    for b in ("head_norm", "xq"):
+        if b in d and not isinstance(d[b], bool):
+            raise ValueError(f"decode program {text!r}: {b} must be true or false")
     return DecodeOptions(**d)

@@ -82,6 +82,7 @@ class Graph:
         self.vheads: dict[int, tuple] = {}        # verify LM heads by max rows (record_verify_head)
         self.sampler: Recorder | None = None      # sampling alone (record_verify_head)
         self.xq = None                            # quant_x output of verify bodies (VERIFY_XQ)
+        self.dxq = None                           # quant_x output of decode (DecodeOptions.xq)
         self.lm_rows = self.chunk               # rows per lm_all pass (record_lm_all sets it)
         self._alloc()
         self.prefill = self._recorder("prefill", 64 + 16 * cfg.num_hidden_layers)
@@ -353,17 +354,38 @@ class Graph:
         H, W, eps = self.dims["H"], self.whole, self.cfg.rms_norm_eps
         fused = [(op, {**dims, "norm_eps": eps}) for op, dims in kernels]
         if all(self._fits(op, **dims) for op, dims in fused):
-            ks = [self.kernel(op, **dims) for op, dims in fused]
+            kernels = fused
             avail = {**bufs, "x": W(self.x, 4 * H), "norm_w": self.norm_buf(norm)}
         else:   # a fused kernel over maxStorageBuffersPerShaderStage
             k = self.kernel("rmsnorm", hidden=H, eps=eps)
             r.dispatch(k, {"x": W(self.x, 4 * H), "w": self.norm_buf(norm),
                            "out": W(self.xn, 4 * H)}, {"n_tok": 1}, {"n_tok": 1})
-            ks = [self.kernel(op, **dims) for op, dims in kernels]
             avail = {**bufs, "x": W(self.xn, 4 * H)}
+        # the int8-x kernels on x quantized once (the norm weight applied there when fused)
+        use = [self._decode_xq(op, dims) for op, dims in kernels]
+        if any(use):
+            avail["xq"] = self._quant_x(r, avail["x"], H, avail.get("norm_w"))
+        ks = [self.kernel(op, **dims, **({"xq": 1} if u else {}))
+              for (op, dims), u in zip(kernels, use)]
         for k in ks:
             r.dispatch(k, {b.name: avail[b.name] for b in k.bindings if b.kind != "uniform"},
                        self.fill(k, **params), grid)
+
+    def _decode_xq(self, op: str, dims: dict) -> bool:
+        """Whether the decode kernel ``op`` on ``dims`` reads quant_x's records
+        (``DecodeOptions.xq``, int8-x formats, where the kernel builds and fits the device)."""
+        return bool(self.opts.xq and self._fits(op, **dims, xq=1))
+
+    def _quant_x(self, r, src, cols: int, norm_w=None):
+        """Dispatch quant_x of the decode input ``src`` (cols,) (times ``norm_w`` where given:
+        the consumers' fused RMSNorm) into ``dxq``; returns the binding of its records."""
+        if self.dxq is None:   # (max(H, Q, F) / 32, 5) vec4<u32>: one token's int8 x chunks
+            self.dxq = self._buf(max(self.dims[d] for d in "HQF") // 32 * 80, "dxq")
+        k = self.kernel("quant_x", fmt="q4_0", cols=cols, nb=1, norm=int(norm_w is not None))
+        buf = self.whole(self.dxq, cols // 32 * 80)
+        r.dispatch(k, {"x": src, **({"norm_w": norm_w} if norm_w is not None else {}), "xq": buf},
+                   self.fill(k, n_tok=1), {})
+        return buf
 
     def _qkv_decode(self, r, p, q, kc, vc) -> None:
         """Decode: the fused M = 1 kernel in one dispatch, or 2-3 where it binds more storage
@@ -422,10 +444,13 @@ class Graph:
         knobs = {"mt": 8} if not decode and rows * self.chunk >= 256 * 64 * 128 else {}
         if decode:
             knobs = self.opts.knob("matvec")
-        k = self.kernel(op, rows=rows, cols=cols, accumulate=accumulate, **knobs,
-                        **self.wdims(name))
+        dims = dict(rows=rows, cols=cols, accumulate=accumulate, **knobs, **self.wdims(name))
+        xin = {"x": src}
+        if decode and self._decode_xq(op, dims):
+            xin, dims = {"xq": self._quant_x(r, src, cols)}, {**dims, "xq": 1}
+        k = self.kernel(op, **dims)
         params = self.fill(k, n_tok=n_tok, row_offset=0)
-        r.dispatch(k, {"x": src, **self.parts(self.single_block(name)), "y": dst}, params,
+        r.dispatch(k, {**xin, **self.parts(self.single_block(name)), "y": dst}, params,
                    {"n_tok": n_tok})
 
     def _short_attention(self, dims: dict):
@@ -494,6 +519,9 @@ class Graph:
                 k = self.kernel("rmsnorm", hidden=H, eps=eps)
                 r.dispatch(k, {"x": W(self.x, 4 * H), "w": self.norm_buf("norm"),
                                "out": W(self.xlast, 4 * H)}, {"n_tok": 1}, {"n_tok": 1})
+            if all(self._decode_xq("matvec", dm) for dm in dims):   # x quantized once
+                src = {"xq": self._quant_x(r, src["x"], H, src.get("norm_w"))}
+                dims = [{**dm, "xq": 1} for dm in dims]
         for blk, dm in zip(blocks, dims):
             k = self.kernel("matvec", **dm)
             params = self.fill(k, row_offset=blk["row_start"], n_tok=1)

@@ -19,6 +19,7 @@ import time
 
 from . import harness
 from .core import Kernel
+from .decode_loop import XQ_FORMATS, XQ_WORDS
 from .registry import kernel
 
 MIB = 1 << 20
@@ -265,7 +266,12 @@ def bench_matvec(device, caps, fmt, rows, cols, rng, op="matvec", memo: dict | N
             device, rng, fmt, rows, cols, ("w1_", "w3_") if op == "gate_up" else ("w_",))
         if memo is not None:
             memo[key] = blocks, copies, wbytes
-    x = harness.make_buffers({"x": rng.standard_normal(cols).astype(np.float32)}, device)
+    x = harness.make_buffers({"x": rng.standard_normal(cols).astype(np.float32),
+                              "xq": max(16, (cols // 32) * XQ_WORDS * 16)}, device)
+    t_xq = None
+    if knobs.get("xq"):   # x quantized once by quant_x (timed on its own: once per x a step)
+        kq = kernel("quant_x", caps, fmt=fmt, cols=cols, nb=1)
+        t_xq = time_calls([[_calls(device, kq, x, {"n_tok": 1}, kq.grid())]], device)[0]
     calls = []
     for c in copies:
         # an output per weight copy: consecutive calls share no written buffer, so the pass
@@ -283,7 +289,7 @@ def bench_matvec(device, caps, fmt, rows, cols, rng, op="matvec", memo: dict | N
     t, src = time_calls(calls, device)
     moved = wbytes + 4 * cols + 4 * rows
     return {"kernel": k.slug, "op": op, "fmt": fmt, "shape": f"{rows}x{cols}", "blocks": len(blocks),
-            "secs": t, "gbs": moved / t / 1e9, "timer": src}
+            "secs": t, "gbs": moved / t / 1e9, "timer": src, "quant_x_secs": t_xq}
 
 
 def bench_matmul(device, caps, fmt, rows, cols, m, rng, **knobs) -> dict:
@@ -450,6 +456,14 @@ def config_sweep(device, caps, rng, say, fmt: str, quick: bool, roof: float) -> 
                      f"{100 * base['gbs'] / roof:.0f}")
         u2 = bench_matvec(device, caps, fmt, r, c, rng, memo=memo, unpack=2)
         cells.append(f"unpack2: {100 * u2['gbs'] / roof:.0f}")
+        if fmt in XQ_FORMATS and caps.packed_dot:
+            for rr, rb in ((8, 0), (8, 1), (8, 2), (16, 1), (4, 1)):
+                try:
+                    xq = bench_matvec(device, caps, fmt, r, c, rng, memo=memo, xq=1, r=rr, rb=rb)
+                except UnsupportedKernel:
+                    continue
+                cells.append(f"xq r{rr}/rb{rb or 'auto'}: {100 * xq['gbs'] / roof:.0f} "
+                             f"(quant_x {xq['quant_x_secs'] * 1e6:.1f} us)")
         for rr in (4, 8, 16):
             for wg in (0, 64, 256, 512):
                 for rb in (1, 2):
@@ -536,6 +550,13 @@ def main(quick: bool = False, vs_torch: bool = False, out_file: str | None = Non
                 f"{100 * res['gbs'] / roof['roofline_gbs']:.0f}% | | | "
                 f"{'' if res['torch'] is None else f'{res["torch"] * 1e6:.1f} (f16 mv)'} | "
                 f"{same[nb] * 1e6:.1f} / {100 * nb / same[nb] / 1e9 / roof['roofline_gbs']:.0f}% |")
+        if fmt in XQ_FORMATS and caps.packed_dot:   # the same kernel on quant_x's records
+            for r, c in shapes:
+                res = bench_matvec(dev, caps, fmt, r, c, rng, xq=1)
+                say(f"| {res['kernel']} | {fmt} {res['shape']}, x by quant_x "
+                    f"({res['quant_x_secs'] * 1e6:.1f} us once per x) | {res['blocks']} | "
+                    f"{res['secs'] * 1e6:.1f} | {res['gbs']:.0f} | "
+                    f"{100 * res['gbs'] / roof['roofline_gbs']:.0f}% | | | | |")
     for (r, c), fmt in [(s, f) for s in (shapes[1:2] if quick else [(14336, 4096)])
                         for f in ("q4_0", "q4_k")]:
         res = bench_matvec(dev, caps, fmt, r, c, rng, op="gate_up")

@@ -135,6 +135,28 @@ fn pk8(a: u32, b: u32, c: u32, d: u32) -> u32 {
 """
 
 
+# ---- x pre-quantized once (quant_x, shaders/multi.py) ----
+XQ_FORMATS = ("q4_0", "q4_k", "q5_k", "q6_k")   # the formats whose decode x is int8 (unpack 3)
+XQ_WORDS = 5   # vec4<u32> per 32-column chunk: xe, xo, ye, yo words, (dx, sq|sr, sqa|sra, ss)
+
+
+def xq_load_lines(idx: str, halves: bool) -> list[str]:
+    """WGSL: chunk ``idx`` of the ``xq`` binding (quant_x's record) as the names
+    ``i8_quant_lines`` would have computed: xe/xo/ye/yo 0..3, dx, sq, sr (and with ``halves``,
+    q6_k's per-16-column sums sqa / sqb / sra / srb); ``q4.w`` is the chunk's raw sum x^2
+    where quant_x fused a norm. The sums are 16-bit fields (|sum| <= 32 * 127)."""
+    out = [f"let xqb = ({idx}) * {XQ_WORDS}u;"]
+    out += [f"let q{j} = xq[xqb + {j}u];" for j in range(XQ_WORDS)]
+    out += [f"let {nm}{k} = q{j}.{'xyzw'[k]};" for j, nm in enumerate(("xe", "xo", "ye", "yo"))
+            for k in range(4)]
+    out += ["let dx = bitcast<f32>(q4.x);",
+            "let sq = bitcast<i32>(q4.y << 16u) >> 16u;", "let sr = bitcast<i32>(q4.y) >> 16u;"]
+    if halves:
+        out += ["let sqa = bitcast<i32>(q4.z << 16u) >> 16u;", "let sqb = sq - sqa;",
+                "let sra = bitcast<i32>(q4.z) >> 16u;", "let srb = sr - sra;"]
+    return out
+
+
 def chunk_dot_i8(fmt: str, prefix: str, vec: int, wv: str, row: str, two: bool = False) -> str:
     """WGSL expression (unpack=2/3): row chunk ``wv`` dotted with the int8 x of
     ``i8_quant_lines`` by packed integer dot products (4 multiply-adds per instruction where the
@@ -300,10 +322,11 @@ class DecodeLoop:
     i8: int
     wg: int
     sg: bool
+    xq: bool = False
 
     @classmethod
     def plan(cls, caps: Caps, fmt: str, cols: int, group_size: int, unpack: int | None = None,
-             wg: int = 0) -> "DecodeLoop":
+             wg: int = 0, xq: int = 0) -> "DecodeLoop":
         vec = pick_vec(fmt, cols, group_size)
         if unpack is None:
             unpack = default_unpack(caps, fmt)
@@ -316,8 +339,12 @@ class DecodeLoop:
         wg = min(pow2_at_least(wg), cap)
         # f32 arithmetic only: a shader-f16 q4 path (two nibbles per 32-bit op) needs
         # bitcast<vec2<f16>>(u32), which naga (wgpu-py 0.32) mistypes, so it could not be checked
+        if xq and not (i8 == 2 and fmt in XQ_FORMATS and vec == 4 and cols % 32 == 0):
+            raise UnsupportedKernel(f"xq (x pre-quantized by quant_x) needs unpack 3 on one of "
+                                    f"{', '.join(XQ_FORMATS)} with 32-column chunks; got {fmt} "
+                                    f"unpack {unpack}, {cols} columns")
         return cls(fmt, cols, group_size, vec, 4 if cols % 4 == 0 else 1, unpack, mask, i8, wg,
-                   caps.subgroups)
+                   caps.subgroups, bool(xq))
 
     @property
     def nch(self) -> int:
@@ -333,10 +360,16 @@ class DecodeLoop:
     def key_dims(self, norm_eps: float) -> tuple:
         """Slug dims that tell the variants apart (pipelines are cached by slug)."""
         return (((("u", self.unpack),) if self.mask or self.i8 else ())
-                + ((("n", eps_tag(norm_eps)),) if norm_eps else ()))
+                + ((("n", eps_tag(norm_eps)),) if norm_eps else ())
+                + ((("xq", 1),) if self.xq else ()))
 
     def x_binding(self, doc: str, norm_eps: float) -> list:
         """[(Binding, type)] of x, and of the fused RMSNorm's weight right after it."""
+        if self.xq:   # quant_x's records; the fused norm's weight was applied there
+            return [(Binding("xq", "read", f"(cols / 32, {XQ_WORDS}) vec4 u32: x's 32-column chunks "
+                             "as quant_x stored them" + (" (of x * norm_w, with each chunk's raw "
+                                                          "sum x^2)" if norm_eps else "")),
+                     "vec4<u32>")]
         v4 = self.xvec == 4
         out = [(Binding("x", "read", doc + (" as vec4" if v4 else "")
                         + (", un-normed (fused RMSNorm)" if norm_eps else "")),
@@ -345,7 +378,21 @@ class DecodeLoop:
 
     def norm(self, eps: float, ss: int) -> dict | None:
         """The fused RMSNorm's parts (``norm_parts``) summing x^2 into accumulator ``ss``."""
+        if eps and self.xq:   # x * w already quantized; the chunk records carry sum x^2
+            return {**norm_parts(self.cols, self.xvec, self.vec * EPW[self.fmt], eps, ss),
+                    "FNS": "var<private> rinv: f32;   // 1 / rms(x), set after the reduction\n"}
         return norm_parts(self.cols, self.xvec, self.vec * EPW[self.fmt], eps, ss) if eps else None
+
+    def x_lines(self, nrm: dict | None) -> tuple[list[str], list[str]]:
+        """WGSL lines giving the chunk's x (``x_chunk``), or with ``xq`` the names the int8
+        paths use read from quant_x's record of the chunk (``xq_load_lines``)."""
+        if not self.xq:
+            return x_chunk(self.fmt, self.vec, self.mask, self.i8, nrm)
+        lines = kq.chunk_lines(self.fmt) if self.fmt in KQUANT else []
+        lines += xq_load_lines("ch", self.fmt == "q6_k")
+        if nrm:
+            lines.append(f"acc{nrm['SS']} += bitcast<f32>(q4.w);   // the chunk's raw sum x^2")
+        return lines, []
 
     def dot(self, prefix: str, row: str, xs: list[str]) -> str:
         """WGSL: row ``row``'s chunk of weight ``prefix`` dotted with this chunk's x."""
@@ -427,7 +474,7 @@ class DecodeLoop:
             "ENABLES": enable_lines(False, self.sg),
             "REDUCTION": "subgroupAdd" if self.sg else "shared-memory tree",
             "CONSTS": consts, "LOOP": loop,
-            "XFNS": nrm["FNS"] if nrm else x_fns(self.cols, self.xvec),
+            "XFNS": nrm["FNS"] if nrm else ("" if self.xq else x_fns(self.cols, self.xvec)),
             "WFNS": "".join(weight_fns(self.fmt, p, self.vec) for p in prefixes)
                     + (PK8_WGSL if self.i8 else ""),
             "REDVARS": reduce_template(self.sg, bool(nrm)),

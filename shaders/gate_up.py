@@ -26,7 +26,7 @@ SEM = "act[t, f] = silu(x[t] . W1[f]) * (x[t] . W3[f])"
 @register("gate_up")
 def build_gate_up(caps: Caps, fmt: str, ffn: int, hidden: int, group_size: int = 32,
                   decode: int = 0, wg: int = 0, r: int = 0, unpack: int | None = None,
-                  norm_eps: float = 0.0, rb: int = 0) -> Kernel:
+                  norm_eps: float = 0.0, rb: int = 0, xq: int = 0) -> Kernel:
     """``wg`` / ``r`` / ``unpack`` / ``rb`` override the decode kernel's workgroup size / rows per
     workgroup / weight unpacking (decode_loop.DECODE_UNPACK; bench). ``norm_eps`` > 0 (decode only):
     x is un-normed and ``norm_w`` the fused RMSNorm weight (``decode_loop.norm_parts``)."""
@@ -35,9 +35,10 @@ def build_gate_up(caps: Caps, fmt: str, ffn: int, hidden: int, group_size: int =
                  "        act[row0 + r] = g / (1.0 + exp(-g)) * total(r * NW + 1u);")
         spec = WeightSpec("gate_up", fmt, ffn, hidden, group_size, ("w1_", "w3_"), "act", store,
                           SEM, GATE_UP_PARAMS, (("m1", 1),))
-        return decode_kernel(caps, spec, wg=wg, r=r, unpack=unpack, norm_eps=norm_eps, rb=rb)
-    if norm_eps:
-        raise UnsupportedKernel("gate_up: the fused RMSNorm (norm_eps) is for decode=1 only")
+        return decode_kernel(caps, spec, wg=wg, r=r, unpack=unpack, norm_eps=norm_eps, rb=rb,
+                             xq=xq)
+    if norm_eps or xq:
+        raise UnsupportedKernel("gate_up: the fused RMSNorm (norm_eps) and xq are for decode=1 only")
     store = ("        let g = acc_w1_{i}.{c};\n"
              "        act[o] = g / (1.0 + exp(-g)) * acc_w3_{i}.{c};")
     return tiled_kernel(caps, WeightSpec("gate_up", fmt, ffn, hidden, group_size, ("w1_", "w3_"),

@@ -22,12 +22,15 @@ from .wgsl_common import (BASE, SCALED, WeightSpec, binding_decls, check_weight,
 
 # ---- the decode kernel (matvec, and gate_up's M = 1 variant) ----
 def decode_kernel(caps: Caps, spec: WeightSpec, *, wg: int = 0, r: int = 0,
-                  unpack: int | None = None, norm_eps: float = 0.0, rb: int = 0) -> Kernel:
+                  unpack: int | None = None, norm_eps: float = 0.0, rb: int = 0,
+                  xq: int = 0) -> Kernel:
     """One workgroup per RB blocks of R rows of ``spec``'s weights (``rb`` 0: ``auto_rb``);
-    ``spec.store`` is WGSL run by thread r < R with ``row0``, ``r`` and ``total(i)`` in scope."""
+    ``spec.store`` is WGSL run by thread r < R with ``row0``, ``r`` and ``total(i)`` in scope.
+    ``xq`` = 1: x bound as quant_x's int8 chunk records (``decode_loop.XQ_FORMATS``, unpack 3),
+    not quantized again by every workgroup."""
     op, fmt, rows, cols, G = spec.op, spec.fmt, spec.rows, spec.cols, spec.group_size
     check_weight(op, fmt, rows, cols, G)
-    lp = DecodeLoop.plan(caps, fmt, cols, G, unpack, wg)
+    lp = DecodeLoop.plan(caps, fmt, cols, G, unpack, wg, xq)
     nw = len(spec.weights)
     # rows per workgroup: q formats reuse the chunk's x (8 vec4 loads per 16 weight bytes for
     # q4) across R rows, and q4 decode is instruction-bound, so more rows per workgroup win
@@ -57,7 +60,7 @@ def decode_kernel(caps: Caps, spec: WeightSpec, *, wg: int = 0, r: int = 0,
               (Binding("params", "uniform", "Params"), "Params")]
     decls, bindings = binding_decls(binds)
     nrm = lp.norm(norm_eps, r * nw)
-    xlines, xs = x_chunk(fmt, lp.vec, lp.mask, lp.i8, nrm)
+    xlines, xs = lp.x_lines(nrm)
     accum = [ln for i in range(r) for k, p in enumerate(spec.weights)
              for ln in lp.accum(f"acc{i * nw + k}", p, f"rr{i}", xs, str(i))]
     src = lp.render("matvec", key.slug(), prefixes=spec.weights, r=r, nacc=nacc, nrm=nrm,
@@ -101,7 +104,8 @@ MATVEC_PARAMS = Params((("row_offset", "u32"),))
 @register("matvec")
 def build_matvec(caps: Caps, fmt: str, rows: int, cols: int, group_size: int = 32,
                  accumulate: int = 0, wg: int = 0, r: int = 0,
-                 unpack: int | None = None, norm_eps: float = 0.0, rb: int = 0) -> Kernel:
+                 unpack: int | None = None, norm_eps: float = 0.0, rb: int = 0,
+                 xq: int = 0) -> Kernel:
     """y[row_offset + r] (+)= W[r, :] . x. ``wg`` / ``r`` override the tuned workgroup size and
     rows per workgroup; ``unpack`` the q-format unpacking (default ``DECODE_UNPACK``; 0 exact
     f32, 1 shift-free q4, 2 / 3 int8 x with packed integer dot products; 0 is the fallback for
@@ -114,7 +118,7 @@ def build_matvec(caps: Caps, fmt: str, rows: int, cols: int, group_size: int = 3
     sem = "y[row_offset + r] " + ("+= " if accumulate else "= ") + "sum_c W[r, c] * x[c]"
     spec = WeightSpec("matvec", fmt, rows, cols, group_size, ("w_",), "y", store, sem,
                       MATVEC_PARAMS, (("acc", int(accumulate)),))
-    return decode_kernel(caps, spec, wg=wg, r=r, unpack=unpack, norm_eps=norm_eps, rb=rb)
+    return decode_kernel(caps, spec, wg=wg, r=r, unpack=unpack, norm_eps=norm_eps, rb=rb, xq=xq)
 
 
 # ---- check cases ----

@@ -24,8 +24,8 @@ from __future__ import annotations
 from modelfmt.formats import KQUANT
 
 from .core import Binding, Caps, Grid, Kernel, KernelKey, Params, UnsupportedKernel
-from .decode_loop import (DECODE_UNPACK, PK8_WGSL, DecodeLoop, chunk_dot, chunk_dot_i8, decode_tol,
-                          x_chunk)
+from .decode_loop import (DECODE_UNPACK, PK8_WGSL, XQ_WORDS, DecodeLoop, chunk_dot, chunk_dot_i8,
+                          decode_tol, norm_binding, x_chunk, xq_load_lines)
 from .registry import Case, register, register_cases
 from . import kquant as kq
 from .wgsl_common import (BASE, SCALED, WeightSpec, binding_decls, check_weight, fold_grid,
@@ -128,15 +128,9 @@ def multi_kernel(caps: Caps, spec: WeightSpec, nb: int, unpack: int | None = Non
                 "fn x1(c: u32) -> f32 { return x[xb + c]; }\n")
         xrow = cols
     xlines, xs = x_chunk(fmt, lp.vec, lp.mask, lp.i8, None)
-    if xq:   # token b's chunk as quant_x stored it (xq_store_lines)
+    if xq:   # token b's chunk as quant_x stored it
         xfns = ""
-        xlines = [f"let xqb = (b_ * NCH + ch) * {XQ_WORDS}u;"]
-        xlines += [f"let q{j} = xq[xqb + {j}u];" for j in range(XQ_WORDS)]
-        xlines += [f"let {nm}{k} = q{j}.{'xyzw'[k]};" for j, nm in enumerate(("xe", "xo", "ye",
-                                                                                "yo"))
-                   for k in range(4)]
-        xlines += ["let dx = bitcast<f32>(q4.x);", "let sq = bitcast<i32>(q4.y);",
-                   "let sr = bitcast<i32>(q4.z);"]
+        xlines = xq_load_lines("b_ * NCH + ch", False)
     wload = [f"let wc{i}_{k} = {p}chunk(rr{i} * NCH + ch);   // weight words, once for all rows"
              for i in range(r) for k, p in enumerate(spec.weights)]
     accum = []
@@ -191,20 +185,24 @@ def build_gate_up_multi(caps: Caps, fmt: str, ffn: int, hidden: int, nb: int,
     return multi_kernel(caps, spec, nb, unpack, wg, r, sg, xq)
 
 
-XQ_WORDS = 5   # vec4<u32> per (token, chunk) of quant_x: xe, xo, ye, yo words, (dx, sq, sr, 0)
-
 QUANT_X_WGSL = """
-// quant_x (q4_0, unpack 3): x (nb, cols) f32 -> xq (nb, cols / 32, 5) vec4<u32>: each 32-column
-// chunk of each token row quantized to int8 once (shaders/decode_loop.i8_quant_lines, the decode
-// kernels' own arithmetic), for matvec_multi / gate_up_multi with xq = 1. One invocation a chunk.
+// quant_x: x (nb, cols) f32 -> xq (nb, cols / 32, 5) vec4<u32>: each 32-column chunk of each token
+// row quantized to int8 once (shaders/decode_loop.i8_quant_lines, the decode kernels' own
+// arithmetic), for the kernels built with xq = 1 (matvec_multi / gate_up_multi in a verify pass;
+// matvec / gate_up / qkv_rope_decode in decode). One invocation a chunk. Record: xe, xo, ye, yo
+// words; (dx, sq | sr << 16, sqa | sra << 16, ss): the int8 sums of the chunk and of its first
+// 16 columns (q6_k's two scales), 16-bit fields (|sum| <= 32 * 127); ss = the chunk's raw sum of
+// x^2 where the RMSNorm weight is fused (x * norm_w is what gets quantized; the consumer still
+// reduces ss into 1 / rms(x)), else 0.
 {{PARAMS}}
 {{BINDINGS}}
 const NCH: u32 = {{NCH}}u;     // 32-column chunks a row
 const CE: u32 = 32u;           // columns a chunk
 const XROW: u32 = {{XROW}}u;   // vec4s a row of x
 var<private> xb: u32;          // first vec4 of the current token row
-fn x4(i: u32) -> vec4<f32> { return x[xb + i]; }
+fn x4(i: u32) -> vec4<f32> { return x[xb + i]{{NORM}}; }
 {{PK8}}
+fn pk16(a: i32, b: i32) -> u32 { return (bitcast<u32>(a) & 0xFFFFu) | (bitcast<u32>(b) << 16u); }
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x;
@@ -214,34 +212,52 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let ch = i % NCH;
     xb = (i / NCH) * XROW;
 {{LINES}}
+    let sqa = dot4I8Packed(xe0, 0x01010101u) + dot4I8Packed(xo0, 0x01010101u) +
+              dot4I8Packed(xe1, 0x01010101u) + dot4I8Packed(xo1, 0x01010101u);
+    let sra = dot4I8Packed(ye0, 0x01010101u) + dot4I8Packed(yo0, 0x01010101u) +
+              dot4I8Packed(ye1, 0x01010101u) + dot4I8Packed(yo1, 0x01010101u);
     let o = i * 5u;
     xq[o] = vec4<u32>(xe0, xe1, xe2, xe3);
     xq[o + 1u] = vec4<u32>(xo0, xo1, xo2, xo3);
     xq[o + 2u] = vec4<u32>(ye0, ye1, ye2, ye3);
     xq[o + 3u] = vec4<u32>(yo0, yo1, yo2, yo3);
-    xq[o + 4u] = vec4<u32>(bitcast<u32>(dx), bitcast<u32>(sq), bitcast<u32>(sr), 0u);
+    xq[o + 4u] = vec4<u32>(bitcast<u32>(dx), pk16(sq, sr), pk16(sqa, sra), bitcast<u32>({{SS}}));
 }
 """
 
 
 @register("quant_x")
-def build_quant_x(caps: Caps, fmt: str, cols: int, nb: int, group_size: int = 32) -> Kernel:
-    """x (nb, cols) f32 -> xq (nb, cols / 32, XQ_WORDS) vec4<u32> (rows t < n_tok)."""
+def build_quant_x(caps: Caps, fmt: str, cols: int, nb: int, group_size: int = 32,
+                  norm: int = 0) -> Kernel:
+    """x (nb, cols) f32 -> xq (nb, cols / 32, XQ_WORDS) vec4<u32> (rows t < n_tok), for the
+    consumers of ``fmt`` (any of decode_loop.XQ_FORMATS: the quantization is the same). ``norm``
+    = 1 (nb = 1, decode): ``norm_w`` (cols) f32 is bound after x and x * norm_w is quantized,
+    each record keeping its chunk's raw sum of x^2 for the consumer's fused RMSNorm."""
     from .core import render
-    lp = DecodeLoop.plan(caps, fmt, cols, group_size, None)
-    if not (fmt == "q4_0" and lp.i8 == 2 and cols % 32 == 0 and lp.xvec == 4):
-        raise UnsupportedKernel("quant_x: q4_0 with unpack 3 (packed int8 dot products) only")
+    lp = DecodeLoop.plan(caps, "q4_0", cols, group_size, None)
+    if not (fmt in DECODE_UNPACK and lp.i8 == 2 and cols % 32 == 0 and lp.xvec == 4):
+        raise UnsupportedKernel(f"quant_x: for {', '.join(DECODE_UNPACK)} with packed int8 dot "
+                                f"products and cols a multiple of 32 only (got {fmt}, {cols})")
     if not (isinstance(nb, int) and 1 <= nb <= MAX_NB):
         raise UnsupportedKernel(f"quant_x: nb (token rows) must be in [1, {MAX_NB}], got {nb!r}")
+    if norm and nb != 1:
+        raise UnsupportedKernel("quant_x: the fused RMSNorm weight (norm=1) is for nb = 1 only")
     nch = cols // 32
-    lines, _ = x_chunk(fmt, 4, False, 2, None)
-    decls, bindings = binding_decls([
-        (Binding("x", "read", f"({nb}, cols) f32 as vec4"), "vec4<f32>"),
-        (Binding("xq", "read_write", f"({nb}, cols / 32, {XQ_WORDS}) vec4 u32"), "vec4<u32>"),
-        (Binding("params", "uniform", "Params"), "Params")])
-    key = KernelKey(op="quant_x", fmt=fmt, wg=64, dims=(("c", cols), ("nb", nb)))
+    lines, _ = x_chunk("q4_0", 4, False, 2, None)
+    if norm:   # the raw squares of this chunk, from the same loads x4 makes
+        lines = [f"let xn{i} = x[xb + ch * 8u + {i}u];" for i in range(8)] + [
+            "let ss = " + " + ".join(f"dot(xn{i}, xn{i})" for i in range(8)) + ";"] + lines
+    binds = [(Binding("x", "read", f"({nb}, cols) f32 as vec4"), "vec4<f32>")]
+    binds += [norm_binding(4)] if norm else []
+    binds += [(Binding("xq", "read_write", f"({nb}, cols / 32, {XQ_WORDS}) vec4 u32"), "vec4<u32>"),
+              (Binding("params", "uniform", "Params"), "Params")]
+    decls, bindings = binding_decls(binds)
+    key = KernelKey(op="quant_x", fmt="q4_0", wg=64,
+                    dims=(("c", cols), ("nb", nb)) + ((("n", 1),) if norm else ()))
     src = render(QUANT_X_WGSL, {"PARAMS": MULTI_PARAMS.wgsl(), "BINDINGS": decls, "NCH": nch,
                                 "XROW": cols // 4, "PK8": PK8_WGSL,
+                                "NORM": " * norm_w[i]" if norm else "",
+                                "SS": "ss" if norm else "0.0",
                                 "LINES": "\n".join("    " + ln for ln in lines)}, slug=key.slug())
     return Kernel(key=key, wgsl=src, bindings=bindings, params=MULTI_PARAMS,
                   workgroup_size=(64, 1, 1), grid=Grid.fixed(-(-nb * nch // 64)), meta=lp.meta())

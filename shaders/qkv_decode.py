@@ -148,6 +148,7 @@ class QkvDecodeSpec:
     r: int = 0
     unpack: int | None = None
     norm_eps: float = 0.0
+    xq: int = 0
 
     def __post_init__(self):
         if self.heads not in HEADS:
@@ -186,7 +187,7 @@ def build_qkv_rope_decode(caps: Caps, **dims) -> Kernel:
     """The kernel of ``QkvDecodeSpec(**dims)`` for ``caps``."""
     s = QkvDecodeSpec(**dims)
     half = s.head_dim // 2
-    lp = DecodeLoop.plan(caps, s.fmt, s.hidden, s.group_size, s.unpack, s.wg)
+    lp = DecodeLoop.plan(caps, s.fmt, s.hidden, s.group_size, s.unpack, s.wg, s.xq)
     # rows per workgroup: matvec's 8 for q formats (x chunk and its int8 quantization shared by
     # more rows); f16/f32 matvec measured best at 1 row, but a workgroup here needs 2 pairs (4
     # rows) so that the packed f16 K/V words are whole
@@ -213,7 +214,7 @@ def build_qkv_rope_decode(caps: Caps, **dims) -> Kernel:
                     + lp.key_dims(s.norm_eps))
     decls, bindings = binding_decls(_bindings(s, lp))
     nrm = lp.norm(s.norm_eps, r)
-    xlines, xs = x_chunk(s.fmt, lp.vec, lp.mask, lp.i8, nrm)
+    xlines, xs = lp.x_lines(nrm)
     rows_decl = [f"    let rr{i} = base + {i}u;" for i in range(r // 2)]
     rows_decl += [f"    let rr{i} = base + off2 + {i - r // 2}u;" for i in range(r // 2, r)]
     src = lp.render("qkv_decode", key.slug(), prefixes=[f"w{h}_" for h in s.heads], r=r,

@@ -11,6 +11,7 @@ def test_from_json_builds_the_split_program():
                                                                              head_norm=False)
     assert from_json("{}") == DecodeOptions()
     assert from_json('{"depth": 6}') == DecodeOptions(depth=6)   # the page's "deep" program
+    assert from_json('{"xq": false}') == DecodeOptions(xq=False)  # the page's "noxq" program
 
 
 @pytest.mark.parametrize("text, words", [
@@ -20,6 +21,7 @@ def test_from_json_builds_the_split_program():
     ('{"knobs": []}', "expected an object"),          # kernel overrides stay native-only
     ('{"short_ctx": -1}', "short_ctx must be an integer >= 0"),
     ('{"head_norm": "no"}', "head_norm must be true or false"),
+    ('{"xq": 1}', "xq must be true or false"),
     ('{"depth": 0}', r"depth must be an integer in \[1, 8\]"),
     ('{"depth": 9}', r"depth must be an integer in \[1, 8\]"),
     ('{"depth": 2.5}', r"depth must be an integer in \[1, 8\]"),

@@ -149,8 +149,11 @@ def test_decode_dispatch_count(q4_engine):
     # the native decode program (decode_options.NATIVE): embed, per layer qkv_rope_decode
     # (attention RMSNorm fused) + split-K attention_decode + attention_combine + wo (adds into
     # the residual) + gate_up (ffn RMSNorm fused) + w2 (adds into the residual), then the final
-    # RMSNorm, one LM-head block, sample (candidates) + sample_select
-    assert q4_engine.dispatches_per_token == 1 + 6 * 3 + 1 + 1 + 2
+    # RMSNorm, one LM-head block, sample (candidates) + sample_select; on a GPU with packed
+    # integer dot products (lavapipe has them) also quant_x before qkv, wo, gate_up, w2 and the
+    # LM head (DecodeOptions.xq: the uniform q4_0 model's every projection takes int8 x)
+    assert q4_engine.graph.caps.packed_dot
+    assert q4_engine.dispatches_per_token == 1 + 6 * 3 + 1 + 1 + 2 + (4 * 3 + 1)
     assert q4_engine.dispatches_at(96) == q4_engine.dispatches_per_token
 
 
@@ -172,17 +175,24 @@ def test_decode_program_variants_agree(f32_engine, q4_engine, models, mode):
                 DecodeOptions(short_ctx=20, short_wg=16),
                 DecodeOptions(short_ctx=24, head_norm=False,
                               knobs=DecodeOptions.knobs_of({"matvec": {"r": 2}, "head": {"r": 4},
-                                                            "attention_decode": {"wg": 32}}))]
+                                                            "attention_decode": {"wg": 32}})),
+                DecodeOptions(short_ctx=0, head_norm=False, xq=False)]   # NATIVE without quant_x
     try:
         for opts in variants:
             eng.set_decode(opts)
             got = eng.logits(ids, mode="decode")
             assert _rel_err(got, base) < (1e-5 if mode == "f32" else 2e-4), opts
             assert _rel_err(got, ref) < (1e-3 if mode == "f32" else 5e-3), opts
+            if not opts.xq:   # quant_x's int8 x is the kernels' own: the very same logits
+                assert np.array_equal(got, base)
             short = opts.short_ctx
             fused_head = opts.head_norm
             layers = CFG["num_hidden_layers"]
-            n_short = 1 + 5 * layers + (0 if fused_head else 1) + 1 + 2
+            # quant_x: one a layer before qkv, wo, gate_up and w2, one before the head, where
+            # the kernels take int8 x (the uniform q4_0 model on a GPU with packed dot products)
+            xq = opts.xq and mode != "f32" and eng.graph.caps.packed_dot
+            n_short = 1 + 5 * layers + (0 if fused_head else 1) + 1 + 2 + \
+                (4 * layers + 1 if xq else 0)
             for ctx in (1, 40):     # one pass while ctx <= short_ctx, the split-K pair past it
                 assert eng.dispatches_at(ctx) == n_short + (0 if ctx <= short else layers)
         prompt = _ids(17, 3)
@@ -285,7 +295,7 @@ def test_bench_quick_output_parses(models):
                        timeout=120)
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout.strip().splitlines()[-1])
-    assert res["dispatches_per_token"] == 23   # test_decode_dispatch_count's
+    assert res["dispatches_per_token"] == 23 + 13   # test_decode_dispatch_count's (quant_x: 13)
     # --profile: every dispatch of each program is attributed to exactly one op
     for name, program in (("profile_prefill", "prefill"), ("profile_decode", "decode")):
         (tag, n_all, ms_all), *ops = res[name]
@@ -339,8 +349,10 @@ def test_sweep_measures_candidates_on_one_model(models, tmp_path):
     (res,) = json.loads(out.read_text())
     rows = {r["name"]: r for r in res["rows"]}
     assert list(rows) == [nat, page, "depth 4"] and res["copy_gb_s"] > 0
-    assert rows[page]["dispatches"] == rows["depth 4"]["dispatches"] == {"8": 19, "40": 19}
-    assert rows[nat]["dispatches"] == {"8": 23, "40": 23}
+    xq = 4 * 3 + 1   # quant_x dispatches (test_decode_dispatch_count)
+    assert rows[page]["dispatches"] == rows["depth 4"]["dispatches"] == {"8": 19 + xq,
+                                                                         "40": 19 + xq}
+    assert rows[nat]["dispatches"] == {"8": 23 + xq, "40": 23 + xq}
     for r in rows.values():
         for b in r["best"].values():
             assert b["tok_s"] > 0 and b["gpu_ms"] > 0 and b["weight_share_of_copy"] > 0
@@ -349,8 +361,9 @@ def test_sweep_measures_candidates_on_one_model(models, tmp_path):
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout.strip().splitlines()[-1])
     counts = {r["name"]: r["dispatches"] for r in res["rows"]}
-    assert counts[page] == {"1": 19, "8": 19, "40": 19} and counts[nat]["40"] == 23
-    assert counts["short off"]["8"] == 22 and counts["head norm separate"]["8"] == 20
+    assert counts[page] == {"1": 19 + xq, "8": 19 + xq, "40": 19 + xq}
+    assert counts[nat]["40"] == 23 + xq and counts["native, x quantized per kernel"]["40"] == 23
+    assert counts["short off"]["8"] == 22 + xq and counts["head norm separate"]["8"] == 20 + xq
     p = subprocess.run(base + ["--only", "nope"], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr

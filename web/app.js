@@ -121,7 +121,9 @@ async function init() {
 // decode=split: the decode program with split-K attention at every context and the final norm in its own
 // dispatch (more dispatches than the default; faster natively on the H200): both are measured in the page.
 // decode=deep: the default program with 6 steps in flight instead of 3 (DecodeOptions.depth).
-const DECODE_PROGRAMS = { default: null, split: { short_ctx: 0, head_norm: false }, deep: { depth: 6 } };
+// decode=noxq: the default program with every int8-x kernel quantizing x itself (no quant_x dispatches).
+const DECODE_PROGRAMS = { default: null, split: { short_ctx: 0, head_norm: false }, deep: { depth: 6 },
+  noxq: { xq: false } };
 
 async function postBench(report) {
   await fetch('./api/bench', { method: 'POST', headers: { 'Content-Type': 'application/json' },

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from driver import gpu as g
 from driver.decode_options import NATIVE
@@ -38,7 +38,9 @@ def candidates(quick: bool = False) -> list[tuple[str, DecodeOptions, int]]:
     K = DecodeOptions.knobs_of
     D = DecodeOptions()
     out = [("native default", NATIVE, 3),   # split-K attention always, head norm apart
+           ("native, x quantized per kernel", replace(NATIVE, xq=False), 3),   # no quant_x
            ("page default", D, 3),     # fewest dispatches
+           ("page, x quantized per kernel", DecodeOptions(xq=False), 3),
            ("depth 2", D, 2), ("depth 4", D, 4),
            ("short off", DecodeOptions(short_ctx=0), 3),
            ("head norm separate", DecodeOptions(head_norm=False), 3),
