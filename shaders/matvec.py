@@ -39,7 +39,12 @@ def decode_kernel(caps: Caps, spec: WeightSpec, *, wg: int = 0, r: int = 0,
     # (docs/PERFORMANCE.md, bench --tune)
     # int8-x paths (unpack 2/3) also quantize x once per chunk for all R rows: gate_up at R=8
     # measured 1910 against 1755 GB/s at R=4 (H100, 14336x4096, unpack 3; 8192x2048 equal)
-    r = r or min((8 if nw == 1 or lp.i8 else 4) if fmt in SCALED else 1, rows)
+    # x from quant_x (xq): no per-workgroup quantization to share, so the smaller R = 4 gives
+    # more workgroups (H200, `python -m shaders bench --sweep q6_k`: 4096 x 4096 44 against 35 %
+    # of the copy roofline at R = 8, 14336 x 4096 66 / 63 %, the LM head 85 / 81 %), except q4_0
+    # rows of several chunks a thread (4096 x 14336: 62 % at R = 8, 53 % at R = 4)
+    xr = 8 if fmt == "q4_0" and lp.nch > lp.wg else 4
+    r = r or min((xr if lp.xq else 8 if nw == 1 or lp.i8 else 4) if fmt in SCALED else 1, rows)
     while r > 1 and lp.red_bytes(r * nw) > caps.max_workgroup_storage:
         r //= 2   # keep the reduction within the workgroup storage limit
     nacc = r * nw + (1 if norm_eps else 0)   # + the fused norm's sum of squares
@@ -90,8 +95,8 @@ AUTO_ROW_BLOCKS = True   # off: RB = 1 everywhere (the bench's before / after sw
 def auto_rb(fmt: str, rows: int, r: int, lp: DecodeLoop) -> int:
     """Row blocks per workgroup (see ROW_BLOCK_THREADS) of a scaled format whose x chunks fit
     one per thread; 1 for f16 / f32 (one row per workgroup) and wider rows."""
-    if not AUTO_ROW_BLOCKS or fmt not in SCALED or lp.nch > lp.wg:
-        return 1
+    if not AUTO_ROW_BLOCKS or fmt not in SCALED or lp.nch > lp.wg or lp.xq:
+        return 1   # xq: no x quantization left to share (q4_0 14336 x 4096: 56 % at RB 1, 53 % at 2)
     for rb in (4, 2):
         if -(-rows // (rb * r)) * lp.wg >= rb // 2 * ROW_BLOCK_THREADS:
             return rb

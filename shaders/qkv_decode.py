@@ -191,7 +191,7 @@ def build_qkv_rope_decode(caps: Caps, **dims) -> Kernel:
     # rows per workgroup: matvec's 8 for q formats (x chunk and its int8 quantization shared by
     # more rows); f16/f32 matvec measured best at 1 row, but a workgroup here needs 2 pairs (4
     # rows) so that the packed f16 K/V words are whole
-    r = s.r or (8 if s.fmt in SCALED and half % 4 == 0 else 4)
+    r = s.r or (8 if s.fmt in SCALED and half % 4 == 0 and not lp.xq else 4)   # xq: as matvec
     if r % 4 or half % (r // 2):
         raise UnsupportedKernel(f"{OP}: r={r} rows per workgroup: need a multiple of 4 whose "
                                 f"half divides head_dim/2 = {half}")

@@ -39,6 +39,8 @@ def candidates(quick: bool = False) -> list[tuple[str, DecodeOptions, int]]:
     D = DecodeOptions()
     out = [("native default", NATIVE, 3),   # split-K attention always, head norm apart
            ("native, x quantized per kernel", replace(NATIVE, xq=False), 3),   # no quant_x
+           ("native, quant_x, R = 8", replace(NATIVE, knobs=K({op: {"r": 8} for op in (
+               "matvec", "head", "gate_up", "qkv_rope_decode")})), 3),
            ("page default", D, 3),     # fewest dispatches
            ("page, x quantized per kernel", DecodeOptions(xq=False), 3),
            ("depth 2", D, 2), ("depth 4", D, 4),
