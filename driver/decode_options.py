@@ -35,7 +35,13 @@ class DecodeOptions:
     packed integer dot products) quantized to int8 ONCE a step by a ``quant_x`` dispatch (x, the
     attention output, act; with the RMSNorm weight applied there), instead of by every
     workgroup of every kernel reading it: the same int8 values, so the same results, with about
-    half of those kernels' instructions gone, for one small dispatch more per input."""
+    half of those kernels' instructions gone, for one small dispatch more per input.
+    ``xq_min_weights``: ... but only for an input whose kernels read at least this many weights
+    (rows x cols summed). Natively (``NATIVE``: 0, every input) the extra dispatch costs ~2.5 us
+    and every projection gains more (H200: 1B shape 924 against 864 tok/s, 8B 321 against 266);
+    in Chromium a dispatch costs more: with every input the 8B shape went 276 -> 351 tok/s but
+    the 1B shape 792 -> 617 (its wo / w2 / qkv weights are 4-17 M), hence the page's threshold
+    (docs/PERFORMANCE.md)."""
 
     short_ctx: int = 512
     short_wg: int = 256
@@ -43,6 +49,7 @@ class DecodeOptions:
     knobs: tuple = ()
     depth: int = 3
     xq: bool = True
+    xq_min_weights: int = 24 << 20
 
     def __post_init__(self):
         for op, kv in self.knobs:
@@ -51,6 +58,9 @@ class DecodeOptions:
         if not (isinstance(self.depth, int) and 1 <= self.depth <= MAX_DEPTH):
             raise ValueError(f"DecodeOptions.depth must be an integer in [1, {MAX_DEPTH}], got "
                              f"{self.depth!r}")
+        if not (isinstance(self.xq_min_weights, int) and self.xq_min_weights >= 0):
+            raise ValueError(f"DecodeOptions.xq_min_weights must be an integer >= 0, got "
+                             f"{self.xq_min_weights!r}")
         if not (isinstance(self.short_ctx, int) and self.short_ctx >= 0):
             raise ValueError(f"DecodeOptions.short_ctx must be an integer >= 0, got "
                              f"{self.short_ctx!r}")
@@ -70,7 +80,7 @@ class DecodeOptions:
 # 5, three runs); in the page neither won consistently (best-of-5 spread 15-20 %), and in
 # compatibility mode, where a dispatch costs 30-45 us, the fewer dispatches win, so the page keeps
 # ``DecodeOptions()``.
-NATIVE = DecodeOptions(short_ctx=0, head_norm=False)
+NATIVE = DecodeOptions(short_ctx=0, head_norm=False, xq_min_weights=0)
 
 
 def from_json(text: str) -> DecodeOptions:

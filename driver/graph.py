@@ -57,6 +57,16 @@ SLOTS = 8192      # uniform slices available to all recorders together (2 MiB): 
                   # prefill + decode + head take 1,280, each verify body 576 (5 nb values: 2,880)
 
 
+def _weights(op: str, dims: dict) -> int:
+    """Weight elements a decode kernel reads (DecodeOptions.xq_min_weights)."""
+    if op == "gate_up":
+        return 2 * dims["ffn"] * dims["hidden"]
+    if op == "qkv_rope_decode":
+        return dims["hidden"] * dims["head_dim"] * sum(
+            dims["n_heads"] if h == "q" else dims["n_kv_heads"] for h in dims["heads"])
+    return dims["rows"] * dims["cols"]
+
+
 class Graph:
     def __init__(self, gpu: g.GPU, manifest: dict, cfg, shard_bufs: list, *, max_ctx: int,
                  kv: str, chunk: int, f16_math: bool = True,
@@ -363,10 +373,11 @@ class Graph:
             avail = {**bufs, "x": W(self.xn, 4 * H)}
         # the int8-x kernels on x quantized once (the norm weight applied there when fused)
         use = [self._decode_xq(op, dims) for op, dims in kernels]
+        use = use if self._xq_pays(sum(_weights(op, dims) for op, dims in kernels)) else []
         if any(use):
             avail["xq"] = self._quant_x(r, avail["x"], H, avail.get("norm_w"))
         ks = [self.kernel(op, **dims, **({"xq": 1} if u else {}))
-              for (op, dims), u in zip(kernels, use)]
+              for (op, dims), u in zip(kernels, use or [False] * len(kernels))]
         for k in ks:
             r.dispatch(k, {b.name: avail[b.name] for b in k.bindings if b.kind != "uniform"},
                        self.fill(k, **params), grid)
@@ -375,6 +386,11 @@ class Graph:
         """Whether the decode kernel ``op`` on ``dims`` reads quant_x's records
         (``DecodeOptions.xq``, int8-x formats, where the kernel builds and fits the device)."""
         return bool(self.opts.xq and self._fits(op, **dims, xq=1))
+
+    def _xq_pays(self, weights: int) -> bool:
+        """Whether an input read by ``weights`` weight elements gets its quant_x dispatch
+        (``DecodeOptions.xq_min_weights``)."""
+        return self.opts.xq and weights >= self.opts.xq_min_weights
 
     def _quant_x(self, r, src, cols: int, norm_w=None):
         """Dispatch quant_x of the decode input ``src`` (cols,) (times ``norm_w`` where given:
@@ -446,7 +462,7 @@ class Graph:
             knobs = self.opts.knob("matvec")
         dims = dict(rows=rows, cols=cols, accumulate=accumulate, **knobs, **self.wdims(name))
         xin = {"x": src}
-        if decode and self._decode_xq(op, dims):
+        if decode and self._xq_pays(rows * cols) and self._decode_xq(op, dims):
             xin, dims = {"xq": self._quant_x(r, src, cols)}, {**dims, "xq": 1}
         k = self.kernel(op, **dims)
         params = self.fill(k, n_tok=n_tok, row_offset=0)
@@ -519,7 +535,7 @@ class Graph:
                 k = self.kernel("rmsnorm", hidden=H, eps=eps)
                 r.dispatch(k, {"x": W(self.x, 4 * H), "w": self.norm_buf("norm"),
                                "out": W(self.xlast, 4 * H)}, {"n_tok": 1}, {"n_tok": 1})
-            if all(self._decode_xq("matvec", dm) for dm in dims):   # x quantized once
+            if self._xq_pays(V * H) and all(self._decode_xq("matvec", dm) for dm in dims):
                 src = {"xq": self._quant_x(r, src["x"], H, src.get("norm_w"))}
                 dims = [{**dm, "xq": 1} for dm in dims]
         for blk, dm in zip(blocks, dims):

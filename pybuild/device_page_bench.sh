@@ -62,7 +62,8 @@ import json, os
 from driver.decode_options import DecodeOptions
 from driver.native import load
 PROGRAMS = {"default": DecodeOptions(), "split": DecodeOptions(short_ctx=0, head_norm=False),
-            "deep": DecodeOptions(depth=6), "noxq": DecodeOptions(xq=False)}
+            "deep": DecodeOptions(depth=6), "noxq": DecodeOptions(xq=False),
+            "allxq": DecodeOptions(xq_min_weights=0)}
 e = load(os.environ["MODEL"])
 n_prompt = int(os.environ["PROMPT"])
 prompt = lambda r: [1 + (i * 7919 + r * 104729) % 1000 for i in range(n_prompt)]   # web/app.js runBench

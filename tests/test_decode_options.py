@@ -22,6 +22,7 @@ def test_from_json_builds_the_split_program():
     ('{"short_ctx": -1}', "short_ctx must be an integer >= 0"),
     ('{"head_norm": "no"}', "head_norm must be true or false"),
     ('{"xq": 1}', "xq must be true or false"),
+    ('{"xq_min_weights": -1}', "xq_min_weights must be an integer >= 0"),
     ('{"depth": 0}', r"depth must be an integer in \[1, 8\]"),
     ('{"depth": 9}', r"depth must be an integer in \[1, 8\]"),
     ('{"depth": 2.5}', r"depth must be an integer in \[1, 8\]"),

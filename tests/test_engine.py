@@ -176,7 +176,9 @@ def test_decode_program_variants_agree(f32_engine, q4_engine, models, mode):
                 DecodeOptions(short_ctx=24, head_norm=False,
                               knobs=DecodeOptions.knobs_of({"matvec": {"r": 2}, "head": {"r": 4},
                                                             "attention_decode": {"wg": 32}})),
-                DecodeOptions(short_ctx=0, head_norm=False, xq=False)]   # NATIVE without quant_x
+                DecodeOptions(short_ctx=0, head_norm=False, xq=False),   # NATIVE without quant_x
+                # quant_x only for the inputs read by >= 16384 weights: gate_up's and the head's
+                DecodeOptions(short_ctx=0, head_norm=False, xq_min_weights=16384)]
     try:
         for opts in variants:
             eng.set_decode(opts)
@@ -188,11 +190,20 @@ def test_decode_program_variants_agree(f32_engine, q4_engine, models, mode):
             short = opts.short_ctx
             fused_head = opts.head_norm
             layers = CFG["num_hidden_layers"]
-            # quant_x: one a layer before qkv, wo, gate_up and w2, one before the head, where
-            # the kernels take int8 x (the uniform q4_0 model on a GPU with packed dot products)
-            xq = opts.xq and mode != "f32" and eng.graph.caps.packed_dot
-            n_short = 1 + 5 * layers + (0 if fused_head else 1) + 1 + 2 + \
-                (4 * layers + 1 if xq else 0)
+            # quant_x where the kernels take int8 x (the uniform q4_0 model on a GPU with packed
+            # dot products): before qkv, wo, gate_up and w2 of each layer and before the head,
+            # for the inputs whose kernels read >= xq_min_weights weights (the page's default
+            # threshold is above all of this tiny model's)
+            H, F, V = CFG["hidden_size"], CFG["intermediate_size"], CFG["vocab_size"]
+            hd = H // CFG["num_attention_heads"]
+            qkv = H * hd * (CFG["num_attention_heads"] + 2 * CFG["num_key_value_heads"])
+            n_xq = 0
+            if opts.xq and mode != "f32" and eng.graph.caps.packed_dot:
+                n_xq = layers * sum(w >= opts.xq_min_weights for w in (qkv, H * H, 2 * F * H, H * F))
+                n_xq += V * H >= opts.xq_min_weights
+            if opts.xq_min_weights == 16384 and mode != "f32":
+                assert n_xq == layers + 1   # gate_up's and the head's
+            n_short = 1 + 5 * layers + (0 if fused_head else 1) + 1 + 2 + n_xq
             for ctx in (1, 40):     # one pass while ctx <= short_ctx, the split-K pair past it
                 assert eng.dispatches_at(ctx) == n_short + (0 if ctx <= short else layers)
         prompt = _ids(17, 3)
@@ -349,9 +360,9 @@ def test_sweep_measures_candidates_on_one_model(models, tmp_path):
     (res,) = json.loads(out.read_text())
     rows = {r["name"]: r for r in res["rows"]}
     assert list(rows) == [nat, page, "depth 4"] and res["copy_gb_s"] > 0
-    xq = 4 * 3 + 1   # quant_x dispatches (test_decode_dispatch_count)
-    assert rows[page]["dispatches"] == rows["depth 4"]["dispatches"] == {"8": 19 + xq,
-                                                                         "40": 19 + xq}
+    xq = 4 * 3 + 1   # quant_x dispatches natively (test_decode_dispatch_count); none in the
+    # page's program on this tiny model (below DecodeOptions.xq_min_weights)
+    assert rows[page]["dispatches"] == rows["depth 4"]["dispatches"] == {"8": 19, "40": 19}
     assert rows[nat]["dispatches"] == {"8": 23 + xq, "40": 23 + xq}
     for r in rows.values():
         for b in r["best"].values():
@@ -361,9 +372,10 @@ def test_sweep_measures_candidates_on_one_model(models, tmp_path):
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout.strip().splitlines()[-1])
     counts = {r["name"]: r["dispatches"] for r in res["rows"]}
-    assert counts[page] == {"1": 19 + xq, "8": 19 + xq, "40": 19 + xq}
+    assert counts[page] == {"1": 19, "8": 19, "40": 19}
+    assert counts["page, quant_x for every input"]["8"] == 19 + xq
     assert counts[nat]["40"] == 23 + xq and counts["native, x quantized per kernel"]["40"] == 23
-    assert counts["short off"]["8"] == 22 + xq and counts["head norm separate"]["8"] == 20 + xq
+    assert counts["short off"]["8"] == 22 and counts["head norm separate"]["8"] == 20
     p = subprocess.run(base + ["--only", "nope"], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr

@@ -121,9 +121,10 @@ async function init() {
 // decode=split: the decode program with split-K attention at every context and the final norm in its own
 // dispatch (more dispatches than the default; faster natively on the H200): both are measured in the page.
 // decode=deep: the default program with 6 steps in flight instead of 3 (DecodeOptions.depth).
-// decode=noxq: the default program with every int8-x kernel quantizing x itself (no quant_x dispatches).
+// decode=noxq: the default program with every int8-x kernel quantizing x itself (no quant_x dispatches);
+// decode=allxq: quant_x for every input, not only those read by >= DecodeOptions.xq_min_weights weights.
 const DECODE_PROGRAMS = { default: null, split: { short_ctx: 0, head_norm: false }, deep: { depth: 6 },
-  noxq: { xq: false } };
+  noxq: { xq: false }, allxq: { xq_min_weights: 0 } };
 
 async function postBench(report) {
   await fetch('./api/bench', { method: 'POST', headers: { 'Content-Type': 'application/json' },

@@ -43,6 +43,7 @@ def candidates(quick: bool = False) -> list[tuple[str, DecodeOptions, int]]:
                "matvec", "head", "gate_up", "qkv_rope_decode")})), 3),
            ("page default", D, 3),     # fewest dispatches
            ("page, x quantized per kernel", DecodeOptions(xq=False), 3),
+           ("page, quant_x for every input", DecodeOptions(xq_min_weights=0), 3),
            ("depth 2", D, 2), ("depth 4", D, 4),
            ("short off", DecodeOptions(short_ctx=0), 3),
            ("head norm separate", DecodeOptions(head_norm=False), 3),
