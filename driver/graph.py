@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from modelfmt.manifest import resolve
 
+from . import decode_xq
 from . import gpu as g
 from . import prefill_attention
 from .loader import DeviceCannotRun, ModelError
@@ -55,16 +56,6 @@ VERIFY_ATTN_ROWS = 16
 RING = MAX_DEPTH + 1   # readback buffers for sampled ids (pipelined steps in flight <= RING - 1)
 SLOTS = 8192      # uniform slices available to all recorders together (2 MiB): the 8B shape's
                   # prefill + decode + head take 1,280, each verify body 576 (5 nb values: 2,880)
-
-
-def _weights(op: str, dims: dict) -> int:
-    """Weight elements a decode kernel reads (DecodeOptions.xq_min_weights)."""
-    if op == "gate_up":
-        return 2 * dims["ffn"] * dims["hidden"]
-    if op == "qkv_rope_decode":
-        return dims["hidden"] * dims["head_dim"] * sum(
-            dims["n_heads"] if h == "q" else dims["n_kv_heads"] for h in dims["heads"])
-    return dims["rows"] * dims["cols"]
 
 
 class Graph:
@@ -262,7 +253,7 @@ class Graph:
         H, Q, KV, F = d["H"], d["Q"], d["KV"], d["F"]
         rows, n_tok, pos = self.chunk, Dyn("n_tok"), Dyn("pos")
         W = self.whole
-        xq = self._xq_plan(nb)
+        xq = decode_xq.verify_plan(self, nb, VERIFY_XQ)
         x, xn = W(self.x, 4 * rows * H), W(self.xn, 4 * rows * H)
         q, attn = W(self.q, 4 * rows * Q), W(self.attn, 4 * rows * Q)
         delta, act = W(self.delta, 4 * rows * H), W(self.act, 4 * rows * F)
@@ -372,36 +363,16 @@ class Graph:
                            "out": W(self.xn, 4 * H)}, {"n_tok": 1}, {"n_tok": 1})
             avail = {**bufs, "x": W(self.xn, 4 * H)}
         # the int8-x kernels on x quantized once (the norm weight applied there when fused)
-        use = [self._decode_xq(op, dims) for op, dims in kernels]
-        use = use if self._xq_pays(sum(_weights(op, dims) for op, dims in kernels)) else []
+        use = [decode_xq.reads(self, op, dims) for op, dims in kernels]
+        use = use if decode_xq.pays(self, sum(decode_xq.weights(op, dims)
+                                              for op, dims in kernels)) else []
         if any(use):
-            avail["xq"] = self._quant_x(r, avail["x"], H, avail.get("norm_w"))
+            avail["xq"] = decode_xq.record(self, r, avail["x"], H, avail.get("norm_w"))
         ks = [self.kernel(op, **dims, **({"xq": 1} if u else {}))
               for (op, dims), u in zip(kernels, use or [False] * len(kernels))]
         for k in ks:
             r.dispatch(k, {b.name: avail[b.name] for b in k.bindings if b.kind != "uniform"},
                        self.fill(k, **params), grid)
-
-    def _decode_xq(self, op: str, dims: dict) -> bool:
-        """Whether the decode kernel ``op`` on ``dims`` reads quant_x's records
-        (``DecodeOptions.xq``, int8-x formats, where the kernel builds and fits the device)."""
-        return bool(self.opts.xq and self._fits(op, **dims, xq=1))
-
-    def _xq_pays(self, weights: int) -> bool:
-        """Whether an input read by ``weights`` weight elements gets its quant_x dispatch
-        (``DecodeOptions.xq_min_weights``)."""
-        return self.opts.xq and weights >= self.opts.xq_min_weights
-
-    def _quant_x(self, r, src, cols: int, norm_w=None):
-        """Dispatch quant_x of the decode input ``src`` (cols,) (times ``norm_w`` where given:
-        the consumers' fused RMSNorm) into ``dxq``; returns the binding of its records."""
-        if self.dxq is None:   # (max(H, Q, F) / 32, 5) vec4<u32>: one token's int8 x chunks
-            self.dxq = self._buf(max(self.dims[d] for d in "HQF") // 32 * 80, "dxq")
-        k = self.kernel("quant_x", fmt="q4_0", cols=cols, nb=1, norm=int(norm_w is not None))
-        buf = self.whole(self.dxq, cols // 32 * 80)
-        r.dispatch(k, {"x": src, **({"norm_w": norm_w} if norm_w is not None else {}), "xq": buf},
-                   self.fill(k, n_tok=1), {})
-        return buf
 
     def _qkv_decode(self, r, p, q, kc, vc) -> None:
         """Decode: the fused M = 1 kernel in one dispatch, or 2-3 where it binds more storage
@@ -419,25 +390,6 @@ class Graph:
         kernels = [("qkv_rope_decode", {**dims, **wd, "heads": h}) for h, wd in self.qkv_groups(p)]
         self._normed(r, p + "attention_norm", kernels, avail, {"n_tok": 1, "pos": Dyn("pos")},
                      {"n_tok": 1})
-
-    def _xq_plan(self, nb: int):
-        """``xq(r, src, cols)``: in a verify body with VERIFY_XQ where quant_x fits, dispatch
-        quant_x of ``src`` (nb, cols) into the shared ``xq`` buffer and return it (its q4_0
-        consumers then bind it, the others ``src``); else None (every kernel quantizes x itself)."""
-        if not (nb and VERIFY_XQ and all(self._fits("quant_x", fmt="q4_0", cols=c, nb=nb)
-                                         for c in set(self.dims[d] for d in "HQF"))):
-            return lambda r, src, cols, *names: None
-        if self.xq is None:   # (32, F / 32, 5) vec4<u32>: int8 x chunks of up to 32 rows
-            self.xq = self._buf(32 * (max(self.dims[d] for d in "HQF") // 32) * 80, "xq")
-
-        def xq(r, src, cols, *names):
-            if not any(self.wdims(n)["fmt"] == "q4_0" for n in names):
-                return None     # no q4_0 consumer (K-quant / q8_0 layers): nothing to quantize
-            k = self.kernel("quant_x", fmt="q4_0", cols=cols, nb=nb)
-            buf = self.whole(self.xq, nb * (cols // 32) * 80)
-            r.dispatch(k, {"x": src, "xq": buf}, self.fill(k, n_tok=Dyn("n_tok")), {})
-            return buf
-        return xq
 
     def _proj(self, r, name, src, dst, *, decode: bool, n_tok, rows: int, cols: int,
               accumulate: int = 0, nb: int = 0, xq=None) -> None:
@@ -462,8 +414,8 @@ class Graph:
             knobs = self.opts.knob("matvec")
         dims = dict(rows=rows, cols=cols, accumulate=accumulate, **knobs, **self.wdims(name))
         xin = {"x": src}
-        if decode and self._xq_pays(rows * cols) and self._decode_xq(op, dims):
-            xin, dims = {"xq": self._quant_x(r, src, cols)}, {**dims, "xq": 1}
+        if decode and decode_xq.pays(self, rows * cols) and decode_xq.reads(self, op, dims):
+            xin, dims = {"xq": decode_xq.record(self, r, src, cols)}, {**dims, "xq": 1}
         k = self.kernel(op, **dims)
         params = self.fill(k, n_tok=n_tok, row_offset=0)
         r.dispatch(k, {**xin, **self.parts(self.single_block(name)), "y": dst}, params,
@@ -535,8 +487,9 @@ class Graph:
                 k = self.kernel("rmsnorm", hidden=H, eps=eps)
                 r.dispatch(k, {"x": W(self.x, 4 * H), "w": self.norm_buf("norm"),
                                "out": W(self.xlast, 4 * H)}, {"n_tok": 1}, {"n_tok": 1})
-            if self._xq_pays(V * H) and all(self._decode_xq("matvec", dm) for dm in dims):
-                src = {"xq": self._quant_x(r, src["x"], H, src.get("norm_w"))}
+            if decode_xq.pays(self, V * H) and all(decode_xq.reads(self, "matvec", dm)
+                                                    for dm in dims):   # x quantized once
+                src = {"xq": decode_xq.record(self, r, src["x"], H, src.get("norm_w"))}
                 dims = [{**dm, "xq": 1} for dm in dims]
         for blk, dm in zip(blocks, dims):
             k = self.kernel("matvec", **dm)

@@ -86,7 +86,11 @@ def test_runner_on_wgpu_matches_shaders_check(exported, backend):
     d, doc, _ = exported
     blob = (d / "cases.bin").read_bytes()
     rows = asyncio.run(kc.run_all(backend, doc, blob))
-    want = harness.check(quick=True, ops=OPS, out=lambda *a: None)
+    # the cases of several dispatches (gate_up on quant_x's records) are not exported
+    multi = {s.split(" ", 1)[1] for s in doc["skipped"]}
+    assert any(s.endswith("via quant_x") for s in multi)
+    want = [r for r in harness.check(quick=True, ops=OPS, out=lambda *a: None)
+            if r["shape"] not in multi]
     key = lambda r: (r["slug"], r["variant"], r["shape"], r["ok"])   # noqa: E731
     assert [key(r) for r in rows] == [key(r) for r in want]
     for a, b in zip(rows, want):

@@ -100,8 +100,16 @@ def test_logits_and_greedy_match_transformers(packed, backend, name, mode):
         fmts = [len({t[f"layers.{i}.attention.w{h}"]["dtype"] for h in "qkv"})
                 for i in range(eng.cfg.num_hidden_layers)]
         head = t["output"] if "alias" not in t["output"] else t[t["output"]["alias"]]
+        # + quant_x (every input natively) before the qkv kernels, wo, gate_up, w2 and the head
+        # where one of them reads int8 x (q4_0 and the K-quants; lavapipe has packed dot products)
+        from shaders.decode_loop import XQ_FORMATS
+        i8 = lambda *ns: any(t[n]["dtype"] in XQ_FORMATS for n in ns)   # noqa: E731
+        n_xq = sum(i8(*(f"layers.{i}.attention.w{h}" for h in "qkv")) + i8(f"layers.{i}.attention.wo")
+                   + i8(f"layers.{i}.feed_forward.w1") + i8(f"layers.{i}.feed_forward.w2")
+                   for i in range(eng.cfg.num_hidden_layers)) + (head["dtype"] in XQ_FORMATS)
+        assert eng.graph.caps.packed_dot and n_xq > 0
         assert eng.dispatches_per_token == 1 + sum(n + 5 for n in fmts) + 1 + \
-            len(head["blocks"]) + 2
+            len(head["blocks"]) + 2 + n_xq
         if name == "k1_q4_k_m_untied":
             assert max(fmts) == 2   # the split QKV layer is there
         # speculative decoding's verify pass (matvec_multi / gate_up_multi on the K-quants):
