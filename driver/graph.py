@@ -363,13 +363,12 @@ class Graph:
                            "out": W(self.xn, 4 * H)}, {"n_tok": 1}, {"n_tok": 1})
             avail = {**bufs, "x": W(self.xn, 4 * H)}
         # the int8-x kernels on x quantized once (the norm weight applied there when fused)
-        use = [decode_xq.reads(self, op, dims) for op, dims in kernels]
-        use = use if decode_xq.pays(self, sum(decode_xq.weights(op, dims)
-                                              for op, dims in kernels)) else []
+        pays = decode_xq.pays(self, sum(decode_xq.weights(op, dims) for op, dims in kernels))
+        use = [pays and decode_xq.reads(self, op, dims) for op, dims in kernels]
         if any(use):
             avail["xq"] = decode_xq.record(self, r, avail["x"], H, avail.get("norm_w"))
         ks = [self.kernel(op, **dims, **({"xq": 1} if u else {}))
-              for (op, dims), u in zip(kernels, use or [False] * len(kernels))]
+              for (op, dims), u in zip(kernels, use)]
         for k in ks:
             r.dispatch(k, {b.name: avail[b.name] for b in k.bindings if b.kind != "uniform"},
                        self.fill(k, **params), grid)
