@@ -136,7 +136,7 @@ fn pk8(a: u32, b: u32, c: u32, d: u32) -> u32 {
 
 
 # ---- x pre-quantized once (quant_x, shaders/multi.py) ----
-XQ_FORMATS = ("q4_0", "q4_k", "q5_k", "q6_k")   # the formats whose decode x is int8 (unpack 3)
+XQ_FORMATS = tuple(f for f, u in DECODE_UNPACK.items() if u == 3)   # decode x is int8 (unpack 3)
 XQ_WORDS = 5   # vec4<u32> per 32-column chunk: xe, xo, ye, yo words, (dx, sq|sr, sqa|sra, ss)
 
 

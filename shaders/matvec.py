@@ -14,7 +14,7 @@ from __future__ import annotations
 from modelfmt.formats import QUANTIZED
 
 from .core import Binding, Caps, Grid, Kernel, KernelKey, Params, UnsupportedKernel
-from .decode_loop import DECODE_UNPACK, DecodeLoop, decode_tol, x_chunk
+from .decode_loop import DECODE_UNPACK, DecodeLoop, decode_tol
 from .registry import Case, register, register_cases
 from .wgsl_common import (BASE, SCALED, WeightSpec, binding_decls, check_weight, fold_grid,
                           weight_bindings)

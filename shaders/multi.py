@@ -24,8 +24,8 @@ from __future__ import annotations
 from modelfmt.formats import KQUANT
 
 from .core import Binding, Caps, Grid, Kernel, KernelKey, Params, UnsupportedKernel
-from .decode_loop import (DECODE_UNPACK, PK8_WGSL, XQ_WORDS, DecodeLoop, chunk_dot, chunk_dot_i8,
-                          decode_tol, norm_binding, x_chunk, xq_load_lines)
+from .decode_loop import (DECODE_UNPACK, PK8_WGSL, XQ_FORMATS, XQ_WORDS, DecodeLoop, chunk_dot,
+                          chunk_dot_i8, decode_tol, norm_binding, x_chunk, xq_load_lines)
 from .registry import Case, register, register_cases
 from . import kquant as kq
 from .wgsl_common import (BASE, SCALED, WeightSpec, binding_decls, check_weight, fold_grid,
@@ -235,8 +235,8 @@ def build_quant_x(caps: Caps, fmt: str, cols: int, nb: int, group_size: int = 32
     each record keeping its chunk's raw sum of x^2 for the consumer's fused RMSNorm."""
     from .core import render
     lp = DecodeLoop.plan(caps, "q4_0", cols, group_size, None)
-    if not (fmt in DECODE_UNPACK and lp.i8 == 2 and cols % 32 == 0 and lp.xvec == 4):
-        raise UnsupportedKernel(f"quant_x: for {', '.join(DECODE_UNPACK)} with packed int8 dot "
+    if not (fmt in XQ_FORMATS and lp.i8 == 2 and cols % 32 == 0 and lp.xvec == 4):
+        raise UnsupportedKernel(f"quant_x: for {', '.join(XQ_FORMATS)} with packed int8 dot "
                                 f"products and cols a multiple of 32 only (got {fmt}, {cols})")
     if not (isinstance(nb, int) and 1 <= nb <= MAX_NB):
         raise UnsupportedKernel(f"quant_x: nb (token rows) must be in [1, {MAX_NB}], got {nb!r}")

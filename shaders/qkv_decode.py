@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 from .core import Binding, Caps, Grid, Kernel, KernelKey, UnsupportedKernel
 from .decode_loop import (DECODE_UNPACK, NORM_EPS_CASE, DecodeLoop, case_norm_input, decode_tol,
-                          ref_normed, x_chunk)
+                          ref_normed)
 from .registry import Case, register, register_cases
 from .rope import PARAMS, ROPE_FN
 from .wgsl_common import SCALED, binding_decls, check_weight, fold_grid, kv_store, weight_bindings
